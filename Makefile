@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:
+#   make demo   set everything up, then compile, draw, export, run and train a bundled spec
+#   make test   set everything up, then run the test suite
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+OUT    ?= out
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	sh tools/ensure-graphviz.sh
+	touch $@
+
+demo: setup
+	sh tools/demo.sh $(VENV) $(OUT)
+
+test: setup
+	$(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,184 @@
+"""The public Python API.
+
+    import archdsl
+    spec = archdsl.compile("specs/lenet5.arch")     # or .arch source text
+    lenet = spec.model("LeNet5")                     # a CompiledModel (IR + conveniences)
+    print(lenet.summary())
+    lenet.render("lenet.svg")
+    lenet.to_onnx("lenet.onnx", opset=17, seed=0)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .elaborate.elaborator import Elaborator
+from .elaborate.loader import Namespace, load
+from .elaborate.sections import check_sections
+from .errors import ArchError, ArchErrors, did_you_mean
+from .ir.graph import Model
+
+
+def compile(source: str | os.PathLike, **overrides) -> "Spec":
+    """Compile a spec from a path (str ending in .arch, or a Path) or from source text.
+
+    Every model in the file is elaborated and shape-checked with its default parameters (and
+    `overrides` where a model declares them); all independent errors are raised together.
+    """
+    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".arch") and "\n" not in source):
+        ns = load(path=source)
+    else:
+        ns = load(text=str(source))
+    return Spec(ns, overrides)
+
+
+def parse_set(items: list[str]) -> dict:
+    """`--set k=v` strings -> values (int, float, bool or string)."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ArchError(f"--set expects NAME=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        k = k.strip()
+        v = v.strip()
+        if v.lower() in ("true", "false"):
+            out[k] = v.lower() == "true"
+            continue
+        try:
+            out[k] = int(v.replace("_", ""))
+            continue
+        except ValueError:
+            pass
+        try:
+            out[k] = float(v)
+            continue
+        except ValueError:
+            pass
+        out[k] = v
+    return out
+
+
+class Spec:
+    """A compiled .arch file: its models (elaborated on demand, cached) and sections."""
+
+    def __init__(self, ns: Namespace, overrides: dict | None = None):
+        self.ns = ns
+        self.file = ns.file
+        self._cache: dict = {}
+        errors: list[ArchError] = []
+        for name in ns.own_models:
+            try:
+                self.model(name, **self._applicable(name, overrides or {}))
+            except ArchErrors as e:
+                errors.extend(e.errors)
+            except ArchError as e:
+                errors.append(e)
+        try:
+            self.sections = check_sections(ns, self)
+        except ArchErrors as e:
+            errors.extend(e.errors)
+        except ArchError as e:
+            errors.append(e)
+        if errors:
+            raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+
+    def _applicable(self, name: str, overrides: dict) -> dict:
+        params = {p.name for p in self.ns.models[name].params}
+        return {k: v for k, v in overrides.items() if k in params}
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.ns.own_models)
+
+    def model(self, name: str | None = None, **overrides) -> "CompiledModel":
+        if name is None:
+            if not self.ns.own_models:
+                raise ArchError(f"{self.file} defines no model")
+            name = self.ns.own_models[-1] if len(self.ns.own_models) == 1 else self._default_model()
+        if name not in self.ns.models:
+            raise ArchError(f"no model named '{name}' in {self.file}",
+                            hint=did_you_mean(name, self.ns.models) or f"models: {', '.join(self.ns.models)}")
+        key = (name, tuple(sorted(overrides.items())))
+        if key not in self._cache:
+            ir = Elaborator(self.ns).model(name, overrides)
+            self._cache[key] = CompiledModel(ir, self)
+        return self._cache[key]
+
+    def _default_model(self) -> str:
+        """With several models, the one named by a train section, else the last one."""
+        for s in getattr(self, "sections", {}).get("train", []):
+            return s.model
+        return self.ns.own_models[-1]
+
+    def models(self) -> list["CompiledModel"]:
+        return [self.model(n) for n in self.ns.own_models]
+
+
+class CompiledModel:
+    """One model's IR with the things people do with it."""
+
+    def __init__(self, ir: Model, spec: Spec | None = None):
+        self.ir = ir
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    @property
+    def graph(self):
+        return self.ir.graph
+
+    def __repr__(self):
+        ins = ", ".join(f"{v.name}: {v.type}" for v in self.ir.inputs)
+        outs = ", ".join(f"{v.name}: {v.type}" for v in self.ir.outputs)
+        return f"<model {self.name}({ins}) -> ({outs})>"
+
+    # -- analysis -------------------------------------------------------------------------
+    def cost(self, dims: dict | None = None, batch: int = 1):
+        from .passes.cost import analyze
+        return analyze(self.ir, dims=dims, batch=batch)
+
+    def summary(self, dims: dict | None = None, batch: int = 1) -> str:
+        from .summary import format_summary
+        return format_summary(self.cost(dims, batch), self.ir)
+
+    @property
+    def param_count(self) -> int:
+        return self.ir.param_count()
+
+    # -- drawing --------------------------------------------------------------------------
+    def to_dot(self, rankdir: str = "TB", collapse=False):
+        from .backends.render import to_dot
+        return to_dot([self.ir], rankdir=rankdir, collapse=collapse)
+
+    def render(self, path: str | os.PathLike, rankdir: str = "TB", collapse=False) -> Path:
+        from .backends.render import render
+        return render([self.ir], path, rankdir=rankdir, collapse=collapse)
+
+    def _repr_svg_(self):
+        try:
+            return self.to_dot().pipe(format="svg").decode()
+        except Exception:   # no `dot` binary: notebooks fall back to the text repr
+            return None
+
+    # -- weights, ONNX, NumPy ---------------------------------------------------------------
+    def init_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
+        from .passes.init import initialize
+        return initialize(self.ir, seed)
+
+    def to_onnx(self, path: str | os.PathLike | None = None, opset: int | None = None, seed: int = 0,
+                weights: dict | None = None):
+        """The ONNX ModelProto (written atomically to `path` if given)."""
+        from .backends.onnx.export import DEFAULT_OPSET, save, to_onnx
+        weights = weights if weights is not None else self.init_weights(seed)
+        proto = to_onnx(self.ir, weights, opset=opset or DEFAULT_OPSET)
+        if path is not None:
+            save(proto, path)
+        return proto
+
+    def executor(self, weights: dict | None = None, seed: int = 0):
+        from .backends.numpy.executor import NumpyExecutor
+        return NumpyExecutor(self.ir, weights if weights is not None else self.init_weights(seed), seed=seed)

@@ -1,0 +1,48 @@
+"""Small numpy helpers shared by the primitive modules."""
+
+import numpy as np
+
+
+def pad_array(x, pads, value=0.0):
+    """Constant-pad ndarray ``x``; ``pads`` has one (before, after) pair per
+    dim (negative entries crop).  Shared by pad and the conv/pool code."""
+    if not any(b or a for b, a in pads):
+        return x
+    crop = tuple(slice(-b if b < 0 else 0, (a if a < 0 else None)) for b, a in pads)
+    x = x[crop]
+    if not any(b > 0 or a > 0 for b, a in pads):
+        return x
+    pos = [(b if b > 0 else 0, a if a > 0 else 0) for b, a in pads]
+    shape = tuple(s + b + a for s, (b, a) in zip(x.shape, pos))
+    out = np.full(shape, value, dtype=x.dtype)
+    out[tuple(slice(b, b + s) for s, (b, _) in zip(x.shape, pos))] = x
+    return out
+
+
+def ntuple(v, n, name):
+    """An int or a length-n sequence of ints -> tuple of n ints."""
+    if isinstance(v, (int, np.integer)):
+        return (int(v),) * n
+    v = tuple(int(a) for a in v)
+    if len(v) != n:
+        raise ValueError(f"{name} needs {n} values, got {v}")
+    return v
+
+
+def pad_pairs(p, n):
+    """Padding spec -> tuple of n (begin, end) pairs.
+
+    Accepts an int (all sides), n ints (symmetric per dim) or n pairs."""
+    if isinstance(p, (int, np.integer)):
+        return ((int(p), int(p)),) * n
+    p = list(p)
+    if len(p) != n:
+        raise ValueError(f"padding needs {n} entries (one per spatial dim), got {p}")
+    out = []
+    for e in p:
+        if isinstance(e, (int, np.integer)):
+            out.append((int(e), int(e)))
+        else:
+            b, a = e
+            out.append((int(b), int(a)))
+    return tuple(out)

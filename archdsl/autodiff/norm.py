@@ -1,0 +1,161 @@
+"""Normalisation and dropout primitives with fused backward passes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tensor import Tensor, _GRAD, _NOGRAD, _const, as_tensor, record, unbroadcast
+
+__all__ = ["batch_norm", "layer_norm", "dropout"]
+
+
+def _data(t):
+    return t.data if isinstance(t, Tensor) else t
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, training,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over all axes but 1, for [N, C] and [N, C, *].
+
+    training: normalise with batch statistics (biased variance) and update
+    ``running_mean``/``running_var`` in place (ndarrays or Tensors; None
+    skips) with PyTorch's rule ``r = (1-momentum) r + momentum * stat`` where
+    the variance statistic is the unbiased one.  Otherwise use the running
+    statistics (batch statistics if there are none).  ``gamma``/``beta`` may
+    be None (no affine).
+    """
+    x = as_tensor(x)
+    xd = x.data
+    nd = xd.ndim
+    C = xd.shape[1]
+    axes = (0,) + tuple(range(2, nd))
+    bshape = (1, C) + (1,) * (nd - 2)
+    n = xd.size // C
+    dt = xd.dtype
+    g_t = as_tensor(gamma) if gamma is not None else None
+    b_t = as_tensor(beta) if beta is not None else None
+    gam = g_t.data if g_t is not None else None
+    rm = _data(running_mean)
+    rv = _data(running_var)
+    use_batch = training or rm is None or rv is None  # no running stats: always batch stats
+    if use_batch:
+        if n <= 1:
+            raise ValueError(f"batch_norm in training needs more than one value per channel, got {xd.shape}")
+        mean = xd.mean(axis=axes)
+        xc = xd - mean.reshape(bshape)
+        var = np.einsum("ij...,ij...->j", xc, xc) / n if nd > 2 else (xc * xc).sum(axis=0) / n
+        var = var.astype(dt, copy=False)
+        if training and rm is not None:
+            rm *= 1.0 - momentum
+            rm += momentum * mean
+        if training and rv is not None:
+            rv *= 1.0 - momentum
+            rv += (momentum * n / (n - 1)) * var
+    else:
+        mean = np.asarray(rm, dtype=dt)
+        var = np.asarray(rv, dtype=dt)
+        xc = None
+    inv = 1.0 / np.sqrt(var + eps)
+    scale = inv if gam is None else gam.reshape(-1) * inv
+    if use_batch:
+        out = xc * scale.reshape(bshape)
+        if b_t is not None:
+            out += b_t.data.reshape(bshape)
+    else:
+        shift = -mean * scale
+        if b_t is not None:
+            shift = shift + b_t.data.reshape(-1)
+        out = xd * scale.reshape(bshape) + shift.reshape(bshape)
+    rx = x.requires_grad
+    rg = g_t is not None and g_t.requires_grad
+    rb = b_t is not None and b_t.requires_grad
+    if not ((rx or rg or rb) and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        xhat = (xc if use_batch else xd - mean.reshape(bshape)) * inv.reshape(bshape)
+        sum_g = g.sum(axis=axes)
+        sum_gx = np.einsum("ij...,ij...->j", g, xhat) if nd > 2 else (g * xhat).sum(axis=0)
+        gx = None
+        if rx:
+            sb = scale.reshape(bshape)
+            if use_batch:
+                gx = g - (sum_g / n).reshape(bshape)
+                gx -= xhat * (sum_gx / n).reshape(bshape)
+                gx *= sb
+            else:
+                gx = g * sb
+        ggam = sum_gx.reshape(gam.shape) if rg else None
+        gbet = sum_g.reshape(b_t.data.shape) if rb else None
+        return gx, ggam, gbet
+    return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+
+
+def layer_norm(x, gamma=None, beta=None, axes=None, eps=1e-5):
+    """Layer normalisation over trailing axes.
+
+    ``axes``: None -> the last ``gamma.ndim`` dims (last dim without gamma);
+    an int a -> dims a..end (ONNX LayerNormalization ``axis``; -1 = last dim);
+    a tuple -> those dims, which must be the trailing ones.
+    ``gamma``/``beta`` broadcast against the normalised dims.
+    """
+    x = as_tensor(x)
+    xd = x.data
+    nd = xd.ndim
+    g_t = as_tensor(gamma) if gamma is not None else None
+    b_t = as_tensor(beta) if beta is not None else None
+    if axes is None:
+        k = g_t.data.ndim if g_t is not None else 1
+        axes = tuple(range(nd - k, nd))
+    elif isinstance(axes, (int, np.integer)):
+        axes = tuple(range(int(axes) % nd, nd))
+    else:
+        axes = tuple(sorted(int(a) % nd for a in axes))
+        if axes != tuple(range(nd - len(axes), nd)):
+            raise ValueError(f"layer_norm axes {axes} must be the trailing dims of a {nd}-d input")
+    mean = xd.mean(axis=axes, keepdims=True)
+    xc = xd - mean
+    var = np.mean(xc * xc, axis=axes, keepdims=True)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = xc * inv
+    out = xhat * g_t.data if g_t is not None else xhat
+    if b_t is not None:
+        out = out + b_t.data
+    rx = x.requires_grad
+    rg = g_t is not None and g_t.requires_grad
+    rb = b_t is not None and b_t.requires_grad
+    if not ((rx or rg or rb) and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        gx = None
+        if rx:
+            gh = g * g_t.data if g_t is not None else g
+            gx = gh - gh.mean(axis=axes, keepdims=True)
+            gx -= xhat * np.mean(gh * xhat, axis=axes, keepdims=True)
+            gx *= inv
+        ggam = unbroadcast(g * xhat, g_t.data.shape) if rg else None
+        gbet = unbroadcast(g, b_t.data.shape) if rb else None
+        return gx, ggam, gbet
+    return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+
+
+def dropout(x, p, training, rng=None):
+    """Inverted dropout: zero with probability p, scale the rest by 1/(1-p).
+    Identity (the same Tensor) when not training or p == 0."""
+    x = as_tensor(x)
+    if not training or p == 0:
+        return x
+    xd = x.data
+    if rng is None:
+        rng = np.random.default_rng()
+    if p >= 1:
+        m = np.zeros(xd.shape, dtype=xd.dtype)
+    else:
+        rdt = np.float64 if xd.dtype == np.float64 else np.float32
+        m = (rng.random(xd.shape, dtype=rdt) >= p).astype(xd.dtype)
+        m *= 1.0 / (1.0 - p)
+    out = xd * m
+    if not (x.requires_grad and _GRAD[0]):
+        return _const(out)
+    return record(out, (x,), lambda g: (g * m,))

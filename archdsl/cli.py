@@ -1,0 +1,187 @@
+"""The `archdsl` command line. User mistakes print as compiler diagnostics and exit 1; a Python
+traceback from here is an archdsl bug."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ArchError
+
+
+def _add_model_args(p, set_help=True):
+    p.add_argument("file", help="an .arch spec")
+    p.add_argument("--model", "-m", help="which model of the file (default: the only/last one)")
+    p.add_argument("--set", action="append", default=[], metavar="K=V",
+                   help="override a model parameter, e.g. --set classes=10")
+
+
+def _model(args):
+    from .api import compile, parse_set
+    overrides = parse_set(args.set)
+    spec = compile(Path(args.file))
+    if args.model is None and overrides:
+        pass
+    model = spec.model(args.model, **overrides)
+    return spec, model
+
+
+def cmd_check(args) -> int:
+    from .api import compile
+    from .errors import ArchErrors
+    failed = 0
+    for f in args.files:
+        try:
+            spec = compile(Path(f))
+        except ArchError as e:
+            failed += 1
+            print(e.format(), file=sys.stderr)
+            continue
+        for m in spec.models():
+            ins = ", ".join(f"{v.name}: {v.type}" for v in m.ir.inputs)
+            outs = ", ".join(f"{v.name}: {v.type}" for v in m.ir.outputs)
+            print(f"{f}: model {m.name}({ins}) -> ({outs})  ok")
+        for kind, secs in spec.sections.items():
+            for s in secs:
+                print(f"{f}: {kind} {s.name}  ok")
+    return 1 if failed else 0
+
+
+def _dims(items) -> dict:
+    from .api import parse_set
+    d = parse_set(items)
+    for k, v in d.items():
+        if not isinstance(v, int) or v <= 0:
+            raise ArchError(f"--dim {k}= needs a positive int, got {v!r}")
+    return d
+
+
+def cmd_summary(args) -> int:
+    spec, model = _model(args)
+    dims = _dims(args.dim)
+    report = model.cost(dims=dims, batch=args.batch)
+    if args.json:
+        from .summary import summary_json
+        print(json.dumps(summary_json(report, model.ir), indent=2))
+    else:
+        from .summary import format_summary
+        print(format_summary(report, model.ir))
+    return 0
+
+
+def cmd_render(args) -> int:
+    spec, model = _model(args)
+    out = model.render(args.output, rankdir=args.rankdir, collapse=args.collapse)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .backends.onnx.export import DEFAULT_OPSET
+    spec, model = _model(args)
+    weights = None
+    if args.weights:
+        from .train.checkpoint import load_weights
+        weights = load_weights(args.weights, model.ir)
+    proto = model.to_onnx(args.output, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights)
+    print(f"wrote {args.output}: model {model.name}, opset {args.opset or DEFAULT_OPSET}, "
+          f"{len(proto.graph.node)} nodes, {model.param_count:,} parameters"
+          f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from .runtime import Session, load_inputs
+    sess = Session(args.model_file, device=args.device)
+    feeds = load_inputs(args.input)
+    outs = sess.run(feeds)
+    print(f"ran {args.model_file} on {sess.device} ({', '.join(sess.providers)})")
+    for name, arr in outs.items():
+        flat = np.asarray(arr).ravel()
+        preview = np.array2string(flat[:6], precision=4, separator=", ")
+        print(f"  {name}: {arr.dtype}{list(arr.shape)}  {preview}{' ...' if flat.size > 6 else ''}")
+    if args.output:
+        from .fileio import atomic_path
+        with atomic_path(args.output) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **outs)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import format_doctor
+    print(format_doctor())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    ap = argparse.ArgumentParser(prog="archdsl", description="A compiler for neural-network architectures.")
+    ap.add_argument("--version", action="version", version=f"archdsl {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="parse and shape-check specs")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("summary", help="layer table with parameters, MACs and memory")
+    _add_model_args(p)
+    p.add_argument("--batch", type=int, default=1, help="batch size for MACs and activation memory (default 1)")
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=V", help="value of a symbolic dim, e.g. T=128")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_summary)
+
+    p = sub.add_parser("render", help="draw the network with graphviz")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", required=True, help="OUT.svg, .png, .pdf or .dot")
+    p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
+    p.add_argument("--collapse", action="store_true", help="draw each block instance as one box")
+    p.set_defaults(fn=cmd_render)
+
+    p = sub.add_parser("export", help="lower to an ONNX file")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", required=True, help="model.onnx")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--weights", help="a training checkpoint (.npz) to export instead of seeded weights")
+    p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default 0)")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("run", help="run an ONNX file on ONNX Runtime")
+    p.add_argument("model_file", help="model.onnx")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy")
+    p.add_argument("-o", "--output", help="write the outputs to an .npz")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("doctor", help="report the installation: versions, providers, graphviz")
+    p.set_defaults(fn=cmd_doctor)
+
+    from .train import cli as train_cli
+    train_cli.add_commands(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "fn", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.fn(args)
+    except ArchError as e:
+        print(e.format(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

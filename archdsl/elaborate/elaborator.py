@@ -1,0 +1,717 @@
+"""AST -> IR: bind parameters, evaluate expressions, expand blocks and `repeat`, share and tie
+weights, and check every tensor shape as each op is applied (the op's own shape rule).
+
+Errors in independent statements are all collected; a statement that failed poisons the names
+it would have bound, so later uses stay quiet instead of cascading.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+
+from ..errors import ArchError, ArchErrors, ShapeError, Span, did_you_mean
+from ..ir.graph import Model, Node, Param, Scope, Value
+from ..ir.types import DTYPES, Sym, TensorType
+from ..ops.base import Op, load_all
+from ..syntax import ast as A
+from .bind import bind_args
+from .loader import Namespace
+from .values import (CALLABLES, POISON, BlockInstance, BlockKind, Builtin, Composed, LayerInstance,
+                     OpKind, Poison, RepeatCallable, TensorRef, show)
+
+MAX_BLOCK_DEPTH = 64
+MAX_REPEAT = 10_000
+MAX_NODES = 200_000
+MAX_INT = 2 ** 62
+PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+class _Collected(Exception):
+    """Raised after an error was recorded, to abandon the current statement."""
+
+
+@dataclass(eq=False)
+class Frame:
+    """One body being elaborated: a model, or one application of a block / repeat copy."""
+    env: dict
+    path: str                       # qualified prefix for names ("" at model level)
+    scopes: tuple                   # enclosing scope paths
+    counters: dict = field(default_factory=dict)
+    taken: set = field(default_factory=set)
+    depth: int = 0
+
+    def qualify(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def unique(self, base: str, auto: bool) -> str:
+        if auto:
+            n = self.counters.get(base, 0) + 1
+            while f"{base}_{n}" in self.taken:
+                n += 1
+            self.counters[base] = n
+            name = f"{base}_{n}"
+        else:
+            name, k = base, 1
+            while name in self.taken:
+                k += 1
+                name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+
+def _builtins() -> dict:
+    def channels(x):
+        t = _tensor_arg(x, "channels")
+        if t.rank < 2:
+            raise ArchError(f"channels() needs a tensor of rank >= 2, got {t}")
+        return t.shape[1]
+
+    def dim(x, i):
+        t = _tensor_arg(x, "dim")
+        if not isinstance(i, int) or not -t.rank <= i < t.rank:
+            raise ArchError(f"dim(): axis {show(i)} is out of range for {t}")
+        return t.shape[i]
+
+    def rank(x):
+        return _tensor_arg(x, "rank").rank
+
+    def shape(x):
+        return tuple(_tensor_arg(x, "shape").shape)
+
+    def _len(x):
+        if not isinstance(x, (tuple, list, str)):
+            raise ArchError(f"len() needs a tuple, list or string, got {show(x)}")
+        return len(x)
+
+    def _num(fn, name):
+        def f(*xs):
+            if not xs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
+                raise ArchError(f"{name}() needs numbers, got {', '.join(show(x) for x in xs) or 'nothing'}")
+            return fn(*xs)
+        return f
+
+    return {"channels": Builtin("channels", channels), "dim": Builtin("dim", dim),
+            "rank": Builtin("rank", rank), "shape": Builtin("shape", shape), "len": Builtin("len", _len),
+            "min": Builtin("min", _num(min, "min")), "max": Builtin("max", _num(max, "max")),
+            "int": Builtin("int", _num(int, "int")), "float": Builtin("float", _num(float, "float")),
+            "abs": Builtin("abs", _num(abs, "abs")), "sqrt": Builtin("sqrt", _num(math.sqrt, "sqrt"))}
+
+
+def _tensor_arg(x, fname) -> TensorType:
+    if not isinstance(x, TensorRef):
+        raise ArchError(f"{fname}() needs a tensor, got {show(x)}")
+    return x.value.type
+
+
+BUILTINS = _builtins()
+
+
+class Elaborator:
+    def __init__(self, ns: Namespace):
+        self.ns = ns
+        self.ops = load_all()
+        self.errors: list[ArchError] = []
+
+    # -- entry point --------------------------------------------------------------------------
+    def model(self, name: str, overrides: dict | None = None, override_spans: dict | None = None) -> Model:
+        defn = self.ns.models[name]
+        self.errors = []
+        self.m = Model(name=name, file=defn.span.file, span=defn.span, args={})
+        frame = Frame(env={}, path="", scopes=())
+        try:
+            args = self.bind_params(defn, [], dict(overrides or {}), defn.span, from_cli=True)
+        except ArchError as e:
+            raise e from None
+        self.m.args = dict(args)
+        frame.env.update(args)
+        self.run_body(defn, frame, inputs=None)
+        if self.errors:
+            raise self.errors[0] if len(self.errors) == 1 else ArchErrors(self.errors)
+        return self.m
+
+    # -- parameters ---------------------------------------------------------------------------
+    def bind_params(self, defn: A.Definition, positional: list, keywords: dict, span: Span,
+                    from_cli: bool = False, kw_spans: dict | None = None) -> dict:
+        names = [p.name for p in defn.params]
+        what = f"{defn.kind} {defn.name}"
+        if len(positional) > len(names):
+            raise ArchError(f"{what} takes {len(names)} parameter{'s' if len(names) != 1 else ''}, got {len(positional)}",
+                            span)
+        given = dict(zip(names, positional))
+        for k, v in keywords.items():
+            if k not in names:
+                hint = did_you_mean(k, names) or (f"{what} takes: {', '.join(names)}" if names else f"{what} takes no parameters")
+                raise ArchError(f"{what} has no parameter '{k}'", (kw_spans or {}).get(k, span), hint)
+            if k in given:
+                raise ArchError(f"{what} got parameter '{k}' twice", span)
+            given[k] = v
+        env: dict = {}
+        frame = Frame(env=env, path="", scopes=())
+        for p in defn.params:
+            if p.name in given:
+                v = given[p.name]
+            elif p.default is not None:
+                v = self.eval(p.default, frame)
+            else:
+                hint = f"pass it: {defn.name}({p.name}=...)" if not from_cli else f"set it: --set {p.name}=..."
+                raise ArchError(f"{what} needs a value for parameter '{p.name}'", span, hint)
+            if p.type is not None:
+                if p.type not in PARAM_TYPES:
+                    raise ArchError(f"unknown parameter type '{p.type}'", p.span,
+                                    did_you_mean(p.type, PARAM_TYPES) or "types are int, float, bool, str")
+                want = PARAM_TYPES[p.type]
+                if want is float and isinstance(v, int) and not isinstance(v, bool):
+                    v = float(v)
+                ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+                if not ok and not isinstance(v, Poison):
+                    where = (kw_spans or {}).get(p.name, span) if p.name in given else p.span
+                    raise ArchError(f"parameter '{p.name}' of {what} must be {p.type}, got {show(v)}", where)
+            env[p.name] = v
+        return env
+
+    # -- bodies -------------------------------------------------------------------------------
+    def run_body(self, defn: A.Definition, frame: Frame, inputs: list | None, call_span: Span | None = None):
+        """Elaborate statements; returns the outputs (TensorRefs) of a block application."""
+        is_model = inputs is None
+        next_input = 0
+        outputs: list = []
+        symbols: dict = {}    # block input dims that bind on first use
+        n_inputs = sum(isinstance(s, A.Input) for s in defn.body)
+        if not is_model and len(inputs) != n_inputs:
+            raise ArchError(f"{defn.kind} {defn.name} takes {n_inputs} input tensor{'s' if n_inputs != 1 else ''}, "
+                            f"got {len(inputs)}", call_span,
+                            "pipe a tuple of tensors for several inputs: (a, b) -> Block" if n_inputs > 1 else None)
+        for idx, stmt in enumerate(defn.body):
+            try:
+                if isinstance(stmt, A.Input):
+                    if is_model:
+                        self.model_input(stmt, frame)
+                    else:
+                        ref = inputs[next_input]
+                        next_input += 1
+                        if stmt.type is not None and not isinstance(ref, Poison):
+                            self.check_block_input(stmt, ref, frame, symbols, defn, call_span)
+                        frame.env[stmt.name] = ref
+                elif isinstance(stmt, A.Assign):
+                    self.assign(stmt, frame, defn, idx)
+                elif isinstance(stmt, A.Output):
+                    v = self.eval(stmt.value, frame, defn=defn, idx=idx)
+                    outputs.append(self.output(stmt, v, frame, is_model))
+            except _Collected:
+                if isinstance(stmt, A.Assign):
+                    for t in stmt.targets:
+                        frame.env[t] = POISON
+                elif isinstance(stmt, A.Input):
+                    frame.env[stmt.name] = POISON
+                else:
+                    outputs.append(POISON)
+            except ArchError as e:
+                if not is_model:
+                    raise      # inside a block application: one error for the whole application
+                self.errors.append(e)
+                if isinstance(stmt, A.Assign):
+                    for t in stmt.targets:
+                        frame.env[t] = POISON
+                elif isinstance(stmt, A.Input):
+                    frame.env[stmt.name] = POISON
+        if is_model:
+            if not any(isinstance(s, A.Output) for s in defn.body):
+                self.errors.append(ArchError(f"model {defn.name} has no output", defn.name_span,
+                                             "add a line like: output logits = x -> Linear(10)"))
+            if not any(isinstance(s, A.Input) for s in defn.body):
+                self.errors.append(ArchError(f"model {defn.name} has no input", defn.name_span,
+                                             "add a line like: input x: f32[N, 784]"))
+            return None
+        if not outputs:
+            raise ArchError(f"block {defn.name} has no output", defn.name_span,
+                            "end the block with: output <expression>")
+        if any(isinstance(o, Poison) for o in outputs):
+            return POISON
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def model_input(self, stmt: A.Input, frame: Frame):
+        if stmt.type is None:
+            raise ArchError(f"model input '{stmt.name}' needs a type", stmt.span,
+                            f"write: input {stmt.name}: f32[N, ...]")
+        if any(v.name == stmt.name for v in self.m.inputs):
+            raise ArchError(f"input '{stmt.name}' is declared twice", stmt.span)
+        t = self.tensor_type(stmt.type, frame)
+        v = Value(stmt.name, t, None, 0, stmt.span)
+        self.m.inputs.append(v)
+        frame.env[stmt.name] = TensorRef(v, f"input {stmt.name}")
+
+    def tensor_type(self, tt: A.TensorTypeExpr, frame: Frame, symbolic: bool = True) -> TensorType:
+        if tt.dtype not in DTYPES:
+            raise ArchError(f"unknown dtype '{tt.dtype}'", tt.dtype_span,
+                            did_you_mean(tt.dtype, DTYPES) or f"dtypes are {', '.join(DTYPES)}")
+        dims = []
+        for d in tt.dims:
+            v = self.eval(d, frame, symbolic=symbolic)
+            if isinstance(v, bool) or not isinstance(v, (int, Sym)):
+                raise ArchError(f"a dimension must be an int or a symbol like N, got {show(v)}", d.span)
+            if isinstance(v, int) and v <= 0:
+                raise ArchError(f"a dimension must be positive, got {v}", d.span)
+            dims.append(v)
+        return TensorType(tt.dtype, tuple(dims))
+
+    def check_block_input(self, stmt: A.Input, ref: TensorRef, frame, symbols: dict, defn, call_span):
+        declared = stmt.type
+        actual = ref.value.type
+        if declared.dtype != actual.dtype:
+            raise ShapeError(f"block {defn.name} input '{stmt.name}' expects {declared.dtype}, got {actual}", call_span,
+                             f"declared at {stmt.span}")
+        if len(declared.dims) != actual.rank:
+            raise ShapeError(f"block {defn.name} input '{stmt.name}' expects a {len(declared.dims)}-D tensor, got {actual}",
+                             call_span, f"declared at {stmt.span}")
+        for d, a in zip(declared.dims, actual.shape):
+            if isinstance(d, A.Name) and d.id not in frame.env:
+                if d.id in symbols and symbols[d.id] != a:
+                    raise ShapeError(f"block {defn.name} input '{stmt.name}': dim {d.id} is {symbols[d.id]} elsewhere "
+                                     f"but {a} here ({actual})", call_span)
+                symbols.setdefault(d.id, a)
+                continue
+            want = self.eval(d, frame)
+            if want != a:
+                raise ShapeError(f"block {defn.name} input '{stmt.name}' expects dim {show(want)} where the tensor has "
+                                 f"{a} ({actual})", call_span, f"declared at {stmt.span}")
+
+    def assign(self, stmt: A.Assign, frame: Frame, defn, idx):
+        v = self.eval(stmt.value, frame, defn=defn, idx=idx)
+        if len(stmt.targets) == 1:
+            name = stmt.targets[0]
+            # `enc = Linear(3)` and `b = Block` both bind one named instance: using it twice shares weights
+            if isinstance(v, OpKind):
+                v = LayerInstance(v.op, self._bind(v.op, [], {}, stmt.value.span, {}), stmt.value.span)
+            elif isinstance(v, BlockKind):
+                v = BlockInstance(v.defn, self.bind_params(v.defn, [], {}, stmt.value.span), stmt.value.span, v.module)
+            if isinstance(v, (LayerInstance, BlockInstance, RepeatCallable)) and v.name is None and v.path is None:
+                v.name = name      # `wte = Embedding(...)` names the layer
+            frame.env[name] = v
+            return
+        if isinstance(v, Poison):
+            for t in stmt.targets:
+                frame.env[t] = POISON
+            return
+        if not isinstance(v, tuple) or len(v) != len(stmt.targets):
+            n = len(v) if isinstance(v, tuple) else 1
+            raise ArchError(f"cannot unpack {n} value{'s' if n != 1 else ''} into {len(stmt.targets)} names", stmt.span)
+        for t, x in zip(stmt.targets, v):
+            frame.env[t] = x
+
+    def output(self, stmt: A.Output, v, frame: Frame, is_model: bool):
+        if isinstance(v, Poison):
+            return POISON
+        if not isinstance(v, TensorRef):
+            raise ArchError(f"an output must be a tensor, got {show(v)}", stmt.value.span,
+                            "outputs are tensors: output y = x -> Layer(...)")
+        if is_model:
+            name = stmt.name or (stmt.value.id if isinstance(stmt.value, A.Name) else f"output_{len(self.m.outputs) + 1}")
+            if any(o.name == name for o in self.m.outputs):
+                raise ArchError(f"output '{name}' is declared twice", stmt.span)
+            if any(i.name == name for i in self.m.inputs) and v.value.producer is not None:
+                raise ArchError(f"output '{name}' has the same name as an input", stmt.span, "rename the output")
+            if v.value.producer is None or any(o is v.value for o in self.m.outputs):
+                # a model input (or an existing output) returned again: it needs a node of its own
+                v = self.apply(OpKind(self.ops["Identity"]), [v], frame, stmt.span)
+            v.value.name = name     # the tensor takes the output's name (ONNX graph output too)
+            self.m.outputs.append(v.value)
+        if stmt.name:
+            frame.env[stmt.name] = v
+        return v
+
+    # -- expressions --------------------------------------------------------------------------
+    def eval(self, e: A.Node, frame: Frame, symbolic: bool = False, defn=None, idx=None):
+        m = getattr(self, "e_" + type(e).__name__)
+        return m(e, frame, symbolic, defn, idx)
+
+    def e_Num(self, e, frame, *_):
+        if isinstance(e.value, int) and abs(e.value) > MAX_INT:
+            raise ArchError(f"integer {e.value} is too large", e.span)
+        return e.value
+
+    def e_Str(self, e, frame, *_):
+        return e.value
+
+    def e_Bool(self, e, frame, *_):
+        return e.value
+
+    def e_TupleExpr(self, e, frame, symbolic, defn, idx):
+        return tuple(self.eval(x, frame, symbolic, defn, idx) for x in e.items)
+
+    def e_ListExpr(self, e, frame, symbolic, defn, idx):
+        return tuple(self.eval(x, frame, symbolic, defn, idx) for x in e.items)
+
+    def e_Name(self, e, frame, symbolic, defn, idx):
+        n = e.id
+        if n in frame.env:
+            return frame.env[n]
+        if n in self.ops:
+            return OpKind(self.ops[n])
+        d = self.ns.definitions.get(n)
+        if d is not None:
+            return BlockKind(d, self.ns)
+        if n in BUILTINS:
+            return BUILTINS[n]
+        if symbolic:
+            return Sym.named(n)
+        if defn is not None and idx is not None:
+            later = _assigned_later(defn, idx, n)
+            if later is not None:
+                if _mentions(later.value, _targets_of(defn.body[idx])):
+                    raise ArchError(f"cycle: '{n}' is defined from this statement's result (line {later.span.line}), "
+                                    f"and this statement uses '{n}'", e.span,
+                                    "a network is a DAG; use a recurrent layer for feedback loops")
+                raise ArchError(f"'{n}' is used before it is defined (line {later.span.line})", e.span,
+                                "move its definition above this line")
+        names = list(frame.env) + list(self.ops) + list(self.ns.definitions) + list(BUILTINS)
+        kind = "name"
+        raise ArchError(f"undefined {kind} '{n}'", e.span, did_you_mean(n, names))
+
+    def e_UnaryOp(self, e, frame, symbolic, defn, idx):
+        v = self.eval(e.operand, frame, symbolic, defn, idx)
+        if isinstance(v, Poison):
+            return v
+        if e.op == "not":
+            if not isinstance(v, bool):
+                raise ArchError(f"'not' needs a bool, got {show(v)}", e.operand.span)
+            return not v
+        if isinstance(v, bool) or not isinstance(v, (int, float, Sym)):
+            raise ArchError(f"unary '{e.op}' needs a number, got {show(v)}", e.operand.span)
+        return -v if e.op == "-" else v
+
+    def e_BinOp(self, e, frame, symbolic, defn, idx):
+        if e.op in ("and", "or"):
+            a = self.eval(e.left, frame, symbolic, defn, idx)
+            if isinstance(a, Poison):
+                return a
+            if not isinstance(a, bool):
+                raise ArchError(f"'{e.op}' needs bools, got {show(a)}", e.left.span)
+            if (e.op == "and" and not a) or (e.op == "or" and a):
+                return a
+            b = self.eval(e.right, frame, symbolic, defn, idx)
+            if not isinstance(b, (bool, Poison)):
+                raise ArchError(f"'{e.op}' needs bools, got {show(b)}", e.right.span)
+            return b
+        a = self.eval(e.left, frame, symbolic, defn, idx)
+        b = self.eval(e.right, frame, symbolic, defn, idx)
+        if isinstance(a, Poison) or isinstance(b, Poison):
+            return POISON
+        if isinstance(a, TensorRef) or isinstance(b, TensorRef):
+            return self.tensor_binop(e, a, b, frame)
+        return _arith(e, a, b)
+
+    def tensor_binop(self, e, a, b, frame):
+        kinds = {"+": "Add", "-": "Sub", "*": "Mul"}
+        if e.op not in kinds:
+            raise ArchError(f"tensors support + - * (elementwise), not '{e.op}'", e.span)
+        if not (isinstance(a, TensorRef) and isinstance(b, TensorRef)):
+            other = b if isinstance(a, TensorRef) else a
+            raise ArchError(f"'{e.op}' between a tensor and {show(other)} is not supported", e.span,
+                            "both sides must be tensors")
+        return self.apply(OpKind(self.ops[kinds[e.op]]), [a, b], frame, e.span)
+
+    def e_IfExp(self, e, frame, symbolic, defn, idx):
+        c = self.eval(e.cond, frame, symbolic, defn, idx)
+        if isinstance(c, Poison):
+            return c
+        if not isinstance(c, bool):
+            raise ArchError(f"a condition must be a bool, got {show(c)}", e.cond.span)
+        return self.eval(e.then if c else e.orelse, frame, symbolic, defn, idx)
+
+    def e_Index(self, e, frame, symbolic, defn, idx):
+        v = self.eval(e.value, frame, symbolic, defn, idx)
+        i = self.eval(e.index, frame, symbolic, defn, idx)
+        if isinstance(v, Poison) or isinstance(i, Poison):
+            return POISON
+        if not isinstance(v, tuple):
+            raise ArchError(f"cannot index {show(v)}", e.value.span,
+                            "only tuples (e.g. several outputs of a layer) can be indexed")
+        if not isinstance(i, int) or isinstance(i, bool) or not -len(v) <= i < len(v):
+            raise ArchError(f"index {show(i)} is out of range for a tuple of {len(v)}", e.index.span)
+        return v[i]
+
+    def e_Call(self, e, frame, symbolic, defn, idx):
+        f = self.eval(e.func, frame, symbolic, defn, idx)
+        if isinstance(f, Poison):
+            return f
+        pos, kw, spans = [], {}, {}
+        for i, a in enumerate(e.args):
+            v = self.eval(a.value, frame, symbolic, defn, idx)
+            if isinstance(v, Poison):
+                return v
+            if a.name is None:
+                if kw:
+                    raise ArchError("a positional argument cannot follow a keyword argument", a.span)
+                spans[len(pos)] = a.span
+                pos.append(v)
+            else:
+                if a.name in kw:
+                    raise ArchError(f"argument '{a.name}' given twice", a.span)
+                spans[a.name] = a.span
+                kw[a.name] = v
+        if isinstance(f, OpKind):
+            name = self._take_name(kw, spans)
+            attrs = self._bind(f.op, pos, kw, e.span, spans)
+            return LayerInstance(f.op, attrs, e.span, name=name)
+        if isinstance(f, BlockKind):
+            name = self._take_name(kw, spans) if "name" not in [p.name for p in f.defn.params] else None
+            args = self.bind_params(f.defn, pos, kw, e.span, kw_spans=spans)
+            return BlockInstance(f.defn, args, e.span, f.module, name=name)
+        if isinstance(f, Builtin):
+            if kw:
+                raise ArchError(f"{f.name}() takes no keyword arguments", e.span)
+            try:
+                return f.fn(*pos)
+            except ArchError as err:
+                raise ArchError(err.message, e.span, err.hint) from None
+            except TypeError:
+                raise ArchError(f"wrong number of arguments to {f.name}()", e.span) from None
+        if isinstance(f, (LayerInstance, BlockInstance)):
+            raise ArchError(f"{show(f)} already has its arguments", e.span,
+                            "apply layers to tensors with '->': x -> layer")
+        raise ArchError(f"{show(f)} is not callable", e.func.span)
+
+    def _take_name(self, kw: dict, spans: dict):
+        name = kw.pop("name", None)
+        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+            raise ArchError(f"name= must be an identifier string, got {show(name)}", spans.get("name"))
+        return name
+
+    def _bind(self, op: Op, pos, kw, span, spans):
+        return bind_args(op, pos, kw, span, spans)
+
+    def e_Repeat(self, e, frame, symbolic, defn, idx):
+        n = self.eval(e.count, frame, symbolic, defn, idx)
+        if isinstance(n, Poison):
+            return n
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ArchError(f"a repeat count must be a positive int, got {show(n)}", e.count.span)
+        if n > MAX_REPEAT:
+            raise ArchError(f"repeat count {n} exceeds the limit of {MAX_REPEAT}", e.count.span,
+                            "raise archdsl.elaborate.elaborator.MAX_REPEAT if you really mean it")
+        return RepeatCallable(n, e.var, e.body, dict(frame.env), e.span)
+
+    def e_Pipe(self, e, frame, symbolic, defn, idx):
+        left = self.eval(e.left, frame, symbolic, defn, idx)
+        right = self.eval(e.right, frame, symbolic, defn, idx)
+        if isinstance(left, Poison) or isinstance(right, Poison):
+            return POISON
+        if not isinstance(right, CALLABLES):
+            hint = "to combine tensors write a + b, or (a, b) -> Concat(axis=1)" if isinstance(right, TensorRef) else None
+            raise ArchError(f"the right side of '->' must be a layer or block, got {show(right)}", e.right.span, hint)
+        if isinstance(left, CALLABLES):
+            return Composed(left, right)
+        tensors = list(left) if isinstance(left, tuple) else [left]
+        for t in tensors:
+            if not isinstance(t, TensorRef):
+                raise ArchError(f"the left side of '->' must be a tensor (or a tuple of tensors), got {show(t)}",
+                                e.left.span)
+        return self.apply(right, tensors, frame, e.right.span)
+
+    # -- application --------------------------------------------------------------------------
+    def apply(self, f, tensors: list, frame: Frame, span: Span):
+        if isinstance(f, OpKind):
+            f = LayerInstance(f.op, self._bind(f.op, [], {}, span, {}), span)
+        if isinstance(f, BlockKind):
+            f = BlockInstance(f.defn, self.bind_params(f.defn, [], {}, span), span, f.module)
+        if isinstance(f, LayerInstance):
+            return self.apply_layer(f, tensors, frame, span)
+        if isinstance(f, BlockInstance):
+            return self.apply_block(f, tensors, frame, span)
+        if isinstance(f, Composed):
+            mid = self.apply(f.first, tensors, frame, span)
+            mid = list(mid) if isinstance(mid, tuple) else [mid]
+            return self.apply(f.second, mid, frame, span)
+        if isinstance(f, RepeatCallable):
+            return self.apply_repeat(f, tensors, frame, span)
+        raise ArchError(f"{show(f)} is not a layer", span)
+
+    def apply_layer(self, inst: LayerInstance, tensors: list, frame: Frame, span: Span):
+        op = inst.op
+        lo, hi = (op.n_inputs, op.n_inputs) if isinstance(op.n_inputs, int) else op.n_inputs
+        if len(tensors) < lo or (hi != -1 and len(tensors) > hi):
+            want = f"{lo}" if lo == hi else f"at least {lo}" if hi == -1 else f"{lo} to {hi}"
+            raise ArchError(f"{op.name} takes {want} input tensor{'s' if want != '1' else ''}, got {len(tensors)}", span,
+                            "pipe a tuple for several inputs: (a, b) -> " + op.name if lo > 1 else None)
+        if len(self.m.nodes) >= MAX_NODES:
+            raise ArchError(f"model has more than {MAX_NODES} layers", span,
+                            "raise archdsl.elaborate.elaborator.MAX_NODES if you really mean it")
+        in_types = [t.value.type for t in tensors]
+        try:
+            out_types = op.infer(inst.attrs, list(in_types))
+            specs = op.params(inst.attrs, list(in_types))
+        except ShapeError as err:
+            hint = err.hint
+            if hint is None:
+                origins = [t.origin for t in tensors if t.origin]
+                if origins:
+                    hint = "input came from " + ", ".join(origins)
+            raise ShapeError(err.message, err.span or span, hint) from None
+        first = inst.path is None
+        if first:
+            local = frame.unique(inst.name or op.name.lower(), auto=inst.name is None)
+            inst.path = frame.qualify(local)
+        inst.applied += 1
+        node_name = inst.path if inst.applied == 1 else f"{inst.path}#{inst.applied}"
+        node = Node(node_name, op, inst.attrs, [t.value for t in tensors], span=span, scope=frame.scopes,
+                    instance=inst.path)
+        tied = inst.attrs.get("tied")
+        for local, spec in specs.items():
+            pname = f"{inst.path}.{local}"
+            if tied is not None and local == "weight":
+                if tied.path is None or "weight" not in tied.params:
+                    raise ArchError(f"tied layer {tied.name or tied.op.name} must be applied before the layer tied to it",
+                                    span, "use the embedding first, then the output projection")
+                pname = tied.params["weight"]
+            existing = self.m.parameters.get(pname)
+            if existing is not None:
+                if tuple(existing.shape) != tuple(spec.shape):
+                    what = "tied" if tied is not None and local == "weight" else "shared"
+                    raise ShapeError(f"{what} parameter {pname} has shape {list(existing.shape)}, but this use of "
+                                     f"{op.name} needs {list(spec.shape)} (input {', '.join(map(str, in_types))})",
+                                     span, "a shared layer must see inputs of the same size each time")
+            else:
+                self.m.parameters[pname] = Param(pname, spec)
+            node.params[local] = pname
+            inst.params.setdefault(local, pname)
+        origin = f"{op.name} at line {span.line}"
+        node.outputs = [Value(node_name if len(out_types) == 1 else f"{node_name}:{i}", t, node, i, span)
+                        for i, t in enumerate(out_types)]
+        self.m.nodes.append(node)
+        refs = [TensorRef(v, origin) for v in node.outputs]
+        return refs[0] if len(refs) == 1 else tuple(refs)
+
+    def apply_block(self, inst: BlockInstance, tensors: list, frame: Frame, span: Span):
+        if frame.depth >= MAX_BLOCK_DEPTH:
+            raise ArchError(f"blocks nested deeper than {MAX_BLOCK_DEPTH} (is {inst.defn.name} recursive?)", span,
+                            "raise archdsl.elaborate.elaborator.MAX_BLOCK_DEPTH if the nesting is intended")
+        if inst.path is None:
+            local = frame.unique(inst.name or inst.defn.name.lower(), auto=inst.name is None)
+            inst.path = frame.qualify(local)
+            self.m.scopes[inst.path] = Scope(inst.path, inst.label, inst.span)
+        inst.applied += 1
+        # Re-applying the same instance re-elaborates its body under the same path, so the
+        # parameter names (and hence the weights) are shared; node names get a #k suffix.
+        sub = Frame(env=dict(inst.args), path=inst.path, scopes=frame.scopes + (inst.path,), depth=frame.depth + 1)
+        n_before = len(self.m.nodes)
+        out = self.run_body(inst.defn, sub, inputs=tensors, call_span=span)
+        if inst.applied > 1:
+            for node in self.m.nodes[n_before:]:
+                node.name = f"{node.name}#{inst.applied}"
+                for i, v in enumerate(node.outputs):
+                    v.name = node.name if len(node.outputs) == 1 else f"{node.name}:{i}"
+        return out
+
+    def apply_repeat(self, rep: RepeatCallable, tensors: list, frame: Frame, span: Span):
+        if rep.path is None:
+            local = frame.unique(rep.name or "repeat", auto=rep.name is None)
+            rep.path = frame.qualify(local)
+            self.m.scopes[rep.path] = Scope(rep.path, f"repeat {rep.count}", rep.span)
+        rep.applied += 1
+        cur = tensors
+        for i in range(rep.count):
+            copy_path = f"{rep.path}.{i}"
+            if copy_path not in self.m.scopes:
+                self.m.scopes[copy_path] = Scope(copy_path, f"[{i}]", rep.span)
+            env = dict(rep.env)
+            if rep.var:
+                env[rep.var] = i
+            sub = Frame(env=env, path=copy_path, scopes=frame.scopes + (rep.path, copy_path), depth=frame.depth + 1)
+            body = self.eval(rep.body, sub)
+            if isinstance(body, Poison):
+                return POISON
+            if not isinstance(body, CALLABLES):
+                raise ArchError(f"a repeat body must be a layer or block, got {show(body)}", rep.body.span)
+            out = self.apply(body, cur, sub, span)
+            cur = list(out) if isinstance(out, tuple) else [out]
+        return cur[0] if len(cur) == 1 else tuple(cur)
+
+
+
+def _arith(e: A.BinOp, a, b):
+    op = e.op
+    nums = (int, float, Sym)
+    if op in ("==", "!="):
+        eq = a == b
+        return eq if op == "==" else not eq
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, nums) or not isinstance(b, nums):
+        if op == "+" and isinstance(a, tuple) and isinstance(b, tuple):
+            return a + b
+        if op == "+" and isinstance(a, str) and isinstance(b, str):
+            return a + b
+        raise ArchError(f"'{op}' needs numbers, got {show(a)} and {show(b)}", e.span)
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        fns = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv}
+        if op not in fns or (op in ("*", "//") and not (isinstance(a, int) or isinstance(b, int))):
+            raise ArchError(f"'{op}' is not supported on symbolic dimension {show(a if isinstance(a, Sym) else b)}",
+                            e.span)
+        return fns[op](a, b)
+    try:
+        if op == "+":
+            r = a + b
+        elif op == "-":
+            r = a - b
+        elif op == "*":
+            r = a * b
+        elif op == "/":
+            r = a / b
+        elif op == "//":
+            r = a // b
+        elif op == "%":
+            r = a % b
+        elif op == "**":
+            if isinstance(b, int) and isinstance(a, int) and (b > 256 or b < 0):
+                r = float(a) ** b
+            else:
+                r = a ** b
+        elif op == "<":
+            r = a < b
+        elif op == "<=":
+            r = a <= b
+        elif op == ">":
+            r = a > b
+        elif op == ">=":
+            r = a >= b
+        else:
+            raise AssertionError(op)
+    except ZeroDivisionError:
+        raise ArchError("division by zero", e.span) from None
+    except OverflowError:
+        raise ArchError("number too large", e.span) from None
+    if isinstance(r, complex):
+        raise ArchError("the result is not a real number", e.span)
+    if isinstance(r, int) and not isinstance(r, bool) and abs(r) > MAX_INT:
+        raise ArchError(f"integer result is too large ({op})", e.span)
+    if isinstance(r, float) and not math.isfinite(r):
+        raise ArchError("the result is not finite", e.span)
+    return r
+
+
+def _targets_of(stmt) -> set:
+    if isinstance(stmt, A.Assign):
+        return set(stmt.targets)
+    if isinstance(stmt, A.Output) and stmt.name:
+        return {stmt.name}
+    return set()
+
+
+def _assigned_later(defn: A.Definition, idx: int, name: str):
+    for stmt in defn.body[idx + 1:]:
+        if name in _targets_of(stmt):
+            return stmt
+    return None
+
+
+def _mentions(e, names: set) -> bool:
+    if isinstance(e, A.Name):
+        return e.id in names
+    if isinstance(e, A.Node):
+        for f in e.__dataclass_fields__:
+            if f == "span":
+                continue
+            v = getattr(e, f)
+            items = v if isinstance(v, tuple) else (v,)
+            if any(_mentions(x, names) for x in items if isinstance(x, A.Node)):
+                return True
+    return False

@@ -1,0 +1,109 @@
+"""Reading specs and their imports into one namespace of definitions and sections."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ArchError, ArchErrors, Span
+from ..syntax import ast as A
+from ..syntax.parser import parse
+
+MAX_IMPORT_DEPTH = 32
+
+
+@dataclass(eq=False)
+class Namespace:
+    """Every model, block and section visible from the main file (its own and imported)."""
+    file: str
+    source: str
+    definitions: dict[str, A.Definition] = field(default_factory=dict)
+    sections: list[A.Section] = field(default_factory=list)
+    own_models: list[str] = field(default_factory=list)    # models defined in the main file, in order
+    files: list[str] = field(default_factory=list)
+    seen: set = field(default_factory=set)      # resolved paths already loaded
+
+    @property
+    def models(self) -> dict[str, A.Definition]:
+        return {k: d for k, d in self.definitions.items() if d.kind == "model"}
+
+
+def load(text: str | None = None, path: str | os.PathLike | None = None) -> Namespace:
+    if path is not None:
+        p = Path(path)
+        text = _read(p, None)
+        file = str(path)
+    else:
+        file = "<string>"
+    ns = Namespace(file, text)
+    errors: list[ArchError] = []
+    _load_into(ns, text, file, Path(file).resolve().parent if path is not None else Path.cwd(),
+               stack=[str(Path(file).resolve()) if path is not None else file], errors=errors, main=True)
+    if errors:
+        raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+    return ns
+
+
+def _read(p: Path, span: Span | None) -> str:
+    if p.suffix != ".arch":
+        raise ArchError(f"{p} is not an .arch file", span, "archdsl only reads .arch specs")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ArchError(f"no such file: {p}", span) from None
+    except IsADirectoryError:
+        raise ArchError(f"{p} is a directory, not an .arch file", span) from None
+    except OSError as e:
+        raise ArchError(f"cannot read {p}: {e.strerror}", span) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ArchError(f"{p} is not valid UTF-8 (byte {e.start})", span) from None
+
+
+def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str],
+               errors: list[ArchError], main: bool) -> None:
+    module = parse(text, file)
+    ns.files.append(file)
+    ns.seen.add(stack[-1])
+    for item in module.items:
+        if isinstance(item, A.Import):
+            target = (base / item.path).resolve()
+            key = str(target)
+            if key in stack:
+                chain = " -> ".join(Path(s).name for s in stack[stack.index(key):] + [key])
+                errors.append(ArchError(f"import cycle: {chain}", item.span,
+                                        "move the shared blocks into a third file that both import"))
+                continue
+            if key in ns.seen:
+                continue    # already imported through another path (a diamond is fine)
+            if len(stack) >= MAX_IMPORT_DEPTH:
+                errors.append(ArchError(f"imports nested deeper than {MAX_IMPORT_DEPTH} files", item.span,
+                                        "flatten the import chain"))
+                continue
+            try:
+                sub = _read(target, item.span)
+                if not target.exists():
+                    raise ArchError(f"no such file: {item.path}", item.span)
+            except ArchError as e:
+                if "no such file" in e.message:
+                    e = ArchError(f"cannot import '{item.path}': no such file (looked in {base})", item.span,
+                                  "import paths are relative to the importing file")
+                errors.append(e)
+                continue
+            try:
+                _load_into(ns, sub, str(target), target.parent, stack + [key], errors, main=False)
+            except ArchError as e:
+                errors.append(e)
+        elif isinstance(item, A.Definition):
+            prev = ns.definitions.get(item.name)
+            if prev is not None:
+                errors.append(ArchError(f"'{item.name}' is defined twice (first at {prev.name_span})",
+                                        item.name_span, "rename one of them"))
+                continue
+            ns.definitions[item.name] = item
+            if main and item.kind == "model":
+                ns.own_models.append(item.name)
+        elif isinstance(item, A.Section):
+            if main:
+                ns.sections.append(item)

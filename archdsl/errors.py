@@ -1,0 +1,102 @@
+"""Errors a user can cause. Every one carries a source span and prints like a compiler diagnostic:
+
+    specs/bad.arch:7:22: error: Linear expects a 2-D or 3-D input, got f32[N, 16, 5, 5]
+      7 |   x = x -> Flatten -> Linear(120) -> Linear(84)
+        |                      ^^^^^^^^^^^
+      hint: did you mean to Flatten first?
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of one source file (1-based line and column, end exclusive)."""
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    source: str | None = field(default=None, repr=False, compare=False)  # whole file, for excerpts
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+    def excerpt(self) -> str:
+        if self.source is None:
+            return ""
+        lines = self.source.splitlines()
+        if not 1 <= self.line <= len(lines):
+            return ""
+        text = lines[self.line - 1].rstrip("\r\n").replace("\t", " ")
+        end = self.end_col if self.end_line == self.line else len(text) + 1
+        width = max(1, end - self.col)
+        gutter = str(self.line)
+        pad = " " * len(gutter)
+        return f"  {gutter} | {text}\n  {pad} | {' ' * (self.col - 1)}{'^' * width}"
+
+
+class ArchError(Exception):
+    """A mistake in user input (spec, data, files). Printed without a traceback; exit code 1."""
+    kind = "error"
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.hint = hint
+
+    def format(self) -> str:
+        where = f"{self.span}: " if self.span else "archdsl: "
+        out = [f"{where}{self.kind}: {self.message}"]
+        if self.span is not None:
+            ex = self.span.excerpt()
+            if ex:
+                out.append(ex)
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class ArchSyntaxError(ArchError):
+    pass
+
+
+class ShapeError(ArchError):
+    pass
+
+
+class NotSupportedError(ArchError):
+    pass
+
+
+class ArchErrors(ArchError):
+    """Several independent errors found in one run."""
+
+    def __init__(self, errors: list[ArchError]):
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.message, first.span, first.hint)
+
+    def format(self) -> str:
+        body = "\n".join(e.format() for e in self.errors)
+        n = len(self.errors)
+        return f"{body}\n{n} error{'s' if n != 1 else ''}"
+
+
+def did_you_mean(name: str, candidates) -> str | None:
+    """A 'did you mean X?' hint from the closest candidates, or None."""
+    cands = list(candidates)
+    close = difflib.get_close_matches(name, cands, n=3, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in cands}
+        if name.lower() in lowered:
+            close = [lowered[name.lower()]]
+    if not close:
+        return None
+    return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

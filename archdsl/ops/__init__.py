@@ -1,0 +1,1 @@
+"""Op registry: one module per family; see base.py for the contract."""

@@ -1,0 +1,291 @@
+"""Convolutions: Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d (PyTorch layouts and defaults).
+
+Layouts: input [N, C, L] or [N, C, H, W]; weight [C_out, C_in/groups, *k] for a convolution and
+[C_in, C_out/groups, *k] for a transposed one (what PyTorch and ONNX both use, so a checkpoint
+loads unchanged). Spatial dims may be symbolic (a Conv1d(k=3) over T gives T-2); the channel
+dim must be concrete, since it sizes the weight.
+
+Padding is kept per side, `((begin, end), ...)`, because 'same' with an even effective kernel
+is asymmetric: total = dilation*(k-1), begin = total//2, end = the rest (PyTorch's convention),
+which ONNX's explicit `pads` = [begin..., end...] expresses exactly (no auto_pad).
+
+The helpers here (`as_tuple`, `out_dim`, `spatial_names`) are shared with pool.py.
+"""
+from __future__ import annotations
+
+import math
+
+from ..autodiff import functional as F
+from ..ir.graph import ParamSpec
+from ..ir.types import Sym, is_static
+from .base import Arg, Op
+
+_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+def spatial_names(n: int) -> tuple[str, ...]:
+    return _AXES[n]
+
+
+def as_tuple(op: Op, attrs: dict, name: str, n: int, minimum: int) -> tuple[int, ...]:
+    """Attribute `name` (an int or n ints) as an n-tuple, each value >= minimum."""
+    v = attrs[name]
+    vals = tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+    if len(vals) != n:
+        raise op.fail(f"{name} must be an int or {n} ints (one per spatial dim), got {_show(v)}",
+                      f"{op.name} works on {n} spatial dim{'s' if n > 1 else ''}")
+    bad = [x for x in vals if int(x) < minimum]
+    if bad:
+        raise op.fail(f"{name} must be >= {minimum}, got {_show(v)}")
+    return tuple(int(x) for x in vals)
+
+
+def _show(v) -> str:
+    return "(" + ", ".join(map(str, v)) + ")" if isinstance(v, (tuple, list)) else repr(v) if isinstance(v, str) else str(v)
+
+
+def out_dim(op: Op, size, span: int, stride: int, pb: int, pe: int, axis: str, what: str,
+            ceil_mode: bool = False):
+    """Output size of a sliding window of `span` (= dilation*(k-1)+1) elements over `size`
+    (int or symbolic) padded by (pb, pe): floor((size + pb + pe - span) / stride) + 1.
+
+    With ceil_mode (pools, symmetric padding) PyTorch rounds up but drops a last window that
+    would start in the right padding; with a symbolic size that is value-dependent unless it
+    can never happen (pb + stride <= span), and the dim becomes an opaque symbol.
+    """
+    num = size + pb + pe - span
+    # (num + stride)//stride rather than num//stride + 1: equal, but keeps symbolic dims affine
+    # where they can be (T//2 for a 2-wide pool over T, not an opaque (T-2)//2 plus one)
+    if ceil_mode:
+        out = (num + 2 * stride - 1) // stride
+        if is_static(size):
+            if (out - 1) * stride >= size + pb:
+                out -= 1
+        elif pb + stride > span:
+            out = Sym.named(f"ceil_pool({size}; k={span}, s={stride}, p={pb})")
+    else:
+        out = (num + stride) // stride
+    if is_static(out) and out < 1:
+        raise op.fail(f"the {what} does not fit the input {axis} {size}: output {axis} would be "
+                      f"{out} (input {size} + padding {pb}+{pe} - window {span}) // stride {stride} + 1",
+                      f"use a smaller kernel, or pad the input (padding=...)")
+    return out
+
+
+def _conv_padding(op: Op, attrs: dict, n: int, k: tuple, d: tuple, s: tuple) -> tuple:
+    """The padding attribute as per-side pairs ((b, e), ...)."""
+    p = attrs["padding"]
+    if p == "valid":
+        return ((0, 0),) * n
+    if p == "same":
+        if any(x != 1 for x in s):
+            raise op.fail(f"padding='same' needs stride 1, got stride={_show(attrs['stride'])}",
+                          "PyTorch does not define 'same' for strided convolutions: pad explicitly")
+        out = []
+        for ki, di in zip(k, d):
+            total = di * (ki - 1)
+            out.append((total // 2, total - total // 2))
+        return tuple(out)
+    if isinstance(p, str):
+        raise op.fail(f"padding must be an int, {n} ints, 'same' or 'valid', got {p!r}")
+    vals = as_tuple(op, attrs, "padding", n, 0)
+    return tuple((x, x) for x in vals)
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+class _ConvBase(Op):
+    family = "conv"
+    ndim = 0
+
+    def _channels(self, x):
+        self.expect_rank(x, self.ndim + 2)
+        self.expect_float(x)
+        c = x.shape[1]
+        if not is_static(c):
+            raise self.fail(f"the channel dim of the input must be concrete, got {x}",
+                            "channels are dim 1: inputs are [N, C, ...spatial]")
+        return int(c)
+
+    def _groups(self, attrs, c_in):
+        g, c_out = attrs["groups"], attrs["out_channels"]
+        if c_out < 1:
+            raise self.fail(f"out_channels must be positive, got {c_out}")
+        if g < 1:
+            raise self.fail(f"groups must be positive, got {g}")
+        if c_in % g:
+            raise self.fail(f"in_channels {c_in} (dim 1 of the input) is not divisible by groups={g}")
+        if c_out % g:
+            raise self.fail(f"out_channels {c_out} is not divisible by groups={g}")
+        return g
+
+    def describe(self, attrs):
+        n = self.ndim
+        k = attrs["kernel_size"]
+        parts = [str(attrs["out_channels"]), f"k={_show(k)}"]
+        for key, short, default in (("stride", "s", 1), ("padding", "p", 0), ("output_padding", "op", 0),
+                                    ("dilation", "d", 1), ("groups", "g", 1)):
+            if key in attrs and attrs[key] != default and attrs[key] != (default,) * n:
+                parts.append(f"{short}={_show(attrs[key])}")
+        if not attrs["bias"]:
+            parts.append("no bias")
+        return ", ".join(parts)
+
+
+class _Conv(_ConvBase):
+    """y = cross-correlation of x with weight [C_out, C_in/groups, *k], plus bias [C_out]."""
+    args = (Arg("out_channels", "int"), Arg("kernel_size", "ints"), Arg("stride", "ints", 1),
+            Arg("padding", "padding", 0), Arg("dilation", "ints", 1), Arg("groups", "int", 1),
+            Arg("bias", "bool", True))
+
+    def _geometry(self, attrs):
+        n = self.ndim
+        k = as_tuple(self, attrs, "kernel_size", n, 1)
+        s = as_tuple(self, attrs, "stride", n, 1)
+        d = as_tuple(self, attrs, "dilation", n, 1)
+        return k, s, d, _conv_padding(self, attrs, n, k, d, s)
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        c_in = self._channels(x)
+        self._groups(attrs, c_in)
+        k, s, d, pads = self._geometry(attrs)
+        spatial = []
+        for i, axis in enumerate(spatial_names(self.ndim)):
+            what = f"kernel {k[i]}" + (f" (dilation {d[i]})" if d[i] != 1 else "")
+            spatial.append(out_dim(self, x.shape[2 + i], d[i] * (k[i] - 1) + 1, s[i], *pads[i], axis, what))
+        return [x.with_shape((x.shape[0], attrs["out_channels"], *spatial))]
+
+    def params(self, attrs, in_types):
+        c_in, c_out, g = int(in_types[0].shape[1]), attrs["out_channels"], attrs["groups"]
+        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
+        fan_in = c_in // g * _prod(k)
+        bound = 1.0 / math.sqrt(fan_in)     # PyTorch: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in))
+        p = {"weight": ParamSpec((c_out, c_in // g, *k), "uniform", bound=bound, fan_in=fan_in,
+                                 fan_out=c_out // g * _prod(k))}
+        if attrs["bias"]:
+            p["bias"] = ParamSpec((c_out,), "uniform", bound=bound, fan_in=fan_in)
+        return p
+
+    def macs(self, attrs, in_shapes, out_shapes):
+        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
+        return _prod(out_shapes[0]) * (in_shapes[0][1] // attrs["groups"]) * _prod(k)
+
+    def lower(self, node, b, inputs):
+        k, s, d, pads = self._geometry(node.attrs)
+        ins = [inputs[0], b.param("weight")] + ([b.param("bias")] if node.attrs["bias"] else [])
+        return [b.op("Conv", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
+                     pads=[p[0] for p in pads] + [p[1] for p in pads], group=node.attrs["groups"])]
+
+    def forward(self, node, ctx, inputs, params):
+        k, s, d, pads = self._geometry(node.attrs)
+        return [F.conv(inputs[0], params["weight"], params.get("bias"), stride=s, padding=pads,
+                       dilation=d, groups=node.attrs["groups"])]
+
+
+class Conv1d(_Conv):
+    """1-D convolution over [N, C, L] (text CNNs, audio): L_out = (L + 2p - d(k-1) - 1)//s + 1."""
+    name = "Conv1d"
+    ndim = 1
+
+
+class Conv2d(_Conv):
+    """2-D convolution over [N, C, H, W]."""
+    name = "Conv2d"
+    ndim = 2
+
+
+class _ConvTranspose(_ConvBase):
+    """The gradient of a convolution with respect to its input (a learned upsampling):
+    out = (in - 1)*s - 2p + d*(k-1) + output_padding + 1; weight [C_in, C_out/groups, *k]."""
+    args = (Arg("out_channels", "int"), Arg("kernel_size", "ints"), Arg("stride", "ints", 1),
+            Arg("padding", "ints", 0), Arg("output_padding", "ints", 0), Arg("dilation", "ints", 1),
+            Arg("groups", "int", 1), Arg("bias", "bool", True))
+
+    def _geometry(self, attrs):
+        n = self.ndim
+        k = as_tuple(self, attrs, "kernel_size", n, 1)
+        s = as_tuple(self, attrs, "stride", n, 1)
+        d = as_tuple(self, attrs, "dilation", n, 1)
+        p = as_tuple(self, attrs, "padding", n, 0)
+        op = as_tuple(self, attrs, "output_padding", n, 0)
+        for i in range(n):
+            if op[i] >= s[i] and op[i] >= d[i]:
+                raise self.fail(f"output_padding {_show(attrs['output_padding'])} must be smaller than "
+                                f"either stride {_show(attrs['stride'])} or dilation {_show(attrs['dilation'])}",
+                                "output_padding only picks among the output sizes a strided input could have")
+        return k, s, d, p, op
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        c_in = self._channels(x)
+        self._groups(attrs, c_in)
+        k, s, d, p, op = self._geometry(attrs)
+        spatial = []
+        for i, axis in enumerate(spatial_names(self.ndim)):
+            size = x.shape[2 + i]
+            out = (size - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1
+            if is_static(out) and out < 1:
+                raise self.fail(f"padding {p[i]} is too large for the input {axis} {size}: output {axis} "
+                                f"would be {out} = ({size} - 1)*stride {s[i]} - 2*{p[i]} + "
+                                f"{d[i]}*(kernel {k[i]} - 1) + {op[i]} + 1")
+            spatial.append(out)
+        return [x.with_shape((x.shape[0], attrs["out_channels"], *spatial))]
+
+    def params(self, attrs, in_types):
+        c_in, c_out, g = int(in_types[0].shape[1]), attrs["out_channels"], attrs["groups"]
+        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
+        fan_in = c_out // g * _prod(k)      # PyTorch computes fan_in from weight.shape[1] * prod(k)
+        bound = 1.0 / math.sqrt(fan_in)
+        p = {"weight": ParamSpec((c_in, c_out // g, *k), "uniform", bound=bound, fan_in=fan_in,
+                                 fan_out=c_in * _prod(k))}
+        if attrs["bias"]:
+            p["bias"] = ParamSpec((c_out,), "uniform", bound=bound, fan_in=fan_in)
+        return p
+
+    def macs(self, attrs, in_shapes, out_shapes):
+        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
+        return _prod(in_shapes[0]) * (attrs["out_channels"] // attrs["groups"]) * _prod(k)
+
+    def lower(self, node, b, inputs):
+        # output_padding only lengthens the end of the output, which is the full transposed
+        # convolution cropped to [p, full - p + op): so it is lowered as a smaller end pad
+        # (pads_end = p - op). onnxruntime rejects output_padding >= stride, which PyTorch allows
+        # when dilation > stride; where op > p, the rest goes to output_padding if it is below the
+        # stride, else the tail (which no kernel tap reaches: bias only) is padded in explicitly.
+        k, s, d, p, op = self._geometry(node.attrs)
+        n, bias = self.ndim, node.attrs["bias"]
+        end = [max(p[i] - op[i], 0) for i in range(n)]
+        extra = [max(op[i] - p[i], 0) for i in range(n)]
+        explicit = any(extra[i] >= s[i] for i in range(n))
+        ins = [inputs[0], b.param("weight")] + ([b.param("bias")] if bias and not explicit else [])
+        y = b.op("ConvTranspose", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
+                 pads=list(p) + end, output_padding=None if explicit else extra, group=node.attrs["groups"])
+        if explicit:
+            y = b.op("Pad", [y, b.ints([0] * (n + 2) + [0, 0] + extra, hint="pads")])
+            if bias:
+                y = b.op("Add", [y, b.derived("bias", lambda v: v.reshape((-1,) + (1,) * n), "bcast")])
+        return [y]
+
+    def forward(self, node, ctx, inputs, params):
+        k, s, d, p, op = self._geometry(node.attrs)
+        return [F.conv_transpose(inputs[0], params["weight"], params.get("bias"), stride=s, padding=p,
+                                 output_padding=op, dilation=d, groups=node.attrs["groups"])]
+
+
+class ConvTranspose1d(_ConvTranspose):
+    """Transposed 1-D convolution over [N, C, L]."""
+    name = "ConvTranspose1d"
+    ndim = 1
+
+
+class ConvTranspose2d(_ConvTranspose):
+    """Transposed 2-D convolution over [N, C, H, W] (DCGAN generators, U-Net decoders)."""
+    name = "ConvTranspose2d"
+    ndim = 2
+

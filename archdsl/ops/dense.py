@@ -1,0 +1,59 @@
+"""Dense layers: Linear."""
+from __future__ import annotations
+
+import math
+
+from ..autodiff import functional as F
+from ..ir.graph import ParamSpec
+from ..ir.types import TensorType, is_static
+from .base import Arg, Op
+
+
+class Linear(Op):
+    """y = x W^T + b over the last dim (PyTorch layout: weight [out, in]).
+
+    `tied=emb` shares the weight of an Embedding(out, in) instance (output projection tied to
+    the input embedding); the elaborator maps the parameter, this op needs no special case.
+    """
+    name = "Linear"
+    family = "dense"
+    args = (Arg("out_features", "int"), Arg("bias", "bool", True), Arg("tied", "layer", None))
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        self.expect_rank(x, (2, 3))
+        self.expect_float(x)
+        if not is_static(x.shape[-1]):
+            raise self.fail(f"the last dim of the input must be concrete, got {x}")
+        if attrs["out_features"] <= 0:
+            raise self.fail(f"out_features must be positive, got {attrs['out_features']}")
+        return [x.with_shape(x.shape[:-1] + (attrs["out_features"],))]
+
+    def params(self, attrs, in_types):
+        fan_in, out = int(in_types[0].shape[-1]), attrs["out_features"]
+        bound = 1.0 / math.sqrt(fan_in)     # PyTorch's default (kaiming_uniform with a=sqrt(5))
+        p = {"weight": ParamSpec((out, fan_in), "uniform", bound=bound, fan_in=fan_in, fan_out=out)}
+        if attrs["bias"]:
+            p["bias"] = ParamSpec((out,), "uniform", bound=bound, fan_in=fan_in)
+        return p
+
+    def macs(self, attrs, in_shapes, out_shapes):
+        n = 1
+        for d in out_shapes[0]:
+            n *= d
+        return n * in_shapes[0][-1]
+
+    def lower(self, node, b, inputs):
+        (x,) = inputs
+        bias = b.param("bias") if node.attrs["bias"] else ""
+        if node.inputs[0].type.rank == 2:
+            return [b.op("Gemm", [x, b.param("weight")] + ([bias] if bias else []), transB=1)]
+        if node.attrs["tied"] is not None:   # weight shared with an embedding: transpose at runtime
+            wt = b.op("Transpose", [b.param("weight")], perm=[1, 0])
+        else:
+            wt = b.derived("weight", lambda w: w.T, "T")
+        y = b.op("MatMul", [x, wt])
+        return [b.op("Add", [y, bias]) if bias else y]
+
+    def forward(self, node, ctx, inputs, params):
+        return [F.linear(inputs[0], params["weight"], params.get("bias"))]

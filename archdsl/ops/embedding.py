@@ -1,0 +1,66 @@
+"""Embedding: integer ids of any shape -> [..., embedding_dim] rows of a learned table."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autodiff import Tensor
+from ..autodiff import functional as F
+from ..ir.graph import ParamSpec
+from ..ir.types import INT_DTYPES, TensorType
+from .base import Arg, Op
+
+
+class Embedding(Op):
+    """A lookup table weight [num_embeddings, embedding_dim], initialised N(0, 1) as in PyTorch.
+
+    `padding_idx`: that id embeds to zeros and its row gets no gradient from the lookup.
+    PyTorch zeroes the row at initialisation and never updates it; here the lookup masks it, so
+    the result is the same whatever the stored row holds (ONNX: Gather, then Where on the ids).
+    """
+    name = "Embedding"
+    family = "embedding"
+    args = (Arg("num_embeddings", "int"), Arg("embedding_dim", "int"), Arg("padding_idx", "int", None))
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        if x.dtype not in INT_DTYPES:
+            raise self.fail(f"expects integer ids (i32 or i64), got {x}",
+                            "declare the input as i64[...] token ids; for float features use Linear"
+                            if x.is_float else None)
+        n, d = attrs["num_embeddings"], attrs["embedding_dim"]
+        if n <= 0 or d <= 0:
+            raise self.fail(f"num_embeddings and embedding_dim must be positive, got {n} and {d}")
+        p = attrs["padding_idx"]
+        if p is not None and not -n <= p < n:
+            raise self.fail(f"padding_idx {p} is out of range for {n} embeddings",
+                            f"choose an id in 0..{n - 1}")
+        return [TensorType("f32", x.shape + (d,))]
+
+    def params(self, attrs, in_types):
+        n, d = attrs["num_embeddings"], attrs["embedding_dim"]
+        return {"weight": ParamSpec((n, d), "normal", std=1.0, fan_in=n, fan_out=d)}
+
+    def lower(self, node, b, inputs):
+        (ids,) = inputs
+        y = b.op("Gather", [b.param("weight"), ids], axis=0)
+        p = self._padding(node)
+        if p is None:
+            return [y]
+        is_pad = b.op("Equal", [ids, b.const(np.asarray(p, dtype=node.inputs[0].type.np_dtype), hint="padding_idx")])
+        is_pad = b.op("Unsqueeze", [is_pad, b.ints([-1], "axes")])
+        return [b.op("Where", [is_pad, b.const(np.zeros((), np.float32), hint="zero"), y])]
+
+    def forward(self, node, ctx, inputs, params):
+        ids, w = inputs[0], params["weight"]
+        idx = ids.data if isinstance(ids, Tensor) else np.asarray(ids)
+        y = F.take(w, idx, axis=0)
+        p = self._padding(node)
+        if p is None:
+            return [y]
+        keep = (idx != p)[..., None].astype(w.data.dtype)
+        return [y * Tensor(keep)]
+
+    @staticmethod
+    def _padding(node):
+        p = node.attrs["padding_idx"]
+        return None if p is None else p % node.attrs["num_embeddings"]

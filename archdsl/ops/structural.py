@@ -1,0 +1,270 @@
+"""Structural ops: Flatten, Reshape, Transpose (alias Permute), Concat, and the elementwise
+binary Add, Sub, Mul that the elaborator makes of `a + b`, `a - b`, `a * b`.
+
+Shape rules work with symbolic dims; negative axes are normalised against the input rank.
+"""
+from __future__ import annotations
+
+from functools import reduce
+
+from ..autodiff import functional as F
+from ..ir.types import Sym, broadcast_shapes, is_static
+from .base import Arg, Op
+
+
+def _prod(dims):
+    return reduce(lambda a, b: a * b, dims, 1)
+
+
+def _concrete(dims) -> list[int] | None:
+    return [int(d) for d in dims] if all(is_static(d) for d in dims) else None
+
+
+class Flatten(Op):
+    """PyTorch's Flatten: merges dims start_dim..end_dim (inclusive) into one."""
+    name = "Flatten"
+    family = "structural"
+    args = (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1))
+
+    def _range(self, attrs, x) -> tuple[int, int]:
+        r = max(x.rank, 1)      # a 0-D input flattens like a 1-D one, as in PyTorch
+        s, e = attrs["start_dim"], attrs["end_dim"]
+        for what, v in (("start_dim", s), ("end_dim", e)):
+            if not -r <= v < r:
+                raise self.fail(f"{what}={v} is out of range for the {x.rank}-D input {x}",
+                                f"choose a dim in {-r}..{r - 1}")
+        s, e = s % r, e % r
+        if s > e:
+            raise self.fail(f"start_dim {attrs['start_dim']} (dim {s}) comes after end_dim "
+                            f"{attrs['end_dim']} (dim {e}) for the {x.rank}-D input {x}")
+        return s, e
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        s, e = self._range(attrs, x)
+        if x.rank == 0:
+            return [x.with_shape((1,))]
+        return [x.with_shape(x.shape[:s] + (_prod(x.shape[s:e + 1]),) + x.shape[e + 1:])]
+
+    def lower(self, node, b, inputs):
+        (x,) = inputs
+        t = node.inputs[0].type
+        s, e = self._range(node.attrs, t)
+        r = t.rank
+        if r == 0:
+            return [b.op("Reshape", [x, b.ints([1])])]
+        if s == e:
+            return [x]
+        if s == 1 and e == r - 1:
+            return [b.op("Flatten", [x], axis=1)]
+        head = [0] * s + [-1]           # 0 copies the input dim at the same index
+        tail = _concrete(t.shape[e + 1:])
+        if tail is not None:
+            return [b.op("Reshape", [x, b.ints(head + tail)])]
+        # Symbolic trailing dims: take them from the runtime shape.
+        shape = b.op("Shape", [x])
+        tail_dims = b.op("Slice", [shape, b.ints([e + 1], "starts"), b.ints([r], "ends"), b.ints([0], "axes")])
+        return [b.op("Reshape", [x, b.op("Concat", [b.ints(head), tail_dims], axis=0)])]
+
+    def forward(self, node, ctx, inputs, params):
+        (x,) = inputs
+        t = node.inputs[0].type
+        if t.rank == 0:
+            return [F.reshape(x, (1,))]
+        s, e = self._range(node.attrs, t)
+        shp = tuple(x.shape)
+        return [F.reshape(x, shp[:s] + (-1,) + shp[e + 1:])]
+
+
+class Reshape(Op):
+    """Reshape to `shape` (ONNX semantics): -1 infers one dim, 0 copies the input dim at the
+    same index. The input may have symbolic dims; element counts are checked when static."""
+    name = "Reshape"
+    family = "structural"
+    args = (Arg("shape", "shape"),)
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        shape = tuple(attrs["shape"])
+        if sum(1 for v in shape if v == -1) > 1:
+            raise self.fail(f"at most one dim of the target shape {shape} can be -1")
+        out = []
+        for i, v in enumerate(shape):
+            if v == 0:
+                if i >= x.rank:
+                    raise self.fail(f"target dim {i} is 0 (copy the input dim), but the input {x} "
+                                    f"has only {x.rank} dims")
+                out.append(x.shape[i])
+            elif v < -1:
+                raise self.fail(f"target shape {shape} has the invalid dim {v}",
+                                "use positive sizes, -1 to infer one dim, or 0 to copy an input dim")
+            else:
+                out.append(v)
+        # Cancel dims the input and the target have in common (copied or equal), then compare.
+        rest_in = list(x.shape)
+        rest_out = []
+        for d in out:
+            if d == -1:
+                continue
+            if d in rest_in:
+                rest_in.remove(d)
+            else:
+                rest_out.append(d)
+        have, want = _prod(rest_in), _prod(rest_out)   # want is an int: rest_out holds no syms
+        # (copied symbolic dims always cancel against the input dim they copy)
+        if -1 in out:
+            if want == 0:
+                raise self.fail(f"cannot infer the -1 dim of {shape} next to a 0-sized dim")
+            if is_static(have):
+                if have % want:
+                    raise self.fail(f"cannot reshape {x} ({_prod(x.shape)} elements) to {shape}: "
+                                    f"{have} is not divisible by {want}")
+                inferred = have // want
+            else:
+                inferred = have // want     # affine when divisible, else an opaque symbol
+            out[out.index(-1)] = inferred
+        elif have != want:
+            if is_static(have):
+                raise self.fail(f"cannot reshape {x} ({_prod(x.shape)} elements) to {shape} "
+                                f"({_prod(out)} elements)")
+            raise self.fail(f"cannot reshape {x} to {shape}: the symbolic dims "
+                            f"{', '.join(str(d) for d in rest_in if isinstance(d, Sym))} have no place in it",
+                            "use 0 to copy a dim of the input, or -1 to infer one")
+        return [x.with_shape(tuple(out))]
+
+    def lower(self, node, b, inputs):
+        return [b.op("Reshape", [inputs[0], b.ints(list(node.attrs["shape"]))])]
+
+    def forward(self, node, ctx, inputs, params):
+        (x,) = inputs
+        shp = tuple(x.shape)
+        return [F.reshape(x, tuple(shp[i] if v == 0 else v for i, v in enumerate(node.attrs["shape"])))]
+
+
+class Transpose(Op):
+    """Permutes the dims: output dim i is input dim perm[i]."""
+    name = "Transpose"
+    family = "structural"
+    args = (Arg("perm", "shape"),)
+
+    def _perm(self, attrs, x) -> tuple[int, ...]:
+        perm = tuple(attrs["perm"])
+        if len(perm) != x.rank:
+            raise self.fail(f"perm {perm} has {len(perm)} entries, but the input {x} has {x.rank} dims")
+        if any(not -x.rank <= p < x.rank for p in perm):
+            raise self.fail(f"perm {perm} has a dim out of range for the {x.rank}-D input {x}")
+        norm = tuple(p % x.rank for p in perm)
+        if sorted(norm) != list(range(x.rank)):
+            raise self.fail(f"perm {perm} is not a permutation of the dims 0..{x.rank - 1} of {x}",
+                            "each dim must appear exactly once")
+        return norm
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        perm = self._perm(attrs, x)
+        return [x.with_shape(tuple(x.shape[p] for p in perm))]
+
+    def lower(self, node, b, inputs):
+        return [b.op("Transpose", inputs, perm=list(self._perm(node.attrs, node.inputs[0].type)))]
+
+    def forward(self, node, ctx, inputs, params):
+        return [F.transpose(inputs[0], self._perm(node.attrs, node.inputs[0].type))]
+
+
+class Permute(Transpose):
+    name = "Permute"
+
+
+class Concat(Op):
+    """Concatenates 2 or more inputs along `axis`; every other dim must agree."""
+    name = "Concat"
+    family = "structural"
+    args = (Arg("axis", "int", 1),)
+    n_inputs = (2, -1)
+
+    def _axis(self, attrs, x) -> int:
+        ax = attrs["axis"]
+        if not -x.rank <= ax < x.rank:
+            raise self.fail(f"axis {ax} is out of range for the {x.rank}-D input {x}",
+                            f"choose an axis in {-x.rank}..{x.rank - 1}" if x.rank else None)
+        return ax % x.rank
+
+    def infer(self, attrs, in_types):
+        if len(in_types) < 2:
+            raise self.fail(f"needs at least 2 inputs, got {len(in_types)}")
+        x0 = in_types[0]
+        ax = self._axis(attrs, x0)
+        total = x0.shape[ax]
+        for i, t in enumerate(in_types[1:], start=1):
+            if t.dtype != x0.dtype:
+                raise self.fail(f"input {i} has dtype {t.dtype} but input 0 has {x0.dtype} ({t} vs {x0})")
+            if t.rank != x0.rank:
+                raise self.fail(f"input {i} {t} has {t.rank} dims but input 0 {x0} has {x0.rank}")
+            for d in range(x0.rank):
+                if d != ax and t.shape[d] != x0.shape[d]:
+                    raise self.fail(f"input {i} {t} differs from input 0 {x0} in dim {d} "
+                                    f"({t.shape[d]} vs {x0.shape[d]}); only dim {ax} (the concat axis) may differ")
+            total = total + t.shape[ax]
+        return [x0.with_shape(x0.shape[:ax] + (total,) + x0.shape[ax + 1:])]
+
+    def lower(self, node, b, inputs):
+        return [b.op("Concat", inputs, axis=self._axis(node.attrs, node.inputs[0].type))]
+
+    def forward(self, node, ctx, inputs, params):
+        return [F.concat(list(inputs), self._axis(node.attrs, node.inputs[0].type))]
+
+
+class _Binary(Op):
+    """Elementwise binary op with NumPy broadcasting."""
+    family = "structural"
+    n_inputs = 2
+    onnx_op = ""
+    symbol = ""
+
+    def infer(self, attrs, in_types):
+        if len(in_types) != 2:
+            raise self.fail(f"takes exactly 2 inputs, got {len(in_types)}")
+        a, c = in_types
+        if a.dtype != c.dtype:
+            raise self.fail(f"operands have different dtypes: {a} {self.symbol} {c}",
+                            "both sides must have the same dtype")
+        shape = broadcast_shapes(a.shape, c.shape)
+        if shape is None:
+            raise self.fail(f"cannot broadcast {a} {self.symbol} {c}: shapes [{_dims(a.shape)}] and "
+                            f"[{_dims(c.shape)}] differ in a dim where neither is 1",
+                            "dims are matched from the right; each pair must be equal or contain a 1")
+        return [a.with_shape(shape)]
+
+    def lower(self, node, b, inputs):
+        return [b.op(self.onnx_op, inputs)]
+
+
+def _dims(shape) -> str:
+    return ", ".join(str(d) for d in shape)
+
+
+class Add(_Binary):
+    name = "Add"
+    onnx_op = "Add"
+    symbol = "+"
+
+    def forward(self, node, ctx, inputs, params):
+        return [F.add(inputs[0], inputs[1])]
+
+
+class Sub(_Binary):
+    name = "Sub"
+    onnx_op = "Sub"
+    symbol = "-"
+
+    def forward(self, node, ctx, inputs, params):
+        return [F.sub(inputs[0], inputs[1])]
+
+
+class Mul(_Binary):
+    name = "Mul"
+    onnx_op = "Mul"
+    symbol = "*"
+
+    def forward(self, node, ctx, inputs, params):
+        return [F.mul(inputs[0], inputs[1])]

@@ -1,0 +1,243 @@
+"""Cost model: parameters, multiply-accumulates and activation memory of a model.
+
+    report = analyze(model, dims={"T": 128}, batch=8)
+
+Symbolic dims are resolved with `dims`; `N` defaults to `batch`. A dim that still cannot be
+resolved counts as 1 (for MACs and memory) and the symbols it needed are listed in
+`report.assumed`, so a reader knows which figures are per-unit of that symbol. Opaque dims that
+shape rules produce for non-affine expressions (`(T-3)//2`) are evaluated once their symbols
+are bound.
+
+Parameters are counted at the FIRST application of each Param: a layer applied twice, or a
+weight tied to another layer, is counted once. Buffers (BatchNorm running statistics) are not
+parameters; they are reported apart. Parameters are stored as float32 (4 bytes each), which is
+what archdsl initialises, trains and exports. Activation memory is the sum of the bytes of
+every node output for one forward pass at the stated dims (model inputs are not included;
+`input_bytes` has them). All figures are exact ints.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import asdict, dataclass, field
+
+from ..ir.graph import Model, Node
+from ..ir.types import TensorType, is_static
+
+PARAM_BYTES = 4     # float32
+
+
+@dataclass
+class NodeCost:
+    name: str
+    kind: str
+    describe: str
+    scope: tuple[str, ...]
+    instance: str
+    out_types: list[str]            # with symbols, e.g. "f32[N, 6, 28, 28]"
+    out_shapes: list[list[int]]     # resolved
+    params: int                     # counted here (first application of each Param)
+    trainable: int
+    buffers: int                    # buffer elements first used here
+    macs: int
+    out_bytes: int
+    shared_with: str | None = None      # first node applying the same layer instance
+    reused_params: list[str] = field(default_factory=list)   # counted at an earlier node
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["scope"] = list(self.scope)
+        return d
+
+
+@dataclass
+class ScopeCost:
+    path: str
+    label: str
+    depth: int          # 0 for a top-level block instance
+    params: int = 0
+    macs: int = 0
+    nodes: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CostReport:
+    model: str
+    batch: int
+    dims: dict[str, int]        # bindings used (N included)
+    assumed: list[str]          # symbols that were unbound and counted as 1
+    rows: list[NodeCost]
+    scopes: dict[str, ScopeCost]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    buffer_elements: int
+    macs: int
+    activation_bytes: int
+    input_bytes: int
+    param_bytes: int
+    buffer_bytes: int
+
+    def row(self, name: str) -> NodeCost:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+class _Resolver:
+    """Symbolic dims -> ints, recording the symbols that had to be assumed to be 1."""
+
+    def __init__(self, bindings: dict[str, int]):
+        self.bindings = dict(bindings)
+        self.assumed: list[str] = []
+
+    def dim(self, d) -> int:
+        if is_static(d):
+            return int(d)
+        total, missing = d.const, []
+        for name, c in d.terms.items():
+            v = self._symbol(name, missing)
+            if v is not None:
+                total += c * v
+        if missing:
+            for s in missing:
+                if s not in self.assumed:
+                    self.assumed.append(s)
+            return 1
+        return total
+
+    def shape(self, t: TensorType) -> tuple[int, ...]:
+        return tuple(self.dim(d) for d in t.shape)
+
+    def _symbol(self, name: str, missing: list[str]) -> int | None:
+        if name in self.bindings:
+            return int(self.bindings[name])
+        if name.isidentifier():
+            missing.append(name)
+            return None
+        # an opaque symbol named after its expression, e.g. "(T-3)//2" or "(T)*(S)"
+        try:
+            tree = ast.parse(name, mode="eval").body
+        except SyntaxError:
+            missing.append(name)
+            return None
+        inner: list[str] = []
+        v = self._eval(tree, inner)
+        if inner or v is None:
+            missing.extend(s for s in (inner or [name]) if s not in missing)
+            return None
+        return v
+
+    def _eval(self, node, missing: list[str]) -> int | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self._symbol(node.id, missing)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = self._eval(node.operand, missing)
+            return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
+        if isinstance(node, ast.BinOp):
+            a, b = self._eval(node.left, missing), self._eval(node.right, missing)
+            if a is None or b is None:
+                return None
+            if isinstance(node.op, ast.Add):
+                return a + b
+            if isinstance(node.op, ast.Sub):
+                return a - b
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            if isinstance(node.op, ast.FloorDiv) and b != 0:
+                return a // b
+            if isinstance(node.op, ast.Mod) and b != 0:
+                return a % b
+        return None
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def analyze(model: Model, dims: dict[str, int] | None = None, batch: int = 1) -> CostReport:
+    bindings = {"N": int(batch), **{k: int(v) for k, v in (dims or {}).items()}}
+    res = _Resolver(bindings)
+
+    first_of_instance: dict[str, str] = {}
+    counted: set[str] = set()
+    rows: list[NodeCost] = []
+    scopes: dict[str, ScopeCost] = {}
+
+    def scope_of(path: str, depth: int) -> ScopeCost:
+        if path not in scopes:
+            sc = model.scopes.get(path)
+            scopes[path] = ScopeCost(path, sc.label if sc is not None else path, depth)
+        return scopes[path]
+
+    for n in model.nodes:
+        params = trainable = buffers = 0
+        reused = []
+        for pname in n.params.values():
+            p = model.parameters[pname]
+            if pname in counted:
+                reused.append(pname)
+                continue
+            counted.add(pname)
+            if p.spec.buffer:
+                buffers += p.numel
+            else:
+                params += p.numel
+                trainable += p.numel if p.trainable else 0
+        in_shapes = [res.shape(v.type) for v in n.inputs]
+        out_shapes = [res.shape(v.type) for v in n.outputs]
+        macs = int(n.op.macs(n.attrs, in_shapes, out_shapes))
+        out_bytes = sum(_numel(s) * v.type.np_dtype.itemsize for s, v in zip(out_shapes, n.outputs))
+        shared_with = None
+        if n.instance:
+            first = first_of_instance.setdefault(n.instance, n.name)
+            shared_with = first if first != n.name else None
+        rows.append(NodeCost(
+            name=n.name, kind=n.kind, describe=_describe(n), scope=tuple(n.scope), instance=n.instance,
+            out_types=[str(v.type) for v in n.outputs], out_shapes=[list(s) for s in out_shapes],
+            params=params, trainable=trainable, buffers=buffers, macs=macs, out_bytes=out_bytes,
+            shared_with=shared_with, reused_params=reused))
+        for depth, path in enumerate(n.scope):
+            sc = scope_of(path, depth)
+            sc.params += params
+            sc.macs += macs
+            sc.nodes += 1
+
+    for path, sc in model.scopes.items():     # scopes without nodes still get a (zero) row
+        if path not in scopes:
+            scopes[path] = ScopeCost(path, sc.label, path.count("."))
+
+    # totals over every parameter of the model (normally exactly the ones nodes refer to)
+    total = trainable = buffer_el = 0
+    for pname, p in model.parameters.items():
+        if p.spec.buffer:
+            buffer_el += p.numel
+        else:
+            total += p.numel
+            trainable += p.numel if p.trainable else 0
+
+    input_bytes = sum(_numel(res.shape(v.type)) * v.type.np_dtype.itemsize for v in model.inputs)
+    return CostReport(
+        model=model.name, batch=bindings["N"], dims=bindings, assumed=list(res.assumed),
+        rows=rows, scopes=scopes,
+        total_params=total, trainable_params=trainable, non_trainable_params=total - trainable,
+        buffer_elements=buffer_el, macs=sum(r.macs for r in rows),
+        activation_bytes=sum(r.out_bytes for r in rows), input_bytes=input_bytes,
+        param_bytes=total * PARAM_BYTES, buffer_bytes=buffer_el * PARAM_BYTES)
+
+
+def _describe(n: Node) -> str:
+    return n.op.describe(n.attrs)
+
+
+def op_label(kind: str, describe: str) -> str:
+    """'Conv2d' + '6, k=5' -> 'Conv2d(6, k=5)'; no parentheses when there is nothing to say."""
+    return f"{kind}({describe})" if describe else kind

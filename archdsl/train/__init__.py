@@ -1,0 +1,1 @@
+"""Training on the NumPy engine: losses, optimizers, loops, checkpoints."""

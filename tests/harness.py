@@ -1,0 +1,103 @@
+"""Shared checks: the two executors agree, and NumPy gradients match finite differences."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from archdsl.autodiff import Tensor, backward
+from archdsl.backends.numpy.executor import NumpyExecutor
+from archdsl.backends.onnx.export import max_opset, to_onnx
+from archdsl.ir.types import resolve_dim
+from archdsl.passes.init import initialize
+
+OPSETS = (17, max_opset())
+
+
+def random_inputs(model, seed: int = 0, dims: dict | None = None, high: int = 5) -> dict[str, np.ndarray]:
+    """Random inputs for the model's input types; symbolic dims from `dims` (default N=2, T=5)."""
+    dims = {"N": 2, "T": 5, "S": 4, **(dims or {})}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in model.inputs:
+        shape = tuple(resolve_dim(d, dims) if resolve_dim(d, dims) is not None else 3 for d in v.type.shape)
+        if v.type.is_float:
+            out[v.name] = rng.standard_normal(shape).astype(np.float32)
+        elif v.type.dtype == "bool":
+            out[v.name] = rng.random(shape) < 0.5
+        else:
+            out[v.name] = rng.integers(0, high, shape).astype(v.type.np_dtype)
+    return out
+
+
+def ort_run(proto: onnx.ModelProto, inputs: dict) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, inputs)))
+
+
+def check_parity(model, inputs: dict, weights=None, opsets=OPSETS, atol=1e-4, rtol=1e-4, seed=0):
+    """Export at each opset, full_check it, run on ORT, compare with the NumPy engine."""
+    weights = weights if weights is not None else initialize(model, seed)
+    ref = NumpyExecutor(model, weights).run(inputs)
+    for opset in opsets:
+        proto = to_onnx(model, weights, opset=opset)
+        onnx.checker.check_model(proto, full_check=True)
+        got = ort_run(proto, inputs)
+        for v in model.outputs:
+            np.testing.assert_allclose(got[v.name], ref[v.name], atol=atol, rtol=rtol,
+                                       err_msg=f"{model.name} output {v.name} at opset {opset}")
+    return ref
+
+
+def check_grads(model, inputs: dict, weights=None, seed=0, n_coords=6, eps=1e-6, rtol=1e-5, atol=1e-7,
+                training=False):
+    """Reverse-mode gradients of a random projection of the outputs vs central differences in
+    float64, for every parameter and every float input (a few random coordinates each)."""
+    weights = weights if weights is not None else initialize(model, seed)
+    weights = {k: v.astype(np.float64) for k, v in weights.items()}
+    rng = np.random.default_rng(seed + 1)
+    x64 = {k: (v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v) for k, v in inputs.items()}
+    probe = None
+
+    def loss_of(params: dict, xs: dict, record: bool):
+        nonlocal probe
+        ex = NumpyExecutor(model, params, dtype=np.float64)
+        feed = {k: (Tensor(v, requires_grad=True) if record and np.issubdtype(v.dtype, np.floating) else v)
+                for k, v in xs.items()}
+        outs = ex.forward(feed, training=training)
+        if probe is None:
+            probe = {k: rng.standard_normal(t.shape) for k, t in outs.items()}
+        total = None
+        for k, t in outs.items():
+            term = (t * probe[k]).sum()
+            total = term if total is None else total + term
+        return total, ex, feed
+
+    loss, ex, feed = loss_of(weights, x64, True)
+    backward(loss)
+    checked = 0
+    targets = [("param", n, ex.params[n]) for n in ex.params if ex.params[n].requires_grad]
+    targets += [("input", n, feed[n]) for n in feed if isinstance(feed[n], Tensor)]
+    for kind, name, t in targets:
+        g = t.grad if t.grad is not None else np.zeros_like(t.data)
+        base = weights[name] if kind == "param" else x64[name]
+        flat_idx = rng.choice(base.size, size=min(n_coords, base.size), replace=False)
+        for fi in flat_idx:
+            idx = np.unravel_index(fi, base.shape)
+            vals = []
+            for sgn in (1, -1):
+                w2 = dict(weights); x2 = dict(x64)
+                arr = base.copy(); arr[idx] += sgn * eps
+                if kind == "param":
+                    w2[name] = arr
+                else:
+                    x2[name] = arr
+                vals.append(float(loss_of(w2, x2, False)[0].data))
+            num = (vals[0] - vals[1]) / (2 * eps)
+            ana = float(g[idx])
+            assert abs(num - ana) <= atol + rtol * max(1.0, abs(num), abs(ana)), \
+                f"{model.name}: d/d {kind} {name}{list(idx)}: analytic {ana:.8g} vs numeric {num:.8g}"
+            checked += 1
+    assert checked > 0
+    return checked
