@@ -198,7 +198,8 @@ TORCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("op, shape, args, kw, ref", TORCH_CASES, ids=[c[0] + str(i) for i, c in enumerate(TORCH_CASES)])
+@pytest.mark.parametrize("op, shape, args, kw, ref", TORCH_CASES,
+                         ids=[c[0] + str(i) for i, c in enumerate(TORCH_CASES)])
 def test_matches_torch(op, shape, args, kw, ref):
     torch = pytest.importorskip("torch")
     m = single_op_model(op, [f32(*shape)], *args, **kw)

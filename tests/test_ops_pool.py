@@ -90,6 +90,7 @@ def test_ceil_mode_sizes_match_pytorch_rule():
     ("AvgPool1d", (N, 3, 8, 8), (2,), {}, ["AvgPool1d", "3-D", "Flatten"]),
     ("MaxPool2d", (N, 3, 4, 1), (3,), {}, ["MaxPool2d", "width 1", "kernel 3", "would be 0"]),
     ("AvgPool1d", (N, 3, 2), (5,), {"padding": 1}, ["length 2", "kernel 5", "would be 0"]),
+    ("MaxPool1d", (N, 3, 2), (5,), {"stride": 5, "padding": 1, "ceil_mode": True}, ["length 2", "kernel 5"]),
     ("MaxPool2d", (N, 3, 8, 8), (3,), {"padding": 2}, ["padding 2", "half the kernel 3"]),
     ("MinPool2d", (N, 3, 8, 8), ((2, 4),), {"padding": (2, 1)}, ["padding (2, 1)", "kernel (2, 4)"]),
     ("MaxPool2d", (N, 3, 8, 8), (2,), {"stride": 0}, ["stride must be >= 1"]),
@@ -252,7 +253,8 @@ TORCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("op, shape, args, kw, ref", TORCH_CASES, ids=[c[0] + str(i) for i, c in enumerate(TORCH_CASES)])
+@pytest.mark.parametrize("op, shape, args, kw, ref", TORCH_CASES,
+                         ids=[c[0] + str(i) for i, c in enumerate(TORCH_CASES)])
 def test_matches_torch(op, shape, args, kw, ref):
     torch = pytest.importorskip("torch")
     m = model(op, shape, *args, **kw)

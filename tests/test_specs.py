@@ -57,3 +57,14 @@ def test_summary_and_render_every_spec(path, tmp_path):
         assert f"Total params: {m.param_count:,}" in text
         out = m.render(tmp_path / f"{m.name}.svg")
         assert out.read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_readme_parameter_table_matches_the_specs():
+    """The README's table of bundled specs quotes each spec's parameter count."""
+    import re
+    readme = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)\.arch` \| [^|]+ \| ([\d,]+)", readme, flags=re.M)
+    assert len(rows) >= 7
+    for stem, count in rows:
+        spec = archdsl.compile(f"specs/{stem}.arch")
+        assert spec.model().param_count == int(count.replace(",", "")), stem

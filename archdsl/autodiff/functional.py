@@ -647,7 +647,8 @@ def logsumexp(x, axis=None, keepdims=False):
     xd = x.data
     m = np.max(xd, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)  # all -inf rows give -inf, not nan
-    outk = np.log(np.sum(np.exp(xd - m), axis=axis, keepdims=True)) + m
+    with np.errstate(divide="ignore"):
+        outk = np.log(np.sum(np.exp(xd - m), axis=axis, keepdims=True)) + m
     out = outk if keepdims else np.reshape(outk, _drop_axes(xd.shape, _norm_axes(axis, xd.ndim)))
     if not (x.requires_grad and _GRAD[0]):
         return _const(out)

@@ -13,6 +13,14 @@ def _data(t):
     return t.data if isinstance(t, Tensor) else t
 
 
+def _chan_dot(a, b, nd):
+    """sum(a * b) over every axis but 1, without materialising a * b."""
+    if nd == 2:
+        return np.einsum("ij,ij->j", a, b)
+    s = "abcdefghijklmnop"[:nd]
+    return np.einsum(f"{s},{s}->{s[1]}", a, b)
+
+
 def batch_norm(x, gamma, beta, running_mean, running_var, training,
                momentum=0.1, eps=1e-5):
     """Batch normalisation over all axes but 1, for [N, C] and [N, C, *].
@@ -43,7 +51,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
             raise ValueError(f"batch_norm in training needs more than one value per channel, got {xd.shape}")
         mean = xd.mean(axis=axes)
         xc = xd - mean.reshape(bshape)
-        var = np.einsum("ij...,ij...->j", xc, xc) / n if nd > 2 else (xc * xc).sum(axis=0) / n
+        var = _chan_dot(xc, xc, nd) / n
         var = var.astype(dt, copy=False)
         if training and rm is not None:
             rm *= 1.0 - momentum
@@ -75,7 +83,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
     def vjp(g):
         xhat = (xc if use_batch else xd - mean.reshape(bshape)) * inv.reshape(bshape)
         sum_g = g.sum(axis=axes)
-        sum_gx = np.einsum("ij...,ij...->j", g, xhat) if nd > 2 else (g * xhat).sum(axis=0)
+        sum_gx = _chan_dot(g, xhat, nd)
         gx = None
         if rx:
             sb = scale.reshape(bshape)

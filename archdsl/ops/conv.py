@@ -41,7 +41,10 @@ def as_tuple(op: Op, attrs: dict, name: str, n: int, minimum: int) -> tuple[int,
 
 
 def _show(v) -> str:
-    return "(" + ", ".join(map(str, v)) + ")" if isinstance(v, (tuple, list)) else repr(v) if isinstance(v, str) else str(v)
+    """An attribute value as written in .arch: (3, 3), 'same', 2."""
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(map(str, v)) + ")"
+    return repr(v) if isinstance(v, str) else str(v)
 
 
 def out_dim(op: Op, size, span: int, stride: int, pb: int, pe: int, axis: str, what: str,
@@ -54,6 +57,10 @@ def out_dim(op: Op, size, span: int, stride: int, pb: int, pe: int, axis: str, w
     can never happen (pb + stride <= span), and the dim becomes an opaque symbol.
     """
     num = size + pb + pe - span
+    if is_static(num) and num < 0:      # the window is longer than the padded input
+        raise op.fail(f"the {what} does not fit the input {axis} {size}: output {axis} would be "
+                      f"{(num + stride) // stride} (input {size} + padding {pb}+{pe} - window {span}) "
+                      f"// stride {stride} + 1", "use a smaller kernel, or pad the input (padding=...)")
     # (num + stride)//stride rather than num//stride + 1: equal, but keeps symbolic dims affine
     # where they can be (T//2 for a 2-wide pool over T, not an opaque (T-2)//2 plus one)
     if ceil_mode:
@@ -65,10 +72,6 @@ def out_dim(op: Op, size, span: int, stride: int, pb: int, pe: int, axis: str, w
             out = Sym.named(f"ceil_pool({size}; k={span}, s={stride}, p={pb})")
     else:
         out = (num + stride) // stride
-    if is_static(out) and out < 1:
-        raise op.fail(f"the {what} does not fit the input {axis} {size}: output {axis} would be "
-                      f"{out} (input {size} + padding {pb}+{pe} - window {span}) // stride {stride} + 1",
-                      f"use a smaller kernel, or pad the input (padding=...)")
     return out
 
 

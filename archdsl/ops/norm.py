@@ -109,6 +109,6 @@ class LayerNorm(Op):
 
 
 def _reduce_mean(b, x):
-    if b.opset >= 18:       # axes moved from an attribute to an input
-        return b.op("ReduceMean", [x, b.ints([-1], "axes")], keepdims=1)
+    # Only used below opset 17 (LayerNormalization is native from 17), where ReduceMean still
+    # takes `axes` as an attribute (it became an input at opset 18).
     return b.op("ReduceMean", [x], axes=[-1], keepdims=1)
