@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 OUT    ?= out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider
+
+# Swap the CPU build of ONNX Runtime for the CUDA one (both provide the `onnxruntime` module,
+# so they must not be installed together), then show what the runtime sees.
+gpu: setup
+	$(PY) -m pip uninstall -y -q onnxruntime
+	$(PY) -m pip install -q onnxruntime-gpu
+	$(VENV)/bin/archdsl doctor
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -104,6 +104,9 @@ class Spec:
         if key not in self._cache:
             ir = Elaborator(self.ns).model(name, overrides)
             self._cache[key] = CompiledModel(ir, self)
+        if hasattr(self, "sections"):   # the train section's `freeze` list (once sections are checked)
+            from .passes.freeze import apply_section_freeze
+            apply_section_freeze(self, self._cache[key].ir)
         return self._cache[key]
 
     def _default_model(self) -> str:

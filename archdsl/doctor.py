@@ -72,7 +72,7 @@ def _onnxruntime() -> list[Row]:
         import onnxruntime as ort
     except Exception as e:
         detail = f"not importable: {e}; running models will not work (pip install onnxruntime"
-        detail += ", or 'archdsl[gpu]' for CUDA)"
+        detail += ", or onnxruntime-gpu for CUDA)"
         if dists:
             detail += f"; installed distributions: {', '.join(f'{d} {v}' for d, v in dists)}"
         return [("onnxruntime", detail, False),
@@ -83,7 +83,7 @@ def _onnxruntime() -> list[Row]:
     if len(dists) > 1:
         rows.append(("onnxruntime", f"{ort.__version__}; CONFLICT: {build} are all installed and share the "
                      "`onnxruntime` module; uninstall all of them, then install one "
-                     "(onnxruntime for CPU, or `pip install 'archdsl[gpu]'` for onnxruntime-gpu)", False))
+                     "(onnxruntime for CPU, or onnxruntime-gpu for CUDA, e.g. `make gpu`)", False))
     else:
         rows.append(("onnxruntime", f"{ort.__version__} ({build})", True))
     try:
@@ -111,7 +111,7 @@ def _cuda(providers: list[str], dists) -> Row:
         names = {d for d, _ in dists}
         why = "CPU build of onnxruntime" if "onnxruntime-gpu" not in names else "CUDA provider not listed"
         return ("cuda", f"not available ({why}); optional: for GPU inference, "
-                        "`pip uninstall -y onnxruntime && pip install 'archdsl[gpu]'`", True)
+                        "`make gpu` (swaps onnxruntime for onnxruntime-gpu)", True)
     # The provider is compiled in; only creating a session tells whether CUDA/cuDNN really load.
     from archdsl.errors import ArchError
     from archdsl.runtime import Session

@@ -41,9 +41,9 @@ CPU = "CPUExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
 
 GPU_HINT = (
-    "install the GPU build of ONNX Runtime: `pip uninstall -y onnxruntime && pip install 'archdsl[gpu]'` "
-    "(that installs onnxruntime-gpu; uninstall onnxruntime first, both packages provide the same "
-    "`onnxruntime` module), and check the setup with `archdsl doctor`"
+    "install the GPU build of ONNX Runtime in place of the CPU one: `make gpu` "
+    "(or `pip uninstall -y onnxruntime && pip install onnxruntime-gpu`; both packages provide the "
+    "same `onnxruntime` module, so only one may be installed), then check with `archdsl doctor`"
 )
 CUDA_LIBS_HINT = (
     "onnxruntime-gpu needs matching CUDA and cuDNN libraries on the library path "

@@ -85,3 +85,14 @@ def test_tensor_ids_accepted():
     w = initialize(m)
     y = NumpyExecutor(m, w).run({"x": Tensor(np.array([4, 0, 4]))})["y"]
     np.testing.assert_array_equal(y, w["embedding.weight"][[4, 0, 4]])
+
+
+def test_padding_row_starts_at_zero_and_lowers_to_a_single_gather():
+    from archdsl.backends.onnx.export import to_onnx
+    from archdsl.ir.build import single_op_model
+    from archdsl.ir.types import Sym, TensorType
+    from archdsl.passes.init import initialize
+    m = single_op_model("Embedding", [TensorType("i64", (Sym.named("N"),))], 6, 3, padding_idx=2)
+    w = initialize(m, seed=0)
+    assert not w["embedding.weight"][2].any() and w["embedding.weight"][1].any()
+    assert [n.op_type for n in to_onnx(m, w).graph.node] == ["Gather"]

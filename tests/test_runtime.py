@@ -331,7 +331,7 @@ def test_cuda_without_provider_raises(model_path, monkeypatch):
         Session(model_path, device="cuda")
     text = msg(e)
     assert "no CUDAExecutionProvider" in text
-    assert "pip install 'archdsl[gpu]'" in text and "uninstall" in text and "onnxruntime-gpu" in text
+    assert "make gpu" in text and "uninstall" in text and "onnxruntime-gpu" in text
 
 
 def test_auto_falls_back_to_cpu(model_path, monkeypatch):

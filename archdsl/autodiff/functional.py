@@ -550,7 +550,12 @@ def linear(x, w, b=None):
 
     def vjp(g):
         g2 = g if g.ndim == 2 else g.reshape(-1, nout)
-        return ((g2 @ wd).reshape(xd.shape) if rx else None,
+        gx = None
+        if rx:
+            gx = g2 @ wd
+            if xd.ndim != 2:
+                gx = gx.reshape(xd.shape)
+        return (gx,
                 g2.T @ x2 if rw else None,
                 g2.sum(axis=0) if rb else None)
     return record(out, (x, w) if b is None else (x, w, b), vjp)

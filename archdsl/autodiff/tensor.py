@@ -287,10 +287,20 @@ def backward(loss, grad=None):
         loss._g = seed
         touched.append(loss)
         push = touched.append
+        seen = set()
+        remember = seen.add
         for out, inputs, vjp in reversed(tape):
             g = out._g
             if g is None:
                 continue
+            # out is an intermediate and its gradient is complete (creation order
+            # is topological): publish it without a copy, then propagate.
+            out._g = None
+            if type(g) is _ndarray:
+                remember(id(g))
+                out.grad = g if out.grad is None else out.grad + g
+            elif type(g) is not list:  # list: parked slots of a multi-output node
+                out.grad = np.asarray(g) if out.grad is None else out.grad + g
             grads = vjp(g)
             for t, gi in zip(inputs, grads):
                 if gi is None or not t.requires_grad:
@@ -301,20 +311,23 @@ def backward(loss, grad=None):
                     push(t)
                 else:
                     t._g = tg + gi
-        seen = set()
+        # what is left in touched with a pending _g are leaves (and the loss if
+        # it is one): give them owned arrays of their own dtype.
         for t in touched:
             g = t._g
+            if g is None:
+                continue
             t._g = None
             d = t.data
-            # Own the array: a gradient may be a view, a numpy scalar, or the
-            # very same object handed to another tensor (e.g. both inputs of add).
+            # a gradient may be a view, a numpy scalar, or the very same object
+            # handed to another tensor (e.g. both inputs of add)
             if type(g) is not _ndarray or g.base is not None or id(g) in seen or g.dtype != d.dtype:
                 g = np.array(g, dtype=d.dtype)
             if g.shape != d.shape:
                 raise RuntimeError(
                     f"gradient of shape {g.shape} for tensor of shape {d.shape}: "
                     "a vjp returned a wrongly shaped gradient")
-            seen.add(id(g))
+            remember(id(g))
             t.grad = g if t.grad is None else t.grad + g
     finally:
         for t in touched:

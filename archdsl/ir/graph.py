@@ -37,6 +37,7 @@ class ParamSpec:
 
     init: 'uniform' (U(-bound, bound)), 'normal' (N(0, std)), 'zeros', 'ones', 'xavier_uniform'.
     buffer: state that is not trained and not counted as a parameter (BatchNorm running stats).
+    zero_row: a row set to zeros after initialising (an embedding's padding id).
     """
     shape: tuple
     init: str = "zeros"
@@ -45,6 +46,7 @@ class ParamSpec:
     fan_in: int = 0
     fan_out: int = 0
     buffer: bool = False
+    zero_row: int | None = None
 
 
 @dataclass(eq=False)

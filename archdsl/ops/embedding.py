@@ -13,9 +13,8 @@ from .base import Arg, Op
 class Embedding(Op):
     """A lookup table weight [num_embeddings, embedding_dim], initialised N(0, 1) as in PyTorch.
 
-    `padding_idx`: that id embeds to zeros and its row gets no gradient from the lookup.
-    PyTorch zeroes the row at initialisation and never updates it; here the lookup masks it, so
-    the result is the same whatever the stored row holds (ONNX: Gather, then Where on the ids).
+    `padding_idx`: as in PyTorch, that row starts at zeros and the lookup gives it no gradient,
+    so it stays zero through training and the ONNX lowering is a plain Gather.
     """
     name = "Embedding"
     family = "embedding"
@@ -38,29 +37,23 @@ class Embedding(Op):
 
     def params(self, attrs, in_types):
         n, d = attrs["num_embeddings"], attrs["embedding_dim"]
-        return {"weight": ParamSpec((n, d), "normal", std=1.0, fan_in=n, fan_out=d)}
+        return {"weight": ParamSpec((n, d), "normal", std=1.0, fan_in=n, fan_out=d,
+                                    zero_row=self._padding_of(attrs))}
 
     def lower(self, node, b, inputs):
-        (ids,) = inputs
-        y = b.op("Gather", [b.param("weight"), ids], axis=0)
-        p = self._padding(node)
-        if p is None:
-            return [y]
-        is_pad = b.op("Equal", [ids, b.const(np.asarray(p, dtype=node.inputs[0].type.np_dtype), hint="padding_idx")])
-        is_pad = b.op("Unsqueeze", [is_pad, b.ints([-1], "axes")])
-        return [b.op("Where", [is_pad, b.const(np.zeros((), np.float32), hint="zero"), y])]
+        return [b.op("Gather", [b.param("weight"), inputs[0]], axis=0)]
 
     def forward(self, node, ctx, inputs, params):
         ids, w = inputs[0], params["weight"]
         idx = ids.data if isinstance(ids, Tensor) else np.asarray(ids)
         y = F.take(w, idx, axis=0)
-        p = self._padding(node)
+        p = self._padding_of(node.attrs)
         if p is None:
             return [y]
-        keep = (idx != p)[..., None].astype(w.data.dtype)
+        keep = (idx != p)[..., None].astype(w.data.dtype)   # no gradient into the padding row
         return [y * Tensor(keep)]
 
     @staticmethod
-    def _padding(node):
-        p = node.attrs["padding_idx"]
-        return None if p is None else p % node.attrs["num_embeddings"]
+    def _padding_of(attrs):
+        p = attrs["padding_idx"]
+        return None if p is None else p % attrs["num_embeddings"]

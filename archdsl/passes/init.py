@@ -33,6 +33,8 @@ def init_param(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
         a = rng.normal(0.0, np.sqrt(2.0 / spec.fan_in), shape)
     else:
         raise ValueError(f"unknown initialiser {spec.init!r}")
+    if spec.zero_row is not None:
+        a[spec.zero_row] = 0.0
     return a.astype(np.float32)
 
 

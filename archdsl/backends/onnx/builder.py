@@ -1,25 +1,30 @@
 """The small builder every op's `lower` writes ONNX through.
 
 Nodes are named after the spec's own names (`<node.name>/<OpType>`), and each carries the
-source position in its doc_string, so Netron shows where it came from.
+source position (`FILE:LINE`) in its doc_string, so Netron shows where it came from.
+
+Constants and export-time derived tensors are kept as NumPy arrays (`arrays`) until the
+exporter assembles the model, so each tensor is copied into the protobuf exactly once and
+graph rewrites (e.g. folding BatchNorm into Conv) can read and replace values cheaply.
 """
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 
 class OnnxBuilder:
     def __init__(self, opset: int):
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: dict[str, onnx.TensorProto] = {}
+        self.arrays: dict[str, np.ndarray] = {}     # constant / derived initializers, by name
         self._consts: dict[tuple, str] = {}
         self._used: set[str] = set()
         self.node = None                 # IR node being lowered (set by the exporter)
         self.param_names: dict[str, str] = {}
         self.weights: dict[str, np.ndarray] = {}
+        self.source = None               # span -> "FILE:LINE" (set by the exporter)
 
     # -- naming ---------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -46,7 +51,7 @@ class OnnxBuilder:
         node = helper.make_node(op_type, inputs, outs, name=base, domain=domain or None, **attrs)
         span = getattr(self.node, "span", None)
         if span is not None:
-            node.doc_string = f"{span.file}:{span.line}"
+            node.doc_string = self.source(span) if self.source else f"{span.file}:{span.line}"
         self.nodes.append(node)
         return outs[0] if n_out == 1 else outs
 
@@ -57,7 +62,7 @@ class OnnxBuilder:
         if key in self._consts:
             return self._consts[key]
         name = self.fresh(f"{self._prefix()}/{hint}")
-        self.initializers[name] = numpy_helper.from_array(arr, name)
+        self.arrays[name] = arr
         self._consts[key] = name
         return name
 
@@ -84,6 +89,12 @@ class OnnxBuilder:
             return self._consts[key]
         arr = np.ascontiguousarray(fn(self.weights[pname]))
         name = self.fresh(f"{pname}.{suffix}")
-        self.initializers[name] = numpy_helper.from_array(arr, name)
+        self.arrays[name] = arr
         self._consts[key] = name
         return name
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The export-time value of an initializer (a parameter or a constant), or None."""
+        if name in self.arrays:
+            return self.arrays[name]
+        return self.weights.get(name)
