@@ -207,3 +207,13 @@ model M { input x: f32[N, 4]
   a, b = x -> Two
   output y = (a, b) -> Concat(axis=1) }""")
     assert str(ir.outputs[0].type) == "f32[N, 5]"
+
+
+def test_standard_library_import():
+    ir = one("""
+import "std/mlp.arch"
+model M { input x: f32[N, 4]  output y = x -> MLP(16, depth=3) -> Linear(2) }""")
+    assert sum(n.kind == "Linear" for n in ir.nodes) == 4
+    with pytest.raises(ArchError, match="no standard-library file 'std/mpl.arch'") as ei:
+        one('import "std/mpl.arch"\nmodel M { input x: f32[N, 4]  output y = x }')
+    assert "mlp.arch" in ei.value.hint

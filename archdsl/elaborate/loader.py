@@ -5,11 +5,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ArchError, ArchErrors, Span
+from ..errors import ArchError, ArchErrors, Span, did_you_mean
 from ..syntax import ast as A
 from ..syntax.parser import parse
 
 MAX_IMPORT_DEPTH = 32
+STDLIB_PREFIX = "std/"      # `import "std/transformer.arch"` reads archdsl/stdlib/transformer.arch
+
+
+def stdlib_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "stdlib"
 
 
 @dataclass(eq=False)
@@ -68,7 +73,13 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
     ns.seen.add(stack[-1])
     for item in module.items:
         if isinstance(item, A.Import):
-            target = (base / item.path).resolve()
+            if item.path.startswith(STDLIB_PREFIX):
+                target = (stdlib_dir() / item.path[len(STDLIB_PREFIX):]).resolve()
+                if stdlib_dir().resolve() not in target.parents:
+                    errors.append(ArchError(f"'{item.path}' is outside the standard library", item.span))
+                    continue
+            else:
+                target = (base / item.path).resolve()
             key = str(target)
             if key in stack:
                 chain = " -> ".join(Path(s).name for s in stack[stack.index(key):] + [key])
@@ -87,8 +98,14 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
                     raise ArchError(f"no such file: {item.path}", item.span)
             except ArchError as e:
                 if "no such file" in e.message:
-                    e = ArchError(f"cannot import '{item.path}': no such file (looked in {base})", item.span,
-                                  "import paths are relative to the importing file")
+                    if item.path.startswith(STDLIB_PREFIX):
+                        have = sorted(p.name for p in stdlib_dir().glob("*.arch"))
+                        e = ArchError(f"no standard-library file '{item.path}'", item.span,
+                                      did_you_mean(item.path[len(STDLIB_PREFIX):], have)
+                                      or f"the standard library has: {', '.join(have) or 'nothing yet'}")
+                    else:
+                        e = ArchError(f"cannot import '{item.path}': no such file (looked in {base})", item.span,
+                                      "import paths are relative to the importing file")
                 errors.append(e)
                 continue
             try:

@@ -220,6 +220,10 @@ class _Binary(Op):
     n_inputs = 2
     onnx_op = ""
     symbol = ""
+    engine_fn = None      # the autodiff primitive computing it
+
+    def forward(self, node, ctx, inputs, params):
+        return [type(self).engine_fn(inputs[0], inputs[1])]
 
     def infer(self, attrs, in_types):
         if len(in_types) != 2:
@@ -247,24 +251,18 @@ class Add(_Binary):
     name = "Add"
     onnx_op = "Add"
     symbol = "+"
-
-    def forward(self, node, ctx, inputs, params):
-        return [F.add(inputs[0], inputs[1])]
+    engine_fn = F.add
 
 
 class Sub(_Binary):
     name = "Sub"
     onnx_op = "Sub"
     symbol = "-"
-
-    def forward(self, node, ctx, inputs, params):
-        return [F.sub(inputs[0], inputs[1])]
+    engine_fn = F.sub
 
 
 class Mul(_Binary):
     name = "Mul"
     onnx_op = "Mul"
     symbol = "*"
-
-    def forward(self, node, ctx, inputs, params):
-        return [F.mul(inputs[0], inputs[1])]
+    engine_fn = F.mul

@@ -1,0 +1,388 @@
+"""Fused recurrent layers: one primitive per layer and direction, with hand-written BPTT.
+
+    y, h_n, c_n = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse=False)
+    y, h_n      = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, reverse=False, linear_before_reset=True)
+    y, h_n      = rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, reverse=False, nonlinearity="tanh")
+
+x is batch-first [N, T, C]; y is [N, T, H] in the original time order (also with
+``reverse=True``, which runs the recurrence from t = T-1 down to 0); h_n / c_n [N, H] are the
+states after the last processed step; h0 / c0 [N, H] (None = zeros). Weights are in PyTorch's
+layout and gate order: w_ih [G*H, C], w_hh [G*H, H], b_ih / b_hh [G*H] (None = no bias), with
+gates (i, f, g, o) for the LSTM, (r, z, n) for the GRU. Peepholes p_i, p_f, p_o [H] (None = none)
+follow the lecture equations:
+
+    i = sigma(W_i x + R_i h + p_i * c_prev + b_i)      g = tanh(W_g x + R_g h + b_g)
+    f = sigma(W_f x + R_f h + p_f * c_prev + b_f)      c = f * c_prev + i * g
+    o = sigma(W_o x + R_o h + p_o * c + b_o)           h = o * tanh(c)
+
+GRU (PyTorch = ONNX linear_before_reset=1; ``linear_before_reset=False`` is ONNX's default):
+
+    r = sigma(W_r x + b_ir + R_r h + b_hr)      z = sigma(W_z x + b_iz + R_z h + b_hz)
+    n = tanh(W_n x + b_in + r * (R_n h + b_hn))          [linear_before_reset]
+    n = tanh(W_n x + b_in + R_n (r * h) + b_hn)          [not linear_before_reset]
+    h = (1 - z) * n + z * h_prev
+
+Speed (DESIGN.md: "recurrent cells with the gates in one matmul"): the input projection of
+all T steps is ONE matmul before the loop; each step does one recurrent matmul for all gates
+and a handful of in-place ufuncs on preallocated [N, T, ...] buffers (no per-step allocation
+beyond a couple of [N, H] temporaries). Sigmoids are tanh's in disguise,
+sigma(z) = 0.5 * tanh(z / 2) + 0.5, so the rows of the sigmoid gates are pre-scaled by 1/2 and
+one tanh call covers every gate of a step. Inside, the LSTM keeps its gates in the order
+(i, f, o, g) so the three sigmoid gates are contiguous; parameters and gradients stay in
+PyTorch's order. The backward precomputes every factor that does not depend on the incoming
+gradient in bulk (vectorised over T) so the per-step loop is ~8-10 ufuncs and one matmul, and
+the weight gradients are single [G*H, N*T] x [N*T, C|H] matmuls after the loop.
+Everything runs in the dtype of x (float64 in gradient checks).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .tensor import defprim
+
+__all__ = ["lstm_layer", "gru_layer", "rnn_layer"]
+
+
+def _prep(x, reverse):
+    """x in processing order, flattened to [N*T, C] (a copy only when reversed)."""
+    N, T, C = x.shape
+    xp = x[:, ::-1] if reverse else x
+    return np.ascontiguousarray(xp).reshape(N * T, C)
+
+
+def _state(s, N, H, dt):
+    return np.zeros((N, H), dt) if s is None else np.asarray(s, dt)
+
+
+def _prev(s0, S):
+    """States before each processed step: [s0, S[:, 0], ..., S[:, T-2]] as [N, T, H]."""
+    out = np.empty_like(S)
+    if S.shape[1]:
+        out[:, 0] = s0
+        out[:, 1:] = S[:, :-1]
+    return out
+
+
+def _flip(a, reverse):
+    return a[:, ::-1] if reverse else a
+
+
+# =============================================================================
+# LSTM
+# =============================================================================
+
+def _lstm_perm(H):
+    """Internal gate order (i, f, o, g) as row indices into PyTorch's (i, f, g, o)."""
+    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+
+
+@defprim
+def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=False):
+    N, T, C = x.shape
+    H = w_hh.shape[1]
+    H2, H3 = 2 * H, 3 * H
+    dt = np.result_type(x.dtype, w_ih.dtype)
+    perm = _lstm_perm(H)
+    Wi = w_ih[perm].astype(dt, copy=False)               # [4H, C] internal order
+    Wh = w_hh[perm].astype(dt, copy=False)               # [4H, H]
+    scale = np.ones(4 * H, dt)
+    scale[:H3] = 0.5                                     # sigmoid rows: tanh(z/2)
+    xp2 = _prep(x, reverse)
+    xw = (xp2 @ (Wi * scale[:, None]).T).reshape(N, T, 4 * H)
+    if b_ih is not None:
+        xw += (b_ih + b_hh)[perm] * scale
+    WhT = np.ascontiguousarray((Wh * scale[:, None]).T)  # [H, 4H]
+    peep = p_i is not None
+    if peep:
+        pis, pfs, pos = 0.5 * p_i, 0.5 * p_f, 0.5 * p_o
+
+    G = np.empty((N, T, 4 * H), dt)      # activated gates i, f, o, g
+    Cs = np.empty((N, T, H), dt)         # c_t
+    TC = np.empty((N, T, H), dt)         # tanh(c_t)
+    Y = np.empty((N, T, H), dt)          # h_t
+    h = h0_ = _state(h0, N, H, dt)
+    c = c0_ = _state(c0, N, H, dt)
+    buf = np.empty((N, 4 * H), dt)
+    tmp = np.empty((N, H), dt)
+    mul, add, tanh, matmul = np.multiply, np.add, np.tanh, np.matmul
+    for t in range(T):
+        z = G[:, t]
+        matmul(h, WhT, out=buf)
+        add(buf, xw[:, t], out=z)
+        if peep:
+            mul(c, pis, out=tmp)
+            z[:, :H] += tmp
+            mul(c, pfs, out=tmp)
+            z[:, H:H2] += tmp
+            s = z[:, :H2]
+            tanh(s, out=s)
+            s *= 0.5
+            s += 0.5
+            g = z[:, H3:]
+            tanh(g, out=g)
+        else:
+            tanh(z, out=z)
+            s = z[:, :H3]
+            s *= 0.5
+            s += 0.5
+        cn = Cs[:, t]
+        mul(z[:, H:H2], c, out=cn)
+        mul(z[:, :H], z[:, H3:], out=tmp)
+        cn += tmp
+        o = z[:, H2:H3]
+        if peep:
+            mul(cn, pos, out=tmp)
+            o += tmp
+            tanh(o, out=o)
+            o *= 0.5
+            o += 0.5
+        tc = TC[:, t]
+        tanh(cn, out=tc)
+        h = Y[:, t]
+        mul(o, tc, out=h)
+        c = cn
+    h_n, c_n = np.array(h), np.array(c)
+
+    def vjp(grads):
+        gy, ghn, gcn = grads
+        dY = _flip(gy, reverse)
+        I, Fg, O, Gg = G[..., :H], G[..., H:H2], G[..., H2:H3], G[..., H3:]
+        Cprev = _prev(c0_, Cs)
+        sig = G[..., :H3]
+        dsig = sig * (1.0 - sig)
+        # dz_i = dc * A_i, dz_f = dc * A_f, dz_g = dc * A_g, dz_o = dh * A_o; dc += dh * B
+        A = np.empty_like(G)
+        mul(Gg, dsig[..., :H], out=A[..., :H])
+        mul(Cprev, dsig[..., H:H2], out=A[..., H:H2])
+        mul(TC, dsig[..., H2:H3], out=A[..., H2:H3])
+        mul(I, 1.0 - Gg * Gg, out=A[..., H3:])
+        B = O * (1.0 - TC * TC)
+        dZ = np.empty_like(G)
+        dh_next = np.array(ghn, dt)
+        dc_next = np.array(gcn, dt)
+        for t in range(T - 1, -1, -1):
+            dh = dY[:, t] + dh_next
+            dc = dh * B[:, t]
+            dc += dc_next
+            dz = dZ[:, t]
+            if peep:
+                dzo = dh * A[:, t, H2:H3]
+                dc += dzo * p_o
+                mul(A[:, t].reshape(N, 4, H), dc[:, None, :], out=dz.reshape(N, 4, H))
+                dz[:, H2:H3] = dzo
+                dc_next = dc * Fg[:, t]
+                dc_next += dz[:, :H] * p_i
+                dc_next += dz[:, H:H2] * p_f
+            else:
+                mul(A[:, t].reshape(N, 4, H), dc[:, None, :], out=dz.reshape(N, 4, H))
+                mul(dh, A[:, t, H2:H3], out=dz[:, H2:H3])
+                dc_next = dc * Fg[:, t]
+            dh_next = dz @ Wh
+        dZ2 = dZ.reshape(N * T, 4 * H)
+        dw_ih = np.empty_like(Wi)
+        dw_ih[perm] = dZ2.T @ xp2
+        dw_hh = np.empty_like(Wh)
+        dw_hh[perm] = dZ2.T @ _prev(h0_, Y).reshape(N * T, H)
+        dx = _flip((dZ2 @ Wi).reshape(N, T, C), reverse)
+        db_ih = db_hh = None
+        if b_ih is not None:
+            db_ih = np.empty(4 * H, dt)
+            db_ih[perm] = dZ2.sum(axis=0)
+            db_hh = db_ih.copy()
+        dp = (None, None, None)
+        if peep:
+            dp = ((dZ[..., :H] * Cprev).sum(axis=(0, 1)), (dZ[..., H:H2] * Cprev).sum(axis=(0, 1)),
+                  (dZ[..., H2:H3] * Cs).sum(axis=(0, 1)))
+        return (dx, dw_ih, dw_hh, db_ih, db_hh,
+                dh_next if h0 is not None else None, dc_next if c0 is not None else None) + dp
+
+    return (_flip(Y, reverse), h_n, c_n), vjp
+
+
+# =============================================================================
+# GRU
+# =============================================================================
+
+@defprim
+def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_reset=True):
+    N, T, C = x.shape
+    H = w_hh.shape[1]
+    H2 = 2 * H
+    dt = np.result_type(x.dtype, w_ih.dtype)
+    Wi = w_ih.astype(dt, copy=False)
+    Wh = w_hh.astype(dt, copy=False)
+    scale = np.ones(3 * H, dt)
+    scale[:H2] = 0.5
+    xp2 = _prep(x, reverse)
+    xw = (xp2 @ (Wi * scale[:, None]).T).reshape(N, T, 3 * H)
+    lbr = linear_before_reset
+    bhn = None
+    if b_ih is not None:
+        if lbr:          # b_hn stays inside r * (R_n h + b_hn)
+            xw += b_ih * scale
+            xw[..., :H2] += 0.5 * b_hh[:H2]
+            bhn = b_hh[H2:]
+        else:
+            xw += (b_ih + b_hh) * scale
+    G = np.empty((N, T, 3 * H), dt)      # r, z, n
+    Y = np.empty((N, T, H), dt)
+    S = np.empty((N, T, H), dt)          # lbr: R_n h + b_hn; else: r * h_prev
+    h = h0_ = _state(h0, N, H, dt)
+    mul, add, sub, tanh, matmul = np.multiply, np.add, np.subtract, np.tanh, np.matmul
+    if lbr:
+        WhT = np.ascontiguousarray((Wh * scale[:, None]).T)     # [H, 3H]
+        hw = np.empty((N, 3 * H), dt)
+    else:
+        WhT_rz = np.ascontiguousarray(0.5 * Wh[:H2].T)          # [H, 2H]
+        WhT_n = np.ascontiguousarray(Wh[H2:].T)                  # [H, H]
+        hw = np.empty((N, H2), dt)
+        tmp = np.empty((N, H), dt)
+    for t in range(T):
+        g = G[:, t]
+        rz = g[:, :H2]
+        n = g[:, H2:]
+        s = S[:, t]
+        matmul(h, WhT, out=hw) if lbr else matmul(h, WhT_rz, out=hw)
+        add(hw[:, :H2], xw[:, t, :H2], out=rz)
+        tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5
+        if lbr:
+            if bhn is not None:
+                add(hw[:, H2:], bhn, out=s)
+            else:
+                s[...] = hw[:, H2:]
+            mul(g[:, :H], s, out=n)
+            n += xw[:, t, H2:]
+        else:
+            mul(g[:, :H], h, out=s)
+            matmul(s, WhT_n, out=tmp)
+            add(tmp, xw[:, t, H2:], out=n)
+        tanh(n, out=n)
+        hn = Y[:, t]
+        sub(h, n, out=hn)
+        hn *= g[:, H:H2]
+        hn += n
+        h = hn
+    h_n = np.array(h)
+
+    def vjp(grads):
+        gy, ghn = grads
+        dY = _flip(gy, reverse)
+        R, Z, Nn = G[..., :H], G[..., H:H2], G[..., H2:]
+        Hprev = _prev(h0_, Y)
+        dn_fac = (1.0 - Z) * (1.0 - Nn * Nn)            # dzn = dh * dn_fac
+        dz_fac = (Hprev - Nn) * Z * (1.0 - Z)           # dz_z = dh * dz_fac
+        dh_next = np.array(ghn, dt)
+        D = np.empty((N, T, 3 * H), dt)
+        if lbr:
+            dr_fac = S * R * (1.0 - R)                  # dz_r = dzn * dr_fac
+            DZN = np.empty((N, T, H), dt)               # D[..., 2H:] holds dzn * r (for R_n)
+            for t in range(T - 1, -1, -1):
+                dh = dY[:, t] + dh_next
+                dzn = DZN[:, t]
+                mul(dh, dn_fac[:, t], out=dzn)
+                d = D[:, t]
+                mul(dzn, dr_fac[:, t], out=d[:, :H])
+                mul(dh, dz_fac[:, t], out=d[:, H:H2])
+                mul(dzn, R[:, t], out=d[:, H2:])
+                dh_next = d @ Wh
+                dh *= Z[:, t]
+                dh_next += dh
+            D2 = D.reshape(N * T, 3 * H)
+            DZN2 = DZN.reshape(N * T, H)
+            dw_hh = D2.T @ Hprev.reshape(N * T, H)
+            dw_ih = np.empty_like(Wi)
+            dw_ih[:H2] = D2[:, :H2].T @ xp2
+            dw_ih[H2:] = DZN2.T @ xp2
+            dx = D2[:, :H2] @ Wi[:H2]
+            dx += DZN2 @ Wi[H2:]
+            db_ih = db_hh = None
+            if b_ih is not None:
+                db_hh = D2.sum(axis=0)
+                db_ih = np.concatenate([db_hh[:H2], DZN2.sum(axis=0)])
+        else:
+            dsr = R * (1.0 - R) * Hprev                 # dz_r = d(r*h) * dsr
+            Wh_rz, Wh_n = Wh[:H2], Wh[H2:]
+            for t in range(T - 1, -1, -1):
+                dh = dY[:, t] + dh_next
+                d = D[:, t]
+                dzn = d[:, H2:]
+                mul(dh, dn_fac[:, t], out=dzn)
+                drh = dzn @ Wh_n
+                mul(drh, dsr[:, t], out=d[:, :H])
+                mul(dh, dz_fac[:, t], out=d[:, H:H2])
+                dh_next = d[:, :H2] @ Wh_rz
+                dh *= Z[:, t]
+                dh_next += dh
+                drh *= R[:, t]
+                dh_next += drh
+            D2 = D.reshape(N * T, 3 * H)
+            dw_ih = D2.T @ xp2
+            dw_hh = np.empty_like(Wh)
+            dw_hh[:H2] = D2[:, :H2].T @ Hprev.reshape(N * T, H)
+            dw_hh[H2:] = D2[:, H2:].T @ S.reshape(N * T, H)
+            dx = D2 @ Wi
+            db_ih = db_hh = None
+            if b_ih is not None:
+                db_ih = D2.sum(axis=0)
+                db_hh = db_ih.copy()
+        dx = _flip(dx.reshape(N, T, C), reverse)
+        return dx, dw_ih, dw_hh, db_ih, db_hh, dh_next if h0 is not None else None
+
+    return (_flip(Y, reverse), h_n), vjp
+
+
+# =============================================================================
+# Elman RNN
+# =============================================================================
+
+@defprim
+def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tanh"):
+    N, T, C = x.shape
+    H = w_hh.shape[1]
+    dt = np.result_type(x.dtype, w_ih.dtype)
+    Wi = w_ih.astype(dt, copy=False)
+    Wh = w_hh.astype(dt, copy=False)
+    xp2 = _prep(x, reverse)
+    xw = (xp2 @ Wi.T).reshape(N, T, H)
+    if b_ih is not None:
+        xw += b_ih + b_hh
+    WhT = np.ascontiguousarray(Wh.T)
+    relu = nonlinearity == "relu"
+    Y = np.empty((N, T, H), dt)
+    h = h0_ = _state(h0, N, H, dt)
+    buf = np.empty((N, H), dt)
+    for t in range(T):
+        hn = Y[:, t]
+        np.matmul(h, WhT, out=buf)
+        np.add(buf, xw[:, t], out=hn)
+        if relu:
+            np.maximum(hn, 0.0, out=hn)
+        else:
+            np.tanh(hn, out=hn)
+        h = hn
+    h_n = np.array(h)
+
+    def vjp(grads):
+        gy, ghn = grads
+        dY = _flip(gy, reverse)
+        Dact = (Y > 0).astype(dt) if relu else 1.0 - Y * Y
+        DZ = np.empty_like(Y)
+        dh_next = np.array(ghn, dt)
+        for t in range(T - 1, -1, -1):
+            dh = dY[:, t] + dh_next
+            dz = DZ[:, t]
+            np.multiply(dh, Dact[:, t], out=dz)
+            dh_next = dz @ Wh
+        DZ2 = DZ.reshape(N * T, H)
+        dw_ih = DZ2.T @ xp2
+        dw_hh = DZ2.T @ _prev(h0_, Y).reshape(N * T, H)
+        dx = _flip((DZ2 @ Wi).reshape(N, T, C), reverse)
+        db_ih = db_hh = None
+        if b_ih is not None:
+            db_ih = DZ2.sum(axis=0)
+            db_hh = db_ih.copy()
+        return dx, dw_ih, dw_hh, db_ih, db_hh, dh_next if h0 is not None else None
+
+    return (_flip(Y, reverse), h_n), vjp

@@ -1,0 +1,281 @@
+"""Optimizers, learning-rate schedules and gradient clipping.
+
+Optimizers update the parameter arrays in place with NumPy ufuncs writing into preallocated
+scratch buffers (`out=`), so a step allocates nothing. Updates follow PyTorch's formulas
+(torch.optim.SGD / Adam / AdamW, single-tensor path), so results agree with torch within float
+rounding:
+
+    SGD       g += wd * p;  b = mu * b + g;  g = g + mu * b (Nesterov) or b;  p -= lr * g
+    Adam      g += wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+              p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    AdamW     p *= 1 - lr * wd  (decoupled), then Adam without the L2 term
+
+"Online" SGD (one example per update, as in the lecture notes) is SGD with batch = 1.
+
+State (moment buffers, step count) round-trips through `state_arrays()` / `load_state()` for
+checkpoints; with it a resumed run is bit-for-bit the uninterrupted one.
+
+Schedules multiply the base learning rate by a factor of the optimizer step (0-based):
+
+    step(step_size=E, gamma=0.1)       gamma ** (epoch // E)
+    cosine(min_lr=0.0)                 half cosine from 1 down to min_lr / lr over the whole run
+    warmup(steps=S) / warmup(epochs=E) linear from 1/S up to 1 over the first S steps
+
+and compose by multiplication: `schedule = [warmup(steps=100), cosine()]`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autodiff import Tensor
+
+
+class Optimizer:
+    name = "Optimizer"
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, params: dict[str, Tensor], lr: float, weight_decay: float = 0.0):
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.params = dict(params)
+        self.base_lr = float(lr)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.t = 0      # number of steps taken
+        self.state: dict[str, dict[str, np.ndarray]] = {
+            slot: {n: np.zeros_like(p.data) for n, p in self.params.items()} for slot in self.slots}
+        self._tmp = {n: np.empty_like(p.data) for n, p in self.params.items()}
+
+    def zero_grad(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    def step(self) -> None:
+        self.t += 1
+        for name, p in self.params.items():
+            if p.grad is not None:
+                self._update(name, p.data, p.grad, self._tmp[name])
+
+    def _update(self, name, p, g, tmp):   # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def hyper(self) -> dict:
+        return {"lr": self.base_lr, "weight_decay": self.weight_decay}
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """slot/param -> array (copies are not needed: the caller writes them out at once)."""
+        return {f"{slot}/{n}": a for slot, d in self.state.items() for n, a in d.items()}
+
+    def state_meta(self) -> dict:
+        return {"name": self.name, "t": self.t, "lr": self.lr, "hyper": self.hyper()}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        from ..errors import ArchError
+        if meta.get("name") != self.name:
+            raise ArchError(f"the checkpoint's optimizer is {meta.get('name')}, this run uses {self.name}")
+        for slot, d in self.state.items():
+            for n, a in d.items():
+                key = f"{slot}/{n}"
+                if key not in arrays:
+                    raise ArchError(f"the checkpoint has no optimizer state '{key}'",
+                                    hint="was it written for a different set of trainable parameters?")
+                src = arrays[key]
+                if src.shape != a.shape:
+                    raise ArchError(f"optimizer state '{key}' has shape {list(src.shape)}, expected {list(a.shape)}")
+                np.copyto(a, src, casting="same_kind")
+        self.t = int(meta.get("t", 0))
+        self.lr = float(meta.get("lr", self.base_lr))
+
+
+class SGD(Optimizer):
+    name = "SGD"
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov needs a momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.slots = ("momentum",) if momentum else ()
+        super().__init__(params, lr, weight_decay)
+
+    def hyper(self):
+        return {**super().hyper(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _update(self, name, p, g, tmp):
+        wd, mu, lr = self.weight_decay, self.momentum, self.lr
+        if wd:
+            np.multiply(p, wd, out=tmp)
+            g += tmp
+        if mu:
+            buf = self.state["momentum"][name]
+            buf *= mu
+            buf += g
+            if self.nesterov:
+                np.multiply(buf, mu, out=tmp)
+                g += tmp
+            else:
+                g = buf
+        np.multiply(g, lr, out=tmp)
+        p -= tmp
+
+
+class Adam(Optimizer):
+    name = "Adam"
+    slots = ("m", "v")
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        b1, b2 = (float(b) for b in betas)
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"betas must be in [0, 1), got {tuple(betas)}")
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        self.b1, self.b2, self.eps = b1, b2, float(eps)
+        super().__init__(params, lr, weight_decay)
+
+    def hyper(self):
+        return {**super().hyper(), "betas": [self.b1, self.b2], "eps": self.eps}
+
+    def step(self) -> None:
+        self.t += 1
+        # bias corrections once per step, as Python floats (keep float32 arrays float32)
+        self._step_size = self.lr / (1.0 - self.b1 ** self.t)
+        self._inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - self.b2 ** self.t)
+        for name, p in self.params.items():
+            if p.grad is not None:
+                self._update(name, p.data, p.grad, self._tmp[name])
+
+    def _update(self, name, p, g, tmp):
+        b1, b2, wd = self.b1, self.b2, self.weight_decay
+        if wd:
+            if self.decoupled:
+                p *= 1.0 - self.lr * wd
+            else:
+                np.multiply(p, wd, out=tmp)
+                g += tmp
+        m = self.state["m"][name]
+        v = self.state["v"][name]
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp *= self._inv_bc2_sqrt
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= self._step_size
+        p -= tmp
+
+
+class AdamW(Adam):
+    name = "AdamW"
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
+OPTIMIZER_ARGS = {
+    "SGD": ("lr", "momentum", "nesterov", "weight_decay"),
+    "Adam": ("lr", "betas", "eps", "weight_decay"),
+    "AdamW": ("lr", "betas", "eps", "weight_decay"),
+}
+
+
+# -- gradient clipping -----------------------------------------------------------------------------
+
+def global_grad_norm(params) -> float:
+    """sqrt of the sum of squares of every gradient (params without a gradient are skipped)."""
+    total = 0.0
+    for p in params:
+        g = p.grad
+        if g is not None:
+            flat = g.reshape(-1)
+            total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients together so their global norm is at most `max_norm` (as
+    torch.nn.utils.clip_grad_norm_: factor max_norm / (norm + 1e-6)); returns the norm before."""
+    params = list(params)
+    norm = global_grad_norm(params)
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for p in params:
+            if p.grad is not None:
+                p.grad *= scale
+    return norm
+
+
+# -- schedules -------------------------------------------------------------------------------------
+
+class Schedule:
+    """factor(step, total_steps, steps_per_epoch) -> multiplier of the base learning rate."""
+    name = "schedule"
+
+    def factor(self, step: int, total: int, per_epoch: int) -> float:   # pragma: no cover
+        raise NotImplementedError
+
+
+class StepSchedule(Schedule):
+    name = "step"
+
+    def __init__(self, step_size: int = 10, gamma: float = 0.1):
+        if int(step_size) < 1:
+            raise ValueError(f"step_size must be >= 1 epoch, got {step_size}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def factor(self, step, total, per_epoch):
+        return self.gamma ** ((step // max(1, per_epoch)) // self.step_size)
+
+
+class CosineSchedule(Schedule):
+    name = "cosine"
+
+    def __init__(self, min_factor: float = 0.0):
+        self.min_factor = float(min_factor)
+
+    def factor(self, step, total, per_epoch):
+        frac = min(1.0, step / max(1, total))
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+class WarmupSchedule(Schedule):
+    name = "warmup"
+
+    def __init__(self, steps: int | None = None, epochs: float | None = None):
+        if (steps is None) == (epochs is None):
+            raise ValueError("warmup takes steps=S or epochs=E")
+        if (steps is not None and int(steps) < 1) or (epochs is not None and epochs <= 0):
+            raise ValueError("warmup length must be positive")
+        self.steps, self.epochs = steps, epochs
+
+    def factor(self, step, total, per_epoch):
+        w = int(self.steps) if self.steps is not None else max(1, round(self.epochs * per_epoch))
+        return min(1.0, (step + 1) / w)
+
+
+SCHEDULES = {"step": StepSchedule, "cosine": CosineSchedule, "warmup": WarmupSchedule}
+SCHEDULE_ARGS = {"step": ("step_size", "gamma"), "cosine": ("min_lr",), "warmup": ("steps", "epochs")}
+
+
+def schedule_factor(schedules, step: int, total: int, per_epoch: int) -> float:
+    f = 1.0
+    for s in schedules:
+        f *= s.factor(step, total, per_epoch)
+    return f
