@@ -167,6 +167,11 @@ class CompiledModel:
         except Exception:   # no `dot` binary: notebooks fall back to the text repr
             return None
 
+    def _repr_html_(self):
+        """Jupyter: the drawing (SVG, when graphviz is installed) above the summary table."""
+        from .authoring.report import model_html
+        return model_html(self)
+
     # -- weights, ONNX, NumPy ---------------------------------------------------------------
     def init_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
         from .passes.init import initialize

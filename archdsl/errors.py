@@ -27,8 +27,8 @@ class Span:
     def excerpt(self) -> str:
         if self.source is None:
             return ""
-        lines = self.source.splitlines()
-        if not 1 <= self.line <= len(lines):
+        lines = self.source.split("\n")    # lines as the parser counts them (not str.splitlines,
+        if not 1 <= self.line <= len(lines):  # which also breaks at \x0c, \x85, \u2028, ...)
             return ""
         text = lines[self.line - 1].rstrip("\r\n").replace("\t", " ")
         end = self.end_col if self.end_line == self.line else len(text) + 1

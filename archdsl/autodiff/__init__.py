@@ -47,6 +47,11 @@ returning (h, c).  Keep backward-only work inside ``vjp``: the forward also
 runs under ``no_grad``.  For the last bit of speed, write the primitive like
 the built-ins in ``functional.py`` (check ``requires_grad`` yourself and call
 ``record(out, inputs, vjp)``).
+
+Modules: ``tensor`` (Tensor, tape, backward, defprim), ``functional`` (all
+primitives; ``convolution`` and ``normalization`` hold conv/pool and
+norm/dropout), ``gradcheck`` (check_grads), ``bench``
+(``OPENBLAS_NUM_THREADS=1 python -m archdsl.autodiff.bench``).
 """
 
 from . import functional

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._arrays import pad_array
 from .tensor import (
-    Tensor, _GRAD, _const, as_tensor, record, record_multi, unbroadcast, backward, tensor,
+    Tensor, _GRAD, _const, as_tensor, materialize, record, record_multi, unbroadcast,
 )
 
 __all__ = [
@@ -86,13 +86,11 @@ def add(a, b):
     ra = a.requires_grad
     rb = b.requires_grad
     if (ra or rb) and _GRAD[0]:
-        sa = ad.shape
-        sb = bd.shape
-        so = out.shape
-
         def vjp(g):
-            return ((g if sa == so else _ub(g, sa)) if ra else None,
-                    (g if sb == so else _ub(g, sb)) if rb else None)
+            # shapes are read here, not in the forward: inference never pays
+            gs = g.shape
+            return ((g if ad.shape == gs else _ub(g, ad.shape)) if ra else None,
+                    (g if bd.shape == gs else _ub(g, bd.shape)) if rb else None)
         return record(out, (a, b), vjp)
     return _const(out)
 
@@ -121,13 +119,10 @@ def sub(a, b):
     ra = a.requires_grad
     rb = b.requires_grad
     if (ra or rb) and _GRAD[0]:
-        sa = ad.shape
-        sb = bd.shape
-        so = out.shape
-
         def vjp(g):
-            return ((g if sa == so else _ub(g, sa)) if ra else None,
-                    (-(g if sb == so else _ub(g, sb))) if rb else None)
+            gs = g.shape
+            return ((g if ad.shape == gs else _ub(g, ad.shape)) if ra else None,
+                    (-(g if bd.shape == gs else _ub(g, bd.shape))) if rb else None)
         return record(out, (a, b), vjp)
     return _const(out)
 
@@ -148,20 +143,16 @@ def mul(a, b):
     ra = a.requires_grad
     rb = b.requires_grad
     if (ra or rb) and _GRAD[0]:
-        sa = ad.shape
-        sb = bd.shape
-        so = out.shape
-
         def vjp(g):
             ga = gb = None
             if ra:
                 ga = g * bd
-                if sa != so:
-                    ga = _ub(ga, sa)
+                if ad.shape != ga.shape:
+                    ga = _ub(ga, ad.shape)
             if rb:
                 gb = g * ad
-                if sb != so:
-                    gb = _ub(gb, sb)
+                if bd.shape != gb.shape:
+                    gb = _ub(gb, bd.shape)
             return ga, gb
         return record(out, (a, b), vjp)
     return _const(out)
@@ -185,19 +176,15 @@ def div(a, b):
     ra = a.requires_grad
     rb = b.requires_grad
     if (ra or rb) and _GRAD[0]:
-        sa = ad.shape
-        sb = bd.shape
-        so = out.shape
-
         def vjp(g):
             ga = gb = None
             gq = g / bd
             if ra:
-                ga = gq if sa == so else _ub(gq, sa)
+                ga = gq if ad.shape == gq.shape else _ub(gq, ad.shape)
             if rb:
                 gb = -(gq * out)
-                if sb != so:
-                    gb = _ub(gb, sb)
+                if bd.shape != gb.shape:
+                    gb = _ub(gb, bd.shape)
             return ga, gb
         return record(out, (a, b), vjp)
     return _const(out)
@@ -360,10 +347,13 @@ def sigmoid(x):
 
 
 def relu(x):
-    x = _wrap(x)
+    if not isinstance(x, Tensor):
+        x = _wrap(x)
     xd = x.data
     out = np.maximum(xd, 0)
-    return _scalar_op(x, out, lambda g: (g * (xd > 0),))
+    if x.requires_grad and _GRAD[0]:
+        return record(out, (x,), lambda g: (g * (xd > 0),))
+    return _const(out)
 
 
 def leaky_relu(x, alpha=0.01):
@@ -489,8 +479,10 @@ def astype(x, dtype):
 
 def matmul(a, b):
     """numpy ``matmul`` semantics: batched with broadcasting, 1-D operands promoted."""
-    a = _wrap(a)
-    b = _wrap(b)
+    if not isinstance(a, Tensor):
+        a = _wrap(a)
+    if not isinstance(b, Tensor):
+        b = _wrap(b)
     ad = a.data
     bd = b.data
     out = ad @ bd
@@ -527,8 +519,10 @@ def matmul(a, b):
 def linear(x, w, b=None):
     """``x @ w.T + b`` with ``w`` of shape [out, in] and x of shape [..., in];
     leading dims are folded into one GEMM."""
-    x = _wrap(x)
-    w = _wrap(w)
+    if not isinstance(x, Tensor):
+        x = _wrap(x)
+    if not isinstance(w, Tensor):
+        w = _wrap(w)
     xd = x.data
     wd = w.data
     if xd.ndim == 2:
@@ -541,7 +535,8 @@ def linear(x, w, b=None):
     rw = w.requires_grad
     rb = False
     if b is not None:
-        b = _wrap(b)
+        if not isinstance(b, Tensor):
+            b = _wrap(b)
         out += b.data
         rb = b.requires_grad
     if not ((rx or rw or rb) and _GRAD[0]):
@@ -579,26 +574,36 @@ def _norm_axes(axis, ndim):
     return tuple(sorted(set(out)))
 
 
+def g_dtype(x):
+    """Gradient dtype for an input array (floats keep theirs)."""
+    return x.dtype if x.dtype.kind in "fc" else np.float64
+
+
 def _keep_shape(shape, axes):
     return tuple(1 if i in axes else s for i, s in enumerate(shape))
 
 
 def sum(x, axis=None, keepdims=False):
+    if type(axis) is list:
+        axis = tuple(axis)
     x = _wrap(x)
     xd = x.data
     out = np.sum(xd, axis=axis, keepdims=keepdims)
     if not (x.requires_grad and _GRAD[0]):
         return _const(out)
     shape = xd.shape
+    dtype = g_dtype(xd)
     kshape = _keep_shape(shape, _norm_axes(axis, xd.ndim))
 
     def vjp(g):
         # materialise: a broadcast view (zero strides) would push later GEMMs off BLAS
-        return (np.broadcast_to(np.reshape(g, kshape), shape).copy(),)
+        return (materialize(np.reshape(g, kshape), shape, dtype),)
     return record(out, (x,), vjp)
 
 
 def mean(x, axis=None, keepdims=False):
+    if type(axis) is list:
+        axis = tuple(axis)
     x = _wrap(x)
     xd = x.data
     out = np.mean(xd, axis=axis, keepdims=keepdims)
@@ -607,16 +612,19 @@ def mean(x, axis=None, keepdims=False):
     if not (x.requires_grad and _GRAD[0]):
         return _const(out)
     shape = xd.shape
+    dtype = g_dtype(xd)
     axes = _norm_axes(axis, xd.ndim)
     kshape = _keep_shape(shape, axes)
     scale = 1.0 / _b.max(1, math.prod(shape[i] for i in axes))
 
     def vjp(g):
-        return (np.broadcast_to(np.reshape(g * scale, kshape), shape).copy(),)
+        return (materialize(np.reshape(g * scale, kshape), shape, dtype),)
     return record(out, (x,), vjp)
 
 
 def _reduce_extreme(x, axis, keepdims, op):
+    if type(axis) is list:
+        axis = tuple(axis)
     x = _wrap(x)
     xd = x.data
     outk = op(xd, axis=axis, keepdims=True)
@@ -648,6 +656,8 @@ def min(x, axis=None, keepdims=False):
 
 
 def logsumexp(x, axis=None, keepdims=False):
+    if type(axis) is list:
+        axis = tuple(axis)
     x = _wrap(x)
     xd = x.data
     m = np.max(xd, axis=axis, keepdims=True)
@@ -774,7 +784,7 @@ def softmax_cross_entropy(logits, target, axis=-1, label_smoothing=0.0,
     ins = (logits, tgt_t) if rt else (logits,)
 
     def vjp(g):
-        w = np.broadcast_to(weight(g), lead).reshape(-1) if reduction == "none" else weight(g)
+        w = np.reshape(weight(g), -1) if reduction == "none" else weight(g)
         if valid is not None:
             w = w * valid
         w = np.asarray(w, dtype=zd.dtype)
@@ -1097,10 +1107,10 @@ Tensor.sigmoid = sigmoid
 
 # convolution, pooling and normalisation live in their own modules but are
 # part of the functional namespace.
-from .conv import (  # noqa: E402
+from .convolution import (  # noqa: E402
     conv, conv_transpose, max_pool, min_pool, avg_pool, global_pool, adaptive_avg_pool2d,
 )
-from .norm import batch_norm, layer_norm, dropout  # noqa: E402
+from .normalization import batch_norm, layer_norm, dropout  # noqa: E402
 
 __all__ += [
     "conv", "conv_transpose", "max_pool", "min_pool", "avg_pool", "global_pool",

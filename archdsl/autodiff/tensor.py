@@ -24,7 +24,7 @@ import numpy as np
 __all__ = [
     "Tensor", "tensor", "as_tensor", "backward", "zero_grad", "no_grad", "enable_grad",
     "is_grad_enabled", "unbroadcast", "defprim", "record", "record_multi",
-    "clear_tape", "tape_size",
+    "clear_tape", "tape_size", "materialize",
 ]
 
 # The tape: tuples (out, inputs, vjp) in creation order.  Cleared by backward().
@@ -41,7 +41,8 @@ _asarray = np.asarray
 class Tensor:
     """An n-d array plus gradient bookkeeping.  ``data`` is always an ndarray."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_g", "__weakref__")
+    # _g: gradient being accumulated during backward; _op: made by a recorded op
+    __slots__ = ("data", "grad", "requires_grad", "_g", "_op", "__weakref__")
     # Make ``ndarray <op> Tensor`` defer to Tensor's reflected operators
     # instead of numpy turning the Tensor into an object array.
     __array_ufunc__ = None
@@ -54,6 +55,7 @@ class Tensor:
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._g = None
+        self._op = False
 
     # -- array-like metadata ------------------------------------------------
     @property
@@ -134,6 +136,7 @@ def _const(data):
     t.grad = None
     t.requires_grad = False
     t._g = None
+    t._op = False
     return t
 
 
@@ -151,6 +154,7 @@ def record(data, inputs, vjp):
     t.grad = None
     t.requires_grad = True
     t._g = None
+    t._op = True
     _append((t, inputs, vjp))
     return t
 
@@ -173,6 +177,7 @@ def record_multi(datas, inputs, vjp, fill_zeros=True):
     hidden.grad = None
     hidden.requires_grad = True
     hidden._g = None
+    hidden._op = True
     datas = [d if type(d) is _ndarray else _asarray(d) for d in datas]
 
     def joint_vjp(slots):
@@ -261,6 +266,14 @@ def unbroadcast(g, shape):
     return g
 
 
+def materialize(a, shape, dtype):
+    """A fresh C-contiguous array of ``shape`` holding ``a`` broadcast.
+    (``np.broadcast_to(a, shape).copy()`` is several times slower.)"""
+    out = np.empty(shape, dtype)
+    np.copyto(out, a, casting="unsafe")
+    return out
+
+
 def backward(loss, grad=None):
     """Backpropagate from ``loss``; accumulate ``.grad`` of every tensor with
     ``requires_grad`` that ``loss`` depends on (leaves and intermediates).
@@ -276,14 +289,15 @@ def backward(loss, grad=None):
     _GRAD[0] = False  # vjps built from Tensor ops must not grow the tape we walk
     try:
         if not loss.requires_grad:
-            return
+            raise RuntimeError("backward: the loss does not require grad (no input requires grad, "
+                               "or it was computed under no_grad)")
         ldata = loss.data
         if grad is None:
-            seed = np.ones_like(ldata)
+            seed = np.ones(ldata.shape, ldata.dtype)
         else:
             if isinstance(grad, Tensor):
                 grad = grad.data
-            seed = np.array(np.broadcast_to(np.asarray(grad, dtype=ldata.dtype), ldata.shape))
+            seed = materialize(grad, ldata.shape, ldata.dtype)
         loss._g = seed
         touched.append(loss)
         push = touched.append
@@ -311,6 +325,9 @@ def backward(loss, grad=None):
                     push(t)
                 else:
                     t._g = tg + gi
+        if loss._op and loss._g is not None:
+            raise RuntimeError("backward: the loss's operations are no longer on the tape "
+                               "(backward already ran on this graph, or clear_tape() was called)")
         # what is left in touched with a pending _g are leaves (and the loss if
         # it is one): give them owned arrays of their own dtype.
         for t in touched:
@@ -321,7 +338,8 @@ def backward(loss, grad=None):
             d = t.data
             # a gradient may be a view, a numpy scalar, or the very same object
             # handed to another tensor (e.g. both inputs of add)
-            if type(g) is not _ndarray or g.base is not None or id(g) in seen or g.dtype != d.dtype:
+            if (type(g) is not _ndarray or g.base is not None or id(g) in seen
+                    or (g.dtype is not d.dtype and g.dtype != d.dtype)):
                 g = np.array(g, dtype=d.dtype)
             if g.shape != d.shape:
                 raise RuntimeError(

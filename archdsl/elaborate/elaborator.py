@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..errors import ArchError, ArchErrors, ShapeError, Span, did_you_mean
@@ -20,10 +22,19 @@ from .loader import Namespace
 from .values import (CALLABLES, POISON, BlockInstance, BlockKind, Builtin, Composed, LayerInstance,
                      OpKind, Poison, RepeatCallable, TensorRef, show)
 
-MAX_BLOCK_DEPTH = 64
-MAX_REPEAT = 10_000
-MAX_NODES = 200_000
+# Limits that bound the work and stack any spec can demand; each error names its constant.
+MAX_BLOCK_DEPTH = 64          # blocks applied inside blocks
+MAX_REPEAT = 10_000           # copies in one `repeat`
+MAX_NODES = 200_000           # layers in one model
+MAX_EXPANSIONS = 200_000      # block applications + repeat copies in one model (nested repeats of
+                              # layer-less blocks add no layers but still cost time)
+MAX_EVAL_DEPTH = 500          # nested evaluations and applications, through blocks as well
 MAX_INT = 2 ** 62
+# Python frames one level of MAX_EVAL_DEPTH may take: at most 4 measured (eval -> e_Pipe ->
+# apply -> apply_block -> run_body -> assign -> eval counts 2 levels), so 6 leaves a margin. The
+# recursion limit is raised to fit while a model is elaborated, so MAX_EVAL_DEPTH is what a user
+# meets, never a RecursionError.
+_FRAMES_PER_LEVEL = 6
 PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -84,16 +95,24 @@ def _builtins() -> dict:
             raise ArchError(f"len() needs a tuple, list or string, got {show(x)}")
         return len(x)
 
-    def _num(fn, name):
+    def _num(fn, name, unary=True):
         def f(*xs):
+            if unary and len(xs) != 1:
+                raise ArchError(f"{name}() takes 1 argument, got {len(xs)}")
             if not xs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
                 raise ArchError(f"{name}() needs numbers, got {', '.join(show(x) for x in xs) or 'nothing'}")
-            return fn(*xs)
+            try:
+                r = fn(*xs)
+            except (ValueError, OverflowError):     # sqrt(-1), float(10**400)
+                raise ArchError(f"{name}({', '.join(show(x) for x in xs)}) has no finite real value") from None
+            if isinstance(r, int) and abs(r) > MAX_INT:
+                raise ArchError(f"{name}() result is too large")
+            return r
         return f
 
     return {"channels": Builtin("channels", channels), "dim": Builtin("dim", dim),
             "rank": Builtin("rank", rank), "shape": Builtin("shape", shape), "len": Builtin("len", _len),
-            "min": Builtin("min", _num(min, "min")), "max": Builtin("max", _num(max, "max")),
+            "min": Builtin("min", _num(min, "min", unary=False)), "max": Builtin("max", _num(max, "max", unary=False)),
             "int": Builtin("int", _num(int, "int")), "float": Builtin("float", _num(float, "float")),
             "abs": Builtin("abs", _num(abs, "abs")), "sqrt": Builtin("sqrt", _num(math.sqrt, "sqrt"))}
 
@@ -112,20 +131,24 @@ class Elaborator:
         self.ns = ns
         self.ops = load_all()
         self.errors: list[ArchError] = []
+        self.depth = 0          # current nesting of eval/apply (MAX_EVAL_DEPTH)
+        self.expansions = 0     # block applications and repeat copies so far (MAX_EXPANSIONS)
 
     # -- entry point --------------------------------------------------------------------------
     def model(self, name: str, overrides: dict | None = None, override_spans: dict | None = None) -> Model:
         defn = self.ns.models[name]
         self.errors = []
+        self.depth = self.expansions = 0
         self.m = Model(name=name, file=defn.span.file, span=defn.span, args={})
         frame = Frame(env={}, path="", scopes=())
-        try:
-            args = self.bind_params(defn, [], dict(overrides or {}), defn.span, from_cli=True)
-        except ArchError as e:
-            raise e from None
-        self.m.args = dict(args)
-        frame.env.update(args)
-        self.run_body(defn, frame, inputs=None)
+        with _recursion_headroom(_FRAMES_PER_LEVEL * MAX_EVAL_DEPTH):
+            try:
+                args = self.bind_params(defn, [], dict(overrides or {}), defn.span, from_cli=True)
+            except ArchError as e:
+                raise e from None
+            self.m.args = dict(args)
+            frame.env.update(args)
+            self.run_body(defn, frame, inputs=None)
         if self.errors:
             raise self.errors[0] if len(self.errors) == 1 else ArchErrors(self.errors)
         return self.m
@@ -156,6 +179,13 @@ class Elaborator:
             else:
                 hint = f"pass it: {defn.name}({p.name}=...)" if not from_cli else f"set it: --set {p.name}=..."
                 raise ArchError(f"{what} needs a value for parameter '{p.name}'", span, hint)
+            if from_cli and p.name in given:    # --set values have not been through eval's checks
+                where = span
+                if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+                    raise ArchError(f"parameter '{p.name}' of {what}: the integer is too large", where,
+                                    "integers are limited to ±2**62")
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ArchError(f"parameter '{p.name}' of {what} must be a finite number, got {v}", where)
             if p.type is not None:
                 if p.type not in PARAM_TYPES:
                     raise ArchError(f"unknown parameter type '{p.type}'", p.span,
@@ -252,6 +282,8 @@ class Elaborator:
                 raise ArchError(f"a dimension must be an int or a symbol like N, got {show(v)}", d.span)
             if isinstance(v, int) and v <= 0:
                 raise ArchError(f"a dimension must be positive, got {v}", d.span)
+            if isinstance(v, Sym) and v.terms and all(c < 0 for c in v.terms.values()) and v.const <= 0:
+                raise ArchError(f"a dimension must be positive, got {v}", d.span)
             dims.append(v)
         return TensorType(tt.dtype, tuple(dims))
 
@@ -323,7 +355,26 @@ class Elaborator:
     # -- expressions --------------------------------------------------------------------------
     def eval(self, e: A.Node, frame: Frame, symbolic: bool = False, defn=None, idx=None):
         m = getattr(self, "e_" + type(e).__name__)
-        return m(e, frame, symbolic, defn, idx)
+        self._enter(e.span)
+        try:
+            return m(e, frame, symbolic, defn, idx)
+        finally:
+            self.depth -= 1
+
+    def _enter(self, span: Span | None) -> None:
+        self.depth += 1
+        if self.depth > MAX_EVAL_DEPTH:
+            self.depth -= 1
+            raise ArchError(f"blocks and expressions nested more than {MAX_EVAL_DEPTH} levels deep", span,
+                            "is a block's parameter default or body recursive? Otherwise raise "
+                            "archdsl.elaborate.elaborator.MAX_EVAL_DEPTH")
+
+    def _expand(self, span: Span | None) -> None:
+        self.expansions += 1
+        if self.expansions > MAX_EXPANSIONS:
+            raise ArchError(f"model expands to more than {MAX_EXPANSIONS:,} block applications and repeat copies",
+                            span, "look for nested repeats; raise archdsl.elaborate.elaborator.MAX_EXPANSIONS "
+                            "if you really mean it")
 
     def e_Num(self, e, frame, *_):
         if isinstance(e.value, int) and abs(e.value) > MAX_INT:
@@ -336,11 +387,12 @@ class Elaborator:
     def e_Bool(self, e, frame, *_):
         return e.value
 
+    # (list comprehensions, not generators fed to tuple(): those would recurse through C)
     def e_TupleExpr(self, e, frame, symbolic, defn, idx):
-        return tuple(self.eval(x, frame, symbolic, defn, idx) for x in e.items)
+        return tuple([self.eval(x, frame, symbolic, defn, idx) for x in e.items])
 
     def e_ListExpr(self, e, frame, symbolic, defn, idx):
-        return tuple(self.eval(x, frame, symbolic, defn, idx) for x in e.items)
+        return tuple([self.eval(x, frame, symbolic, defn, idx) for x in e.items])
 
     def e_Name(self, e, frame, symbolic, defn, idx):
         n = e.id
@@ -493,7 +545,18 @@ class Elaborator:
         return RepeatCallable(n, e.var, e.body, dict(frame.env), e.span)
 
     def e_Pipe(self, e, frame, symbolic, defn, idx):
-        left = self.eval(e.left, frame, symbolic, defn, idx)
+        # `x -> A -> B -> C` is Pipe(Pipe(Pipe(x, A), B), C): walk the chain in a loop, innermost
+        # link first, so a chain of any length costs no stack.
+        links = []
+        while isinstance(e, A.Pipe):
+            links.append(e)
+            e = e.left
+        left = self.eval(e, frame, symbolic, defn, idx)
+        for link in reversed(links):
+            left = self._pipe_link(link, left, frame, symbolic, defn, idx)
+        return left
+
+    def _pipe_link(self, e, left, frame, symbolic, defn, idx):
         right = self.eval(e.right, frame, symbolic, defn, idx)
         if isinstance(left, Poison) or isinstance(right, Poison):
             return POISON
@@ -511,6 +574,13 @@ class Elaborator:
 
     # -- application --------------------------------------------------------------------------
     def apply(self, f, tensors: list, frame: Frame, span: Span):
+        self._enter(span)
+        try:
+            return self._apply(f, tensors, frame, span)
+        finally:
+            self.depth -= 1
+
+    def _apply(self, f, tensors: list, frame: Frame, span: Span):
         if isinstance(f, OpKind):
             f = LayerInstance(f.op, self._bind(f.op, [], {}, span, {}), span)
         if isinstance(f, BlockKind):
@@ -520,9 +590,19 @@ class Elaborator:
         if isinstance(f, BlockInstance):
             return self.apply_block(f, tensors, frame, span)
         if isinstance(f, Composed):
-            mid = self.apply(f.first, tensors, frame, span)
-            mid = list(mid) if isinstance(mid, tuple) else [mid]
-            return self.apply(f.second, mid, frame, span)
+            # (A -> B -> C) is Composed(Composed(A, B), C): unroll the left spine in a loop
+            parts = []
+            while isinstance(f, Composed):
+                parts.append(f.second)
+                f = f.first
+            parts.append(f)
+            out = None
+            for part in reversed(parts):
+                out = self.apply(part, tensors, frame, span)
+                if isinstance(out, Poison):     # a part that already reported its error
+                    return POISON
+                tensors = list(out) if isinstance(out, tuple) else [out]
+            return out
         if isinstance(f, RepeatCallable):
             return self.apply_repeat(f, tensors, frame, span)
         raise ArchError(f"{show(f)} is not a layer", span)
@@ -586,6 +666,7 @@ class Elaborator:
         if frame.depth >= MAX_BLOCK_DEPTH:
             raise ArchError(f"blocks nested deeper than {MAX_BLOCK_DEPTH} (is {inst.defn.name} recursive?)", span,
                             "raise archdsl.elaborate.elaborator.MAX_BLOCK_DEPTH if the nesting is intended")
+        self._expand(span)
         if inst.path is None:
             local = frame.unique(inst.name or inst.defn.name.lower(), auto=inst.name is None)
             inst.path = frame.qualify(local)
@@ -611,6 +692,7 @@ class Elaborator:
         rep.applied += 1
         cur = tensors
         for i in range(rep.count):
+            self._expand(span)
             copy_path = f"{rep.path}.{i}"
             if copy_path not in self.m.scopes:
                 self.m.scopes[copy_path] = Scope(copy_path, f"[{i}]", rep.span)
@@ -643,10 +725,20 @@ def _arith(e: A.BinOp, a, b):
         raise ArchError(f"'{op}' needs numbers, got {show(a)} and {show(b)}", e.span)
     if isinstance(a, Sym) or isinstance(b, Sym):
         fns = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv}
+        sym = a if isinstance(a, Sym) else b
         if op not in fns or (op in ("*", "//") and not (isinstance(a, int) or isinstance(b, int))):
-            raise ArchError(f"'{op}' is not supported on symbolic dimension {show(a if isinstance(a, Sym) else b)}",
-                            e.span)
-        return fns[op](a, b)
+            raise ArchError(f"'{op}' is not supported on symbolic dimension {show(sym)}", e.span)
+        if isinstance(a, float) or isinstance(b, float):    # Sym arithmetic is on ints (N + 0.5 was N)
+            raise ArchError(f"'{op}' between symbolic dimension {show(sym)} and a float is not supported", e.span)
+        try:
+            r = fns[op](a, b)
+        except ZeroDivisionError:
+            raise ArchError("division by zero", e.span) from None
+        if isinstance(r, Sym) and (abs(r.const) > MAX_INT or any(abs(c) > MAX_INT for c in r.terms.values())):
+            raise ArchError(f"integer result is too large ({op})", e.span)
+        if isinstance(r, int) and abs(r) > MAX_INT:
+            raise ArchError(f"integer result is too large ({op})", e.span)
+        return r
     try:
         if op == "+":
             r = a + b
@@ -704,14 +796,42 @@ def _assigned_later(defn: A.Definition, idx: int, name: str):
 
 
 def _mentions(e, names: set) -> bool:
-    if isinstance(e, A.Name):
-        return e.id in names
-    if isinstance(e, A.Node):
-        for f in e.__dataclass_fields__:
-            if f == "span":
-                continue
-            v = getattr(e, f)
-            items = v if isinstance(v, tuple) else (v,)
-            if any(_mentions(x, names) for x in items if isinstance(x, A.Node)):
+    """Whether the expression uses one of `names` (walked with a stack: chains can be long)."""
+    todo = [e]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, A.Name):
+            if e.id in names:
                 return True
+        elif isinstance(e, A.Node):
+            for f in e.__dataclass_fields__:
+                if f == "span":
+                    continue
+                v = getattr(e, f)
+                todo.extend(x for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, A.Node))
     return False
+
+
+def _stack_depth() -> int:
+    f, n = sys._getframe(1), 0
+    while f is not None:
+        f, n = f.f_back, n + 1
+    return n
+
+
+@contextmanager
+def _recursion_headroom(frames: int):
+    """Let the interpreter's recursion limit fit `frames` more frames than are in use now.
+
+    Python-to-Python calls take no C stack (3.11+), and the elaborator's recursion is bounded by
+    MAX_EVAL_DEPTH, so a few thousand frames are safe; the old limit is restored afterwards.
+    """
+    old = sys.getrecursionlimit()
+    need = _stack_depth() + frames + 200
+    if need > old:
+        sys.setrecursionlimit(need)
+    try:
+        yield
+    finally:
+        if need > old:
+            sys.setrecursionlimit(old)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ArchError, ArchErrors, Span, did_you_mean
 from ..syntax import ast as A
+from ..syntax import parser as _parser
 from ..syntax.parser import parse
 
 MAX_IMPORT_DEPTH = 32
@@ -52,18 +54,41 @@ def load(text: str | None = None, path: str | os.PathLike | None = None) -> Name
 def _read(p: Path, span: Span | None) -> str:
     if p.suffix != ".arch":
         raise ArchError(f"{p} is not an .arch file", span, "archdsl only reads .arch specs")
+    limit = 4 * _parser.MAX_SOURCE_CHARS        # bytes (UTF-8 takes at most 4 a character)
     try:
-        data = p.read_bytes()
+        real = p.resolve()
+        if real.suffix != ".arch":     # a link named x.arch to some other file
+            raise ArchError(f"{p} is not an .arch file (it links to {real})", span, "archdsl only reads .arch specs")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
+        with open(os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise ArchError(f"{p} is a directory, not an .arch file", span)
+            if not stat.S_ISREG(st.st_mode):    # a FIFO or a device would block or never end
+                raise ArchError(f"{p} is not a regular file", span, "archdsl only reads .arch specs")
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         raise ArchError(f"no such file: {p}", span) from None
     except IsADirectoryError:
         raise ArchError(f"{p} is a directory, not an .arch file", span) from None
-    except OSError as e:
-        raise ArchError(f"cannot read {p}: {e.strerror}", span) from None
+    except (OSError, RuntimeError, ValueError) as e:    # a symlink loop (RuntimeError before Python
+        # 3.13); a NUL character in the path (ValueError)
+        raise ArchError(f"cannot read {p}: {getattr(e, 'strerror', None) or e}", span) from None
+    if len(data) > limit:
+        raise ArchError(f"{p} is larger than {limit:,} bytes, too large for a spec", span,
+                        "raise archdsl.syntax.parser.MAX_SOURCE_CHARS if it is meant to be this large")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ArchError(f"{p} is not valid UTF-8 (byte {e.start})", span) from None
+        # point at the bad byte (line and column as the parser would count them)
+        text = data.decode("utf-8", "replace")
+        before = data[:e.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        if span is not None:        # an import: the error belongs to the importing line
+            raise ArchError(f"{p} is not valid UTF-8 (byte {e.start}, line {line})", span) from None
+        raise ArchError(f"{p} is not valid UTF-8 (byte {e.start})", Span(str(p), line, col, line, col + 1, text),
+                        "save the file as UTF-8") from None
 
 
 def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str],
@@ -73,13 +98,19 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
     ns.seen.add(stack[-1])
     for item in module.items:
         if isinstance(item, A.Import):
-            if item.path.startswith(STDLIB_PREFIX):
-                target = (stdlib_dir() / item.path[len(STDLIB_PREFIX):]).resolve()
-                if stdlib_dir().resolve() not in target.parents:
-                    errors.append(ArchError(f"'{item.path}' is outside the standard library", item.span))
-                    continue
-            else:
-                target = (base / item.path).resolve()
+            try:
+                if item.path.startswith(STDLIB_PREFIX):
+                    target = (stdlib_dir() / item.path[len(STDLIB_PREFIX):]).resolve()
+                    if stdlib_dir().resolve() not in target.parents:
+                        errors.append(ArchError(f"'{item.path}' is outside the standard library", item.span))
+                        continue
+                else:
+                    target = (base / item.path).resolve()
+            except (OSError, RuntimeError, ValueError) as e:   # a symlink loop (RuntimeError before
+                # Python 3.13); a NUL character in the path (ValueError)
+                errors.append(ArchError(f"cannot import '{item.path}': {getattr(e, 'strerror', None) or e}",
+                                        item.span))
+                continue
             key = str(target)
             if key in stack:
                 chain = " -> ".join(Path(s).name for s in stack[stack.index(key):] + [key])
@@ -90,7 +121,8 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
                 continue    # already imported through another path (a diamond is fine)
             if len(stack) >= MAX_IMPORT_DEPTH:
                 errors.append(ArchError(f"imports nested deeper than {MAX_IMPORT_DEPTH} files", item.span,
-                                        "flatten the import chain"))
+                                        "flatten the import chain, or raise "
+                                        "archdsl.elaborate.loader.MAX_IMPORT_DEPTH"))
                 continue
             try:
                 sub = _read(target, item.span)

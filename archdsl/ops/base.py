@@ -89,6 +89,15 @@ class Op:
                 parts.append(f"{a.name}={_fmt(v)}")
         return ", ".join(parts)
 
+    def explain(self, attrs: dict, in_types: list[TensorType], out_types: list[TensorType]) -> list[str]:
+        """How this application's output shape and parameter count come about, as lines a student
+        can follow (`archdsl summary --explain`): the shape arithmetic first, then, when the
+        layer has parameters, one line starting 'params: '. This generic version says that the
+        shape is unchanged, or shows the elements a reshape keeps (16·5·5 = 400), or the types
+        in and out, and multiplies out each parameter's shape; families override it with their
+        own formulas (conv.py: H = (32 + 2·0 − 5)/1 + 1 = 28)."""
+        return [explain_shape(self, in_types, out_types)] + explain_params(self.params(attrs, in_types))
+
     # -- helpers for shape rules -----------------------------------------------------------
     def fail(self, message: str, hint: str | None = None) -> ShapeError:
         """An error for the op application being checked (the elaborator adds the span)."""
@@ -124,6 +133,58 @@ def tup(v, n: int) -> tuple:
             raise ShapeError(f"expected {n} values, got {len(v)}: {v}")
         return tuple(int(x) for x in v)
     return (int(v),) * n
+
+
+# -- explanations (`archdsl summary --explain`) --------------------------------------------------
+DOT, MINUS = "\u00b7", "\u2212"       # · and − as a lecture writes them
+
+
+def product(dims) -> str:
+    """(6, 1, 5, 5) -> '6·1·5·5'."""
+    return DOT.join(str(d) for d in dims)
+
+
+def explain_shape(op: "Op", in_types: list[TensorType], out_types: list[TensorType]) -> str:
+    """The generic shape line: unchanged, a reshape's element count, or types in -> out."""
+    if len(in_types) == 1 and len(out_types) == 1:
+        a, b = in_types[0].shape, out_types[0].shape
+        if a == b:
+            return f"{op.name}: shape unchanged"
+        i = 0
+        while i < min(len(a), len(b)) and a[i] == b[i]:
+            i += 1
+        ra, rb = a[i:], b[i:]
+        if (ra and rb and max(len(ra), len(rb)) > 1 and all(isinstance(d, int) for d in ra + rb)
+                and _prod(ra) == _prod(rb)):
+            rhs = f"{product(rb)} = {_prod(rb):,}" if len(rb) > 1 else f"{_prod(rb):,}"
+            return (f"{op.name}: [{', '.join(map(str, ra))}] \u2192 [{', '.join(map(str, rb))}] keeps every "
+                    f"element: {product(ra)} = {rhs}")
+    ins = ", ".join(map(str, in_types))
+    outs = ", ".join(map(str, out_types))
+    return f"{op.name}: {ins} \u2192 {outs}"
+
+
+def explain_params(specs: dict) -> list[str]:
+    """'params: 6·1·5·5 + 6 = 156 (weight [6, 1, 5, 5], bias [6])', plus the buffers, if any."""
+    trained = [(k, s) for k, s in specs.items() if not s.buffer]
+    lines = []
+    if trained:
+        total = sum(_prod(s.shape) for _, s in trained)
+        terms = " + ".join(product(s.shape) for _, s in trained)
+        names = ", ".join(f"{k} [{', '.join(map(str, s.shape))}]" for k, s in trained)
+        lines.append(f"params: {terms} = {total:,}  ({names})")
+    buffers = [(k, s) for k, s in specs.items() if s.buffer]
+    if buffers:
+        lines.append("buffers (state, not parameters): "
+                     + ", ".join(f"{k} [{', '.join(map(str, s.shape))}]" for k, s in buffers))
+    return lines
+
+
+def _prod(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
 
 
 _loaded = False

@@ -18,7 +18,7 @@ import math
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
 from ..ir.types import Sym, is_static
-from .base import Arg, Op
+from .base import DOT, MINUS, Arg, Op
 
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
@@ -95,11 +95,45 @@ def _conv_padding(op: Op, attrs: dict, n: int, k: tuple, d: tuple, s: tuple) -> 
     return tuple((x, x) for x in vals)
 
 
+def _pairs(pads) -> tuple:
+    """Per-side padding ((b, e), ...) as one value per axis where symmetric, else the pair."""
+    return tuple(b if b == e else (b, e) for b, e in pads)
+
+
 def _prod(xs) -> int:
     out = 1
     for x in xs:
         out *= int(x)
     return out
+
+
+_LETTER = {"length": "L", "depth": "D", "height": "H", "width": "W"}
+
+
+def _one(v) -> str:
+    """A per-axis tuple as one value when all its entries agree: (5, 5) -> '5'."""
+    v = tuple(v)
+    return str(v[0]) if len(set(v)) == 1 else _show(v)
+
+
+def _axes_line(head: str, formulas: list[str], ndim: int) -> str:
+    """'Conv2d k=5 s=1 p=0: H = W = (32 + 2·0 − 5)/1 + 1 = 28' (axes with equal arithmetic merged)."""
+    letters = [_LETTER[a] for a in spatial_names(ndim)]
+    if len(set(formulas)) == 1:
+        return f"{head}: {' = '.join(letters)} = {formulas[0]}"
+    return f"{head}: " + "; ".join(f"{l} = {f}" for l, f in zip(letters, formulas))
+
+
+def window_formula(size, out, k: int, s: int, d: int, pb: int, pe: int, ceil: bool = False) -> str:
+    """'(32 + 2·0 − 5)/1 + 1 = 28': the output size of a sliding window, with ⌊⌋ (or ⌈⌉ in ceil
+    mode) where the division is not exact."""
+    pad = f"2{DOT}{pb}" if pb == pe else f"{pb} + {pe}"
+    span = str(k) if d == 1 else f"{d}{DOT}({k} {MINUS} 1) {MINUS} 1"
+    num = f"({size} + {pad} {MINUS} {span})"
+    span_n = d * (k - 1) + 1
+    exact = s == 1 or (is_static(size) and (int(size) + pb + pe - span_n) % s == 0)
+    frac = f"{num}/{s}" if exact else (f"\u2308{num}/{s}\u2309" if ceil else f"\u230a{num}/{s}\u230b")
+    return f"{frac} + 1 = {out}"
 
 
 class _ConvBase(Op):
@@ -190,6 +224,25 @@ class _Conv(_ConvBase):
         return [F.conv(inputs[0], params["weight"], params.get("bias"), stride=s, padding=pads,
                        dilation=d, groups=node.attrs["groups"])]
 
+    def explain(self, attrs, in_types, out_types):
+        (x,), (y,) = in_types, out_types
+        k, s, d, pads = self._geometry(attrs)
+        p = attrs["padding"]
+        head = f"{self.name} k={_one(k)} s={_one(s)} p={p if isinstance(p, str) else _one(_pairs(pads))}"
+        if any(v != 1 for v in d):
+            head += f" d={_one(d)}"
+        if attrs["groups"] != 1:
+            head += f" g={attrs['groups']}"
+        formulas = [window_formula(x.shape[2 + i], y.shape[2 + i], k[i], s[i], d[i], *pads[i])
+                    for i in range(self.ndim)]
+        c_in, c_out, g = int(x.shape[1]), attrs["out_channels"], attrs["groups"]
+        lines = [_axes_line(head, formulas, self.ndim) + f"; C: {c_in} \u2192 {c_out}"]
+        per_filter = DOT.join([str(c_in) if g == 1 else f"{c_in}/{g}"] + [str(v) for v in k])
+        total = c_out * (c_in // g) * _prod(k) + (c_out if attrs["bias"] else 0)
+        lines.append(f"params: {c_out}{DOT}({per_filter})" + (f" + {c_out}" if attrs["bias"] else "")
+                     + f" = {total:,}  ({c_out} filters of {per_filter}" + (", and a bias each)" if attrs["bias"] else ")"))
+        return lines
+
 
 class Conv1d(_Conv):
     """1-D convolution over [N, C, L] (text CNNs, audio): L_out = (L + 2p - d(k-1) - 1)//s + 1."""
@@ -279,6 +332,30 @@ class _ConvTranspose(_ConvBase):
         k, s, d, p, op = self._geometry(node.attrs)
         return [F.conv_transpose(inputs[0], params["weight"], params.get("bias"), stride=s, padding=p,
                                  output_padding=op, dilation=d, groups=node.attrs["groups"])]
+
+    def explain(self, attrs, in_types, out_types):
+        (x,), (y,) = in_types, out_types
+        k, s, d, p, op = self._geometry(attrs)
+        head = f"{self.name} k={_one(k)} s={_one(s)} p={_one(p)}"
+        if any(v != 0 for v in op):
+            head += f" op={_one(op)}"
+        if any(v != 1 for v in d):
+            head += f" d={_one(d)}"
+        if attrs["groups"] != 1:
+            head += f" g={attrs['groups']}"
+        formulas = []
+        for i in range(self.ndim):
+            span = f"({k[i]} {MINUS} 1)" if d[i] == 1 else f"{d[i]}{DOT}({k[i]} {MINUS} 1)"
+            extra = f" + {op[i]}" if op[i] else ""
+            formulas.append(f"({x.shape[2 + i]} {MINUS} 1){DOT}{s[i]} {MINUS} 2{DOT}{p[i]} + {span}{extra} + 1"
+                            f" = {y.shape[2 + i]}")
+        c_in, c_out, g = int(x.shape[1]), attrs["out_channels"], attrs["groups"]
+        lines = [_axes_line(head, formulas, self.ndim) + f"; C: {c_in} \u2192 {c_out}"]
+        per_input = DOT.join([str(c_out) if g == 1 else f"{c_out}/{g}"] + [str(v) for v in k])
+        total = c_in * (c_out // g) * _prod(k) + (c_out if attrs["bias"] else 0)
+        lines.append(f"params: {c_in}{DOT}({per_input})" + (f" + {c_out}" if attrs["bias"] else "")
+                     + f" = {total:,}  (each of the {c_in} input channels spreads into {per_input})")
+        return lines
 
 
 class ConvTranspose1d(_ConvTranspose):

@@ -6,7 +6,7 @@ import math
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType, is_static
-from .base import Arg, Op
+from .base import DOT, Arg, Op
 
 
 class Linear(Op):
@@ -36,6 +36,15 @@ class Linear(Op):
         if attrs["bias"]:
             p["bias"] = ParamSpec((out,), "uniform", bound=bound, fan_in=fan_in)
         return p
+
+    def explain(self, attrs, in_types, out_types):
+        n_in, n_out, bias = int(in_types[0].shape[-1]), attrs["out_features"], attrs["bias"]
+        lines = [f"Linear: last dim {n_in} \u2192 {n_out}: each output is a weighted sum of the {n_in} inputs"
+                 + (" plus a bias" if bias else "")]
+        total = n_out * n_in + (n_out if bias else 0)
+        lines.append(f"params: {n_out}{DOT}{n_in}" + (f" + {n_out}" if bias else "") + f" = {total:,}  "
+                     f"(weight [{n_out}, {n_in}]" + (f", bias [{n_out}])" if bias else ")"))
+        return lines
 
     def macs(self, attrs, in_shapes, out_shapes):
         n = 1

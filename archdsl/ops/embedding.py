@@ -7,7 +7,7 @@ from ..autodiff import Tensor
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
 from ..ir.types import INT_DTYPES, TensorType
-from .base import Arg, Op
+from .base import DOT, Arg, Op
 
 
 class Embedding(Op):
@@ -39,6 +39,12 @@ class Embedding(Op):
         n, d = attrs["num_embeddings"], attrs["embedding_dim"]
         return {"weight": ParamSpec((n, d), "normal", std=1.0, fan_in=n, fan_out=d,
                                     zero_row=self._padding_of(attrs))}
+
+    def explain(self, attrs, in_types, out_types):
+        n, d = attrs["num_embeddings"], attrs["embedding_dim"]
+        return [f"Embedding: each id in {in_types[0]} picks one of {n} rows of {d} numbers: "
+                f"{in_types[0]} \u2192 {out_types[0]}",
+                f"params: {n}{DOT}{d} = {n * d:,}  (weight [{n}, {d}]: one row per id)"]
 
     def lower(self, node, b, inputs):
         return [b.op("Gather", [b.param("weight"), inputs[0]], axis=0)]

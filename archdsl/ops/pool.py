@@ -17,7 +17,7 @@ import numpy as np
 from ..autodiff import functional as F
 from ..ir.types import is_static
 from .base import Arg, Op
-from .conv import _show, as_tuple, out_dim, spatial_names
+from .conv import _axes_line, _one, _show, as_tuple, out_dim, spatial_names, window_formula
 
 
 class _Pool(Op):
@@ -112,6 +112,20 @@ class _Pool(Op):
             return [F.avg_pool(inputs[0], count_include_pad=node.attrs["count_include_pad"], **kw)]
         return [(F.max_pool if self.kind == "max" else F.min_pool)(inputs[0], **kw)]
 
+    def explain(self, attrs, in_types, out_types):
+        (x,), (y,) = in_types, out_types
+        k, s, p = self._geometry(attrs)
+        ceil = attrs["ceil_mode"]
+        head = f"{self.name} k={_one(k)} s={_one(s)} p={_one(p)}" + (" ceil" if ceil else "")
+        formulas = []
+        for i in range(self.ndim):
+            size, out = x.shape[2 + i], y.shape[2 + i]
+            f = window_formula(size, out, k[i], s[i], 1, p[i], p[i], ceil=ceil)
+            if ceil and is_static(size) and out != -(-(int(size) + 2 * p[i] - k[i]) // s[i]) + 1:
+                f += " (the last window would start in the padding: dropped)"
+            formulas.append(f)
+        return [_axes_line(head, formulas, self.ndim) + f"; C = {x.shape[1]} (each channel on its own)"]
+
 
 class MaxPool1d(_Pool):
     """Max over windows of [N, C, L]."""
@@ -171,6 +185,12 @@ class _GlobalPool(Op):
     def forward(self, node, ctx, inputs, params):
         return [F.global_pool(inputs[0], kind=self.kind)]
 
+    def explain(self, attrs, in_types, out_types):
+        (x,), (y,) = in_types, out_types
+        what = {"max": "the largest", "avg": "the mean", "min": "the smallest"}[self.kind]
+        a, b = ("\u00d7".join(map(str, t.shape[2:])) for t in (x, y))
+        return [f"{self.name}: {a} \u2192 {b}: {what} value of each of the {x.shape[1]} channels over all positions"]
+
 
 class GlobalMaxPool(_GlobalPool):
     """Max over all spatial positions: [N, C, *S] -> [N, C, 1, ...]."""
@@ -228,6 +248,15 @@ class AdaptiveAvgPool2d(Op):
 
     def describe(self, attrs):
         return _show(self._out(attrs))
+
+    def explain(self, attrs, in_types, out_types):
+        (x,) = in_types
+        h, w = self._out(attrs)
+        H, W = (int(d) for d in x.shape[2:])
+        if (H, W) == (h, w):
+            return [f"{self.name}: already {H}\u00d7{W}, passes through"]
+        return [f"{self.name}: {H}\u00d7{W} \u2192 {h}\u00d7{w}: row bin i averages rows \u230ai\u00b7{H}/{h}\u230b up to "
+                f"\u2308(i+1)\u00b7{H}/{h}\u2309, column bin j columns \u230aj\u00b7{W}/{w}\u230b up to \u2308(j+1)\u00b7{W}/{w}\u2309"]
 
     def lower(self, node, b, inputs):
         (x,) = inputs

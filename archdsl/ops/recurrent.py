@@ -61,6 +61,7 @@ from .base import Arg, Op
 
 _HIDDEN = Arg("hidden", "int", doc="features of the hidden state")
 _LAYERS = Arg("num_layers", "int", 1, doc="stacked layers (deep RNN)")
+MAX_STACKED_LAYERS = 10_000      # a limit, like the elaborator's, so no spec can exhaust memory
 _BIDI = Arg("bidirectional", "bool", False, doc="a forward and a backward direction, concatenated")
 _REVERSE = Arg("reverse", "bool", False, doc="run from the last step to the first")
 _SEQ = Arg("return_sequences", "bool", True, doc="every step [N, T, D*H] (else the last [N, D*H])")
@@ -99,6 +100,9 @@ class _Recurrent(Op):
             raise self.fail(f"hidden must be positive, got {H}")
         if L < 1:
             raise self.fail(f"num_layers must be positive, got {L}")
+        if L > MAX_STACKED_LAYERS:      # (each stacked layer has its own weights and ONNX node)
+            raise self.fail(f"num_layers={L} is more than {MAX_STACKED_LAYERS:,} stacked layers",
+                            "raise archdsl.ops.recurrent.MAX_STACKED_LAYERS if you really mean it")
         if attrs["bidirectional"] and attrs["reverse"]:
             raise self.fail("bidirectional=true and reverse=true cannot be combined",
                             "a bidirectional layer already runs one direction backwards")

@@ -165,7 +165,10 @@ class Transpose(Op):
         return [x.with_shape(tuple(x.shape[p] for p in perm))]
 
     def lower(self, node, b, inputs):
-        return [b.op("Transpose", inputs, perm=list(self._perm(node.attrs, node.inputs[0].type)))]
+        perm = list(self._perm(node.attrs, node.inputs[0].type))
+        if not perm:        # a 0-D tensor: ONNX cannot carry an empty `perm` attribute
+            return [b.op("Identity", inputs)]
+        return [b.op("Transpose", inputs, perm=perm)]
 
     def forward(self, node, ctx, inputs, params):
         return [F.transpose(inputs[0], self._perm(node.attrs, node.inputs[0].type))]

@@ -48,7 +48,7 @@ def resolve_freeze(model: Model, names, span: Span | None = None) -> list[str]:
         if not hit:
             cands = freeze_candidates(model)
             raise ArchError(f"cannot freeze '{name}': model {model.name} has no layer or block of that name",
-                            span, did_you_mean(name, cands + list(model.parameters))
+                            span, did_you_mean(name, cands) or did_you_mean(name, model.parameters)
                             or (f"layers and blocks with parameters: {', '.join(cands[:12])}"
                                 f"{' ...' if len(cands) > 12 else ''}" if cands else "the model has no parameters"))
     return [p for p in model.parameters if p in selected]

@@ -1,14 +1,32 @@
 """Text -> AST with spans. Lark (LALR) does the parsing; errors become ArchSyntaxError."""
 from __future__ import annotations
 
+import math
+import re
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import ArchSyntaxError, Span
 from . import ast as A
+
+# Limits that keep any input, however hostile, to a bounded amount of work and stack. Each is a
+# module constant; the error that reports one names it (`archdsl.syntax.parser.MAX_...`).
+#
+# Design: nothing in the front end recurses on the raw size of the input. Lark's LALR parser is
+# iterative and the parse tree becomes an AST through Lark's non-recursive transformer, so the
+# parser itself never needs a depth limit; the limits below bound what later, recursive stages
+# (the elaborator's expression evaluator) can meet. Brackets are counted before Lark runs, so
+# 10,000 '(' are refused at once instead of being parsed first; the depth of the parse tree is
+# measured iteratively after parsing. A left-nested chain `x -> A -> B -> ...` counts as one
+# level, because the elaborator walks a chain in a loop: chains may be as long as you like.
+MAX_SOURCE_CHARS = 2_000_000   # characters in one .arch file
+MAX_NESTING = 100              # brackets ( [ { open at once
+MAX_EXPR_DEPTH = 200           # nesting of operators, calls, conditionals, ... in one statement
+MAX_LITERAL_DIGITS = 100       # digits in one number literal
 
 KEYWORDS = {"model", "block", "input", "output", "import", "repeat", "as", "if", "else", "and",
             "or", "not", "true", "false", "train", "gan"}
@@ -28,7 +46,7 @@ def _parser() -> Lark:
     return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
     def __init__(self, file: str, source: str):
         super().__init__(visit_tokens=False)
         self.file, self.source = file, source
@@ -45,11 +63,26 @@ class _ToAst(Transformer):
     # atoms
     @v_args(meta=True)
     def int_(self, meta, c):
-        return A.Num(self._span(meta), int(str(c[0]).replace("_", "")))
+        digits = str(c[0]).replace("_", "")
+        if len(digits) > MAX_LITERAL_DIGITS:
+            raise ArchSyntaxError(f"integer literal with {len(digits)} digits is too large", self._span(meta),
+                                  f"number literals are limited to {MAX_LITERAL_DIGITS} digits "
+                                  "(archdsl.syntax.parser.MAX_LITERAL_DIGITS)")
+        return A.Num(self._span(meta), int(digits))
 
     @v_args(meta=True)
     def float_(self, meta, c):
-        return A.Num(self._span(meta), float(str(c[0]).replace("_", "")))
+        text = str(c[0]).replace("_", "")
+        n_digits = sum(ch.isdigit() for ch in text.lower().split("e")[0])
+        if n_digits > MAX_LITERAL_DIGITS:
+            raise ArchSyntaxError(f"number literal with {n_digits} digits is too long", self._span(meta),
+                                  f"number literals are limited to {MAX_LITERAL_DIGITS} digits "
+                                  "(archdsl.syntax.parser.MAX_LITERAL_DIGITS)")
+        v = float(text)
+        if not math.isfinite(v):
+            raise ArchSyntaxError(f"number {text} is too large", self._span(meta),
+                                  "the largest float is about 1.8e308")
+        return A.Num(self._span(meta), v)
 
     @v_args(meta=True)
     def string(self, meta, c):
@@ -201,18 +234,72 @@ def _describe_expected(expected) -> str:
 def parse(source: str, file: str = "<string>") -> A.Module:
     if source.startswith("\ufeff"):
         source = source[1:]
+    if len(source) > MAX_SOURCE_CHARS:
+        raise ArchSyntaxError(f"{file} has {len(source):,} characters, more than the limit of {MAX_SOURCE_CHARS:,}",
+                              Span(file, 1, 1, 1, 2, source),
+                              "raise archdsl.syntax.parser.MAX_SOURCE_CHARS if the file is meant to be this large")
+    _check_nesting(source, file)
     try:
         tree = _parser().parse(source)
     except UnexpectedInput as e:
         raise _syntax_error(e, source, file) from None
-    items = _ToAst(file, source).transform(tree)
+    _check_depth(tree, source, file)
+    try:
+        items = _ToAst(file, source).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, ArchSyntaxError):
+            raise e.orig_exc from None
+        raise
     return A.Module(file, source, items)
+
+
+# A bracket, or something inside which brackets do not count (a comment or a string). Lark's
+# lexer reads these the same way, left to right.
+_BRACKET_SCAN = re.compile(r"#[^\n]*|\"[^\"\n]*\"|'[^'\n]*'|[(\[{}\])]")
+
+
+def _position(source: str, pos: int) -> tuple[int, int]:
+    line = source.count("\n", 0, pos) + 1
+    return line, pos - (source.rfind("\n", 0, pos) + 1) + 1
+
+
+def _check_nesting(source: str, file: str) -> None:
+    depth = 0
+    for m in _BRACKET_SCAN.finditer(source):
+        ch = m.group()
+        if ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                line, col = _position(source, m.start())
+                raise ArchSyntaxError(f"brackets nested more than {MAX_NESTING} deep", Span(file, line, col, line, col + 1, source),
+                                      "simplify the expression, or raise archdsl.syntax.parser.MAX_NESTING")
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+
+
+def _check_depth(tree: Tree, source: str, file: str) -> None:
+    """Refuse a parse tree deeper than MAX_EXPR_DEPTH (measured without recursion)."""
+    stack = [(tree, 0)]
+    while stack:
+        t, d = stack.pop()
+        if d > MAX_EXPR_DEPTH:
+            m = t.meta
+            line, col = (m.line, m.column) if not m.empty else (1, 1)
+            end_line, end_col = (m.end_line, m.end_column) if not m.empty else (line, col + 1)
+            raise ArchSyntaxError(f"expression nested more than {MAX_EXPR_DEPTH} levels deep",
+                                  Span(file, line, col, end_line, end_col, source),
+                                  "split it into several statements, or raise archdsl.syntax.parser.MAX_EXPR_DEPTH")
+        for i, c in enumerate(t.children):
+            if isinstance(c, Tree):
+                # the left operand of a chain is another link of the same chain: no deeper
+                same_chain = i == 0 and t.data == "pipe" and c.data == "pipe"
+                stack.append((c, d if same_chain else d + 1))
 
 
 def _syntax_error(e: UnexpectedInput, source: str, file: str) -> ArchSyntaxError:
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
     if line < 1:   # Lark reports -1 at end of input
-        lines = source.splitlines() or [""]
+        lines = source.split("\n")
         line, col = len(lines), len(lines[-1]) + 1
     width = 1
     hint = None

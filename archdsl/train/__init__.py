@@ -1,1 +1,34 @@
-"""Training on the NumPy engine: losses, optimizers, loops, checkpoints."""
+"""Training on the NumPy engine: losses, optimizers, data, checkpoints and the loop.
+
+    import archdsl
+    from archdsl.train import train
+    spec = archdsl.compile("specs/digits_cnn.arch")
+    result = train(spec.model(), "digits_train.npz", run_dir="run/", epochs=5)   # follows the train section
+    spec.model().to_onnx("digits.onnx", weights=result.weights)
+
+Names are imported on first use, so `archdsl check` (whose parser registers `archdsl train`) does
+not pay for the training stack.
+"""
+import importlib
+
+_EXPORTS = {
+    "train": "loop", "Trainer": "loop", "TrainResult": "loop",
+    "TrainConfig": "config", "config_for": "config",
+    "Dataset": "data", "load_data": "data",
+    "load_weights": "checkpoint", "read_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "cross_entropy": "losses", "binary_cross_entropy": "losses", "mse": "losses",
+    "SGD": "optim", "Adam": "optim", "AdamW": "optim", "clip_grad_norm": "optim",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,5 +1,100 @@
-"""CLI commands of the training stage (filled in by the training issue)."""
+"""`archdsl train`: train a spec's model on an .npz file, following its `train` section."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def _fraction(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction, got {s!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {v}")
+    return v
+
+
+def _seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {v}")
+    return v
+
+
+def cmd_train(args) -> int:
+    from ..api import compile, parse_set
+    from .config import config_for
+    from .loop import train
+
+    spec = compile(Path(args.file))
+    model = spec.model(args.model, **parse_set(args.set))
+    overrides = dict(epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                     val_split=args.val_split, freeze=args.freeze or None)
+    config = None if args.resume else config_for(spec, model.name, **overrides)
+    result = train(model, args.data, config, run_dir=args.output, resume=args.resume, init=args.init,
+                   quiet=args.quiet, threads=args.threads, **(overrides if args.resume else {}))
+    if result.interrupted:
+        return 130
+    last = result.last
+    n = result.epochs_done
+    parts = [f"trained {model.name}: {n} epoch{'s' if n != 1 else ''}, {result.steps} steps in {result.seconds:.1f}s"]
+    for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if last.get(k) is not None:
+            parts.append(f"{k} {100 * last[k]:.2f}%" if k.endswith("accuracy") else f"{k} {last[k]:.4f}")
+    print(", ".join(parts))
+    wrote = [str(p) for p in (result.checkpoint, result.best) if p is not None]
+    if wrote:
+        print(f"wrote {', '.join(wrote)}, {Path(args.output) / 'metrics.jsonl'}")
+        print(f"export with: archdsl export {args.file}{' --model ' + args.model if args.model else ''} "
+              f"--weights {result.best or result.checkpoint} -o {model.name.lower()}.onnx")
+    return 0
 
 
 def add_commands(sub) -> None:
-    pass
+    p = sub.add_parser("train", help="train a model on an .npz file with the NumPy engine",
+                       description="Train a model of an .arch spec following its `train` section "
+                                   "(loss, optimizer, batch, epochs, metrics, ...); flags override it.")
+    p.add_argument("file", help="an .arch spec with a train section for the model")
+    p.add_argument("--model", "-m", help="which model of the file (default: the one with a train section)")
+    p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a model parameter")
+    p.add_argument("--data", "-d", help="an .npz file with one array per model input and loss target "
+                                        "(default with --resume: the checkpoint's data file)")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
+                   help="run directory: checkpoint.npz, best.npz (with validation), metrics.jsonl")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch", type=_positive_int, help="examples per update (1 = online SGD)")
+    p.add_argument("--lr", type=_positive_float, help="base learning rate of the optimizer")
+    p.add_argument("--seed", type=_seed, help="seed for init, split, shuffling and dropout")
+    p.add_argument("--val-split", type=_fraction, dest="val_split", metavar="F",
+                   help="hold out this fraction of the data for validation")
+    p.add_argument("--freeze", action="append", metavar="NAME",
+                   help="freeze a layer or block by name (repeatable)")
+    p.add_argument("--init", metavar="CKPT", help="start from the weights of a checkpoint (names matched)")
+    p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit for bit")
+    p.add_argument("--threads", type=_positive_int, help="BLAS threads (1 is fastest for small networks)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (one line per epoch remains)")
+    p.set_defaults(fn=cmd_train)

@@ -10,9 +10,10 @@ every problem names the file and the array:
     scalars, wrong dtype kind, wrong trailing shape for the model input or loss target, NaN/inf,
     class labels out of range, and arrays of different lengths.
 
-Shuffling is seeded: epoch e of a run with seed s visits the examples in the permutation drawn
-from the generator seeded with (s, 2, e), so a run resumed in the middle of an epoch continues
-exactly where it stopped. The train/validation split is drawn from (s, 1).
+Shuffling is seeded: each epoch of a run with seed s visits the examples in the next permutation
+drawn from one generator seeded with (s, 2); checkpoints keep its state as of the start of the
+epoch, so a run resumed in the middle of an epoch redraws the same order and continues exactly
+where it stopped. The train/validation split is drawn from (s, 1).
 """
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ class Dataset:
         return -(-self.n // batch)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The seeded permutation used for epoch `epoch` (0-based)."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, 2, epoch]).permutation(n)
+def shuffle_rng(seed: int) -> np.random.Generator:
+    """The generator whose successive permutations order the epochs of a run with `seed`."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, 2])
 
 
 def split(ds: Dataset, val_split: float, seed: int) -> tuple[Dataset, Dataset | None]:

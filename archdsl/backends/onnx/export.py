@@ -128,7 +128,11 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     for node in model.nodes:
         b.node = node
         b.param_names = dict(node.params)
-        outs = node.op.lower(node, b, [names[id(v)] for v in node.inputs])
+        try:
+            outs = node.op.lower(node, b, [names[id(v)] for v in node.inputs])
+        except MemoryError:     # a constant the op builds (e.g. a position table) cannot be allocated
+            raise ArchError(f"not enough memory to export {node.name} ({node.op.name}) with inputs "
+                            f"{', '.join(str(v.type) for v in node.inputs)}", node.span) from None
         if len(outs) != len(node.outputs):
             raise AssertionError(f"{node.op.name}.lower returned {len(outs)} outputs, expected {len(node.outputs)}")
         for v, o in zip(node.outputs, outs):
@@ -223,6 +227,7 @@ def _fold_batchnorm(b: OnnxBuilder, nodes: list[onnx.NodeProto], outputs: set[st
             if i:
                 uses[i] = uses.get(i, 0) + 1
     dropped: set[int] = set()
+    alias: dict[str, str] = {}
     for bn in nodes:
         if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx") or len(bn.output) != 1:
             continue
@@ -263,10 +268,18 @@ def _fold_batchnorm(b: OnnxBuilder, nodes: list[onnx.NodeProto], outputs: set[st
         src.input[:] = [src.input[0], wname, bname]
         if src.op_type == "Gemm" and any(a.name == "beta" for a in src.attribute):
             _set_attr(src, "beta", 1.0)
-        src.output[:] = [bn.output[0]]
-        producer[bn.output[0]] = src
+        if bn.output[0] in outputs:        # a graph output keeps its name
+            src.output[:] = [bn.output[0]]
+            producer[bn.output[0]] = src
+        else:                               # consumers read the Conv's own output instead
+            alias[bn.output[0]] = x
         dropped.add(id(bn))
-    return [n for n in nodes if id(n) not in dropped]
+    kept = [n for n in nodes if id(n) not in dropped]
+    if alias:
+        for n in kept:
+            if any(i in alias for i in n.input):
+                n.input[:] = [alias.get(i, i) for i in n.input]
+    return kept
 
 
 def _scale_shape(node: onnx.NodeProto, w: np.ndarray):

@@ -81,19 +81,19 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
         return _const(out)
 
     def vjp(g):
-        xhat = (xc if use_batch else xd - mean.reshape(bshape)) * inv.reshape(bshape)
-        sum_g = g.sum(axis=axes)
-        sum_gx = _chan_dot(g, xhat, nd)
+        sum_g = g.sum(axis=axes) if (rb or (rx and use_batch)) else None
+        sum_gxhat = None
+        if rg or (rx and use_batch):
+            c = xc if use_batch else xd - mean.reshape(bshape)
+            sum_gxhat = _chan_dot(g, c, nd) * inv  # sum(g * xhat) without forming xhat
         gx = None
         if rx:
-            sb = scale.reshape(bshape)
+            gx = g * scale.reshape(bshape)
             if use_batch:
-                gx = g - (sum_g / n).reshape(bshape)
-                gx -= xhat * (sum_gx / n).reshape(bshape)
-                gx *= sb
-            else:
-                gx = g * sb
-        ggam = sum_gx.reshape(gam.shape) if rg else None
+                # scale * (g - mean(g) - xhat * mean(g * xhat)), folded per channel
+                gx -= xc * (scale * inv * sum_gxhat / n).reshape(bshape)
+                gx -= (scale * sum_g / n).reshape(bshape)
+        ggam = sum_gxhat.reshape(gam.shape) if rg else None
         gbet = sum_g.reshape(b_t.data.shape) if rb else None
         return gx, ggam, gbet
     return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)

@@ -6,9 +6,11 @@ Layouts follow PyTorch/ONNX: x is [N, C, *spatial]; conv weights are
 Padding is an int, one int per spatial dim, or one (begin, end) pair per
 spatial dim (negative values crop).
 
-conv is im2col + one GEMM per group; its input gradient ("col2im") is one
-GEMM plus a strided add per kernel offset.  conv_transpose is literally the
-input-gradient of conv and vice versa, so both share the same two kernels.
+conv is im2col + one GEMM per group.  Its input gradient is, for stride 1,
+another im2col + GEMM (a conv of the output gradient with the flipped
+kernel) and otherwise one GEMM plus a strided add per kernel offset
+(col2im).  conv_transpose is literally the input gradient of conv and vice
+versa, so both share the same kernels.
 Pools loop over kernel offsets with strided slices (no window copies).
 """
 
@@ -28,68 +30,158 @@ __all__ = ["conv", "conv_transpose", "max_pool", "min_pool", "avg_pool",
 
 # -- shared kernels (numpy in, numpy out) --------------------------------------
 
+# Channel-group width from which im2col uses the sliding-window copy (see _im2col).
+_WIDE_CG = 8
+
+
 def _out_slices(offsets, dil, stride, out_sp):
     """Slices picking, for one kernel offset, the input positions it touches."""
     return tuple(slice(ki * d, ki * d + s * (o - 1) + 1, s)
                  for ki, d, s, o in zip(offsets, dil, stride, out_sp))
 
 
-def _im2col(x, k, stride, dil, pads, groups, out_sp=None):
-    """x [N, C, *S] -> cols [G, N*P, (C/G)*K] (a copy) and the output size.
+def _padded_layout(x, G, pads, channels_last):
+    """Zero-pad x [N, C, *S] and regroup it in one copy, as
+    [G, N, *S_padded, C/G] (channels_last) or [G, C/G, N, *S_padded]."""
+    N, C = x.shape[:2]
+    nsp = x.ndim - 2
+    x = pad_array(x, [(0, 0), (0, 0)] + [(min(b, 0), min(a, 0)) for b, a in pads])  # crops only
+    pos = [(max(b, 0), max(a, 0)) for b, a in pads]
+    S = x.shape[2:]
+    Sp = tuple(s + b + a for s, (b, a) in zip(S, pos))
+    Cg = C // G
+    sp_axes = tuple(range(3, 3 + nsp))
+    interior = tuple(slice(b, b + s) for s, (b, _) in zip(S, pos))
+    if channels_last:
+        perm, shape, dst = (1, 0) + sp_axes + (2,), (G, N) + Sp + (Cg,), (slice(None),) * 2 + interior
+    else:
+        perm, shape, dst = (1, 2, 0) + sp_axes, (G, Cg, N) + Sp, (slice(None),) * 3 + interior
+    src = x.reshape((N, G, Cg) + S).transpose(perm)
+    if not any(b or a for b, a in pos):
+        return np.ascontiguousarray(src)
+    out = np.zeros(shape, dtype=x.dtype)
+    out[dst] = src
+    return out
 
+
+def _im2col(x, k, stride, dil, pads, groups, out_sp=None):
+    """Gather the conv windows of x [N, C, *S].
+
+    Returns (mat, transposed, out_sp): mat is [G, N*P, K*Cg] or, when
+    ``transposed``, [G, K*Cg, N*P]; the inner order is always (kernel offset,
+    channel).  Wide groups use a sliding-window view copied with the channel
+    run innermost; narrow groups (depthwise, Cg < 8) copy one kernel offset at
+    a time (the window copy would run with an inner length of Cg).
     ``out_sp`` forces the number of output positions (conv_transpose with
     output_padding can otherwise produce one too many)."""
     N, C = x.shape[:2]
     nsp = len(k)
-    xp = pad_array(x, [(0, 0), (0, 0)] + list(pads), 0)
-    kext = tuple(d * (kk - 1) + 1 for d, kk in zip(dil, k))
-    for i in range(nsp):
-        if xp.shape[2 + i] < kext[i]:
-            raise ValueError(f"kernel extent {kext} larger than padded input {xp.shape[2:]}")
-    v = sliding_window_view(xp, kext, axis=tuple(range(2, 2 + nsp)))
-    if out_sp is None:
-        osl = tuple(slice(None, None, s) for s in stride)
-    else:
-        osl = tuple(slice(None, (o - 1) * s + 1, s) for o, s in zip(out_sp, stride))
-    v = v[(slice(None), slice(None)) + osl + tuple(slice(None, None, d) for d in dil)]
-    out_sp = v.shape[2:2 + nsp]
     G = groups
     Cg = C // G
-    v = v.reshape((N, G, Cg) + v.shape[2:])
-    perm = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
-    cols = v.transpose(perm).reshape(G, N * math.prod(out_sp), Cg * math.prod(k))
-    return cols, out_sp
+    K = math.prod(k)
+    kext = tuple(d * (kk - 1) + 1 for d, kk in zip(dil, k))
+    Sp = tuple(x.shape[2 + i] + pads[i][0] + pads[i][1] for i in range(nsp))
+    for i in range(nsp):
+        if Sp[i] < kext[i]:
+            raise ValueError(f"kernel extent {kext} larger than padded input {Sp}")
+    if out_sp is None:
+        out_sp = tuple((Sp[i] - kext[i]) // stride[i] + 1 for i in range(nsp))
+    P = math.prod(out_sp)
+    if Cg >= _WIDE_CG:
+        xt = _padded_layout(x, G, pads, True)  # [G, N, *Sp, Cg]
+        v = sliding_window_view(xt, kext, axis=tuple(range(2, 2 + nsp)))  # [G, N, *L, Cg, *kext]
+        osl = tuple(slice(None, (o - 1) * s + 1, s) for o, s in zip(out_sp, stride))
+        v = v[(slice(None), slice(None)) + osl + (slice(None),) + tuple(slice(None, None, d) for d in dil)]
+        perm = (0, 1) + tuple(range(2, 2 + nsp)) + tuple(range(3 + nsp, 3 + 2 * nsp)) + (2 + nsp,)
+        return v.transpose(perm).reshape(G, N * P, K * Cg), False, out_sp
+    xg = _padded_layout(x, G, pads, False)  # [G, Cg, N, *Sp]
+    cols = np.empty((G, K, Cg, N) + out_sp, dtype=x.dtype)
+    lead = (slice(None),) * 3
+    for j, kidx in enumerate(np.ndindex(*k)):
+        cols[:, j] = xg[lead + _out_slices(kidx, dil, stride, out_sp)]
+    return cols.reshape(G, K * Cg, N * P), True, out_sp
+
+
+def _cols_times_w(mat, transposed, w2, N, out_sp):
+    """im2col matrix x w2 [G, Og, K*Cg] -> output [N, G*Og, *out]."""
+    G, Og = w2.shape[0], w2.shape[1]
+    P = math.prod(out_sp)
+    if transposed:
+        o = np.matmul(w2, mat)  # [G, Og, N*P]
+        o = o.reshape(G, Og, N, P).transpose(2, 0, 1, 3)
+    else:
+        o = (mat[0] @ w2[0].T)[None] if G == 1 else np.matmul(mat, w2.transpose(0, 2, 1))
+        o = o.reshape(G, N, P, Og).transpose(1, 0, 3, 2)
+    return o.reshape((N, G * Og) + tuple(out_sp))
+
+
+def _gT_times_cols(gT, mat, transposed):
+    """[G, Og, N*P] x im2col matrix -> [G, Og, K*Cg] (weight-gradient GEMM)."""
+    return np.matmul(gT, mat.transpose(0, 2, 1) if transposed else mat)
 
 
 def _col2im(colsT, xshape, k, stride, dil, pads, out_sp, groups):
-    """Adjoint of _im2col: colsT [G, (C/G)*K, N*P] laid out (G, C/G, *k, N, *out)
+    """Adjoint of _im2col: colsT [G, K*(C/G), N*P] laid out (G, *k, C/G, N, *out)
     is scatter-added back into an [N, C, *S] array."""
     N, C = xshape[:2]
     nsp = len(k)
     G = groups
     Cg = C // G
     Sp = tuple(xshape[2 + i] + pads[i][0] + pads[i][1] for i in range(nsp))
-    # accumulate in (G, Cg, N, *S) so each kernel offset adds a contiguous block
+    # accumulate in (G, Cg, N, *S): each kernel offset adds one contiguous block
     buf = np.zeros((G, Cg, N) + Sp, dtype=colsT.dtype)
-    c = colsT.reshape((G, Cg) + tuple(k) + (N,) + tuple(out_sp))
+    c = colsT.reshape((G,) + tuple(k) + (Cg, N) + tuple(out_sp))
     lead = (slice(None),) * 3
     for kidx in np.ndindex(*k):
-        buf[lead + _out_slices(kidx, dil, stride, out_sp)] += c[(slice(None), slice(None)) + kidx]
+        buf[lead + _out_slices(kidx, dil, stride, out_sp)] += c[(slice(None),) + kidx]
     gx = buf.reshape((C, N) + Sp).swapaxes(0, 1)
     gx = pad_array(gx, [(0, 0), (0, 0)] + [(-b, -a) for b, a in pads])
     return np.ascontiguousarray(gx)
 
 
-def _gemm_out(cols, w2, N, out_sp):
-    """cols [G, N*P, CgK] x w2 [G, Og, CgK] -> [N, G*Og, *out]."""
-    G, Og = w2.shape[0], w2.shape[1]
-    if G == 1:
-        o = (cols[0] @ w2[0].T)[None]  # one plain GEMM
-    else:
-        o = np.matmul(cols, w2.transpose(0, 2, 1))
-    P = math.prod(out_sp)
-    o = o.reshape(G, N, P, Og).transpose(1, 0, 3, 2)
-    return o.reshape((N, G * Og) + tuple(out_sp))
+def _wmat(w, G):
+    """Weight [O, Cg, *k] -> [G, O/G, K*Cg] in the im2col inner order (k, c)."""
+    O, Cg = w.shape[:2]
+    K = math.prod(w.shape[2:])
+    return w.reshape(G, O // G, Cg, K).transpose(0, 1, 3, 2).reshape(G, O // G, K * Cg)
+
+
+def _wmat_back(gw2, wshape):
+    """Inverse of _wmat for the weight gradient."""
+    O, Cg = wshape[:2]
+    K = math.prod(wshape[2:])
+    return gw2.reshape(O, K, Cg).transpose(0, 2, 1).reshape(wshape)
+
+
+def _flip_weight(w, G):
+    """conv weight [O, Cg, *k] -> the weight [C, Og, *k] of the stride-1 conv
+    that computes conv's input gradient: swap in/out within each group and
+    flip the kernel."""
+    O, Cg = w.shape[:2]
+    k = w.shape[2:]
+    wf = w.reshape((G, O // G, Cg) + k).swapaxes(1, 2)
+    wf = wf[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
+    return wf.reshape((G * Cg, O // G) + k)
+
+
+def _input_grad(g, wd, w2, xshape, stride, dil, pads, G):
+    """Adjoint of conv wrt its input (= transposed conv of g) -> [N, C, *S].
+
+    Stride 1: a plain conv of g with the flipped weight (im2col + GEMM, no
+    scatter).  Otherwise: GEMM to columns, then col2im's strided adds."""
+    k = wd.shape[2:]
+    out_sp = g.shape[2:]
+    N = g.shape[0]
+    if all(s == 1 for s in stride):
+        q = tuple((d * (kk - 1) - pb, S - o + pb)
+                  for d, kk, (pb, _), S, o in zip(dil, k, pads, xshape[2:], out_sp))
+        wf = _flip_weight(wd, G)
+        cols, transposed, _ = _im2col(g, k, stride, dil, q, G, out_sp=tuple(xshape[2:]))
+        return _cols_times_w(cols, transposed, _wmat(wf, G), N, tuple(xshape[2:]))
+    gT = _chan_major(g, G)
+    w2T = w2.transpose(0, 2, 1)
+    colsT = w2T * gT if w2.shape[1] == 1 else np.matmul(w2T, gT)  # Og == 1: outer product
+    return _col2im(colsT, xshape, k, stride, dil, pads, out_sp, G)
 
 
 def _chan_major(a, G):
@@ -124,9 +216,9 @@ def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     k = wd.shape[2:]
     N = xd.shape[0]
     O = wd.shape[0]
-    cols, out_sp = _im2col(xd, k, stride, dil, pads, G)
-    w2 = wd.reshape(G, O // G, -1)
-    out = _gemm_out(cols, w2, N, out_sp)
+    cols, colsT, out_sp = _im2col(xd, k, stride, dil, pads, G)
+    w2 = _wmat(wd, G)
+    out = _cols_times_w(cols, colsT, w2, N, out_sp)
     rb = False
     if b is not None:
         b = as_tensor(b)
@@ -139,12 +231,11 @@ def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     sum_axes = (0,) + tuple(range(2, 2 + nsp))
 
     def vjp(g):
-        gT = _chan_major(g, G)
         gx = gw = gb = None
         if rw:
-            gw = np.matmul(gT, cols).reshape(wd.shape)
+            gw = _wmat_back(_gT_times_cols(_chan_major(g, G), cols, colsT), wd.shape)
         if rx:
-            gx = _col2im(np.matmul(w2.transpose(0, 2, 1), gT), xd.shape, k, stride, dil, pads, out_sp, G)
+            gx = _input_grad(g, wd, w2, xd.shape, stride, dil, pads, G)
         if rb:
             gb = g.sum(axis=sum_axes)
         return gx, gw, gb
@@ -177,9 +268,8 @@ def conv_transpose(x, w, b=None, stride=1, padding=0, output_padding=0, dilation
                for i, s, (pb, pe), d, kk, op in zip(in_sp, stride, pads, dil, k, opad))
     if any(v <= 0 for v in Sy):
         raise ValueError(f"conv_transpose output size {Sy} is not positive")
-    w2 = wd.reshape(G, Cin // G, -1)
-    xT = _chan_major(xd, G)
-    out = _col2im(np.matmul(w2.transpose(0, 2, 1), xT), (N, Cout) + Sy, k, stride, dil, pads, in_sp, G)
+    w2 = _wmat(wd, G)
+    out = _input_grad(xd, wd, w2, (N, Cout) + Sy, stride, dil, pads, G)
     rb = False
     if b is not None:
         b = as_tensor(b)
@@ -194,11 +284,11 @@ def conv_transpose(x, w, b=None, stride=1, padding=0, output_padding=0, dilation
     def vjp(g):
         gx = gw = gb = None
         if rx or rw:
-            cols, _ = _im2col(g, k, stride, dil, pads, G, out_sp=in_sp)
+            cols, colsT, _ = _im2col(g, k, stride, dil, pads, G, out_sp=in_sp)
             if rx:
-                gx = _gemm_out(cols, w2, N, in_sp)
+                gx = _cols_times_w(cols, colsT, w2, N, in_sp)
             if rw:
-                gw = np.matmul(xT, cols).reshape(wd.shape)
+                gw = _wmat_back(_gT_times_cols(_chan_major(xd, G), cols, colsT), wd.shape)
         if rb:
             gb = g.sum(axis=sum_axes)
         return gx, gw, gb
@@ -266,13 +356,16 @@ def _extreme_pool(x, kernel, stride, padding, ceil_mode, is_max):
     return record(out, (x,), vjp)
 
 
-def max_pool(x, kernel, stride=None, padding=0, ceil_mode=False):
-    """Max pooling (stride defaults to kernel; padding counts as -inf)."""
+def max_pool(x, kernel, stride=None, padding=0, count_include_pad=True, ceil_mode=False):
+    """Max pooling (stride defaults to kernel; padding counts as -inf).
+    ``count_include_pad`` is accepted for a signature shared with avg_pool
+    and ignored.  The gradient goes to the first maximum of each window."""
     return _extreme_pool(x, kernel, stride, padding, ceil_mode, True)
 
 
-def min_pool(x, kernel, stride=None, padding=0, ceil_mode=False):
-    """Min pooling (stride defaults to kernel; padding counts as +inf)."""
+def min_pool(x, kernel, stride=None, padding=0, count_include_pad=True, ceil_mode=False):
+    """Min pooling (stride defaults to kernel; padding counts as +inf);
+    see max_pool."""
     return _extreme_pool(x, kernel, stride, padding, ceil_mode, False)
 
 

@@ -1,0 +1,143 @@
+"""CLI commands of the authoring tools (issue 9): `archdsl fmt`, `archdsl show`, `archdsl report`.
+
+`add_commands(sub)` registers them (archdsl/cli.py calls it, as it does train/cli.py). The
+flags of existing commands (`summary --explain`, `render --unroll K / --receptive-field LAYER`)
+are wired in archdsl/cli.py and call `explain_model` and `render_special` from here.
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+from ..errors import ArchError
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    p = Path(path)
+    try:
+        return p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ArchError(f"no such file: {p}") from None
+    except IsADirectoryError:
+        raise ArchError(f"{p} is a directory, not an .arch file") from None
+    except UnicodeDecodeError as err:
+        raise ArchError(f"{p} is not valid UTF-8 (byte {err.start})") from None
+    except OSError as err:
+        raise ArchError(f"cannot read {p}: {err.strerror}") from None
+
+
+def _files(paths: list[str]) -> list[str]:
+    """FILE arguments; a directory stands for the .arch files under it."""
+    out = []
+    for f in paths:
+        p = Path(f)
+        if f != "-" and p.is_dir():
+            found = sorted(str(x) for x in p.rglob("*.arch"))
+            if not found:
+                raise ArchError(f"no .arch files under {p}")
+            out.extend(found)
+        else:
+            out.append(f)
+    return out
+
+
+def cmd_fmt(args) -> int:
+    from ..fileio import atomic_write
+    from .fmt import format_source
+    failed = changed = 0
+    files = _files(args.files)
+    for f in files:
+        try:
+            src = _read(f)
+            new = format_source(src, "<stdin>" if f == "-" else f)
+        except ArchError as err:
+            failed += 1
+            print(err.format(), file=sys.stderr)
+            continue
+        if f == "-":
+            if args.check:
+                changed += new != src
+                sys.stdout.writelines(difflib.unified_diff(src.splitlines(True), new.splitlines(True),
+                                                           "a/<stdin>", "b/<stdin>"))
+            else:
+                sys.stdout.write(new)
+            continue
+        if new == src:
+            continue
+        changed += 1
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(src.splitlines(True), new.splitlines(True),
+                                                       f"a/{f}", f"b/{f}"))
+        else:
+            atomic_write(f, new)
+            print(f"reformatted {f}", file=sys.stderr)
+    if args.check and changed:
+        print(f"{changed} file{'s' if changed != 1 else ''} would be reformatted", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def cmd_show(args) -> int:
+    from .highlight import highlight, use_color
+    text = _read(args.file)
+    color = {"always": True, "never": False}.get(args.color, None)
+    if color is None:
+        color = use_color(sys.stdout)
+    if args.line_numbers:
+        lines = text.splitlines()
+        width = len(str(len(lines)))
+        out = "".join(f"{i + 1:>{width}} | {highlight(line, color)}\n" for i, line in enumerate(lines))
+    else:
+        out = highlight(text, color)
+    sys.stdout.write(out)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..api import parse_set
+    from .report import write_report
+    out = write_report(args.file, args.output, model=args.model, overrides=parse_set(args.set))
+    print(f"wrote {out}")
+    return 0
+
+
+def render_special(model, output, unroll: int | None = None, receptive_field: str | None = None,
+                   rankdir: str = "TB") -> Path:
+    """`archdsl render --unroll K` / `--receptive-field LAYER`: draw and write (format by the
+    extension, atomically). Returns the path written."""
+    from .drawing import save_graph
+    if unroll is not None and receptive_field is not None:
+        raise ArchError("--unroll and --receptive-field draw different pictures: choose one")
+    if unroll is not None:
+        from .unroll import unroll_dot
+        g = unroll_dot(model, unroll)
+    else:
+        from .receptive import receptive_field_dot
+        g = receptive_field_dot(model, receptive_field, rankdir=rankdir)
+    return save_graph(g, output)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("fmt", help="format .arch files canonically (in place)")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".arch files or directories ('-': stdin to stdout)")
+    p.add_argument("--check", action="store_true",
+                   help="change nothing; print a diff and exit 1 if a file is not formatted")
+    p.set_defaults(fn=cmd_fmt)
+
+    p = sub.add_parser("show", help="print a spec with syntax highlighting")
+    p.add_argument("file", help="an .arch spec ('-': stdin)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                   help="auto (default): colour when stdout is a terminal and NO_COLOR is unset")
+    p.add_argument("-n", "--line-numbers", action="store_true", help="number the lines")
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: drawing, summary, explained shapes, source")
+    p.add_argument("file", help="an .arch spec")
+    p.add_argument("--model", "-m", help="only this model of the file (default: every model)")
+    p.add_argument("--set", action="append", default=[], metavar="K=V",
+                   help="override a model parameter, e.g. --set classes=10")
+    p.add_argument("-o", "--output", required=True, help="report.html")
+    p.set_defaults(fn=cmd_report)

@@ -1,0 +1,188 @@
+"""Positions in a sequence [N, T, d]: PositionalEncoding (sinusoidal, no parameters),
+PositionalEmbedding (learned, added) and SelectStep (one time step, e.g. BERT's [CLS] token).
+
+Both position ops add rows 0..T-1 of a [max_len, d] table to the input; T may be symbolic
+(dynamic sequence length). When T is static it is checked against max_len; at run time a longer
+sequence is an error in the NumPy engine (and fails to broadcast in ONNX Runtime).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ..autodiff import functional as F
+from ..errors import ArchError
+from ..ir.graph import ParamSpec
+from ..ir.types import is_static
+from .base import Arg, Op
+
+
+@functools.lru_cache(maxsize=16)
+def sinusoid_table(max_len: int, d: int, dtype: str = "float32") -> np.ndarray:
+    """pe[t, 2i] = sin(t / 10000^(2i/d)), pe[t, 2i+1] = cos(...): computed in float64 then cast,
+    so the NumPy engine and the exported constant hold the same numbers."""
+    pos = np.arange(max_len, dtype=np.float64)[:, None]
+    div = np.exp(np.arange(0, d, 2, dtype=np.float64) * (-math.log(10000.0) / d))
+    pe = np.zeros((max_len, d), dtype=np.float64)
+    pe[:, 0::2] = np.sin(pos * div)
+    pe[:, 1::2] = np.cos(pos * div[: d // 2])
+    out = pe.astype(dtype)
+    out.setflags(write=False)
+    return out
+
+
+# Above this many elements (max_len * d) an exported PositionalEncoding with a dynamic T computes
+# its rows in the graph (Range, Sin, Cos) instead of carrying the [max_len, d] table. The rows are
+# then float32 arithmetic: |error| ~ t * 6e-8 at position t (vs the float64-built table).
+MAX_TABLE_ELEMENTS = 1 << 22
+
+
+def _sinusoid_graph(b, x: str, d: int, dt) -> str:
+    """pe[:T] built from T = x.shape[1]: angle[t, i] = t * div[i]; sin and cos interleaved."""
+    half = (d + 1) // 2
+    div = np.exp(np.arange(0, d, 2, dtype=np.float64) * (-math.log(10000.0) / d)).astype(dt)
+    t = b.op("Gather", [b.op("Shape", [x]), b.ints(1, "dim1")], axis=0)
+    to = {np.dtype(np.float16): 10, np.dtype(np.float64): 11}.get(np.dtype(dt), 1)
+    pos = b.op("Cast", [b.op("Range", [b.const(np.asarray(0, np.int64), hint="zero"), t,
+                                       b.const(np.asarray(1, np.int64), hint="one")])], to=to)
+    ang = b.op("Mul", [b.op("Unsqueeze", [pos, b.ints([1], "axes")]), b.const(div.reshape(1, half), hint="div")])
+    both = b.op("Concat", [b.op("Unsqueeze", [b.op(f, [ang]), b.ints([2], "axes")]) for f in ("Sin", "Cos")], axis=2)
+    pe = b.op("Reshape", [both, b.ints([0, 2 * half], "shape")])            # [T, 2*half]
+    if 2 * half != d:
+        pe = b.op("Slice", [pe, b.ints([0], "starts"), b.ints([d], "ends"), b.ints([1], "axes")])
+    return pe
+
+
+class _AddPositions(Op):
+    family = "positional"
+
+    def _check(self, attrs, x, d_attr=None):
+        if x.rank != 3:
+            raise self.fail(f"expects a sequence [N, T, d], got {x}",
+                            "token ids go through an Embedding first" if x.rank == 2 else None)
+        self.expect_float(x)
+        if not is_static(x.shape[-1]):
+            raise self.fail(f"the feature dim must be concrete, got {x}")
+        if attrs["max_len"] <= 0:
+            raise self.fail(f"max_len must be positive, got {attrs['max_len']}")
+        t = x.shape[1]
+        if is_static(t) and t > attrs["max_len"]:
+            raise self.fail(f"the sequence has {t} steps but max_len is {attrs['max_len']} ({x})",
+                            f"raise max_len to at least {t}")
+        if d_attr is not None and d_attr != x.shape[-1]:
+            raise self.fail(f"the input has {x.shape[-1]} features but the table has {d_attr} ({x})")
+        return [x]
+
+    @staticmethod
+    def _runtime_len(node, t: int):
+        if t > node.attrs["max_len"]:
+            raise ArchError(f"{node.op.name}: the sequence has {t} steps but max_len is {node.attrs['max_len']}",
+                            node.span, f"raise max_len to at least {t}")
+
+    @staticmethod
+    def _rows(b, node, table: str, x: str) -> str:
+        """table[:T] for the runtime T of x."""
+        t = node.inputs[0].type.shape[1]
+        if is_static(t) and b.value(table) is not None and node.attrs["max_len"] == t:
+            return table
+        ends = b.op("Gather", [b.op("Shape", [x]), b.ints([1], "dim1")], axis=0)
+        return b.op("Slice", [table, b.ints([0], "starts"), ends, b.ints([0], "axes")])
+
+
+class PositionalEncoding(_AddPositions):
+    """x * scale + sinusoidal positions (Vaswani et al.), then dropout (training only). No
+    parameters. `scale=sqrt(d)` is the paper's scaling of the embeddings before the sum."""
+    name = "PositionalEncoding"
+    args = (Arg("max_len", "int", 5000), Arg("dropout", "float", 0.0), Arg("scale", "float", 1.0))
+
+    def infer(self, attrs, in_types):
+        if not 0.0 <= attrs["dropout"] < 1.0:
+            raise self.fail(f"dropout must be in [0, 1), got {attrs['dropout']}")
+        return self._check(attrs, in_types[0])
+
+    def lower(self, node, b, inputs):
+        t = node.inputs[0].type
+        d, t_len = int(t.shape[-1]), t.shape[1]
+        x = inputs[0]
+        if is_static(t_len):                                    # static T: just T rows
+            rows = b.const(sinusoid_table(int(t_len), d, t.np_dtype.name), hint="positions")
+        elif node.attrs["max_len"] * d <= MAX_TABLE_ELEMENTS:   # dynamic T: the table, sliced
+            table = b.const(sinusoid_table(node.attrs["max_len"], d, t.np_dtype.name), hint="positions")
+            rows = self._rows(b, node, table, x)
+        else:
+            rows = _sinusoid_graph(b, x, d, t.np_dtype)
+        if node.attrs["scale"] != 1.0:
+            x = b.op("Mul", [x, b.const(np.asarray(node.attrs["scale"], t.np_dtype), hint="scale")])
+        return [b.op("Add", [x, rows])]
+
+    def forward(self, node, ctx, inputs, params):
+        x = inputs[0]
+        t = x.shape[1]
+        self._runtime_len(node, t)
+        if node.attrs["scale"] != 1.0:
+            x = F.mul(x, node.attrs["scale"])
+        y = F.add(x, sinusoid_table(t, x.shape[-1], x.dtype.name))
+        p = node.attrs["dropout"]
+        return [F.dropout(y, p, ctx.training, ctx.rng) if ctx.training and p > 0 else y]
+
+
+class PositionalEmbedding(_AddPositions):
+    """x + weight[:T]: learned absolute positions (GPT-2's wpe, BERT's position embeddings).
+    weight [max_len, d] ~ N(0, std) (0.02 as in BERT and GPT-2)."""
+    name = "PositionalEmbedding"
+    args = (Arg("max_len", "int"), Arg("d", "int", None), Arg("std", "float", 0.02))
+
+    def infer(self, attrs, in_types):
+        if attrs["std"] < 0:
+            raise self.fail(f"std must be non-negative, got {attrs['std']}")
+        return self._check(attrs, in_types[0], attrs["d"])
+
+    def params(self, attrs, in_types):
+        d = int(in_types[0].shape[-1])
+        return {"weight": ParamSpec((attrs["max_len"], d), "normal", std=attrs["std"],
+                                    fan_in=attrs["max_len"], fan_out=d)}
+
+    def lower(self, node, b, inputs):
+        return [b.op("Add", [inputs[0], self._rows(b, node, b.param("weight"), inputs[0])])]
+
+    def forward(self, node, ctx, inputs, params):
+        x = inputs[0]
+        t = x.shape[1]
+        self._runtime_len(node, t)
+        w = params["weight"]
+        return [F.add(x, w if t == w.shape[0] else F.getitem(w, slice(0, t)))]
+
+
+class SelectStep(Op):
+    """One position along `axis` (default 1, time): [N, T, d] -> [N, d]. index may be negative
+    (-1 = the last step). BERT's pooler takes the first ([CLS]) token: SelectStep(0)."""
+    name = "SelectStep"
+    family = "positional"
+    args = (Arg("index", "int", 0), Arg("axis", "int", 1))
+
+    def _axis(self, attrs, x) -> int:
+        ax = attrs["axis"]
+        if not -x.rank <= ax < x.rank:
+            raise self.fail(f"axis {ax} is out of range for the {x.rank}-D input {x}")
+        return ax % x.rank
+
+    def infer(self, attrs, in_types):
+        (x,) = in_types
+        if x.rank < 2:
+            raise self.fail(f"expects an input with at least 2 dims, got {x}")
+        ax = self._axis(attrs, x)
+        n, i = x.shape[ax], attrs["index"]
+        if is_static(n) and not -n <= i < n:
+            raise self.fail(f"index {i} is out of range for dim {ax} of size {n} ({x})")
+        return [x.with_shape(x.shape[:ax] + x.shape[ax + 1:])]
+
+    def lower(self, node, b, inputs):
+        ax = self._axis(node.attrs, node.inputs[0].type)
+        return [b.op("Gather", [inputs[0], b.ints(node.attrs["index"], "index")], axis=ax)]
+
+    def forward(self, node, ctx, inputs, params):
+        ax = self._axis(node.attrs, node.inputs[0].type)
+        idx = (slice(None),) * ax + (node.attrs["index"],)
+        return [F.getitem(inputs[0], idx)]

@@ -1,0 +1,247 @@
+"""A run's settings: read from a spec's `train` section, overridden by CLI flags, stored in every
+checkpoint (as JSON) so that `--resume` continues the same run.
+
+    train DigitsCNN {
+      loss      = cross_entropy(logits, label, label_smoothing=0.1)   # model output, target array
+      optimizer = Adam(lr=1e-3)              # or SGD(lr=0.1, momentum=0.9, nesterov=true), AdamW(...)
+      batch     = 64
+      epochs    = 30
+      metrics   = [accuracy]
+      schedule  = [warmup(steps=50), cosine()]   # or step(step_size=10, gamma=0.1)
+      clip_norm = 5.0                        # clip gradients by global norm
+      freeze    = [backbone]                 # layer or block names (transfer learning)
+      val_split = 0.1                        # hold out a seeded 10% for validation
+      seed      = 0
+      inputs    = dict(image="x")            # model input -> array name in the .npz (default: same)
+      targets   = dict(label="y")            # loss target -> array name in the .npz (default: same)
+      init      = "backbone.npz"             # start from these weights (names matched; spec-relative)
+    }
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict, dataclass, field
+
+from ..elaborate.sections import Call, Ref, Section
+from ..errors import ArchError, Span, did_you_mean
+from ..ir.graph import Model
+from .losses import LOSS_KWARGS, LOSSES
+from .metrics import METRIC_KINDS, METRICS
+from .optim import OPTIMIZER_ARGS, OPTIMIZERS, SCHEDULE_ARGS, SCHEDULES
+
+
+@dataclass
+class TrainConfig:
+    loss: dict                                   # {"name", "output", "target", "kwargs"}
+    optimizer: dict = field(default_factory=lambda: {"name": "Adam", "lr": 1e-3})
+    batch: int = 32
+    epochs: int = 10
+    metrics: list = field(default_factory=list)
+    schedule: list = field(default_factory=list)  # [{"name": "cosine", ...kwargs}]
+    clip_norm: float | None = None
+    freeze: list = field(default_factory=list)
+    val_split: float = 0.0
+    seed: int = 0
+    inputs: dict = field(default_factory=dict)
+    targets: dict = field(default_factory=dict)
+    init: str | None = None
+    spans: dict = field(default_factory=dict, repr=False, compare=False)   # key -> Span (not saved)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("spans")
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "spans"}
+        return cls(**copy.deepcopy(known))
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.get("lr", 1e-3))
+
+    def with_overrides(self, **kw) -> "TrainConfig":
+        """A copy with CLI-style overrides (None = keep): epochs, batch, lr, seed, val_split, clip_norm,
+        freeze (added to the section's), init."""
+        c = TrainConfig.from_json(self.to_json())
+        c.spans = dict(self.spans)
+        for k in ("epochs", "batch", "seed", "val_split", "clip_norm", "init"):
+            if kw.get(k) is not None:
+                setattr(c, k, kw[k])
+                c.spans.pop(k, None)
+        if kw.get("lr") is not None:
+            c.optimizer["lr"] = float(kw["lr"])
+        for name in kw.get("freeze") or []:
+            if name not in c.freeze:
+                c.freeze.append(name)
+        return c
+
+
+# -- reading a train section ---------------------------------------------------------------------
+
+def _plain(v, span=None):
+    """Section value -> JSON-able Python value (names become strings)."""
+    if isinstance(v, Ref):
+        return v.name
+    if isinstance(v, tuple):
+        return [_plain(x, span) for x in v]
+    if isinstance(v, Call):
+        raise ArchError(f"unexpected call {v.func}(...) here", v.span or span)
+    return v
+
+
+def _call(v, what: str, span) -> tuple[str, tuple, dict, Span | None]:
+    if isinstance(v, Call):
+        return v.func, v.args, v.kwargs, v.span or span
+    if isinstance(v, Ref):
+        return v.name, (), {}, v.span
+    raise ArchError(f"{what} must be written like a call, e.g. {what}(...), got {v!r}", span)
+
+
+def _kwargs(func, args, kwargs, allowed, span, what) -> dict:
+    out = {}
+    if len(args) > len(allowed):
+        raise ArchError(f"{func} takes at most {len(allowed)} positional argument(s), got {len(args)}", span)
+    for name, v in zip(allowed, args):
+        out[name] = _plain(v, span)
+    for k, v in kwargs.items():
+        if k not in allowed:
+            raise ArchError(f"{what} {func} has no argument '{k}'", span,
+                            did_you_mean(k, allowed) or f"arguments: {', '.join(allowed)}")
+        if k in out:
+            raise ArchError(f"{func}: argument '{k}' given twice", span)
+        out[k] = _plain(v, span)
+    return out
+
+
+def _number(v, key, span, kind=float, lo=None, hi=None, lo_open=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
+        raise ArchError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {_plain(v)!r}", span)
+    if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
+        rng = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
+        raise ArchError(f"{key} must be {rng}, got {v}", span)
+    return kind(v)
+
+
+def _mapping(v, key, span) -> dict:
+    """`dict(image="x")` or `[(image, "x")]` -> {"image": "x"}."""
+    if isinstance(v, Call) and v.func == "dict" and not v.args:
+        return {k: str(_plain(x, span)) for k, x in v.kwargs.items()}
+    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in v):
+        return {str(_plain(a, span)): str(_plain(b, span)) for a, b in v}
+    raise ArchError(f"{key} maps names to arrays in the data file, e.g. {key} = dict(image=\"x\")", span)
+
+
+def section_for(spec, model_name: str) -> Section | None:
+    for s in getattr(spec, "sections", {}).get("train", []):
+        if s.name == model_name:
+            return s
+    return None
+
+
+def config_from_section(sec: Section, base_dir: str | None = None) -> TrainConfig:
+    e, sp = sec.entries, sec.spans
+    if "loss" not in e:
+        raise ArchError(f"train {sec.name} needs a loss, e.g. loss = cross_entropy(logits, label)", sec.span)
+    func, args, kwargs, lspan = _call(e["loss"], "loss", sp["loss"])
+    if func not in LOSSES:
+        raise ArchError(f"unknown loss '{func}'", lspan, did_you_mean(func, LOSSES) or f"losses: {', '.join(LOSSES)}")
+    if len(args) != 2:
+        raise ArchError(f"{func} takes the model output and the target: {func}(output, target)", lspan)
+    kind = LOSSES[func][1]
+    loss = {"name": func, "output": str(_plain(args[0], lspan)), "target": str(_plain(args[1], lspan)),
+            "kwargs": _kwargs(func, (), kwargs, LOSS_KWARGS[kind], lspan, "loss")}
+    cfg = TrainConfig(loss=loss, spans=dict(sp))
+    if "optimizer" in e:
+        func, args, kwargs, ospan = _call(e["optimizer"], "optimizer", sp["optimizer"])
+        if func not in OPTIMIZERS:
+            raise ArchError(f"unknown optimizer '{func}'", ospan,
+                            did_you_mean(func, OPTIMIZERS) or f"optimizers: {', '.join(OPTIMIZERS)}")
+        cfg.optimizer = {"name": func, **_kwargs(func, args, kwargs, OPTIMIZER_ARGS[func], ospan, "optimizer")}
+        cfg.optimizer.setdefault("lr", 1e-3 if func != "SGD" else 0.01)
+    if "batch" in e:
+        cfg.batch = _number(e["batch"], "batch", sp["batch"], int, 1)
+    if "epochs" in e:
+        cfg.epochs = _number(e["epochs"], "epochs", sp["epochs"], int, 1)
+    if "seed" in e:
+        cfg.seed = _number(e["seed"], "seed", sp["seed"], int, 0)
+    if "val_split" in e:
+        cfg.val_split = _number(e["val_split"], "val_split", sp["val_split"], float, 0.0, 0.99)
+    if "clip_norm" in e:
+        cfg.clip_norm = _number(e["clip_norm"], "clip_norm", sp["clip_norm"], float, 0.0, lo_open=True)
+    if "metrics" in e:
+        ms = e["metrics"] if isinstance(e["metrics"], tuple) else (e["metrics"],)
+        cfg.metrics = [str(_plain(m, sp["metrics"])) for m in ms]
+    if "schedule" in e:
+        items = e["schedule"] if isinstance(e["schedule"], tuple) else (e["schedule"],)
+        for it in items:
+            func, args, kwargs, sspan = _call(it, "schedule", sp["schedule"])
+            if func not in SCHEDULES:
+                raise ArchError(f"unknown schedule '{func}'", sspan,
+                                did_you_mean(func, SCHEDULES) or f"schedules: {', '.join(SCHEDULES)}")
+            cfg.schedule.append({"name": func, **_kwargs(func, args, kwargs, SCHEDULE_ARGS[func], sspan, "schedule")})
+    if "freeze" in e:
+        from ..passes.freeze import freeze_names
+        cfg.freeze = freeze_names(e["freeze"])
+    if "inputs" in e:
+        cfg.inputs = _mapping(e["inputs"], "inputs", sp["inputs"])
+    if "targets" in e:
+        cfg.targets = _mapping(e["targets"], "targets", sp["targets"])
+    if "init" in e:
+        if not isinstance(e["init"], str):
+            raise ArchError("init must be a checkpoint path in quotes", sp["init"])
+        p = e["init"]
+        cfg.init = p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
+    return cfg
+
+
+def config_for(spec, model_name: str, **overrides) -> TrainConfig:
+    """The train section of `model_name` in `spec` with overrides applied."""
+    sec = section_for(spec, model_name)
+    if sec is None:
+        raise ArchError(f"model {model_name} has no train section in {spec.file}",
+                        hint=f"add one, e.g.  train {model_name} {{ loss = cross_entropy(logits, label)  "
+                             "optimizer = Adam(lr=1e-3)  batch = 64  epochs = 10  metrics = [accuracy] }")
+    base = os.path.dirname(str(spec.file)) if spec.file and os.path.exists(str(spec.file)) else None
+    return config_from_section(sec, base).with_overrides(**overrides)
+
+
+def validate(cfg: TrainConfig, model: Model) -> None:
+    """Check the config against the model: loss output, metrics, numbers."""
+    sp = cfg.spans
+    outs = [v.name for v in model.outputs]
+    name, out = cfg.loss["name"], cfg.loss["output"]
+    if name not in LOSSES:
+        raise ArchError(f"unknown loss '{name}'", sp.get("loss"), did_you_mean(name, LOSSES))
+    if out not in outs:
+        raise ArchError(f"loss {name} reads '{out}', which is not an output of model {model.name}",
+                        sp.get("loss"), did_you_mean(out, outs) or f"outputs: {', '.join(outs)}")
+    kind = LOSSES[name][1]
+    otype = next(v.type for v in model.outputs if v.name == out)
+    if not otype.is_float:
+        raise ArchError(f"loss {name} needs a floating output, '{out}' is {otype}", sp.get("loss"))
+    if kind == "classes" and otype.rank < 2:
+        raise ArchError(f"{name} needs logits with a class axis last ([N, C] or [N, T, C]), '{out}' is {otype}",
+                        sp.get("loss"))
+    for m in cfg.metrics:
+        if m not in METRICS:
+            raise ArchError(f"unknown metric '{m}'", sp.get("metrics"),
+                            did_you_mean(m, METRICS) or f"metrics: {', '.join(METRICS)}")
+        if kind not in METRIC_KINDS[m]:
+            raise ArchError(f"metric {m} needs a classification loss (cross_entropy or binary_cross_entropy), "
+                            f"not {name}", sp.get("metrics"))
+    if cfg.optimizer.get("name") not in OPTIMIZERS:
+        raise ArchError(f"unknown optimizer '{cfg.optimizer.get('name')}'", sp.get("optimizer"),
+                        did_you_mean(str(cfg.optimizer.get("name")), OPTIMIZERS))
+    if not (isinstance(cfg.batch, int) and cfg.batch >= 1):
+        raise ArchError(f"batch must be a positive integer, got {cfg.batch}", sp.get("batch"))
+    if not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
+        raise ArchError(f"epochs must be a positive integer, got {cfg.epochs}", sp.get("epochs"))
+    if not 0.0 <= cfg.val_split < 1.0:
+        raise ArchError(f"val_split must be a fraction in [0, 1), got {cfg.val_split}", sp.get("val_split"))
+    if cfg.clip_norm is not None and not cfg.clip_norm > 0:
+        raise ArchError(f"clip_norm must be positive, got {cfg.clip_norm}", sp.get("clip_norm"))
+    if not cfg.optimizer.get("lr", 1) > 0:
+        raise ArchError(f"the learning rate must be positive, got {cfg.optimizer.get('lr')}", sp.get("optimizer"))

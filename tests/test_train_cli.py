@@ -1,0 +1,122 @@
+"""`archdsl train` end to end, in a subprocess as a user runs it: files written, export of the
+trained weights, user errors without tracebacks, Ctrl-C saving a checkpoint, --resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPEC = """
+model Net(classes: int = 3) {
+  input x: f32[N, 8]
+  h = x -> Linear(32, name="fc1") -> ReLU
+  output logits = h -> Linear(classes, name="head")
+}
+
+train Net {
+  loss      = cross_entropy(logits, label)
+  optimizer = SGD(lr=0.1, momentum=0.9)
+  batch     = 16
+  epochs    = 3
+  metrics   = [accuracy]
+  val_split = 0.25
+  seed      = 0
+}
+"""
+
+
+def run(*args, timeout=120):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "archdsl", *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT, env=env)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+@pytest.fixture()
+def work(tmp_path):
+    (tmp_path / "net.arch").write_text(SPEC)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, label=x[:, :3].argmax(1))
+    return tmp_path
+
+
+def test_train_export_summary(work):
+    p = run("train", work / "net.arch", "--data", work / "data.npz", "-o", work / "run", "--epochs", "2",
+            "--lr", "0.05", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "epoch 1/2" in p.stdout and "epoch 2/2" in p.stdout and "val_accuracy" in p.stdout
+    assert "trained Net: 2 epochs" in p.stdout
+    for f in ("checkpoint.npz", "best.npz", "metrics.jsonl"):
+        assert (work / "run" / f).exists(), f
+    rows = [json.loads(x) for x in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0]["lr"] == 0.05
+    p = run("export", work / "net.arch", "--weights", work / "run" / "checkpoint.npz", "-o", work / "net.onnx")
+    assert p.returncode == 0, p.stderr
+    assert "trained weights" in p.stdout and (work / "net.onnx").exists()
+
+    frozen = work / "frozen.arch"
+    frozen.write_text(SPEC.replace("  seed      = 0\n", "  seed      = 0\n  freeze    = [fc1]\n"))
+    p = run("summary", frozen)
+    assert p.returncode == 0 and "Non-trainable params: 288" in p.stdout   # fc1: 32*8 + 32
+
+    p = run("train", work / "net.arch", "--data", work / "data.npz", "-o", work / "tl", "--epochs", "1",
+            "--init", work / "run" / "best.npz", "--freeze", "fc1", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "initialised 4 of 4 parameters" in p.stdout and "frozen: 2 parameter tensors" in p.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "{w}/data.npz", "--freeze", "fc3"], "cannot freeze 'fc3'"),
+    (["--data", "{w}/bad.npz"], "no array 'label' for the loss target 'label'"),
+    (["--data", "{w}/missing.npz"], "no data file"),
+    ([], "no training data"),
+    (["--data", "{w}/data.npz", "--resume", "{w}/nope.npz"], "no checkpoint file"),
+    (["--data", "{w}/data.npz", "--batch", "0"], "expected a positive integer"),
+])
+def test_user_errors_exit_1_without_traceback(work, args, message):
+    np.savez(work / "bad.npz", x=np.zeros((4, 8), np.float32), labels=np.zeros(4, np.int64))
+    p = run("train", work / "net.arch", *[a.format(w=work) for a in args], "-o", work / "run")
+    assert p.returncode in (1, 2) and message in p.stderr, p.stderr
+
+
+def test_no_train_section(work):
+    (work / "plain.arch").write_text(SPEC.split("train Net")[0])
+    p = run("train", work / "plain.arch", "--data", work / "data.npz", "-o", work / "run")
+    assert p.returncode == 1 and "has no train section" in p.stderr and "hint: add one" in p.stderr
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(work):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4000, 8)).astype(np.float32)
+    np.savez(work / "big.npz", x=x, label=x[:, :3].argmax(1))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "archdsl", "train", str(work / "net.arch"), "--data",
+                             str(work / "big.npz"), "-o", str(work / "run"), "--epochs", "500", "--batch", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        line = proc.stdout.readline()             # the first epoch line: training is under way
+        assert line.startswith("epoch"), line + proc.stderr.read()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at epoch" in out
+    from archdsl.train import read_checkpoint
+    ck = read_checkpoint(work / "run" / "checkpoint.npz")
+    assert ck.meta["step"] > 0 and ck.meta["epoch"] >= 1
+    p = run("train", work / "net.arch", "--resume", work / "run", "--epochs", str(ck.meta["epoch"] + 1),
+            "-o", work / "run", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "resuming Net" in p.stdout and f"trained Net: {ck.meta['epoch'] + 1} epoch" in p.stdout
