@@ -20,8 +20,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	sh tools/demo.sh $(VENV) $(OUT)
 
+# One BLAS thread per pytest worker: two workers on two cores, and small networks are bound by
+# per-op overhead, where multithreaded BLAS only adds contention (about 8x slower here).
 test: setup
-	$(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider
 
 # Swap the CPU build of ONNX Runtime for the CUDA one (both provide the `onnxruntime` module,
 # so they must not be installed together), then show what the runtime sees.

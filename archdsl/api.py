@@ -110,9 +110,8 @@ class Spec:
         return self._cache[key]
 
     def _default_model(self) -> str:
-        """With several models, the one named by a train section, else the last one."""
-        for s in getattr(self, "sections", {}).get("train", []):
-            return s.model
+        """With several models, the last one in the file (`archdsl train` picks the model its
+        train section names instead)."""
         return self.ns.own_models[-1]
 
     def models(self) -> list["CompiledModel"]:

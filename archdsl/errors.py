@@ -11,6 +11,9 @@ import difflib
 from dataclasses import dataclass, field
 
 
+EXCERPT_WIDTH = 160     # characters of a source line shown under an error; longer lines are cut
+
+
 @dataclass(frozen=True)
 class Span:
     """A region of one source file (1-based line and column, end exclusive)."""
@@ -32,10 +35,17 @@ class Span:
             return ""
         text = lines[self.line - 1].rstrip("\r\n").replace("\t", " ")
         end = self.end_col if self.end_line == self.line else len(text) + 1
-        width = max(1, end - self.col)
+        col = self.col
+        if len(text) > EXCERPT_WIDTH:     # a very long line: show a window around the span
+            start = max(0, min(col - 1 - EXCERPT_WIDTH // 4, len(text) - EXCERPT_WIDTH))
+            text = ("..." if start else "") + text[start:start + EXCERPT_WIDTH] + (
+                "..." if start + EXCERPT_WIDTH < len(text) else "")
+            shift = start - (3 if start else 0)
+            col, end = col - shift, min(end - shift, len(text) + 1)
+        width = max(1, end - col)
         gutter = str(self.line)
         pad = " " * len(gutter)
-        return f"  {gutter} | {text}\n  {pad} | {' ' * (self.col - 1)}{'^' * width}"
+        return f"  {gutter} | {text}\n  {pad} | {' ' * (col - 1)}{'^' * width}"
 
 
 class ArchError(Exception):

@@ -141,3 +141,19 @@ def test_explain_params_helper():
     from archdsl.ir.graph import ParamSpec
     assert explain_params({}) == []
     assert explain_params({"w": ParamSpec((2, 3))}) == ["params: 2\u00b73 = 6  (w [2, 3])"]
+
+
+def _flag(command: str, flag: str) -> bool:
+    from archdsl.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return any(flag in a.option_strings for a in sub.choices[command]._actions)
+
+
+@pytest.mark.skipif(not _flag("summary", "--explain"), reason="archdsl/cli.py has no `summary --explain` yet")
+def test_summary_explain_end_to_end():
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "archdsl", "summary", "specs/lenet5.arch", "--explain"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "H = W = (32 + 2\u00b70 \u2212 5)/1 + 1 = 28" in p.stdout and "6\u00b7(1\u00b75\u00b75) + 6 = 156" in p.stdout

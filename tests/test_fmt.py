@@ -100,6 +100,42 @@ def test_idempotent_and_token_preserving(path):
     assert sig(tokens(once)) == sig(tokens(src))
 
 
+def relayout(src: str, seed: int) -> str:
+    """The same tokens with random whitespace between them (newlines, spaces, tabs, blank lines)."""
+    import random
+    rng = random.Random(seed)
+    out, last, prev = [], 0, None
+    for t in tokens(src):
+        text = src[t.pos:t.pos + len(t.text)]
+        gap = src[last:t.pos]
+        if not t.comment and rng.random() < 0.4:
+            gap = rng.choice(["", " ", "\n", "  \n\n   ", "\t", "\n    ", "\n\n\n"])
+            if gap == "" and prev is not None and (prev[-1].isalnum() or prev[-1] in "_.") and \
+                    (text[0].isalnum() or text[0] in "_."):
+                gap = " "
+        if prev is not None and prev.startswith("#") and "\n" not in gap:
+            gap += "\n"
+        out += [gap, text]
+        last, prev = t.pos + len(text), text
+    return "".join(out) + src[last:]
+
+
+@pytest.mark.parametrize("path", SPECS + STDLIB, ids=lambda p: p.stem)
+def test_any_layout_formats_idempotently(path):
+    src = path.read_text()
+    sig = lambda toks: [(t.type, t.text) for t in toks]     # noqa: E731
+    for seed in (1, 2):
+        messy = relayout(src, seed)
+        out = format_source(messy)
+        assert format_source(out) == out
+        assert sig(tokens(out)) == sig(tokens(src))
+        assert not re.search(r"^\s*(,|:|=(?!=))", out, re.M)     # no line starts with `,` `:` `=`
+        toks = tokens(out)
+        for a, b in zip(toks, toks[1:]):                        # a callee keeps its `(`
+            if b.type in ("LPAR", "LSQB") and b.rule in ("call", "param_list", "index", "tensor_type"):
+                assert a.end_line == b.line, out
+
+
 def _value(v):
     if isinstance(v, (bool, int, float, str)) or v is None:
         return v

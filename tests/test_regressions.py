@@ -241,3 +241,13 @@ def test_span_excerpt_survives_spans_outside_their_line():
     s = Span("f.arch", 3, 40, 3, 45, "a\nb\nshort\n")
     assert ArchError("m", s).format().startswith("f.arch:3:40: error: m")
     assert Span("f.arch", 9, 1, 9, 2, "a\n").excerpt() == ""
+
+
+def test_error_on_a_very_long_line_printed_the_whole_line():
+    # a 10,000-operator line (as the fuzzers write) filled the terminal with one excerpt
+    src = default("1" + " + 1" * 2_000)
+    e = err(src)
+    excerpt, caret = e.format().splitlines()[1:3]
+    assert len(excerpt) < 200 and excerpt.startswith("  1 | ...") and excerpt.endswith("...")
+    # the caret still sits under the character the span starts at
+    assert excerpt[caret.index("^")] == src.split("\n")[0][e.span.col - 1]

@@ -216,3 +216,17 @@ def test_online_sgd_and_binary_loss():
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     r = train(spec.model(), {"x": x, "y": np.array([0, 1, 1, 1])}, **QUIET)   # OR is linearly separable
     assert r.steps == 120 and r.last["accuracy"] == 1.0
+
+
+def test_section_maps_array_names_and_init_path(tmp_path, model):
+    train(model, make_data(), run_dir=tmp_path / "a", epochs=1, **QUIET)
+    text = SPEC.replace("  seed      = 4\n", '  seed      = 4\n  inputs    = dict(x="features")\n'
+                        '  targets   = dict(label="y")\n  init      = "a/checkpoint.npz"\n')
+    (tmp_path / "m.arch").write_text(text)
+    m = archdsl.compile(tmp_path / "m.arch").model()
+    d = make_data()
+    notes = []
+    r = train(m, {"features": d["x"], "y": d["label"]}, epochs=1, quiet=True, log=notes.append)
+    assert r.epochs_done == 1 and any("initialised 8 of 8" in n for n in notes)
+    with pytest.raises(ArchError, match="no array 'features' \\(mapped from 'x'\\)"):
+        train(m, d, **QUIET)

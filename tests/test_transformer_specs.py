@@ -74,6 +74,12 @@ def test_transformer_base_count(transformer):
     assert m.param_count == 37000 * d + 6 * (mha + ffn + 2 * ln) + 6 * (2 * mha + ffn + 3 * ln)
 
 
+def test_transformer_embedding_scale_is_optional(transformer):
+    scales = lambda m: [n.attrs["scale"] for n in m.ir.nodes if n.kind == "PositionalEncoding"]   # noqa: E731
+    assert scales(transformer.model()) == [1.0, 1.0]
+    assert scales(transformer.model(scale_embeddings=True)) == [pytest.approx(512 ** 0.5)] * 2
+
+
 def test_cli_summary_reports_the_published_counts():
     from archdsl.cli import main
     import contextlib

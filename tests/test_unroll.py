@@ -190,3 +190,28 @@ def test_receptive_field_svg(tmp_path):
     out = render_special(m, tmp_path / "rf.svg", receptive_field="conv2d_2")
     svg = out.read_text()
     assert "conv2d_2 sees 14\u00d714" in svg and "RF 16\u00d716" in svg
+
+
+def _flag(command: str, flag: str) -> bool:
+    from archdsl.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return any(flag in a.option_strings for a in sub.choices[command]._actions)
+
+
+@pytest.mark.skipif(not (_flag("render", "--unroll") and _flag("render", "--receptive-field")),
+                    reason="archdsl/cli.py has no `render --unroll / --receptive-field` yet")
+def test_render_flags_end_to_end(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "archdsl", "render", *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    p = run("specs/elman_lm.arch", "--unroll", "3", "-o", tmp_path / "u.dot")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "u.dot").read_text().count("<B>RNN cell</B>") == 3
+    p = run("specs/lenet5.arch", "--receptive-field", "conv2d_2", "-o", tmp_path / "rf.dot")
+    assert p.returncode == 0, p.stderr
+    assert "conv2d_2 sees 14" in (tmp_path / "rf.dot").read_text()
+    p = run("specs/lenet5.arch", "--unroll", "3", "-o", tmp_path / "x.dot")
+    assert p.returncode == 1 and "no recurrent layer" in p.stderr and "Traceback" not in p.stderr

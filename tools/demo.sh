@@ -19,6 +19,6 @@ echo "== export LeNet-5 to ONNX and run it on ONNX Runtime"
 "$A" run "$OUT/lenet5.onnx" --input image="$OUT/digit.npy" -o "$OUT/lenet5_out.npz"
 if [ -f examples/train_digits.py ]; then
   echo "== train a CNN on scikit-learn's digits with the NumPy engine, export it, check it on ONNX Runtime"
-  "$PY" examples/train_digits.py --out "$OUT"
+  OPENBLAS_NUM_THREADS=1 "$PY" examples/train_digits.py --out "$OUT"
 fi
 echo "== done: see $OUT/"

@@ -73,6 +73,7 @@ def _worker(args) -> dict:
                 f = findings.setdefault(key, {"key": key, "count": 0, "summary": finding.summary, "saved": []})
                 f["count"] += 1
                 if len(f["saved"]) < KEEP_PER_FINDING:
+                    out.mkdir(parents=True, exist_ok=True)
                     digest = hashlib.sha1(data).hexdigest()[:10]
                     stem = out / f"{finding.kind}-{worker}-{digest}"
                     stem.with_suffix(".arch").write_bytes(data)
@@ -117,7 +118,6 @@ def main(argv=None) -> int:
     if a.replay:
         return replay(a.replay)
     seed = a.seed if a.seed is not None else int(time.time())
-    a.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     deadline = start + a.minutes * 60
     jobs = [(i, seed * 1000 + i, deadline, a.mode, a.out, not a.no_lower) for i in range(max(1, a.jobs))]

@@ -29,6 +29,16 @@ def _read(path: str) -> str:
         raise ArchError(f"cannot read {p}: {err.strerror}") from None
 
 
+def _diagnostic(err: ArchError) -> str:
+    """The error as archdsl prints it, with a highlighted excerpt on a terminal (once
+    ArchError.format takes `color`)."""
+    import inspect
+    from .highlight import use_color
+    if "color" in inspect.signature(err.format).parameters:
+        return err.format(color=use_color(sys.stderr))
+    return err.format()
+
+
 def _files(paths: list[str]) -> list[str]:
     """FILE arguments; a directory stands for the .arch files under it."""
     out = []
@@ -55,7 +65,7 @@ def cmd_fmt(args) -> int:
             new = format_source(src, "<stdin>" if f == "-" else f)
         except ArchError as err:
             failed += 1
-            print(err.format(), file=sys.stderr)
+            print(_diagnostic(err), file=sys.stderr)
             continue
         if f == "-":
             if args.check:

@@ -16,8 +16,11 @@ The layout, in the style of the shipped specs:
   `{` of a definition or section ends its header line, its `}` stands alone, bodies are
   indented by two spaces per level; empty lines collapse to at most one, none directly inside
   `{` and `}`, and one always separates two top-level items (imports may stay together);
-- within a statement the author's line breaks are kept (a formatter that re-wraps chains would
-  fight the lecture-style layout of one layer group per line) and continuation lines are
+- within a statement the author's line breaks are kept where a line may sensibly break (after
+  a comma, an opening bracket or the statement's `=`; before or after `->`, a binary operator,
+  `if`, `else`; before the closing bracket of a bracket broken after its opening) and removed
+  elsewhere (a formatter that re-wraps chains would fight the lecture-style layout of one layer
+  group per line); continuation lines are
   aligned: a line starting with `->` goes under the first `->` of its chain (or under the
   chain's start), `else` under the start of its conditional; inside an open bracket, a line
   goes after the bracket when something follows the bracket on its line, else at the bracket
@@ -104,26 +107,26 @@ def tokens(source: str, file: str = "<string>") -> list[_Tok]:
     # other than its parameter list; braces directly in an item are structural
     items = [c for c in tree.children if isinstance(c, Tree)]
     item_starts = {it.meta.start_pos: str(it.data) for it in items}
-    stmt_trees = {id(c) for it in items for c in it.children if isinstance(c, Tree) and c.data != "param_list"}
+    stmts = [c for it in items for c in it.children if isinstance(c, Tree) and c.data != "param_list"]
+    stmt_ids = {id(c) for c in stmts}
+    stmt_starts = {c.meta.start_pos for c in stmts if not c.meta.empty}
     item_ids = {id(it) for it in items}
     out: list[_Tok] = []
-    stack = [(tree, False)]
+    stack: list = [(tree, None)]
     while stack:        # iterative: a chain of 10,000 `->` is a parse tree 10,000 deep
-        node, is_stmt = stack.pop()
+        node, info = stack.pop()
         if isinstance(node, Token):
-            c, parent = node, is_stmt
-            text = _string(str(c)) if c.type == "STRING" else str(c)
-            out.append(_Tok(c.type, text, c.start_pos, c.line, c.end_line, c.column - 1, parent[0],
-                            stmt_start=parent[1] and c.start_pos == parent[2], item=item_starts.get(c.start_pos),
-                            owner=parent[2], struct=parent[3], stmt_level=parent[1]))
+            rule, in_stmt, owner, in_item = info
+            text = _string(str(node)) if node.type == "STRING" else str(node)
+            out.append(_Tok(node.type, text, node.start_pos, node.line, node.end_line, node.column - 1, rule,
+                            stmt_start=node.start_pos in stmt_starts, item=item_starts.get(node.start_pos),
+                            owner=owner, struct=in_item, stmt_level=in_stmt))
             continue
-        info = (str(node.data), id(node) in stmt_trees, node.meta.start_pos if not node.meta.empty else -1,
+        info = (str(node.data), id(node) in stmt_ids, node.meta.start_pos if not node.meta.empty else -1,
                 id(node) in item_ids)
         for c in reversed(node.children):
-            if isinstance(c, Token):
+            if c is not None:
                 stack.append((c, info))
-            elif c is not None:
-                stack.append((c, False))
     for c in comments:
         out.append(_Tok("COMMENT", str(c).rstrip(), c.start_pos, c.line, c.line, c.column - 1, comment=True))
     out.sort(key=lambda t: t.pos)
@@ -156,6 +159,13 @@ class _Line:
     trailing: str | None = None
     user_col: int = 0   # the trailing comment's column in the source
     item: str | None = None
+
+
+def _binary(t: _Tok) -> bool:
+    """An infix operator: a line may break before or after it."""
+    if t.text == _ARROW or t.type in ("MUL_OP", "POW", "COMP_OP", "AND", "OR", "IF", "ELSE"):
+        return True
+    return t.type == "ADD_OP" and t.rule != "unary"
 
 
 def _entry_key_widths(toks: list[_Tok]) -> dict[int, int]:
@@ -261,7 +271,7 @@ class _Layout:
         elif t.struct_brace:        # a definition's `{` stays on its header line
             brk = False
         else:
-            brk = p is not None and t.line != p.end_line
+            brk = p is not None and t.line != p.end_line and self._may_break(p, t)
         if brk:
             self._new_line(t)
         elif _space(p, t):
@@ -273,6 +283,20 @@ class _Layout:
         self.cur.code += t.text
         self._track(t, col, brk)
         self.prev_code = t
+
+    def _may_break(self, a: _Tok, b: _Tok) -> bool:
+        """May the author's line break between a and b stay? After a comma, an opening bracket
+        or a statement's `=`; around a binary operator, `->`, `if` and `else`; before the closing
+        bracket of a bracket whose content started on a new line. Anywhere else the tokens are
+        joined (no line starts with `,` or `=`, a callee keeps its `(`)."""
+        if a.type in ("COMMA", "LPAR", "LSQB", "LBRACE") or (a.type == "EQUAL" and a.stmt_level):
+            return True
+        if any(_binary(x) for x in (a, b)):
+            return True
+        stack = self.stmt.stack
+        if stack and b.type == _CLOSER[stack[-1].type]:
+            return stack[-1].align is None
+        return False
 
     def _new_line(self, t: _Tok) -> None:
         blank = self._blanks(t)

@@ -13,7 +13,7 @@ from ..syntax import ast as A
 TRAIN_KEYS = ("loss", "optimizer", "batch", "epochs", "metrics", "schedule", "clip_norm", "freeze",
               "val_split", "seed", "inputs", "targets", "init")
 GAN_KEYS = ("generator", "discriminator", "noise", "objective", "d_steps", "g_optimizer", "d_optimizer",
-            "batch", "epochs", "seed", "data")
+            "batch", "epochs", "steps", "seed", "data")      # read by archdsl/gan/config.py
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,16 @@ def check_sections(ns, spec) -> dict[str, list[Section]]:
                     raise ArchError(f"{s.kind} setting '{e.key}' is given twice", e.span)
                 entries[e.key] = value(e.value)
                 spans[e.key] = e.span
-            if s.kind == "gan":
-                for role in ("generator", "discriminator"):
-                    v = entries.get(role)
-                    name = v.func if isinstance(v, Call) else v.name if isinstance(v, Ref) else None
-                    if name is None:
-                        raise ArchError(f"gan {s.name} needs '{role} = ModelName'", s.name_span)
-                    if name not in ns.models:
-                        raise ArchError(f"gan {s.name}: {role} '{name}' is not a model", spans[role],
-                                        did_you_mean(name, ns.models))
             out[s.kind].append(Section(s.kind, s.name, s.span, entries, spans))
+        except ArchError as e:
+            errors.append(e)
+    if out["gan"] and spec is not None:
+        # settings, both models and the pair's types (archdsl/gan/pair.py; imported only when needed)
+        from ..gan.pair import check_gan_sections
+        try:
+            check_gan_sections(spec, out["gan"])
+        except ArchErrors as e:
+            errors.extend(e.errors)
         except ArchError as e:
             errors.append(e)
     if errors:

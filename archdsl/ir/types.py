@@ -1,6 +1,7 @@
 """Tensor types: a dtype and a shape whose entries are ints or symbolic dims (N, T, T-2, ...)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,9 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
 }
 FLOAT_DTYPES = ("f32", "f16", "f64")
 INT_DTYPES = ("i32", "i64")
+
+
+MAX_OPAQUE_NAME = 200      # characters in the name of a symbol standing for an expression
 
 
 class Sym:
@@ -34,6 +38,16 @@ class Sym:
     @staticmethod
     def named(name: str) -> "Sym":
         return Sym({name: 1})
+
+    @staticmethod
+    def opaque(expr: str) -> "Sym":
+        """A new symbol standing for a non-affine expression, named after it. Past
+        MAX_OPAQUE_NAME characters the name becomes a digest of the expression (equal expressions
+        still give equal symbols): otherwise 10,000 strided layers on a symbolic length would
+        nest their names 10,000 deep, costing time and memory quadratic in the layer count."""
+        if len(expr) > MAX_OPAQUE_NAME:
+            expr = "dim_" + hashlib.sha1(expr.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        return Sym({expr: 1})
 
     @staticmethod
     def _norm(terms, const):
@@ -61,7 +75,7 @@ class Sym:
 
     def __mul__(self, other):
         if isinstance(other, Sym):
-            return Sym.named(f"({self})*({other})")
+            return Sym.opaque(f"({self})*({other})")
         k = int(other)
         return Sym._norm({n: v * k for n, v in self.terms.items()}, self.const * k)
 
@@ -69,16 +83,16 @@ class Sym:
 
     def __floordiv__(self, other):
         if isinstance(other, Sym):
-            return Sym.named(f"({self})//({other})")
+            return Sym.opaque(f"({self})//({other})")
         k = int(other)
         if k == 1:
             return self
         if all(v % k == 0 for v in self.terms.values()) and self.const % k == 0:
             return Sym._norm({n: v // k for n, v in self.terms.items()}, self.const // k)
-        return Sym.named(f"({self})//{k}")
+        return Sym.opaque(f"({self})//{k}")
 
     def __rfloordiv__(self, other):
-        return Sym.named(f"{other}//({self})")
+        return Sym.opaque(f"{other}//({self})")
 
     def __eq__(self, other):
         return isinstance(other, Sym) and self.terms == other.terms and self.const == other.const

@@ -127,7 +127,7 @@ class GELU(_Elementwise):
         half = _const_like(node, b, 0.5, "half")
         one = _const_like(node, b, 1.0, "one")
         if approx == "none":      # 0.5 x (1 + erf(x / sqrt 2))
-            inner = b.op("Erf", [b.op("Mul", [x, _const_like(node, b, 1.0 / math.sqrt(2.0), "rsqrt2")])])
+            inner = b.op("Erf", [b.op("Div", [x, _const_like(node, b, math.sqrt(2.0), "sqrt2")])])  # Div: ORT fuses it to Gelu
         else:                     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
             x3 = b.op("Mul", [b.op("Mul", [x, x]), x])
             u = b.op("Add", [x, b.op("Mul", [x3, _const_like(node, b, 0.044715, "c")])])

@@ -40,7 +40,11 @@ Softmax. Findings with ONNX Runtime 1.31 (CPU), each covered by a parity test:
     is_causal it switches the causal mask to "bottom-right, offset = length - T" (the KV-cache
     meaning), not what a padded batch means, so causal + lengths lowers the lengths to a
     boolean mask instead (so does opset 23, which has no nonpad_kv_seqlen);
-  * qk_matmul_output_mode=3 gives the post-softmax weights (need_weights).
+  * qk_matmul_output_mode=3 gives the post-softmax weights (need_weights), but ONNX's shape
+    inference types that output with a key length of 0 when the key length is symbolic, and ORT
+    warns about the mismatch on every run: need_weights with a dynamic key length therefore
+    lowers to the decomposition (a static key length keeps the native op);
+  * fully-masked query rows come out as zeros, as the spec says.
 The decomposition folds the 1/sqrt(dk) scale into the exported query projection, fills masked
 scores with the most negative float (Where, not Add: no overflow), and zeroes fully-masked
 rows after Softmax, so it agrees with the native op.
@@ -118,7 +122,7 @@ def _masked_softmax_(scores, block, dead):
 
 def _softmax_vjp(p, dp):
     """d(scores) from d(p), for p = softmax(scores); modifies dp (a fresh array)."""
-    dp -= (dp * p).sum(axis=-1, keepdims=True)
+    dp -= np.einsum("...s,...s->...", dp, p)[..., None]      # row dot without a temporary
     dp *= p
     return dp
 

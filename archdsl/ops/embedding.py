@@ -11,14 +11,16 @@ from .base import DOT, Arg, Op
 
 
 class Embedding(Op):
-    """A lookup table weight [num_embeddings, embedding_dim], initialised N(0, 1) as in PyTorch.
+    """A lookup table weight [num_embeddings, embedding_dim], initialised N(0, std²) (std=1 as in
+    PyTorch).
 
     `padding_idx`: as in PyTorch, that row starts at zeros and the lookup gives it no gradient,
     so it stays zero through training and the ONNX lowering is a plain Gather.
     """
     name = "Embedding"
     family = "embedding"
-    args = (Arg("num_embeddings", "int"), Arg("embedding_dim", "int"), Arg("padding_idx", "int", None))
+    args = (Arg("num_embeddings", "int"), Arg("embedding_dim", "int"), Arg("padding_idx", "int", None),
+            Arg("std", "float", 1.0, doc="init N(0, std); GPT/BERT use 0.02 so tied output heads start small"))
 
     def infer(self, attrs, in_types):
         (x,) = in_types
@@ -37,7 +39,9 @@ class Embedding(Op):
 
     def params(self, attrs, in_types):
         n, d = attrs["num_embeddings"], attrs["embedding_dim"]
-        return {"weight": ParamSpec((n, d), "normal", std=1.0, fan_in=n, fan_out=d,
+        if attrs["std"] <= 0:
+            raise self.fail(f"std must be positive, got {attrs['std']}")
+        return {"weight": ParamSpec((n, d), "normal", std=attrs["std"], fan_in=n, fan_out=d,
                                     zero_row=self._padding_of(attrs))}
 
     def explain(self, attrs, in_types, out_types):

@@ -8,7 +8,9 @@
   paths or block names collapses just those), edges into and out of it keep their types;
 - applications of one layer instance are tied by a dashed "shared" edge, and a weight tied
   into another layer (Linear(tied=wte)) by a dashed "tied" edge; neither affects the layout;
-- several models are drawn side by side, one cluster each.
+- several models are drawn side by side, one cluster each; `links` adds edges between them
+  (a GAN: the generated-sample edge from the generator's output to the discriminator's input,
+  and a noise source feeding the generator), drawn without constraining the layout.
 
 Node ids are positional (`m0_n3`), never user names, so no name can clash with DOT syntax
 (':' is a port separator); every user text goes through HTML escaping.
@@ -131,8 +133,10 @@ class _ModelDrawer:
                     continue
                 seen.add(key)
                 g.edge(src, dst, label=str(v.type), fontsize="9")
+        self.output_id = {}
         for v in m.outputs:
             oid = self._fresh("out")
+            self.output_id[v.name] = oid
             g.node(oid, label=_label(v.name, str(v.type)), fillcolor="#e6eefc", peripheries="2", **_IO_STYLE)
             g.edge(self._src(v), oid, label=str(v.type), fontsize="9")
 
@@ -171,9 +175,17 @@ class _ModelDrawer:
                     link(self.node_id[id(first)], self.node_id[id(n)], f"tied: {pname}")
 
 
+_LINK_EDGE = dict(style="bold", color="#b03a2e", fontcolor="#b03a2e", fontsize="10", constraint="false")
+
+
 def to_dot(models: list[Model] | Model, rankdir: str = "TB",
-           collapse: bool | set[str] = False) -> graphviz.Digraph:
-    """The graph of one or several models (several: one cluster each, side by side)."""
+           collapse: bool | set[str] = False, links: list[dict] | None = None,
+           title: str | None = None) -> graphviz.Digraph:
+    """The graph of one or several models (several: one cluster each, side by side).
+
+    links: edges between models, each {"from": (model index, output name), "to": (model index,
+    input name), "label": str} and optionally "noise": (model index, input name, label) for a
+    source node feeding that input (the GAN pair uses both)."""
     if isinstance(models, Model):
         models = [models]
     if not models:
@@ -188,25 +200,39 @@ def to_dot(models: list[Model] | Model, rankdir: str = "TB",
     g.attr("node", fontname=_FONT, fontsize="11")
     g.attr("edge", fontname=_FONT, color="#555555")
     if len(models) == 1:
-        g.attr(label=_label(models[0].name), labelloc="t")
-        _ModelDrawer(models[0], 0, collapse).draw(g)
+        g.attr(label=_label(title or models[0].name), labelloc="t")
+        drawers = [_ModelDrawer(models[0], 0, collapse)]
+        drawers[0].draw(g)
     else:
+        if title:
+            g.attr(label=_label(title), labelloc="t")
+        drawers = []
         for i, m in enumerate(models):
             with g.subgraph(name=f"cluster_model{i}") as c:
                 c.attr(label=_label(m.name), style="rounded", color="#333333", fontsize="14")
-                _ModelDrawer(m, i, collapse).draw(c)
+                drawers.append(_ModelDrawer(m, i, collapse))
+                drawers[-1].draw(c)
+    for k, link in enumerate(links or []):
+        (a, out), (b, inp) = link["from"], link["to"]
+        g.edge(drawers[a].output_id[out], drawers[b].input_id[inp], label=str(link.get("label", "")), **_LINK_EDGE)
+        if link.get("noise"):
+            m, inp, label = link["noise"]
+            nid = f"link{k}_noise"
+            g.node(nid, label=_label(label), shape="parallelogram", style="filled", fillcolor="#f6e7f7",
+                   color="#7d3c98")
+            g.edge(nid, drawers[m].input_id[inp], color="#7d3c98")
     return g
 
 
 def render(models: list[Model] | Model, out_path: str | Path, rankdir: str = "TB",
-           collapse: bool | set[str] = False) -> Path:
+           collapse: bool | set[str] = False, links: list[dict] | None = None, title: str | None = None) -> Path:
     """Draw to a file; the format follows the extension. Returns the path written."""
     out = Path(out_path)
     ext = out.suffix.lower()
     if ext not in FORMATS:
         raise ArchError(f"cannot render to '{out}': unknown format '{ext or '(none)'}'",
                         hint="supported: " + ", ".join(FORMATS))
-    g = to_dot(models, rankdir, collapse)
+    g = to_dot(models, rankdir, collapse, links=links, title=title)
     if ext in (".dot", ".gv"):
         atomic_write(out, g.source)
         return out

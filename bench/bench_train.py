@@ -1,0 +1,636 @@
+"""Training-throughput benchmark of archdsl's NumPy engine, with its peers measured in the same run.
+
+Workloads (Adam, batch 64, scikit-learn's 8x8 digits scaled to [0, 1], float32):
+  * mlp  specs/digits_mlp.arch  64-128-64-10, cross-entropy, Adam(lr=1e-3)
+  * cnn  specs/digits_cnn.arch  conv16-pool-conv32-pool-fc64-fc10, cross-entropy with label
+         smoothing 0.1, Adam(lr=3e-3)   (loss and optimizer as the spec's train section says;
+         the spec's cosine schedule is left out: it only changes the learning-rate scalar)
+
+Engines, all starting from the same initial weights and fed the same batches:
+  * archdsl         what `archdsl train` runs per step: the compiled spec's IR on NumpyExecutor
+                    (training mode), the train section's loss from archdsl.train.losses,
+                    backward, Adam from archdsl.train.optim (build_optimizer), zero_grad
+  * archdsl-loop    the whole Trainer.fit epoch loop (batching, shuffling, metrics, the finite
+                    gradient-norm check), for reference: not a peer
+  * torch           PyTorch CPU (nn.Sequential, nn.CrossEntropyLoss, torch.optim.Adam)
+  * autograd        HIPS autograd (autograd.numpy model, autograd.grad, Adam in NumPy)
+  * numpy           hand-written NumPy forward/backward + in-place Adam (MLP only): the
+                    practical limit for a NumPy engine
+
+Each step is forward + loss + backward + optimizer update + reading the loss as a Python float.
+Before timing, every engine runs one step on the same batch and the losses are compared.
+Timing: warm-up steps, then `--reps` repetitions; in each repetition every engine runs a block
+of steps in turn (the order rotates from one repetition to the next), so machine load hits all
+engines alike. Reported: the median over repetitions of samples/s, and ratios to the peers.
+
+Peak memory, per engine in a fresh subprocess (so engines cannot hide in each other's peaks):
+  * RSS delta: ru_maxrss after building the model and optimizer and training 50 steps, minus
+    ru_maxrss just before building (imports and data loaded): what training adds to the peak.
+  * tracemalloc peak: the peak of traced Python/NumPy allocations over building the model and
+    optimizer and 5 steps; NumPy registers its array buffers with tracemalloc, PyTorch does
+    not, so it is shown only for the NumPy-based engines.
+
+    python bench/bench_train.py                    # 1 BLAS thread, writes bench/train.md
+    python bench/bench_train.py --threads 2 --reps 9 --out /tmp/train.md
+    python bench/bench_train.py --workloads mlp --engines archdsl numpy torch --no-write
+
+Not a test: it asserts nothing beyond the loss cross-check.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads for NumPy and torch.set_num_threads (default 1)")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions (median; default 7)")
+    p.add_argument("--seconds", type=float, default=0.5,
+                   help="target seconds per engine per repetition (default 0.5)")
+    p.add_argument("--workloads", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    p.add_argument("--engines", nargs="+", default=None,
+                   help="subset of archdsl archdsl-loop torch autograd numpy")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--out", default=None, help="Markdown report (default bench/train.md)")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--_mem", nargs=2, metavar=("WORKLOAD", "ENGINE"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+ARGS = _args()
+# BLAS threads must be fixed before NumPy (and its BLAS) is loaded.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = str(ARGS.threads)
+
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import archdsl  # noqa: E402
+from archdsl.autodiff import backward  # noqa: E402
+from archdsl.backends.numpy.executor import NumpyExecutor  # noqa: E402
+from archdsl.train.config import config_for  # noqa: E402
+from archdsl.train.loop import Trainer, build_optimizer  # noqa: E402
+from archdsl.train.losses import LOSSES  # noqa: E402
+
+BATCH = 64
+SPECS = {"mlp": ROOT / "specs" / "digits_mlp.arch", "cnn": ROOT / "specs" / "digits_cnn.arch"}
+ALL_ENGINES = ("archdsl", "archdsl-loop", "torch", "autograd", "numpy")
+
+
+def _optional(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+torch = _optional("torch")
+autograd = _optional("autograd")
+if torch is not None:
+    torch.set_num_threads(ARGS.threads)
+
+
+# -- workload --------------------------------------------------------------------------------------
+
+class Workload:
+    """A spec's model, its train config (batch 64), initial weights and the digits batches."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.spec = archdsl.compile(str(SPECS[key]))
+        self.model = self.spec.model()
+        self.ir = self.model.ir
+        self.cfg = config_for(self.spec, self.ir.name, batch=BATCH, val_split=0.0)
+        self.weights = self.model.init_weights(seed=0)
+        self.loss_kwargs = dict(self.cfg.loss.get("kwargs", {}))
+        self.smoothing = float(self.loss_kwargs.get("label_smoothing", 0.0))
+        self.opt = dict(self.cfg.optimizer)
+        if self.opt["name"] != "Adam":
+            raise SystemExit(f"{key}: the benchmark's peers implement Adam, the spec asks for {self.opt['name']}")
+        self.lr = float(self.opt.get("lr", 1e-3))
+        x, y = _digits()
+        self.input_name = self.ir.inputs[0].name
+        shape = tuple(int(d) for d in self.ir.inputs[0].type.shape[1:])
+        self.x = x.reshape((-1,) + shape)
+        self.y = y
+        n = len(self.x) // BATCH
+        self.batches = [(np.ascontiguousarray(self.x[i * BATCH:(i + 1) * BATCH]), self.y[i * BATCH:(i + 1) * BATCH])
+                        for i in range(n)]
+        self.title = {"mlp": "digits MLP 64-128-64-10",
+                      "cnn": "digits CNN conv16-pool-conv32-pool-fc64-fc10"}[key]
+
+
+_DIGITS = None
+
+
+def _digits():
+    """scikit-learn's digits (1,797 x 64, scaled to [0, 1]); random stand-ins without sklearn."""
+    global _DIGITS
+    if _DIGITS is None:
+        try:
+            from sklearn.datasets import load_digits
+            d = load_digits()
+            _DIGITS = ((d.data / 16.0).astype(np.float32), d.target.astype(np.int64), "scikit-learn digits")
+        except ImportError:
+            rng = np.random.default_rng(0)
+            _DIGITS = (rng.random((1792, 64), dtype=np.float32), rng.integers(0, 10, 1792),
+                       "random stand-in (scikit-learn not installed)")
+    return _DIGITS[0], _DIGITS[1]
+
+
+# -- engines -----------------------------------------------------------------------------------------
+
+class ArchdslEngine:
+    """One training step as archdsl.train.loop runs it (without the loop's bookkeeping)."""
+
+    def __init__(self, w: Workload):
+        self.ex = NumpyExecutor(w.ir, w.weights, seed=0)
+        self.opt = build_optimizer(w.cfg.optimizer, self.ex.trainable())
+        self.loss_fn = LOSSES[w.cfg.loss["name"]][0]
+        self.kw = w.loss_kwargs
+        self.iname = w.input_name
+        self.oname = w.cfg.loss["output"]
+
+    def step(self, x, y):
+        out = self.ex.forward({self.iname: x}, training=True)[self.oname]
+        loss = self.loss_fn(out, y, **self.kw)
+        lv = float(loss.data)
+        backward(loss)
+        self.opt.step()
+        self.opt.zero_grad()
+        return lv
+
+
+class ArchdslLoopEngine:
+    """Trainer.fit for one epoch over `steps` batches: the complete loop of `archdsl train`."""
+
+    epoch_steps = 8
+
+    def __init__(self, w: Workload):
+        self.w = w
+        n = self.epoch_steps * BATCH
+        self.data = {w.input_name: w.x[:n], w.cfg.loss["target"]: w.y[:n]}
+        self.cfg = w.cfg.with_overrides(epochs=1)
+
+    def run_epoch(self):
+        tr = Trainer(self.w.model, self.cfg, quiet=True, log=lambda s: None)
+        res = tr.fit(self.data)
+        return res.history[-1]["loss"]
+
+
+class TorchEngine:
+    def __init__(self, w: Workload):
+        nn = torch.nn
+        if w.key == "mlp":
+            self.net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+            names = ["linear_1", None, "linear_2", None, "linear_3"]
+        else:
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+            names = ["conv2d_1", None, None, "conv2d_2", None, None, None, "linear_1", None, "linear_2"]
+        with torch.no_grad():
+            for mod, name in zip(self.net, names):
+                if name:
+                    mod.weight.copy_(torch.from_numpy(w.weights[f"{name}.weight"]))
+                    mod.bias.copy_(torch.from_numpy(w.weights[f"{name}.bias"]))
+        self.net.train()
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=w.smoothing)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=w.lr)
+        self.tb = {}
+
+    def prepare(self, batches):
+        # zero-copy views of the same arrays, made before timing
+        for x, y in batches:
+            self.tb[id(x)] = (torch.from_numpy(x), torch.from_numpy(y))
+
+    def step(self, x, y):
+        tx, ty = self.tb[id(x)]
+        self.opt.zero_grad()
+        loss = self.loss_fn(self.net(tx), ty)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+
+class _NumpyAdam:
+    """In-place Adam over a list of float32 arrays (PyTorch's formula)."""
+
+    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
+        self.params, self.lr, self.b1, self.b2, self.eps = params, lr, b1, b2, eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.tmp = [np.empty_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads):
+        self.t += 1
+        b1, b2 = self.b1, self.b2
+        step = self.lr / (1.0 - b1 ** self.t)
+        inv = 1.0 / (1.0 - b2 ** self.t) ** 0.5
+        for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self.tmp):
+            m *= b1
+            np.multiply(g, 1.0 - b1, out=tmp)
+            m += tmp
+            v *= b2
+            np.multiply(g, g, out=tmp)
+            tmp *= 1.0 - b2
+            v += tmp
+            np.sqrt(v, out=tmp)
+            tmp *= inv
+            tmp += self.eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step
+            p -= tmp
+
+
+class NumpyMLPEngine:
+    """The MLP written by hand in NumPy: what a careful programmer writes without an engine."""
+
+    def __init__(self, w: Workload):
+        if w.key != "mlp":
+            raise NotImplementedError
+        self.W = [w.weights[f"linear_{i}.weight"].copy() for i in (1, 2, 3)]
+        self.B = [w.weights[f"linear_{i}.bias"].copy() for i in (1, 2, 3)]
+        self.opt = _NumpyAdam(self.W + self.B, w.lr)
+        self.rows = np.arange(BATCH)
+
+    def step(self, x, y):
+        W, B = self.W, self.B
+        h1 = x @ W[0].T
+        h1 += B[0]
+        np.maximum(h1, 0, out=h1)
+        h2 = h1 @ W[1].T
+        h2 += B[1]
+        np.maximum(h2, 0, out=h2)
+        z = h2 @ W[2].T
+        z += B[2]
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        n = len(y)
+        rows = self.rows if n == BATCH else np.arange(n)
+        loss = float(np.log(s).sum() - z[rows, y].sum()) / n
+        e /= s                         # softmax; gradient of the mean loss:
+        e[rows, y] -= 1.0
+        e *= 1.0 / n
+        g3w = e.T @ h2
+        g3b = e.sum(axis=0)
+        d2 = e @ W[2]
+        d2 *= h2 > 0
+        g2w = d2.T @ h1
+        g2b = d2.sum(axis=0)
+        d1 = d2 @ W[1]
+        d1 *= h1 > 0
+        g1w = d1.T @ x
+        g1b = d1.sum(axis=0)
+        self.opt.step([g1w, g2w, g3w, g1b, g2b, g3b])
+        return loss
+
+
+class AutogradEngine:
+    """HIPS autograd: the model in autograd.numpy, gradients by autograd.grad, Adam in NumPy."""
+
+    def __init__(self, w: Workload):
+        import autograd.numpy as anp
+        from autograd import value_and_grad
+        self.key = w.key
+        eps = w.smoothing
+        if w.key == "mlp":
+            names = ["linear_1", "linear_2", "linear_3"]
+            self.params = [w.weights[f"{n}.{k}"].copy() for n in names for k in ("weight", "bias")]
+
+            def logits(ps, x):
+                h = x
+                for i in range(3):
+                    h = anp.dot(h, ps[2 * i].T) + ps[2 * i + 1]
+                    if i < 2:
+                        h = anp.maximum(h, 0.0)
+                return h
+        else:
+            names = ["conv2d_1", "conv2d_2", "linear_1", "linear_2"]
+            self.params = [w.weights[f"{n}.{k}"].copy() for n in names for k in ("weight", "bias")]
+            idx = {s: _im2col_index(s) for s in (8, 4)}
+
+            def conv3x3(x, wt, b):
+                # im2col by gathering the 3x3 windows of the zero-padded input, then one GEMM
+                N, C, H, _ = x.shape
+                xp = anp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="constant")
+                r, c = idx[H]
+                cols = xp[:, :, r, c]                              # [N, C, H*W, 9]
+                cols = anp.transpose(cols, (0, 2, 1, 3)).reshape(N * H * H, C * 9)
+                out = anp.dot(cols, wt.reshape(wt.shape[0], -1).T) + b   # [N*H*W, O]
+                return anp.transpose(out.reshape(N, H, H, -1), (0, 3, 1, 2))
+
+            def pool2(x):
+                N, C, H, W = x.shape
+                return anp.max(x.reshape(N, C, H // 2, 2, W // 2, 2), axis=(3, 5))
+
+            def logits(ps, x):
+                h = pool2(anp.maximum(conv3x3(x, ps[0], ps[1]), 0.0))
+                h = pool2(anp.maximum(conv3x3(h, ps[2], ps[3]), 0.0))
+                h = h.reshape(h.shape[0], -1)
+                h = anp.maximum(anp.dot(h, ps[4].T) + ps[5], 0.0)
+                return anp.dot(h, ps[6].T) + ps[7]
+
+        def loss(ps, x, onehot):
+            z = logits(ps, x)
+            z = z - anp.max(z, axis=1, keepdims=True)
+            logp = z - anp.log(anp.sum(anp.exp(z), axis=1, keepdims=True))
+            C = z.shape[1]
+            q = onehot * (1.0 - eps) + eps / C
+            return -anp.sum(q * logp) / z.shape[0]
+
+        self.vg = value_and_grad(loss)
+        self.opt = _NumpyAdam(self.params, w.lr)
+        self.eye = np.eye(10, dtype=np.float32)
+
+    def step(self, x, y):
+        val, grads = self.vg(self.params, x, self.eye[y])
+        self.opt.step(grads)
+        return float(val)
+
+
+def _im2col_index(H):
+    """Row/column indices [H*H, 9] of the 3x3 windows of an (H+2) x (H+2) padded map."""
+    i, j = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
+    di, dj = np.meshgrid(np.arange(3), np.arange(3), indexing="ij")
+    r = (i.reshape(-1, 1) + di.reshape(1, -1))
+    c = (j.reshape(-1, 1) + dj.reshape(1, -1))
+    return r, c
+
+
+def available(engine: str, key: str) -> str | None:
+    """None if `engine` can run workload `key`, else why not."""
+    if engine == "torch" and torch is None:
+        return "PyTorch not installed"
+    if engine == "autograd" and autograd is None:
+        return "autograd not installed"
+    if engine == "numpy" and key != "mlp":
+        return "hand-written for the MLP only"
+    return None
+
+
+def make(engine: str, w: Workload):
+    cls = {"archdsl": ArchdslEngine, "archdsl-loop": ArchdslLoopEngine, "torch": TorchEngine,
+           "autograd": AutogradEngine, "numpy": NumpyMLPEngine}[engine]
+    e = cls(w)
+    if hasattr(e, "prepare"):
+        e.prepare(w.batches)
+    return e
+
+
+# -- timing --------------------------------------------------------------------------------------------
+
+def _runner(name, eng, w):
+    """(run(k) -> None running k steps, steps per call unit) for an engine."""
+    batches = w.batches
+    nb = len(batches)
+    if name == "archdsl-loop":
+        per = eng.epoch_steps
+
+        def run(k):
+            for _ in range(k):
+                eng.run_epoch()
+        return run, per
+    pos = [0]
+
+    def run(k):
+        i = pos[0]
+        step = eng.step
+        for _ in range(k):
+            x, y = batches[i]
+            step(x, y)
+            i = (i + 1) % nb
+        pos[0] = i
+    return run, 1
+
+
+def measure(w: Workload, engines: list[str], reps: int, seconds: float) -> dict:
+    """Median samples/s per engine (interleaved repetitions, rotating order)."""
+    eng = {n: make(n, w) for n in engines}
+    runs = {n: _runner(n, e, w) for n, e in eng.items()}
+    # cross-check: one step on the same batch from the same weights gives the same loss
+    x0, y0 = w.batches[0]
+    first = {}
+    for n, e in eng.items():
+        if n != "archdsl-loop":
+            first[n] = e.step(x0, y0)
+    # warm-up and calibration: how many call units fill `seconds`
+    units = {}
+    for n, (run, per) in runs.items():
+        run(3 if per == 1 else 1)
+        t0 = time.perf_counter()
+        k = 0
+        while time.perf_counter() - t0 < 0.2:
+            run(1)
+            k += 1
+        dt = (time.perf_counter() - t0) / k
+        units[n] = max(1, int(round(seconds / dt)))
+    rates = {n: [] for n in engines}
+    order = list(engines)
+    for r in range(reps):
+        rot = order[r % len(order):] + order[:r % len(order)]
+        for n in rot:
+            run, per = runs[n]
+            t0 = time.perf_counter()
+            run(units[n])
+            dt = time.perf_counter() - t0
+            rates[n].append(units[n] * per * BATCH / dt)
+    return {"rates": {n: statistics.median(v) for n, v in rates.items()},
+            "all": rates, "first_loss": first, "units": units}
+
+
+# -- memory (subprocess) -------------------------------------------------------------------------------
+
+def _maxrss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
+
+
+def memory_child(key: str, engine: str) -> None:
+    w = Workload(key)
+    batches = w.batches
+    nb = len(batches)
+    rss0 = _maxrss_kib()
+    e = make(engine, w)
+    if engine == "archdsl-loop":
+        e.run_epoch()
+    else:
+        for i in range(50):
+            e.step(*batches[i % nb])
+    rss1 = _maxrss_kib()
+    del e
+    traced = None
+    if engine != "torch":
+        tracemalloc.start()
+        e = make(engine, w)
+        if engine == "archdsl-loop":
+            e.run_epoch()
+        else:
+            for i in range(5):
+                e.step(*batches[i % nb])
+        traced = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    print(json.dumps({"rss_delta_kib": rss1 - rss0, "tracemalloc_peak_b": traced}))
+
+
+def memory(key: str, engine: str) -> dict | None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--threads", str(ARGS.threads),
+           "--_mem", key, engine]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        print(f"memory {key}/{engine}: {e}", file=sys.stderr)
+        return None
+
+
+# -- report -----------------------------------------------------------------------------------------------
+
+def versions() -> dict:
+    from threadpoolctl import threadpool_info
+    v = {"python": platform.python_version(), "numpy": np.__version__, "archdsl": archdsl.__version__}
+    if torch is not None:
+        v["torch"] = torch.__version__
+    if autograd is not None:
+        from importlib.metadata import version
+        v["autograd"] = version("autograd")
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    v["blas"] = "; ".join(blas) or "?"
+    return v
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
+
+
+def fmt_rate(v):
+    return f"{v:,.0f}" if v is not None else "—"
+
+
+def fmt_kib(v):
+    return "—" if v is None else f"{v / 1024:.1f} MiB" if v >= 1024 else f"{v} KiB"
+
+
+def report(results: dict, mem: dict, args, cmd: str) -> str:
+    v = versions()
+    lines = ["# Training throughput: archdsl's NumPy engine vs its peers", "",
+             "Written by `bench/bench_train.py` (not a test; rerun it to refresh this file).", "",
+             f"- Command: `{cmd}`",
+             f"- Machine: {machine()}",
+             "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "blas"),
+             f"- BLAS (NumPy): {v['blas']}",
+             f"- Threads: OPENBLAS/OMP/MKL_NUM_THREADS={args.threads}"
+             + (f", torch.set_num_threads({args.threads}) (torch reports {torch.get_num_threads()})"
+                if torch is not None else ""),
+             f"- Data: {_DIGITS[2]}, batches of {BATCH}, float32; Adam; each step = forward, loss, "
+             "backward, Adam update, loss read back as a float",
+             f"- Timing: median of {args.reps} interleaved repetitions (rotating order) of about "
+             f"{args.seconds:g} s of steps per engine, after warm-up", ""]
+    for key, res in results.items():
+        w = res["workload"]
+        rates = res["rates"]
+        a = rates.get("archdsl")
+        lines += [f"## {w.title}", "",
+                  f"Spec `{SPECS[key].relative_to(ROOT)}`, loss `{w.cfg.loss['name']}"
+                  f"({', '.join(f'{k}={val}' for k, val in w.loss_kwargs.items())})`, "
+                  f"Adam(lr={w.lr:g}), batch {BATCH}.", "",
+                  "| engine | samples/s (median) | min–max | archdsl ÷ engine | first-step loss "
+                  "| peak RSS delta | tracemalloc peak |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for n in res["engines"]:
+            if n in rates:
+                allv = res["all"][n]
+                ratio = f"{a / rates[n]:.2f}×" if a and n != "archdsl" else "—"
+                fl = res["first_loss"].get(n)
+                m = mem.get((key, n)) or {}
+                tm = m.get("tracemalloc_peak_b")
+                lines.append(f"| {n} | {fmt_rate(rates[n])} | {fmt_rate(min(allv))}–{fmt_rate(max(allv))} | "
+                             f"{ratio} | {'—' if fl is None else f'{fl:.6f}'} | "
+                             f"{fmt_kib(m.get('rss_delta_kib'))} | "
+                             f"{'n/a' if n == 'torch' else fmt_kib(None if tm is None else tm // 1024)} |")
+            else:
+                lines.append(f"| {n} | — | — | — | — | — | — ({res['skipped'][n]}) |")
+        lines.append("")
+    lines += targets(results)
+    return "\n".join(lines) + "\n"
+
+
+TARGETS = [("mlp", "torch", 2.0), ("mlp", "numpy", 0.7), ("cnn", "torch", 1.0),
+           ("mlp", "autograd", 1.0), ("cnn", "autograd", 1.0)]
+
+
+def targets(results) -> list[str]:
+    out = ["## Targets (ratios measured in this run)", "",
+           "| workload | archdsl ÷ | target | measured | met |", "|---|---|---:|---:|---|"]
+    for key, peer, goal in TARGETS:
+        r = results.get(key, {}).get("rates", {})
+        if "archdsl" in r and peer in r:
+            got = r["archdsl"] / r[peer]
+            out.append(f"| {key} | {peer} | ≥ {goal:g}× | {got:.2f}× | {'yes' if got >= goal else 'NO'} |")
+    out.append("")
+    return out
+
+
+def main():
+    args = ARGS
+    if args._mem:
+        memory_child(*args._mem)
+        return
+    engines = args.engines or list(ALL_ENGINES)
+    bad = [e for e in engines if e not in ALL_ENGINES]
+    if bad:
+        raise SystemExit(f"unknown engine(s) {bad}; choose from {ALL_ENGINES}")
+    cmd = "python bench/bench_train.py" + "".join(f" {a}" for a in sys.argv[1:])
+    results, mem = {}, {}
+    for key in args.workloads:
+        w = Workload(key)
+        run = [e for e in engines if available(e, key) is None]
+        skipped = {e: available(e, key) for e in engines if e not in run}
+        print(f"{w.title}: timing {', '.join(run)}" + (f" (skipped: {skipped})" if skipped else ""), flush=True)
+        res = measure(w, run, args.reps, args.seconds)
+        res.update(workload=w, engines=engines, skipped=skipped)
+        results[key] = res
+        fl = res["first_loss"]
+        if "archdsl" in fl:
+            for n, val in fl.items():
+                if abs(val - fl["archdsl"]) > 1e-4:
+                    print(f"  warning: {n}'s first-step loss {val:.6f} differs from archdsl's "
+                          f"{fl['archdsl']:.6f}", file=sys.stderr)
+        if not args.no_memory:
+            for n in run:
+                mem[(key, n)] = memory(key, n)
+    text = report(results, mem, args, cmd)
+    print(text)
+    if not args.no_write:
+        out = Path(args.out) if args.out else ROOT / "bench" / "train.md"
+        out.write_text(text)
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
