@@ -94,9 +94,13 @@ class Spec:
 
     def model(self, name: str | None = None, **overrides) -> "CompiledModel":
         if name is None:
-            if not self.ns.own_models:
+            gan = getattr(self, "sections", {}).get("gan")
+            if not self.ns.own_models and not gan:
                 raise ArchError(f"{self.file} defines no model")
-            name = self.ns.own_models[-1] if len(self.ns.own_models) == 1 else self._default_model()
+            name = self.ns.own_models[-1] if len(self.ns.own_models) == 1 and not gan else self._default_model()
+            if not overrides and gan:
+                cfg = self.gan().config      # the generator with its section arguments: G(width=64)
+                overrides = dict(cfg.generator_args) if name == cfg.generator else {}
         if name not in self.ns.models:
             raise ArchError(f"no model named '{name}' in {self.file}",
                             hint=did_you_mean(name, self.ns.models) or f"models: {', '.join(self.ns.models)}")
@@ -111,8 +115,16 @@ class Spec:
 
     def _default_model(self) -> str:
         """With several models, the last one in the file (`archdsl train` picks the model its
-        train section names instead)."""
+        train section names instead); in a file with a gan section, its generator."""
+        if getattr(self, "sections", {}).get("gan"):
+            return self.gan().config.generator
         return self.ns.own_models[-1]
+
+    def gan(self, name: str | None = None):
+        """The checked generator/discriminator pair of a gan section (archdsl.gan.pair.GanPair):
+        the section called `name`, or whose generator or discriminator is `name`; default: the first."""
+        from .gan.pair import gan_section, resolve
+        return resolve(self, gan_section(self, name))
 
     def models(self) -> list["CompiledModel"]:
         return [self.model(n) for n in self.ns.own_models]
@@ -174,6 +186,8 @@ class CompiledModel:
     # -- weights, ONNX, NumPy ---------------------------------------------------------------
     def init_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
         from .passes.init import initialize
+        from .passes.limits import check_resources
+        check_resources(self.ir, for_training=False)   # refuse before allocating, not after
         return initialize(self.ir, seed)
 
     def to_onnx(self, path: str | os.PathLike | None = None, opset: int | None = None, seed: int = 0,

@@ -160,8 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="report the installation: versions, providers, graphviz")
     p.set_defaults(fn=cmd_doctor)
 
+    # Later pipeline stages register their own subcommands.
+    from .authoring import cli as authoring_cli
+    from .sample import cli as sample_cli
     from .train import cli as train_cli
-    train_cli.add_commands(sub)
+    for stage in (train_cli, sample_cli, authoring_cli):
+        stage.add_commands(sub)
     return ap
 
 

@@ -19,9 +19,12 @@ Engines, all starting from the same initial weights and fed the same batches:
 
 Each step is forward + loss + backward + optimizer update + reading the loss as a Python float.
 Before timing, every engine runs one step on the same batch and the losses are compared.
-Timing: warm-up steps, then `--reps` repetitions; in each repetition every engine runs a block
-of steps in turn (the order rotates from one repetition to the next), so machine load hits all
-engines alike. Reported: the median over repetitions of samples/s, and ratios to the peers.
+Timing (wall clock): warm-up steps, then `--reps` repetitions; in each repetition every engine
+runs the same number of steps in turn (about `--seconds` of archdsl's; the order rotates from one
+repetition to the next), so machine load hits all engines alike and all of them are always at the
+same point of training (how fast NumPy multiplies Adam's state changes as training goes on: the
+first moments of units that get no gradient decay into float32 subnormals). Reported: the median
+over repetitions of samples/s, and ratios to the peers.
 
 Peak memory, per engine in a fresh subprocess (so engines cannot hide in each other's peaks):
   * RSS delta: ru_maxrss after building the model and optimizer and training 50 steps, minus
@@ -48,8 +51,9 @@ def _args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads for NumPy and torch.set_num_threads (default 1)")
     p.add_argument("--reps", type=int, default=7, help="timed repetitions (median; default 7)")
-    p.add_argument("--seconds", type=float, default=0.5,
-                   help="target seconds per engine per repetition (default 0.5)")
+    p.add_argument("--seconds", type=float, default=0.3,
+                   help="seconds of archdsl steps per repetition; every engine runs that many "
+                        "steps (default 0.3)")
     p.add_argument("--workloads", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     p.add_argument("--engines", nargs="+", default=None,
                    help="subset of archdsl archdsl-loop torch autograd numpy")
@@ -229,49 +233,66 @@ class TorchEngine:
 
 
 class _NumpyAdam:
-    """In-place Adam over a list of float32 arrays (PyTorch's formula)."""
+    """In-place Adam (PyTorch's formula) over float32 arrays that are views of one flat buffer,
+    with the gradients in another: one ufunc call per operation for all parameters together."""
 
-    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
-        self.params, self.lr, self.b1, self.b2, self.eps = params, lr, b1, b2, eps
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.tmp = [np.empty_like(p) for p in params]
+    def __init__(self, flat, lr, b1=0.9, b2=0.999, eps=1e-8):
+        self.p, self.lr, self.b1, self.b2, self.eps = flat, lr, b1, b2, eps
+        self.m = np.zeros_like(flat)
+        self.v = np.zeros_like(flat)
+        self.tmp = np.empty_like(flat)
         self.t = 0
 
-    def step(self, grads):
+    def step(self, g):
         self.t += 1
-        b1, b2 = self.b1, self.b2
-        step = self.lr / (1.0 - b1 ** self.t)
-        inv = 1.0 / (1.0 - b2 ** self.t) ** 0.5
-        for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self.tmp):
-            m *= b1
-            np.multiply(g, 1.0 - b1, out=tmp)
-            m += tmp
-            v *= b2
-            np.multiply(g, g, out=tmp)
-            tmp *= 1.0 - b2
-            v += tmp
-            np.sqrt(v, out=tmp)
-            tmp *= inv
-            tmp += self.eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= step
-            p -= tmp
+        b1, b2, m, v, tmp = self.b1, self.b2, self.m, self.v, self.tmp
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / (1.0 - b2 ** self.t) ** 0.5
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr / (1.0 - b1 ** self.t)
+        self.p -= tmp
+
+
+def _flat_views(shapes, dtype=np.float32):
+    """One flat buffer and a view of it per shape."""
+    flat = np.empty(sum(int(np.prod(s)) for s in shapes), dtype)
+    views, off = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        views.append(flat[off:off + n].reshape(s))
+        off += n
+    return flat, views
 
 
 class NumpyMLPEngine:
-    """The MLP written by hand in NumPy: what a careful programmer writes without an engine."""
+    """The MLP written by hand in NumPy as a careful programmer would: parameters and gradients
+    in flat buffers (GEMMs write the weight gradients in place), Adam as a dozen whole-buffer
+    ufunc calls. The practical limit of a NumPy implementation."""
 
     def __init__(self, w: Workload):
         if w.key != "mlp":
             raise NotImplementedError
-        self.W = [w.weights[f"linear_{i}.weight"].copy() for i in (1, 2, 3)]
-        self.B = [w.weights[f"linear_{i}.bias"].copy() for i in (1, 2, 3)]
-        self.opt = _NumpyAdam(self.W + self.B, w.lr)
+        names = [f"linear_{i}.{k}" for i in (1, 2, 3) for k in ("weight", "bias")]
+        shapes = [w.weights[n].shape for n in names]
+        self.flat, ps = _flat_views(shapes)
+        for v, n in zip(ps, names):
+            v[...] = w.weights[n]
+        self.gflat, gs = _flat_views(shapes)
+        self.W, self.B = ps[0::2], ps[1::2]
+        self.GW, self.GB = gs[0::2], gs[1::2]
+        self.opt = _NumpyAdam(self.flat, w.lr)
         self.rows = np.arange(BATCH)
 
     def step(self, x, y):
-        W, B = self.W, self.B
+        W, B, GW, GB = self.W, self.B, self.GW, self.GB
         h1 = x @ W[0].T
         h1 += B[0]
         np.maximum(h1, 0, out=h1)
@@ -289,17 +310,17 @@ class NumpyMLPEngine:
         e /= s                         # softmax; gradient of the mean loss:
         e[rows, y] -= 1.0
         e *= 1.0 / n
-        g3w = e.T @ h2
-        g3b = e.sum(axis=0)
+        np.matmul(e.T, h2, out=GW[2])
+        np.add.reduce(e, axis=0, out=GB[2])
         d2 = e @ W[2]
         d2 *= h2 > 0
-        g2w = d2.T @ h1
-        g2b = d2.sum(axis=0)
+        np.matmul(d2.T, h1, out=GW[1])
+        np.add.reduce(d2, axis=0, out=GB[1])
         d1 = d2 @ W[1]
         d1 *= h1 > 0
-        g1w = d1.T @ x
-        g1b = d1.sum(axis=0)
-        self.opt.step([g1w, g2w, g3w, g1b, g2b, g3b])
+        np.matmul(d1.T, x, out=GW[0])
+        np.add.reduce(d1, axis=0, out=GB[0])
+        self.opt.step(self.gflat)
         return loss
 
 
@@ -357,12 +378,19 @@ class AutogradEngine:
             return -anp.sum(q * logp) / z.shape[0]
 
         self.vg = value_and_grad(loss)
-        self.opt = _NumpyAdam(self.params, w.lr)
+        self.flat, views = _flat_views([p.shape for p in self.params])
+        for v, p in zip(views, self.params):
+            v[...] = p
+        self.params = views
+        self.gflat, self.gviews = _flat_views([p.shape for p in self.params])
+        self.opt = _NumpyAdam(self.flat, w.lr)
         self.eye = np.eye(10, dtype=np.float32)
 
     def step(self, x, y):
         val, grads = self.vg(self.params, x, self.eye[y])
-        self.opt.step(grads)
+        for gv, g in zip(self.gviews, grads):
+            gv[...] = g
+        self.opt.step(self.gflat)
         return float(val)
 
 
@@ -398,16 +426,19 @@ def make(engine: str, w: Workload):
 # -- timing --------------------------------------------------------------------------------------------
 
 def _runner(name, eng, w):
-    """(run(k) -> None running k steps, steps per call unit) for an engine."""
+    """run(k): k training steps of engine `eng` (whole epochs for archdsl-loop), continuing
+    through the batches where the previous call stopped; returns the number of samples."""
     batches = w.batches
     nb = len(batches)
     if name == "archdsl-loop":
         per = eng.epoch_steps
 
         def run(k):
-            for _ in range(k):
+            epochs = max(1, round(k / per))
+            for _ in range(epochs):
                 eng.run_epoch()
-        return run, per
+            return epochs * per * BATCH
+        return run
     pos = [0]
 
     def run(k):
@@ -418,42 +449,45 @@ def _runner(name, eng, w):
             step(x, y)
             i = (i + 1) % nb
         pos[0] = i
-    return run, 1
+        return k * BATCH
+    return run
 
 
 def measure(w: Workload, engines: list[str], reps: int, seconds: float) -> dict:
-    """Median samples/s per engine (interleaved repetitions, rotating order)."""
+    """Median samples/s per engine over `reps` interleaved repetitions.
+
+    Every engine trains from the same initial weights on the same sequence of batches, and in
+    each repetition every engine runs the same number of steps (so all are always at the same
+    point of training: Adam's state, and how fast NumPy multiplies it, changes as training goes
+    on); the order of the engines rotates from one repetition to the next."""
     eng = {n: make(n, w) for n in engines}
     runs = {n: _runner(n, e, w) for n, e in eng.items()}
     # cross-check: one step on the same batch from the same weights gives the same loss
     x0, y0 = w.batches[0]
-    first = {}
-    for n, e in eng.items():
-        if n != "archdsl-loop":
-            first[n] = e.step(x0, y0)
-    # warm-up and calibration: how many call units fill `seconds`
-    units = {}
-    for n, (run, per) in runs.items():
-        run(3 if per == 1 else 1)
-        t0 = time.perf_counter()
-        k = 0
-        while time.perf_counter() - t0 < 0.2:
-            run(1)
-            k += 1
-        dt = (time.perf_counter() - t0) / k
-        units[n] = max(1, int(round(seconds / dt)))
+    first = {n: e.step(x0, y0) for n, e in eng.items() if n != "archdsl-loop"}
+    for n, run in runs.items():          # warm-up
+        run(5)
+    # steps per repetition: about `seconds` of archdsl (or of the first engine)
+    ref = "archdsl" if "archdsl" in runs else engines[0]
+    t0 = time.perf_counter()
+    k = 0
+    while time.perf_counter() - t0 < 0.2:
+        runs[ref](5)
+        k += 5
+    steps = max(10, int(round(seconds / ((time.perf_counter() - t0) / k))))
+    for n, run in runs.items():          # keep every engine at the same step count
+        if n != ref and n != "archdsl-loop":
+            run(k)
     rates = {n: [] for n in engines}
     order = list(engines)
     for r in range(reps):
         rot = order[r % len(order):] + order[:r % len(order)]
         for n in rot:
-            run, per = runs[n]
             t0 = time.perf_counter()
-            run(units[n])
-            dt = time.perf_counter() - t0
-            rates[n].append(units[n] * per * BATCH / dt)
+            samples = runs[n](steps)
+            rates[n].append(samples / (time.perf_counter() - t0))
     return {"rates": {n: statistics.median(v) for n, v in rates.items()},
-            "all": rates, "first_loss": first, "units": units}
+            "all": rates, "first_loss": first, "steps": steps, "total_steps": 1 + 5 + k + reps * steps}
 
 
 # -- memory (subprocess) -------------------------------------------------------------------------------
@@ -549,8 +583,10 @@ def report(results: dict, mem: dict, args, cmd: str) -> str:
                 if torch is not None else ""),
              f"- Data: {_DIGITS[2]}, batches of {BATCH}, float32; Adam; each step = forward, loss, "
              "backward, Adam update, loss read back as a float",
-             f"- Timing: median of {args.reps} interleaved repetitions (rotating order) of about "
-             f"{args.seconds:g} s of steps per engine, after warm-up", ""]
+             f"- Timing: wall clock (time.perf_counter); per workload, median of {args.reps} interleaved "
+             "repetitions (rotating order); in each repetition every engine runs the same number of "
+             f"steps (about {args.seconds:g} s of archdsl's), so all engines are always at the same "
+             "point of training; warm-up first", ""]
     for key, res in results.items():
         w = res["workload"]
         rates = res["rates"]
@@ -558,7 +594,8 @@ def report(results: dict, mem: dict, args, cmd: str) -> str:
         lines += [f"## {w.title}", "",
                   f"Spec `{SPECS[key].relative_to(ROOT)}`, loss `{w.cfg.loss['name']}"
                   f"({', '.join(f'{k}={val}' for k, val in w.loss_kwargs.items())})`, "
-                  f"Adam(lr={w.lr:g}), batch {BATCH}.", "",
+                  f"Adam(lr={w.lr:g}), batch {BATCH}; {res['steps']} steps per engine per repetition, "
+                  f"{res['total_steps']} steps in all.", "",
                   "| engine | samples/s (median) | min–max | archdsl ÷ engine | first-step loss "
                   "| peak RSS delta | tracemalloc peak |",
                   "|---|---:|---:|---:|---:|---:|---:|"]

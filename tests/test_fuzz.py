@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 import fuzzlib
 
 SCALE = float(os.environ.get("ARCHDSL_FUZZ_SCALE", "1"))
-GENERATED_CASES = max(10, int(700 * SCALE))
-MUTATION_CASES = max(20, int(1400 * SCALE))         # over all specs together
-OP_CASES = max(10, int(500 * SCALE))
+GENERATED_CASES = max(10, int(500 * SCALE))
+MUTATION_CASES = max(20, int(1300 * SCALE))         # over all specs together
+OP_CASES = max(10, int(400 * SCALE))
 SPECS = fuzzlib.spec_files()
 PER_SPEC = max(20, MUTATION_CASES // max(1, len(SPECS)))
 CASE_SECONDS = 30.0     # far above any real case (the slowest take ~1 s); a hang is a bug

@@ -376,3 +376,11 @@ def test_huge_models_are_refused_before_anything_is_allocated():
         check_resources(m, batch=1, limit_bytes=64 << 30)
     assert time.perf_counter() - t < 5
     assert "TiB" in ei.value.message and "linear_2" in ei.value.message
+
+
+def test_api_refuses_to_allocate_weights_over_the_limit(monkeypatch):
+    monkeypatch.setenv("ARCHDSL_MEMORY_LIMIT", "1M")
+    m = archdsl.compile(BIG).model()
+    with pytest.raises(ArchError) as ei:
+        m.init_weights()
+    assert "linear_1" in ei.value.format()

@@ -215,3 +215,18 @@ def test_render_flags_end_to_end(tmp_path):
     assert "conv2d_2 sees 14" in (tmp_path / "rf.dot").read_text()
     p = run("specs/lenet5.arch", "--unroll", "3", "-o", tmp_path / "x.dot")
     assert p.returncode == 1 and "no recurrent layer" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_stacked_layers_and_a_sequence_made_once():
+    src = """model M {
+  input x: f32[N, 8, T]
+  y = x -> Conv1d(16, 3, padding=1) -> Transpose((0, 2, 1)) -> GRU(32, num_layers=2, return_sequences=false)
+  output z = y -> Linear(2)
+}
+"""
+    g = unroll_dot(model(src), 3).source
+    assert g.count("<B>GRU cell</B>") == 6
+    assert "gru_1 layer 1 \u00b7 t=1" in g and "gru_1 layer 2 \u00b7 t=T" in g
+    assert "weight_ih_l1 [96, 32]" in g and "weight_ih_l0 [96, 16]" in g
+    assert "label=<step<SUB>1</SUB>>" in g          # step t of the transposed sequence
+    assert g.count("<B>Transpose((0, 2, 1))</B>") == 1 and "label=<h<SUB>T</SUB>>" in g

@@ -5,6 +5,7 @@ fields (`archdsl render --unroll K / --receptive-field LAYER`) and the one-page 
 (`archdsl report`).
 
 Every module here sits downstream of the compiler: it reads source text, the parse tree or the
-IR and never changes them. This package imports nothing heavy at import time, because Pygments
-loads `archdsl.authoring.highlight` through an entry point.
+IR and never changes them. The modules import what they need inside their functions, so that
+Pygments, which loads `archdsl.authoring.highlight` through an entry point, pays for the lexer
+only (plus `import archdsl`).
 """

@@ -53,7 +53,10 @@ def _ir(model):
 
 
 def _same(a, b) -> bool:
-    return type(a) is type(b) and a == b if not (is_static(a) and is_static(b)) else int(a) == int(b)
+    """Two dims are the same time axis: equal ints, or equal symbolic dims."""
+    if is_static(a) and is_static(b):
+        return int(a) == int(b)
+    return type(a) is type(b) and a == b
 
 
 def _step_type(t: TensorType) -> TensorType:
@@ -303,10 +306,11 @@ class _Unroller:
             for d in range(D):
                 backward = d == 1 or a["reverse"]
                 arrow = "\u2190" if backward else "\u2192"
-                where = (f"layer {k + 1} " if L > 1 else "") + (arrow if D == 2 or a["reverse"] else "")
+                where = " ".join(x for x in (f"layer {k + 1}" if L > 1 else "",
+                                             arrow if D == 2 or a["reverse"] else "") if x)
                 suffix = f"_l{k}" + ("_reverse" if d == 1 else "")
                 ids = self._row([label(f"{n.kind} cell", f"{e(' '.join(filter(None, (n.name, where))))} \u00b7 t={e(s)} \u00b7 shared",
-                                       e(f"{states}: [{t_shape(n)}]")) for s in labs], _CELL, t, order=False)
+                                       e(f"{states}: [{_state_shape(n)}]")) for s in labs], _CELL, t, order=False)
                 row = dict(layer=k, backward=backward, ids=ids, ellipsis=self._last_ellipsis)
                 if d == 1:      # the backward row one rank above the forward one, step under step
                     for x, y in zip(rows[-1]["ids"], ids):
@@ -316,7 +320,11 @@ class _Unroller:
                 if k == 0:
                     v = n.inputs[0]
                     for j, dst in enumerate(ids):
-                        self.g.edge(self.copies[id(v)][j], dst)
+                        if id(v) in self.copies:
+                            self.g.edge(self.copies[id(v)][j], dst)
+                        else:       # a sequence made by a layer drawn once: step j of it
+                            for src, _ in self._final_sources(v):
+                                self.g.edge(src, dst, label=f"<{sub('step', labs[j])}>")
                 else:
                     for below in rows:
                         if below["layer"] == k - 1:
@@ -362,7 +370,8 @@ class _Unroller:
                 self.copies[id(n.outputs[0])] = ids
 
 
-def t_shape(n) -> str:
+def _state_shape(n) -> str:
+    """The per-step state [N, hidden] of a recurrent node."""
     x = n.inputs[0].type
     return f"{x.shape[0]}, {n.attrs['hidden']}"
 

@@ -44,6 +44,9 @@ __all__ = [
 
 _ndarray = np.ndarray
 _ub = unbroadcast
+# ufunc reductions called directly: ``a.sum()`` / ``a.max()`` go through a Python wrapper
+_add_reduce = np.add.reduce
+_max_reduce = np.maximum.reduce
 
 
 _wrap = as_tensor
@@ -424,28 +427,70 @@ def erf(x):
 
 
 def gelu(x, approximate="none"):
-    """GELU; ``approximate="tanh"`` is the tanh formula, "none" the exact erf one."""
+    """GELU; ``approximate="tanh"`` is the tanh formula, "none" the exact erf one.
+
+    Written for few temporaries (each fresh array costs page faults at transformer sizes): the
+    work happens in place in two or three buffers, and when the call is recorded the derivative
+    is formed in the forward pass from those buffers, so the backward is one multiply and the
+    tape keeps one array besides the output."""
     x = _wrap(x)
     xd = x.data
-    if approximate == "none":
-        cdf = erf_array(xd * _INV_SQRT2)
-        cdf += 1.0
-        cdf *= 0.5
-        out = xd * cdf
-
-        def vjp(g):
-            return (g * (cdf + xd * (_INV_SQRT_2PI * np.exp(-0.5 * xd * xd))),)
-    elif approximate == "tanh":
-        x2 = xd * xd
-        th = np.tanh(_SQRT_2_OVER_PI * (xd + 0.044715 * x2 * xd))
-        out = 0.5 * xd * (1.0 + th)
-
-        def vjp(g):
-            dinner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x2)
-            return (g * (0.5 * (1.0 + th) + 0.5 * xd * (1.0 - th * th) * dinner),)
-    else:
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _scalar_op(x, out, vjp)
+    grad = x.requires_grad and _GRAD[0]
+    if xd.dtype.kind != "f":
+        xd = xd.astype(np.float64)
+    if approximate == "none":
+        cdf = np.multiply(xd, _INV_SQRT2)
+        cdf = erf_array(cdf)
+        cdf += 1.0
+        cdf *= 0.5                                      # Phi(x)
+        out = np.multiply(xd, cdf)
+        if not grad:
+            return _const(out)
+        d = np.multiply(xd, xd)                         # Phi(x) + x phi(x)
+        d *= -0.5
+        np.exp(d, out=d)
+        d *= _INV_SQRT_2PI
+        d *= xd
+        d += cdf
+        del cdf
+    else:
+        # u = sqrt(2/pi) (x + c x^3) = sqrt(2/pi) x (1 + c x^2);  out = x (1 + tanh u) / 2
+        c = 0.044715
+        th = np.multiply(xd, xd)
+        if grad:
+            du = np.multiply(th, 3.0 * c)               # 1 + 3 c x^2 (du/dx / sqrt(2/pi))
+            du += 1.0
+        th *= c
+        th += 1.0
+        th *= xd
+        th *= _SQRT_2_OVER_PI
+        np.tanh(th, out=th)
+        if not grad:
+            out = th + 1.0
+            out *= xd
+            out *= 0.5
+            return _const(out)
+        # with h = (1 + tanh u)/2 (so 1 - tanh^2 u = 4 h (1 - h)):
+        # d = h + x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 c x^2) / 2 = h (1 + 2 sqrt(2/pi) x (1 + 3 c x^2) (1 - h))
+        h = th
+        h += 1.0
+        h *= 0.5
+        out = np.multiply(h, xd)
+        d = du
+        d *= xd
+        d *= 2.0 * _SQRT_2_OVER_PI
+        np.subtract(1.0, h, out=h)                      # 1 - h
+        d *= h
+        d += 1.0
+        np.subtract(1.0, h, out=h)                      # h again
+        d *= h
+        del th, h
+
+    def vjp(g):
+        return (g * d,)
+    return record(out, (x,), vjp)
 
 
 def clip(x, lo=None, hi=None):
@@ -552,7 +597,7 @@ def linear(x, w, b=None):
                 gx = gx.reshape(xd.shape)
         return (gx,
                 g2.T @ x2 if rw else None,
-                g2.sum(axis=0) if rb else None)
+                _add_reduce(g2, axis=0) if rb else None)
     return record(out, (x, w) if b is None else (x, w, b), vjp)
 
 
@@ -702,6 +747,20 @@ def log_softmax(x, axis=-1):
     return _scalar_op(x, out, vjp)
 
 
+_ARANGES: dict = {}
+
+
+def _arange(n):
+    """A cached, read-only ``np.arange(n)`` (row indices for picking one entry per row)."""
+    a = _ARANGES.get(n)
+    if a is None:
+        a = np.arange(n)
+        a.flags.writeable = False
+        if len(_ARANGES) < 64:
+            _ARANGES[n] = a
+    return a
+
+
 def _reduce_loss(loss, reduction, count=None):
     """Reduce per-element losses; returns (value, cotangent-weight function)."""
     if reduction == "none":
@@ -710,9 +769,12 @@ def _reduce_loss(loss, reduction, count=None):
         return np.asarray(loss.sum(), dtype=loss.dtype), lambda g: g
     if reduction == "mean":
         n = loss.size if count is None else count
-        with np.errstate(invalid="ignore", divide="ignore"):
-            val = np.asarray(loss.sum() / n, dtype=loss.dtype)
-        return val, lambda g: g / n
+        total = _add_reduce(loss, axis=None)
+        if n:
+            val = np.asarray(total / n, dtype=loss.dtype)
+        else:   # nothing to average (every position ignored): NaN, quietly
+            val = np.asarray(np.nan, dtype=loss.dtype)
+        return val, lambda g: g / n if n else g * np.nan
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
@@ -727,54 +789,60 @@ def softmax_cross_entropy(logits, target, axis=-1, label_smoothing=0.0,
     the uniform distribution as in PyTorch: q = (1-eps) q + eps/C.
     ``ignore_index`` (labels only) zeroes those positions; "mean" then
     averages over the remaining ones (NaN if none remain, like PyTorch).
+
+    The gradient wrt the logits is ``w * (softmax - q)`` (w the cotangent
+    times the reduction's weight), formed in one pass from the forward's
+    exponentials.
     """
-    logits = _wrap(logits)
+    if not isinstance(logits, Tensor):
+        logits = _wrap(logits)
     zd = logits.data
     nd = zd.ndim
     ax = axis % nd
     C = zd.shape[ax]
     z = np.moveaxis(zd, ax, -1) if ax != nd - 1 else zd
     lead = z.shape[:-1]
-    z2 = z.reshape(-1, C)
+    z2 = z if nd == 2 else z.reshape(-1, C)
     M = z2.shape[0]
     eps = float(label_smoothing)
 
-    s = z2 - z2.max(axis=1, keepdims=True)
+    s = z2 - _max_reduce(z2, axis=1, keepdims=True)
     e = np.exp(s)
-    se = e.sum(axis=1, keepdims=True)
+    se = _add_reduce(e, axis=1, keepdims=True)
     lse = np.log(se)[:, 0]
 
     tgt_t = target if isinstance(target, Tensor) else None
     td = target.data if tgt_t is not None else np.asarray(target)
     probs = td.ndim == nd and td.dtype.kind == "f"
     rt = False
+    valid = None
+    count = None
     if probs:
         tq = np.moveaxis(td, ax, -1) if ax != nd - 1 else td
         q = tq.reshape(-1, C)
         if eps:
             q = q * (1.0 - eps) + eps / C
         logp = s - lse[:, None]
-        loss = -(q * logp).sum(axis=1)
-        valid = None
-        count = None
+        loss = -_add_reduce(q * logp, axis=1)
         rt = tgt_t is not None and tgt_t.requires_grad
     else:
         if td.shape != lead:
             raise ValueError(f"label shape {td.shape} does not match logits {zd.shape} without class axis {ax}")
-        y = td.reshape(-1).astype(np.intp, copy=False)
-        valid = None
+        y = td if td.ndim == 1 else td.reshape(-1)
+        if y.dtype != np.intp:
+            y = y.astype(np.intp)
         if ignore_index is not None:
             valid = y != ignore_index
             y = np.where(valid, y, 0)
-        rows = np.arange(M)
+        rows = _arange(M)
         loss = lse - s[rows, y]
         if eps:
-            loss = loss * (1.0 - eps) + (lse - s.mean(axis=1)) * eps
-        count = None
+            loss = loss * (1.0 - eps) + (lse - _add_reduce(s, axis=1) / C) * eps
         if valid is not None:
             loss = loss * valid
-            count = int(valid.sum())
-    loss = loss.astype(zd.dtype, copy=False)
+            count = int(_add_reduce(valid, axis=None))
+    if loss.dtype != zd.dtype:
+        loss = loss.astype(zd.dtype)
     if reduction == "none":
         loss = loss.reshape(lead)
     val, weight = _reduce_loss(loss, reduction, count)
@@ -791,16 +859,19 @@ def softmax_cross_entropy(logits, target, axis=-1, label_smoothing=0.0,
         w_col = w[:, None] if w.ndim else w
         gz = None
         if rz:
-            p = e / se
             if probs:
-                gz = p * q.sum(axis=1, keepdims=True) - q
+                gz = e / se
+                gz *= _add_reduce(q, axis=1, keepdims=True)
+                gz -= q
+                gz *= w_col
             else:
+                # w * (softmax - q): softmax scaled by w in one pass, then q's share
+                gz = e * (w_col / se)
                 if eps:
-                    p -= eps / C
-                p[rows, y] -= 1.0 - eps
-                gz = p
-            gz *= w_col
-            gz = gz.reshape(z.shape)
+                    gz -= w_col * (eps / C)
+                gz[rows, y] -= w * (1.0 - eps) if w.ndim else w.item() * (1.0 - eps)
+            if nd != 2:
+                gz = gz.reshape(z.shape)
             if ax != nd - 1:
                 gz = np.moveaxis(gz, -1, ax)
         if rt:

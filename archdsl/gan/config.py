@@ -13,6 +13,8 @@ every checkpoint (as JSON) so that `--resume` continues the same run.
       batch         = 64                   # real (and generated) samples per update
       epochs        = 10                   # passes over the real data ...
       steps         = 3000                 # ... or this many generator updates (wins over epochs)
+      schedule      = cosine()             # learning-rate schedule of both optimizers, as in a
+                                           #   train section: step(...), cosine(...), warmup(...)
       seed          = 0
       data          = "x"                  # the array of real samples in the .npz
                                            #   (default: the discriminator's input name)
@@ -30,7 +32,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 from ..elaborate.sections import Call, Ref, Section
-from ..errors import ArchError, did_you_mean
+from ..errors import ArchError, ArchErrors, did_you_mean
 
 OBJECTIVES = ("non_saturating", "minimax", "least_squares")
 NOISES = ("normal", "uniform")
@@ -52,6 +54,7 @@ class GanConfig:
     batch: int = 64
     epochs: int = 10
     steps: int | None = None
+    schedule: list = field(default_factory=list)   # [{"name": "cosine", ...kwargs}]
     seed: int = 0
     data: str | None = None
     spans: dict = field(default_factory=dict, repr=False, compare=False)   # key -> Span (not saved)
@@ -150,24 +153,46 @@ def _optimizer(v, key: str, span) -> dict:
     return opt
 
 
-def config_from_section(ns, sec: Section) -> GanConfig:
-    """Read and check every setting of a gan section (not the models' types: see pair.py)."""
-    from ..train.config import _number
+def config_from_section(ns, sec: Section, errors: list | None = None) -> GanConfig:
+    """Read and check every setting of a gan section (not the models' types: see pair.py).
+
+    With `errors` (a list), a bad setting other than the two models is appended there and left
+    at its default, so that independent mistakes are reported together."""
     e, sp = sec.entries, sec.spans
-    refs = {}
+    refs, problems = {}, []
     for role in ("generator", "discriminator"):
-        if role not in e:
-            raise ArchError(f"gan {sec.name} needs '{role} = ModelName'", sec.span)
-        name, args, kwargs = _model_ref(e[role], role, sec, sp[role])
-        if name not in ns.models:
-            raise ArchError(f"gan {sec.name}: {role} '{name}' is not a model", sp[role],
-                            did_you_mean(name, ns.models) or (f"models: {', '.join(ns.models)}"
-                                                              if ns.models else "the file defines no model"))
-        refs[role] = (name, _model_args(ns, name, args, kwargs, role, sec, sp[role]))
+        try:
+            if role not in e:
+                raise ArchError(f"gan {sec.name} needs '{role} = ModelName'", sec.span)
+            name, args, kwargs = _model_ref(e[role], role, sec, sp[role])
+            if name not in ns.models:
+                raise ArchError(f"gan {sec.name}: {role} '{name}' is not a model", sp[role],
+                                did_you_mean(name, ns.models) or (f"models: {', '.join(ns.models)}"
+                                                                  if ns.models else "the file defines no model"))
+            refs[role] = (name, _model_args(ns, name, args, kwargs, role, sec, sp[role]))
+        except ArchError as err:
+            problems.append(err)
+    if problems:
+        if errors is None or len(problems) == 1:
+            raise problems[0]
+        raise ArchErrors(problems)
     cfg = GanConfig(sec.name, refs["generator"][0], refs["discriminator"][0],
                     refs["generator"][1], refs["discriminator"][1], spans=dict(sp))
-    if "noise" in e:
-        v, span = e["noise"], sp["noise"]
+    for key in ("noise", "objective", "g_optimizer", "d_optimizer", "d_steps", "batch", "epochs", "steps", "seed",
+                "data", "schedule"):
+        if key in e:
+            try:
+                _setting(cfg, key, e[key], sp[key])
+            except ArchError as err:
+                if errors is None:
+                    raise
+                errors.append(err)
+    return cfg
+
+
+def _setting(cfg: GanConfig, key: str, v, span) -> None:
+    from ..train.config import _number
+    if key == "noise":
         if isinstance(v, Call):
             dist = _name(v.func, "noise", v.span or span, NOISES)
             if v.kwargs:
@@ -181,24 +206,27 @@ def config_from_section(ns, sec: Section) -> GanConfig:
         else:
             dist, size = _name(v, "noise", span, NOISES), None
         cfg.noise = {"dist": dist, "size": size}
-    if "objective" in e:
-        cfg.objective = _name(e["objective"], "objective", sp["objective"], OBJECTIVES)
-    for key in ("g_optimizer", "d_optimizer"):
-        if key in e:
-            setattr(cfg, key, _optimizer(e[key], key, sp[key]))
-    if "d_steps" in e:
-        cfg.d_steps = _number(e["d_steps"], "d_steps", sp["d_steps"], int, 1)
-    if "batch" in e:
-        cfg.batch = _number(e["batch"], "batch", sp["batch"], int, 1)
-    if "epochs" in e:
-        cfg.epochs = _number(e["epochs"], "epochs", sp["epochs"], int, 1)
-    if "steps" in e:
-        cfg.steps = _number(e["steps"], "steps", sp["steps"], int, 1)
-    if "seed" in e:
-        cfg.seed = _number(e["seed"], "seed", sp["seed"], int, 0)
-    if "data" in e:
-        v = e["data"]
+    elif key == "objective":
+        cfg.objective = _name(v, "objective", span, OBJECTIVES)
+    elif key in ("g_optimizer", "d_optimizer"):
+        setattr(cfg, key, _optimizer(v, key, span))
+    elif key == "d_steps":
+        cfg.d_steps = _number(v, "d_steps", span, int, 1)
+    elif key in ("batch", "epochs", "steps"):
+        setattr(cfg, key, _number(v, key, span, int, 1))
+    elif key == "seed":
+        cfg.seed = _number(v, "seed", span, int, 0)
+    elif key == "schedule":
+        from ..train.config import _call, _kwargs
+        from ..train.optim import SCHEDULE_ARGS, SCHEDULES
+        cfg.schedule = []
+        for it in (v if isinstance(v, tuple) else (v,)):
+            func, args, kwargs, sspan = _call(it, "schedule", span)
+            if func not in SCHEDULES:
+                raise ArchError(f"unknown schedule '{func}'", sspan,
+                                did_you_mean(func, SCHEDULES) or f"schedules: {', '.join(SCHEDULES)}")
+            cfg.schedule.append({"name": func, **_kwargs(func, args, kwargs, SCHEDULE_ARGS[func], sspan, "schedule")})
+    elif key == "data":
         if not isinstance(v, (str, Ref)):
-            raise ArchError("data names the array of real samples in the .npz, e.g. data = \"x\"", sp["data"])
+            raise ArchError("data names the array of real samples in the .npz, e.g. data = \"x\"", span)
         cfg.data = v if isinstance(v, str) else v.name
-    return cfg

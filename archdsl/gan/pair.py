@@ -101,8 +101,7 @@ class GanPair:
                f"  objective {cfg.objective}, d_steps {cfg.d_steps}, batch {cfg.batch}, "
                + (f"steps {cfg.steps}" if cfg.steps else f"epochs {cfg.epochs}")
                + f", g_optimizer {_opt(cfg.g_optimizer)}, d_optimizer {_opt(cfg.d_optimizer)}",
-               "", f"generator {g.name}", format_summary(gr, g.ir),
-               "", f"discriminator {d.name}", format_summary(dr, d.ir), "",
+               "", format_summary(gr, g.ir), "", format_summary(dr, d.ir), "",
                f"Pair params: {gr.total_params + dr.total_params:,} "
                f"(generator {gr.total_params:,}, discriminator {dr.total_params:,})",
                f"Pair MACs per generated sample scored: {gr.macs + dr.macs:,}"]
@@ -185,29 +184,32 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
     if not all(is_static(s) for s in x.type.shape[1:]):
         raise ArchError(f"{where}: generator {gname}'s output {x.name}: {x.type} needs concrete sizes after "
                         f"the batch dim", gspan)
+    problems: list[ArchError] = []
     if not _same_type(x.type, xin.type):
         diff = _first_difference(x.type, xin.type)
-        raise ArchError(f"{where}: generator {gname} outputs {x.name}: {x.type}, but discriminator {dname} "
-                        f"takes {xin.name}: {xin.type}{diff}", dspan,
-                        f"generated samples go into the discriminator: make {gname}'s output type equal "
-                        f"{dname}'s input type")
+        problems.append(ArchError(
+            f"{where}: generator {gname} outputs {x.name}: {x.type}, but discriminator {dname} takes "
+            f"{xin.name}: {xin.type}{diff}", dspan,
+            f"generated samples go into the discriminator: make {gname}'s output type equal {dname}'s input type"))
     per_sample = math.prod(int(s) for s in z.type.shape[1:])
     size = cfg.noise.get("size")
     if size is None:
         cfg.noise["size"] = per_sample
     elif size != per_sample:
-        raise ArchError(f"{where}: noise {cfg.noise['dist']}({size}) draws {size} value{'s' if size != 1 else ''} "
+        problems.append(ArchError(f"{where}: noise {cfg.noise['dist']}({size}) draws {size} value{'s' if size != 1 else ''} "
                         f"per sample, but generator {gname} takes {z.name}: {z.type} ({per_sample} per sample)",
                         sec.spans.get("noise", sec.span),
-                        f"write noise = {cfg.noise['dist']}({per_sample}), or change {gname}'s input")
-    if not score.type.is_float:
-        raise ArchError(f"{where}: discriminator {dname} outputs {score.name}: {score.type}; its score must be "
-                        f"floating point", dspan)
+                        f"write noise = {cfg.noise['dist']}({per_sample}), or change {gname}'s input"))
     rest = score.type.shape[1:]
-    if not all(is_static(s) for s in rest) or math.prod(int(s) for s in rest) != 1:
-        raise ArchError(f"{where}: discriminator {dname} must output one score per sample ([N] or [N, 1]), "
-                        f"got {score.name}: {score.type}", dspan,
-                        "end it with Linear(1) (after Flatten for images)")
+    if not score.type.is_float:
+        problems.append(ArchError(f"{where}: discriminator {dname} outputs {score.name}: {score.type}; its score "
+                                  f"must be floating point", dspan))
+    elif not all(is_static(s) for s in rest) or math.prod(int(s) for s in rest) != 1:
+        problems.append(ArchError(f"{where}: discriminator {dname} must output one score per sample ([N] or "
+                                  f"[N, 1]), got {score.name}: {score.type}", dspan,
+                                  "end it with Linear(1) (after Flatten for images)"))
+    if problems:
+        raise problems[0] if len(problems) == 1 else ArchErrors(problems)
 
 
 def _first_difference(a: TensorType, b: TensorType) -> str:
@@ -228,7 +230,10 @@ def check_gan_sections(spec, sections: list[Section]) -> None:
     errors: list[ArchError] = []
     for sec in sections:
         try:
-            cfg = config_from_section(spec.ns, sec)
+            cfg = config_from_section(spec.ns, sec, errors)
+        except ArchErrors as e:
+            errors.extend(e.errors)
+            continue
         except ArchError as e:
             errors.append(e)
             continue
@@ -243,6 +248,8 @@ def check_gan_sections(spec, sections: list[Section]) -> None:
             continue
         try:
             check_pair(sec, cfg, g.ir, d.ir)
+        except ArchErrors as e:
+            errors.extend(e.errors)
         except ArchError as e:
             errors.append(e)
     if errors:

@@ -51,6 +51,9 @@ def cmd_train(args) -> int:
     from .loop import train
 
     spec = compile(Path(args.file))
+    from ..gan.cli import train_command, wants_gan
+    if wants_gan(spec, args.model):          # a gan section: the alternating loop (archdsl/gan/)
+        return train_command(args, spec)
     model = spec.model(args.model, **parse_set(args.set))
     overrides = dict(epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
                      val_split=args.val_split, freeze=args.freeze or None)
@@ -86,6 +89,7 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
                    help="run directory: checkpoint.npz, best.npz (with validation), metrics.jsonl")
     p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--steps", type=_positive_int, help="gan: this many generator updates (instead of epochs)")
     p.add_argument("--batch", type=_positive_int, help="examples per update (1 = online SGD)")
     p.add_argument("--lr", type=_positive_float, help="base learning rate of the optimizer")
     p.add_argument("--seed", type=_seed, help="seed for init, split, shuffling and dropout")

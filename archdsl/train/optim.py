@@ -33,8 +33,18 @@ from ..autodiff import Tensor
 
 
 class Optimizer:
+    """Base class. Subclasses name their state `slots` and implement `_direction`.
+
+    When every parameter has the same dtype, the state slots and the scratch buffer are each one
+    flat array, and `self.state[slot][name]` are views of it. A step then copies all gradients
+    into one flat buffer and runs each update formula as a single ufunc call over every parameter
+    at once (a small network has many small tensors, and per-call overhead dominates); only the
+    final `p -= delta` is per parameter. Parameters that have no gradient this step make the step
+    fall back to one update per parameter (the parameter arrays themselves are never replaced).
+    """
     name = "Optimizer"
     slots: tuple[str, ...] = ()
+    decoupled = False    # weight decay that scales the parameters themselves (AdamW)
 
     def __init__(self, params: dict[str, Tensor], lr: float, weight_decay: float = 0.0):
         if not lr > 0:
@@ -46,22 +56,79 @@ class Optimizer:
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.t = 0      # number of steps taken
-        self.state: dict[str, dict[str, np.ndarray]] = {
-            slot: {n: np.zeros_like(p.data) for n, p in self.params.items()} for slot in self.slots}
-        self._tmp = {n: np.empty_like(p.data) for n, p in self.params.items()}
+        self._tensors = list(self.params.values())
+        datas = [p.data for p in self._tensors]
+        dtypes = {d.dtype for d in datas}
+        self._flat = len(dtypes) == 1
+        if self._flat:
+            dtype = dtypes.pop()
+            total = sum(d.size for d in datas)
+            self._sflat = {slot: np.zeros(total, dtype) for slot in self.slots}
+            self._tflat = np.empty(total, dtype)
+            self._gflat = np.empty(total, dtype)
+            self._pflat = None      # gathered parameters, for L2 weight decay (made on first use)
+            self.state: dict[str, dict[str, np.ndarray]] = {
+                slot: dict(zip(self.params, _views(buf, datas))) for slot, buf in self._sflat.items()}
+            self._tmps = _views(self._tflat, datas)
+            # parameters that tile one buffer in order (NumpyExecutor lays them out so) are
+            # updated through a single view of it; `_datas` checks they are still the same arrays
+            self._pspan = _span(datas)
+            self._datas = datas
+        else:
+            self.state = {slot: {n: np.zeros_like(d) for n, d in zip(self.params, datas)}
+                          for slot in self.slots}
+            self._tmps = [np.empty_like(d) for d in datas]
+        self._sviews = [{slot: self.state[slot][n] for slot in self.slots} for n in self.params]
 
     def zero_grad(self) -> None:
-        for p in self.params.values():
+        for p in self._tensors:
             p.grad = None
+
+    def _begin(self) -> None:
+        """Per-step scalars (bias corrections), computed once before the updates."""
+
+    def _direction(self, st, p, g, tmp) -> None:   # pragma: no cover - abstract
+        """Write into `tmp` the amount to subtract from `p` and advance the state arrays `st`
+        (slot -> array). `p` is only read; `g` may be modified in place."""
+        raise NotImplementedError
 
     def step(self) -> None:
         self.t += 1
-        for name, p in self.params.items():
-            if p.grad is not None:
-                self._update(name, p.data, p.grad, self._tmp[name])
-
-    def _update(self, name, p, g, tmp):   # pragma: no cover - abstract
-        raise NotImplementedError
+        self._begin()
+        tensors = self._tensors
+        grads = [p.grad for p in tensors]
+        decay = 1.0 - self.lr * self.weight_decay if self.decoupled and self.weight_decay else None
+        if self._flat and all(g is not None for g in grads):
+            gflat = self._gflat
+            np.concatenate([g.reshape(-1) for g in grads], out=gflat)
+            span = self._pspan
+            if span is not None and not all(p.data is d for p, d in zip(tensors, self._datas)):
+                span = None
+            pflat = span
+            if pflat is None and self.weight_decay and not self.decoupled:
+                if self._pflat is None:
+                    self._pflat = np.empty_like(gflat)
+                pflat = self._pflat
+                np.concatenate([p.data.reshape(-1) for p in tensors], out=pflat)
+            self._direction(self._sflat, pflat, gflat, self._tflat)
+            if span is not None:
+                if decay is not None:
+                    span *= decay
+                span -= self._tflat
+                return
+            for p, tmp in zip(tensors, self._tmps):
+                d = p.data
+                if decay is not None:
+                    d *= decay
+                d -= tmp
+            return
+        for p, g, st, tmp in zip(tensors, grads, self._sviews, self._tmps):
+            if g is not None:
+                d = p.data
+                self._direction(st, d, g, tmp)
+                if decay is not None:
+                    d *= decay
+                d -= tmp
 
     def hyper(self) -> dict:
         return {"lr": self.base_lr, "weight_decay": self.weight_decay}
@@ -92,6 +159,33 @@ class Optimizer:
         self.lr = float(meta.get("lr", self.base_lr))
 
 
+def _views(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    """Consecutive views of `flat` shaped like the arrays in `like`."""
+    out, off = [], 0
+    for a in like:
+        out.append(flat[off:off + a.size].reshape(a.shape))
+        off += a.size
+    return out
+
+
+def _span(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The 1-D view of the buffer that `arrays` tile, if they are consecutive C-contiguous views
+    of one 1-D buffer in this order, else None."""
+    if not arrays:
+        return None
+    base = arrays[0].base
+    if (base is None or base.ndim != 1 or not base.flags.c_contiguous
+            or base.dtype != arrays[0].dtype):
+        return None
+    start = addr = arrays[0].__array_interface__["data"][0]
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous or a.__array_interface__["data"][0] != addr:
+            return None
+        addr += a.nbytes
+    first = (start - base.__array_interface__["data"][0]) // base.itemsize
+    return base[first:first + (addr - start) // base.itemsize]
+
+
 class SGD(Optimizer):
     name = "SGD"
 
@@ -109,13 +203,13 @@ class SGD(Optimizer):
     def hyper(self):
         return {**super().hyper(), "momentum": self.momentum, "nesterov": self.nesterov}
 
-    def _update(self, name, p, g, tmp):
-        wd, mu, lr = self.weight_decay, self.momentum, self.lr
+    def _direction(self, st, p, g, tmp):
+        wd, mu = self.weight_decay, self.momentum
         if wd:
             np.multiply(p, wd, out=tmp)
             g += tmp
         if mu:
-            buf = self.state["momentum"][name]
+            buf = st["momentum"]
             buf *= mu
             buf += g
             if self.nesterov:
@@ -123,8 +217,7 @@ class SGD(Optimizer):
                 g += tmp
             else:
                 g = buf
-        np.multiply(g, lr, out=tmp)
-        p -= tmp
+        np.multiply(g, self.lr, out=tmp)
 
 
 class Adam(Optimizer):
@@ -145,25 +238,18 @@ class Adam(Optimizer):
     def hyper(self):
         return {**super().hyper(), "betas": [self.b1, self.b2], "eps": self.eps}
 
-    def step(self) -> None:
-        self.t += 1
+    def _begin(self):
         # bias corrections once per step, as Python floats (keep float32 arrays float32)
         self._step_size = self.lr / (1.0 - self.b1 ** self.t)
         self._inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - self.b2 ** self.t)
-        for name, p in self.params.items():
-            if p.grad is not None:
-                self._update(name, p.data, p.grad, self._tmp[name])
 
-    def _update(self, name, p, g, tmp):
+    def _direction(self, st, p, g, tmp):
         b1, b2, wd = self.b1, self.b2, self.weight_decay
-        if wd:
-            if self.decoupled:
-                p *= 1.0 - self.lr * wd
-            else:
-                np.multiply(p, wd, out=tmp)
-                g += tmp
-        m = self.state["m"][name]
-        v = self.state["v"][name]
+        if wd and not self.decoupled:
+            np.multiply(p, wd, out=tmp)
+            g += tmp
+        m = st["m"]
+        v = st["v"]
         m *= b1
         np.multiply(g, 1.0 - b1, out=tmp)
         m += tmp
@@ -176,7 +262,6 @@ class Adam(Optimizer):
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
         tmp *= self._step_size
-        p -= tmp
 
 
 class AdamW(Adam):

@@ -17,7 +17,12 @@ class NumpyExecutor:
     """Holds a model's parameters as engine Tensors; `forward` maps named inputs to named outputs.
 
     Parameters are float32 Tensors with requires_grad for trainable ones; buffers (BatchNorm
-    running statistics) are Tensors the op updates in place in training mode.
+    running statistics) are Tensors the op updates in place in training mode. All parameter
+    arrays are consecutive views of one flat buffer (`self.flat`, in `model.parameters` order),
+    so an optimizer can update them with one ufunc call per formula step.
+
+    `forward` runs a plan built once: per node, its op's forward and the positions of its inputs
+    and outputs in a flat list of values (small networks are bound by per-node overhead).
     """
 
     def __init__(self, model: Model, weights: dict[str, np.ndarray], seed: int = 0,
@@ -27,14 +32,33 @@ class NumpyExecutor:
         if missing:
             raise ArchError(f"weights are missing {len(missing)} parameter(s) of model {model.name}: "
                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        # copies: training never mutates the caller's arrays
+        arrays = {name: np.asarray(weights[name]) for name in model.parameters}
+        self.flat = np.empty(sum(a.size for a in arrays.values()), dtype)
         self.params: dict[str, Tensor] = {}
+        off = 0
         for name, p in model.parameters.items():
-            arr = np.array(weights[name], dtype=dtype)   # a copy: training never mutates the caller's
-            self.params[name] = Tensor(arr, requires_grad=p.trainable and not p.spec.buffer)
+            a = arrays[name]
+            view = self.flat[off:off + a.size].reshape(a.shape)
+            np.copyto(view, a, casting="unsafe")
+            off += a.size
+            self.params[name] = Tensor(view, requires_grad=p.trainable and not p.spec.buffer)
         self.ctx = ExecContext(training=False, rng=np.random.default_rng(seed))
         self.dtype = dtype
-        # Per node: the local->Tensor parameter dicts, built once (forward is the hot path).
-        self._node_params = [{k: self.params[v] for k, v in n.params.items()} for n in model.nodes]
+        # the plan: values live in a list, model inputs first, then node outputs in order
+        slot: dict[int, int] = {}
+        for v in model.inputs:
+            slot[id(v)] = len(slot)
+        for n in model.nodes:
+            for v in n.outputs:
+                slot[id(v)] = len(slot)
+        self._nslots = len(slot)
+        self._inputs = [(v.name, slot[id(v)], v.type.is_float,
+                         None if v.type.is_float else v.type.np_dtype, str(v.type)) for v in model.inputs]
+        self._plan = [(n, n.op.forward, tuple(slot[id(v)] for v in n.inputs),
+                       tuple(slot[id(v)] for v in n.outputs),
+                       {k: self.params[v] for k, v in n.params.items()}) for n in model.nodes]
+        self._outputs = [(v.name, slot[id(v)]) for v in model.outputs]
 
     def trainable(self) -> dict[str, Tensor]:
         return {n: t for n, t in self.params.items() if t.requires_grad}
@@ -42,37 +66,36 @@ class NumpyExecutor:
     def weights(self) -> dict[str, np.ndarray]:
         return {n: t.data for n, t in self.params.items()}
 
-    def _wrap_inputs(self, inputs: dict) -> dict:
-        env = {}
-        for v in self.model.inputs:
-            if v.name not in inputs:
-                raise ArchError(f"model {self.model.name} needs input '{v.name}' ({v.type})")
-            a = inputs[v.name]
-            if isinstance(a, Tensor):
-                env[id(v)] = a
-                continue
-            a = np.asarray(a)
-            if v.type.is_float:
-                a = a.astype(self.dtype, copy=False)
-            else:
-                a = a.astype(v.type.np_dtype, copy=False)
-            env[id(v)] = Tensor(a)
+    def _wrap_inputs(self, inputs: dict) -> list:
+        env = [None] * self._nslots
+        dtype = self.dtype
+        for name, i, is_float, np_dtype, typ in self._inputs:
+            if name not in inputs:
+                raise ArchError(f"model {self.model.name} needs input '{name}' ({typ})")
+            a = inputs[name]
+            if not isinstance(a, Tensor):
+                a = Tensor(np.asarray(a).astype(dtype if is_float else np_dtype, copy=False))
+            env[i] = a
         return env
 
     def forward(self, inputs: dict, training: bool = False, check_finite: bool = False) -> dict[str, Tensor]:
-        self.ctx.training = training
+        ctx = self.ctx
+        ctx.training = training
         env = self._wrap_inputs(inputs)
-        for node, params in zip(self.model.nodes, self._node_params):
-            outs = node.op.forward(node, self.ctx, [env[id(v)] for v in node.inputs], params)
-            for v, t in zip(node.outputs, outs):
-                env[id(v)] = t
+        for node, fwd, ins, outs, params in self._plan:
+            res = fwd(node, ctx, [env[i] for i in ins], params)
+            if len(outs) == 1:
+                env[outs[0]] = res[0]
+            else:
+                for i, t in zip(outs, res):
+                    env[i] = t
             if check_finite:
-                for t in outs:
+                for t in res:
                     if np.issubdtype(t.data.dtype, np.floating) and not np.all(np.isfinite(t.data)):
                         raise NonFiniteError(f"the output of {node.name} ({node.kind}) became non-finite "
                                              f"(NaN or inf)", node.span,
                                              "lower the learning rate, clip gradients, or check the data")
-        return {v.name: env[id(v)] for v in self.model.outputs}
+        return {name: env[i] for name, i in self._outputs}
 
     def run(self, inputs: dict, training: bool = False) -> dict[str, np.ndarray]:
         """Inference without recording a tape: name -> array."""

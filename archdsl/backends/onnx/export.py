@@ -12,6 +12,7 @@ of 2 GiB or more).
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import sys
 
@@ -114,9 +115,10 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     fold: fold inference-mode BatchNorm into the preceding Conv/ConvTranspose/Gemm (default).
     """
     top = max_opset()
-    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= top:
+    if not isinstance(opset, numbers.Integral) or isinstance(opset, bool) or not MIN_OPSET <= opset <= top:
         raise ArchError(f"opset {opset} is not supported: choose {MIN_OPSET}..{top}",
                         hint=f"the installed onnxruntime runs opsets up to {top}")
+    opset = int(opset)
     b = OnnxBuilder(opset)
     b.weights = weights
     b.source = _source_namer(model.file)

@@ -199,6 +199,10 @@ def to_dot(models: list[Model] | Model, rankdir: str = "TB",
     g.attr(rankdir=rankdir, fontname=_FONT, newrank="true")
     g.attr("node", fontname=_FONT, fontsize="11")
     g.attr("edge", fontname=_FONT, color="#555555")
+    for k, link in enumerate(links or []):      # sources first: they are drawn left/top
+        if link.get("noise"):
+            g.node(f"link{k}_noise", label=_label(link["noise"][2]), shape="parallelogram", style="filled",
+                   fillcolor="#f6e7f7", color="#7d3c98")
     if len(models) == 1:
         g.attr(label=_label(title or models[0].name), labelloc="t")
         drawers = [_ModelDrawer(models[0], 0, collapse)]
@@ -216,11 +220,12 @@ def to_dot(models: list[Model] | Model, rankdir: str = "TB",
         (a, out), (b, inp) = link["from"], link["to"]
         g.edge(drawers[a].output_id[out], drawers[b].input_id[inp], label=str(link.get("label", "")), **_LINK_EDGE)
         if link.get("noise"):
-            m, inp, label = link["noise"]
-            nid = f"link{k}_noise"
-            g.node(nid, label=_label(label), shape="parallelogram", style="filled", fillcolor="#f6e7f7",
-                   color="#7d3c98")
-            g.edge(nid, drawers[m].input_id[inp], color="#7d3c98")
+            m, inp, _ = link["noise"]
+            g.edge(f"link{k}_noise", drawers[m].input_id[inp], color="#7d3c98")
+            with g.subgraph() as same:          # the two models' inputs side by side
+                same.attr(rank="same")
+                same.node(drawers[m].input_id[inp])
+                same.node(drawers[b].input_id[link["to"][1]])
     return g
 
 
