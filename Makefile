@@ -32,8 +32,9 @@ gpu: setup
 	$(PY) -m pip install -q onnxruntime-gpu
 	$(VENV)/bin/archdsl doctor
 
+# Benchmarks (each prints a table and rewrites its bench/*.md); see bench/README.md.
 bench: setup
-	$(PY) bench/run_all.py
+	for b in bench/bench_*.py; do OPENBLAS_NUM_THREADS=1 $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -195,7 +195,7 @@ class CompiledModel:
         """The ONNX ModelProto (written atomically to `path` if given)."""
         from .backends.onnx.export import DEFAULT_OPSET, save, to_onnx
         weights = weights if weights is not None else self.init_weights(seed)
-        proto = to_onnx(self.ir, weights, opset=opset or DEFAULT_OPSET)
+        proto = to_onnx(self.ir, weights, opset=DEFAULT_OPSET if opset is None else opset)
         if path is not None:
             save(proto, path)
         return proto

@@ -10,6 +10,11 @@ from pathlib import Path
 from .errors import ArchError
 
 
+def use_color(stream) -> bool:
+    from .authoring.highlight import use_color as _use_color
+    return _use_color(stream)
+
+
 def _add_model_args(p, set_help=True):
     p.add_argument("file", help="an .arch spec")
     p.add_argument("--model", "-m", help="which model of the file (default: the only/last one)")
@@ -36,7 +41,7 @@ def cmd_check(args) -> int:
             spec = compile(Path(f))
         except ArchError as e:
             failed += 1
-            print(e.format(), file=sys.stderr)
+            print(e.format(color=use_color(sys.stderr)), file=sys.stderr)
             continue
         for m in spec.models():
             ins = ", ".join(f"{v.name}: {v.type}" for v in m.ir.inputs)
@@ -64,6 +69,9 @@ def cmd_summary(args) -> int:
     if args.json:
         from .summary import summary_json
         print(json.dumps(summary_json(report, model.ir), indent=2))
+    elif args.explain:
+        from .authoring.explain import explain_model
+        print(explain_model(model, dims=dims, batch=args.batch), end="")
     else:
         from .summary import format_summary
         print(format_summary(report, model.ir))
@@ -72,7 +80,12 @@ def cmd_summary(args) -> int:
 
 def cmd_render(args) -> int:
     spec, model = _model(args)
-    out = model.render(args.output, rankdir=args.rankdir, collapse=args.collapse)
+    if args.unroll is not None or args.receptive_field:
+        from .authoring.cli import render_special
+        out = render_special(model, args.output, unroll=args.unroll, receptive_field=args.receptive_field,
+                             rankdir=args.rankdir)
+    else:
+        out = model.render(args.output, rankdir=args.rankdir, collapse=args.collapse)
     print(f"wrote {out}")
     return 0
 
@@ -84,8 +97,8 @@ def cmd_export(args) -> int:
     if args.weights:
         from .train.checkpoint import load_weights
         weights = load_weights(args.weights, model.ir)
-    proto = model.to_onnx(args.output, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights)
-    print(f"wrote {args.output}: model {model.name}, opset {args.opset or DEFAULT_OPSET}, "
+    proto = model.to_onnx(args.output, opset=args.opset, seed=args.seed, weights=weights)
+    print(f"wrote {args.output}: model {model.name}, opset {DEFAULT_OPSET if args.opset is None else args.opset}, "
           f"{len(proto.graph.node)} nodes, {model.param_count:,} parameters"
           f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")
     return 0
@@ -133,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size for MACs and activation memory (default 1)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=V", help="value of a symbolic dim, e.g. T=128")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--explain", action="store_true", help="show each layer's shape and parameter arithmetic")
     p.set_defaults(fn=cmd_summary)
 
     p = sub.add_parser("render", help="draw the network with graphviz")
@@ -140,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="OUT.svg, .png, .pdf or .dot")
     p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
     p.add_argument("--collapse", action="store_true", help="draw each block instance as one box")
+    p.add_argument("--unroll", type=int, metavar="K", help="draw a recurrent model unrolled over K time steps")
+    p.add_argument("--receptive-field", metavar="LAYER",
+                   help="annotate each layer with its receptive field and highlight LAYER's")
     p.set_defaults(fn=cmd_render)
 
     p = sub.add_parser("export", help="lower to an ONNX file")
@@ -178,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ArchError as e:
-        print(e.format(), file=sys.stderr)
+        print(e.format(color=use_color(sys.stderr)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -58,11 +58,14 @@ class ArchError(Exception):
         self.span = span
         self.hint = hint
 
-    def format(self) -> str:
+    def format(self, color: bool = False) -> str:
         where = f"{self.span}: " if self.span else "archdsl: "
         out = [f"{where}{self.kind}: {self.message}"]
         if self.span is not None:
             ex = self.span.excerpt()
+            if ex and color:
+                from .authoring.highlight import highlight_excerpt
+                ex = highlight_excerpt(ex, color=True)
             if ex:
                 out.append(ex)
         if self.hint:
@@ -93,8 +96,8 @@ class ArchErrors(ArchError):
         first = errors[0]
         super().__init__(first.message, first.span, first.hint)
 
-    def format(self) -> str:
-        body = "\n".join(e.format() for e in self.errors)
+    def format(self, color: bool = False) -> str:
+        body = "\n".join(e.format(color) for e in self.errors)
         n = len(self.errors)
         return f"{body}\n{n} error{'s' if n != 1 else ''}"
 
