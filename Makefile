@@ -23,6 +23,7 @@ demo: setup
 # One BLAS thread per pytest worker: two workers on two cores, and small networks are bound by
 # per-op overhead, where multithreaded BLAS only adds contention (about 8x slower here).
 test: setup
+	sh tools/ensure-chromium.sh
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider
 
 # Swap the CPU build of ONNX Runtime for the CUDA one (both provide the `onnxruntime` module,

@@ -135,3 +135,23 @@ def test_image_grid_and_png_encoding(tmp_path):
 def read_png_bytes(data: bytes, tmp_path) -> np.ndarray:
     (tmp_path / "b.png").write_bytes(data)
     return read_png(tmp_path / "b.png")
+
+
+def test_archdsl_sample_command_line(digits_run, tmp_path):
+    import subprocess
+    import sys
+    pair, d = digits_run
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "archdsl", "sample", str(ROOT / "specs" / "dcgan_digits.arch"),
+                               *map(str, a)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    p = run("--weights", d / "run", "-n", 16, "-o", tmp_path / "a.png")
+    assert p.returncode == 0, p.stderr
+    assert "image grid of 16 samples" in p.stdout and read_png(tmp_path / "a.png").shape == (4 * 33 + 1, 4 * 33 + 1)
+    p = run("--weights", d / "run" / "checkpoint.npz", "-n", 16, "--device", "cpu", "--seed", 3, "-o", tmp_path / "b.npy")
+    assert p.returncode == 0, p.stderr
+    p = run("--weights", d / "run" / "checkpoint.npz", "-n", 16, "--seed", 3, "-o", tmp_path / "c.npy")
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.load(tmp_path / "c.npy"), atol=1e-4)
+    p = run("-n", 4, "-o", tmp_path / "d.npy")
+    assert p.returncode == 1 and "--weights" in p.stderr and "Traceback" not in p.stderr

@@ -200,11 +200,16 @@ def test_cli_plain_export_runs_in_window_mode(tmp_path, capsys):
 
 
 def test_cli_vocabulary_beside_the_checkpoint_wins(tmp_path, capsys):
-    ck = _checkpoint(tmp_path / "run", data=False)
-    Vocab(sorted(set(TEXT))).save(tmp_path / "run" / "vocab.json")
+    ck = _checkpoint(tmp_path / "run")                    # its data .npz has a vocabulary too
+    assert Vocab.find(weights=ck).source.endswith("data.npz:vocab")
+    side = sorted(set(TEXT), reverse=True)
+    Vocab(side).save(tmp_path / "run" / "vocab.json")
+    assert Vocab.find(weights=ck).tokens == side
+    assert Vocab.find(weights=tmp_path / "run").tokens == side       # a run directory works too
     code, out, err = _sample(capsys, SPECS / "lstm_lm.arch", "--set", "hidden=8", "--set", "embed=4",
                              "--weights", tmp_path / "run", "--prompt", "a", "--length", 5)
-    assert code == 0, err and out.startswith("a")
+    assert code == 0, err
+    assert out.startswith("a") and set(out.strip()) <= set(TEXT)
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -331,6 +331,9 @@ def _extreme_pool(x, kernel, stride, padding, ceil_mode, is_max):
     x = as_tensor(x)
     xd = x.data
     k, s, pads, out_sp, extra, full = _pool_geometry(xd.shape, kernel, stride, padding, ceil_mode)
+    if s == k and not any(b or a for b, a in full) and all(
+            o * kk == n for o, kk, n in zip(out_sp, k, xd.shape[2:])):
+        return _tiled_extreme_pool(x, xd, k, out_sp, is_max)
     xp = pad_array(xd, full, _fill_value(xd.dtype, -1 if is_max else 1))
     op = np.maximum if is_max else np.minimum
     ones = (1,) * len(k)
@@ -353,6 +356,88 @@ def _extreme_pool(x, kernel, stride, padding, ceil_mode, is_max):
             free ^= hit
             gxp[sl] += g * hit
         return (pad_array(gxp, [(-b, -a) for b, a in full]),)
+    return record(out, (x,), vjp)
+
+
+def _split_taps(a, k, B):
+    """C-contiguous ``a`` viewed as [A, k, B] -> a contiguous [k, A, B] copy (tap-major).
+
+    Each run of B elements moves as one opaque item, so this is numpy's fast 2-D transposing
+    copy; a plain transpose of [A, k, B] with a short B is many times slower."""
+    item = np.dtype((np.void, B * a.itemsize))
+    t = a.reshape(-1, k * B).view(item).T.copy()
+    return t.view(a.dtype).reshape(k, -1, B)
+
+
+def _merge_taps(t):
+    """Inverse of _split_taps: contiguous [k, A, B] -> contiguous [A, k, B]."""
+    k, A, B = t.shape
+    item = np.dtype((np.void, B * t.itemsize))
+    return t.reshape(k, A * B).view(item).T.copy().view(t.dtype).reshape(A, k, B)
+
+
+def _tiled_extreme_pool(x, xd, k, out_sp, is_max):
+    """Max/min pooling whose windows tile the input exactly (stride == kernel, no padding).
+
+    Separable, one spatial axis at a time from the last to the first: a stage splits the array
+    into its k taps along that axis (one transposing copy, see _split_taps) and combines them
+    with whole-array ufunc calls on contiguous data (strided views of small feature maps run
+    several times slower).  In the backward, each stage sends a tie to its first tap; with the
+    innermost axis pooled first, that picks the first extreme of the window in row-major
+    kernel order (as PyTorch and the general path do)."""
+    op = np.maximum if is_max else np.minimum
+    better = np.greater if is_max else np.less
+    if not xd.flags.c_contiguous:
+        xd = np.ascontiguousarray(xd)
+    N, C = xd.shape[:2]
+    shape = list(xd.shape)
+    cur = xd
+    stages = []
+    for d in range(len(k) - 1, -1, -1):
+        kk = k[d]
+        if kk == 1:
+            continue
+        taps = _split_taps(cur, kk, math.prod(shape[3 + d:]))
+        red = op(taps[0], taps[1])
+        for j in range(2, kk):
+            op(red, taps[j], out=red)
+        stages.append((taps, red))
+        shape[2 + d] = out_sp[d]
+        cur = red
+    out = cur.reshape((N, C) + tuple(out_sp))
+    if not stages:
+        out = out.copy()
+    if not (x.requires_grad and _GRAD[0]):
+        return _const(out)
+    xshape = xd.shape
+
+    def vjp(g):
+        gc = g
+        for taps, red in reversed(stages):
+            kk, A, B = taps.shape
+            if B == 1:
+                # write each tap's share straight into its strided place: 1-D loops, long
+                taps = taps.reshape(kk, A)
+                red = red.reshape(A)
+                gc = gc.reshape(A)
+                gin = np.empty((A, kk), dtype=g.dtype)
+                dst = gin.T
+            else:
+                gc = gc.reshape(A, B)
+                gin = dst = np.empty(taps.shape, dtype=g.dtype)
+            if kk == 2:
+                sel = better(taps[1], taps[0])      # strictly better: a tie stays with tap 0
+                np.multiply(gc, sel, out=dst[1])
+                np.subtract(gc, dst[1], out=dst[0])
+            else:
+                free = np.ones(red.shape, dtype=bool)
+                for j in range(kk):
+                    hit = taps[j] == red
+                    hit &= free
+                    free ^= hit
+                    np.multiply(gc, hit, out=dst[j])
+            gc = gin if B == 1 else _merge_taps(gin)
+        return (np.reshape(gc, xshape),)
     return record(out, (x,), vjp)
 
 

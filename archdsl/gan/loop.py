@@ -150,6 +150,7 @@ class GanTrainer:
         self.pair = pair
         self.cfg = config if config is not None else pair.config
         self.quiet = quiet
+        self._plain_log = log is None
         self.log = log or (lambda s: print(s, flush=True))
         self.threads = threads
         self.on_step = on_step
@@ -289,6 +290,9 @@ class GanTrainer:
             from tqdm import tqdm
             bar = tqdm(total=total, initial=step, desc=f"gan {pair.name}", file=sys.stderr, dynamic_ncols=True,
                        unit="step", leave=False)
+        say = self.log
+        if bar is not None and self._plain_log:      # epoch lines above the bar, not through it
+            say = lambda s: bar.write(s, file=sys.stdout)      # noqa: E731
         result = GanResult(gen, disc, history, step, epoch, 0.0, run_dir=out_dir, config=cfg)
         try:
             while step < total:                  # one epoch per iteration
@@ -321,7 +325,7 @@ class GanTrainer:
                 rec = {"epoch": epoch + 1, "step": step, **acc.values(), "seconds": round(acc.seconds, 3)}
                 history.append(rec)
                 width = len(str(n_epochs))
-                self.log(f"epoch {epoch + 1:>{width}}/{n_epochs}  step {step}  {_fmt(rec)}  {rec['seconds']:.1f}s")
+                say(f"epoch {epoch + 1:>{width}}/{n_epochs}  step {step}  {_fmt(rec)}  {rec['seconds']:.1f}s")
                 if in_epoch >= spe:
                     epoch += 1
                     in_epoch = 0

@@ -129,6 +129,12 @@ class GanPair:
         return render([self.generator.ir, self.discriminator.ir], path, rankdir=rankdir, collapse=collapse,
                       links=[self._link()], title=f"gan {self.name}")
 
+    def _repr_svg_(self):       # Jupyter: the pair's drawing
+        try:
+            return self.to_dot().pipe(format="svg").decode()
+        except Exception:       # no `dot` binary: notebooks fall back to the text repr
+            return None
+
     def __repr__(self):
         return (f"<gan {self.name}: {self.generator.name}({self.noise_input.type}) -> {self.sample_output.type} "
                 f"-> {self.discriminator.name} -> {self.score_output.type}>")
@@ -177,7 +183,7 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
                             f"symbolic batch dim (e.g. N) so that batches of any size go through", span)
     if not z.type.is_float:
         raise ArchError(f"{where}: generator {gname} takes {z.name}: {z.type}, but noise is floating point",
-                        gspan, f"declare it as f32[N, ...]")
+                        gspan, "declare it as f32[N, ...]")
     if not all(is_static(s) for s in z.type.shape[1:]):
         raise ArchError(f"{where}: generator {gname}'s input {z.name}: {z.type} needs concrete sizes after "
                         f"the batch dim (the noise is drawn with that shape)", gspan)

@@ -3,7 +3,7 @@
     archdsl sample SPEC --weights run/checkpoint.npz -n 64 -o samples.png          # NumPy engine
     archdsl sample SPEC --weights run/checkpoint.npz --device cpu -o samples.npy   # ONNX Runtime
     archdsl sample SPEC --weights generator.onnx -n 64 -o samples.png              # an exported G
-
+                                                              (or --onnx generator.onnx)
 --weights takes a GAN checkpoint (run/checkpoint.npz: the generator is read from it), the
 generator's plain weights (run/generator.npz), or an exported generator (.onnx, which runs on
 ONNX Runtime). --device numpy runs the NumPy engine; cpu, cuda and auto run ONNX Runtime (the
@@ -104,14 +104,20 @@ def write_samples(path, samples: np.ndarray) -> str:
 
 
 def sample_command(args) -> int:
-    """`archdsl sample` for a spec with a gan section. args: file, weights, n, output, seed,
-    device (numpy|cpu|cuda|auto|None), model (a gan section's name, or its generator's or
-    discriminator's; default: the first gan section)."""
+    """`archdsl sample` for a spec with a gan section. args: file, weights (a checkpoint, a run
+    directory, plain generator weights or an .onnx file), onnx (an .onnx file, instead of
+    weights), n, output, seed, device (numpy|cpu|cuda|auto|None), model (a gan section's name,
+    or its generator's or discriminator's; default: the first gan section)."""
     import archdsl
     from .checkpoint import load_member
     spec = archdsl.compile(Path(args.file))
     pair = spec.gan(getattr(args, "model", None))
     wpath = getattr(args, "weights", None)
+    onnx_file = getattr(args, "onnx", None)
+    if onnx_file:
+        if wpath:
+            raise ArchError("give either --weights (a checkpoint) or --onnx (an exported generator), not both")
+        wpath = onnx_file
     if not wpath:
         raise ArchError(f"sampling gan {pair.name} needs the trained generator: --weights CKPT",
                         hint="a run's checkpoint.npz or generator.npz (archdsl train), or an exported .onnx")

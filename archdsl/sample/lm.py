@@ -308,7 +308,7 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
         outs = [Value(v.name, v.type, nn, i, v.span) for i, v in enumerate(n.outputs)]
         if _is_recurrent(n):
             x = ins[0].type
-            L, D, H = a_int(attrs, "num_layers"), 2 if attrs.get("bidirectional") else 1, a_int(attrs, "hidden")
+            L, D, H = int(attrs.get("num_layers", 1)), 2 if attrs.get("bidirectional") else 1, int(attrs["hidden"])
             st = x.with_shape((L * D, x.shape[0], H))
             kinds = list(n.op.states)
             slots = [StateSlot(n.name, k, f"{STATE_PREFIX}{n.name}.{k}",
@@ -355,10 +355,6 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
     m = Model(ir.name, ir.file, ir.span, dict(ir.args), new_inputs, outputs + state_outs, nodes,
               {k: p for k, p in ir.parameters.items() if k in params}, dict(ir.scopes))
     return m, slots_all
-
-
-def a_int(attrs, key) -> int:
-    return int(attrs.get(key, 1))
 
 
 def _identity(node: Node, v: Value, name: str) -> Value:
