@@ -26,9 +26,19 @@ def _model(args):
     from .api import compile, parse_set
     overrides = parse_set(args.set)
     spec = compile(Path(args.file))
-    if args.model is None and overrides:
-        pass
-    model = spec.model(args.model, **overrides)
+    name = args.model
+    if name is None or any(s.name == name for s in spec.sections.get("gan", [])):
+        # a gan spec exports its generator (or, with --discriminator, its discriminator)
+        from .gan.cli import is_gan_spec
+        if is_gan_spec(spec, name):
+            pair = spec.gan(name)
+            member = pair.discriminator if getattr(args, "discriminator", False) else pair.generator
+            name = member.name
+    if getattr(args, "discriminator", False) and name == args.model:
+        raise ArchError(f"--discriminator needs a spec with a gan section ({args.file} has none"
+                        f"{'' if args.model is None else ' named ' + args.model})",
+                        hint="name the model to export with --model")
+    model = spec.model(name, **overrides)
     return spec, model
 
 
@@ -63,6 +73,10 @@ def _dims(items) -> dict:
 
 
 def cmd_summary(args) -> int:
+    from .gan.cli import gan_dispatch
+    rc = gan_dispatch(args, "summary")
+    if rc is not None:
+        return rc
     spec, model = _model(args)
     dims = _dims(args.dim)
     report = model.cost(dims=dims, batch=args.batch)
@@ -79,6 +93,10 @@ def cmd_summary(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from .gan.cli import gan_dispatch
+    rc = gan_dispatch(args, "render")
+    if rc is not None:
+        return rc
     spec, model = _model(args)
     if args.unroll is not None or args.receptive_field:
         from .authoring.cli import render_special
@@ -95,8 +113,8 @@ def cmd_export(args) -> int:
     spec, model = _model(args)
     weights = None
     if args.weights:
-        from .train.checkpoint import load_weights
-        weights = load_weights(args.weights, model.ir)
+        from .gan.cli import export_weights      # a GAN checkpoint or an ordinary one
+        weights = export_weights(args.weights, model.ir)
     proto = model.to_onnx(args.output, opset=args.opset, seed=args.seed, weights=weights)
     print(f"wrote {args.output}: model {model.name}, opset {DEFAULT_OPSET if args.opset is None else args.opset}, "
           f"{len(proto.graph.node)} nodes, {model.param_count:,} parameters"
@@ -165,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--weights", help="a training checkpoint (.npz) to export instead of seeded weights")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default 0)")
+    p.add_argument("--discriminator", action="store_true",
+                   help="for a spec with a gan section: export the discriminator instead of the generator")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("run", help="run an ONNX file on ONNX Runtime")

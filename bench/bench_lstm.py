@@ -316,13 +316,14 @@ def main(args) -> dict:
         report["inference"] = rows
         cols = ["onnxruntime", "archdsl-numpy"] + (["torch"] if torch_model is not None else [])
         print(f"\n### Inference latency (median of {args.runs}, round-robin, {args.threads} thread(s))\n")
-        print("| input | " + " | ".join(cols) + " | ORT vs NumPy engine |" + (" ORT vs torch |" if torch_model is not None else ""))
+        print("| input | " + " | ".join(cols) + " | ORT speed-up vs NumPy engine |"
+              + (" ORT speed-up vs torch |" if torch_model is not None else ""))
         print("|---" * (len(cols) + 2 + (torch_model is not None)) + "|")
         for r in rows:
             what = (f"{r['batch']} x {r['tokens']} tokens" if r["tokens"] > 1
                     else "1 token, state carried (sampling step)")
             line = f"| {what} | " + " | ".join(f"{1e3 * r[c]:.3f} ms" for c in cols)
-            line += f" | {r['archdsl-numpy'] / r['onnxruntime']:.1f}x faster |"
+            line += f" | {r['archdsl-numpy'] / r['onnxruntime']:.2f}x |"
             if torch_model is not None:
                 line += f" {r['torch'] / r['onnxruntime']:.2f}x |"
             print(line)

@@ -322,12 +322,15 @@ def onnx_bench(args, tmp: Path) -> dict:
             for _ in range(5):
                 f(x)
         times = {k: [] for k in fns}
+        cpu = {k: [] for k in fns}
         for _ in range(args.runs):
             for k, f in fns.items():
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 f(x)
                 times[k].append(time.perf_counter() - t)
+                cpu[k].append(time.process_time() - c)
         rows.append({"batch": batch, "ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+                     "cpu_ms": {k: 1e3 * statistics.median(v) for k, v in cpu.items()},
                      "max_abs_diff": diffs})
     return {"newest_opset": newest, "ops": {str(k): v for k, v in ops.items()}, "rows": rows}
 
@@ -389,18 +392,24 @@ def report(train: list[dict], inf: dict | None, args, mach: str) -> str:
               + "; ".join(f"{k} {', '.join(f'{x:.6f}' for x in v)}" for k, v in fl.items()), ""]
     if inf:
         n = inf["newest_opset"]
-        L += [f"### Inference latency, GPTSmall, {SEQ} tokens (median of {args.runs} runs, ms)", "",
+        L += [f"### Inference latency, GPTSmall, {SEQ} tokens (median of {args.runs} runs; ms wall / ms CPU time)", "",
               f"| batch | ORT opset 17 (MatMul/Softmax) | ORT opset {n} (native Attention) | opset 17 / opset {n} "
               "| torch eager | NumPy engine | ORT opset 17 / torch | ORT opset {0} / torch | NumPy / torch |".format(n),
               "|---|---|---|---|---|---|---|---|---|"]
         for r in inf["rows"]:
-            ms = r["ms"]
-            a, b = ms["ort-opset17"], ms[f"ort-opset{n}"]
-            t = ms.get("torch")
-            tr = (lambda v: f"{v / t:.2f}x") if t else (lambda v: "-")
-            L.append(f"| {r['batch']} | {a:.3f} | {b:.3f} | {a / b:.2f}x | {t:.3f} | {ms['numpy']:.3f} | "
-                     f"{tr(a)} | {tr(b)} | {tr(ms['numpy'])} |" if t else
-                     f"| {r['batch']} | {a:.3f} | {b:.3f} | {a / b:.2f}x | - | {ms['numpy']:.3f} | - | - | - |")
+            ms, cp = r["ms"], r["cpu_ms"]
+            k17, kn = "ort-opset17", f"ort-opset{n}"
+
+            def cell(k):
+                return f"{ms[k]:.3f} / {cp[k]:.3f}" if k in ms else "-"
+
+            def ratio(k):
+                if "torch" not in ms:
+                    return "-"
+                return f"{ms[k] / ms['torch']:.2f}x / {cp[k] / cp['torch']:.2f}x"
+            L.append(f"| {r['batch']} | {cell(k17)} | {cell(kn)} | {ms[k17] / ms[kn]:.2f}x / {cp[k17] / cp[kn]:.2f}x "
+                     f"| {cell('torch')} | {cell('numpy')} | {ratio(k17)} | {ratio(kn)} | {ratio('numpy')} |")
+        L += ["", "Latency ratios: below 1x = faster than torch eager."]
         L += ["", "Largest |logit difference| to the NumPy engine: "
               + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{k} {v:.1e}" for k, v in r["max_abs_diff"].items())
                           for r in inf["rows"]),

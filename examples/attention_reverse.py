@@ -133,6 +133,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--test-size", type=int, default=1000, help="held-out sequences (default 1000)")
     ap.add_argument("--min-len", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
+    ap.add_argument("--batch", type=int, default=None, help="override the spec's batch size")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     ap.add_argument("--png", nargs="?", const=str(ROOT / "docs" / "attention_reverse.png"), default=None,
                     help="write the attention matrix as a PNG (default path docs/attention_reverse.png)")
@@ -156,7 +157,7 @@ def main(argv=None) -> dict:
     model = spec.model("Seq2SeqAttention")
     t0 = time.perf_counter()
     result = train(model, out / "reverse_train.npz", run_dir=out / "run", quiet=args.quiet,
-                   threads=args.threads, epochs=args.epochs)
+                   threads=args.threads, epochs=args.epochs, batch=args.batch)
     train_s = time.perf_counter() - t0
     ex = result.executor
 

@@ -168,6 +168,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--copies", type=int, default=2, help="masked copies of each training pair (default 2)")
     ap.add_argument("--test-size", type=int, default=2000, help="held-out sentence pairs (default 2000)")
     ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
+    ap.add_argument("--dropout", type=float, default=None, help="override BertSmall's dropout (0.1)")
+    ap.add_argument("--batch", type=int, default=None, help="override the spec's batch size")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     ap.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -190,10 +192,10 @@ def main(argv=None) -> dict:
           f"pairs ({int(sel.sum())} masked targets); {N_WORDS} words")
 
     spec = archdsl.compile(SPEC)
-    model = spec.model("BertSmall")
+    model = spec.model("BertSmall", **({} if args.dropout is None else {"dropout": args.dropout}))
     t0 = time.perf_counter()
     result = train(model, out / "mlm_train.npz", run_dir=out / "run", quiet=args.quiet,
-                   threads=args.threads, epochs=args.epochs)
+                   threads=args.threads, epochs=args.epochs, batch=args.batch)
     train_s = time.perf_counter() - t0
     feeds = {k: te[k] for k in ("tokens", "segment_ids", "keep")}
     np_logits = result.executor.run(feeds)["mlm_logits"]

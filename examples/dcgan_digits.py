@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
     pair.generator.to_onnx(onnx_path, weights=weights)
     ort_samples, info = generate(pair, None, n=1000, seed=0, device="cpu", onnx=str(onnx_path))
     diff = float(np.abs(samples - ort_samples).max())
-    grid = image_grid(samples[:64], cols=8, scale=4)
+    grid = image_grid(samples[:64], cols=8, scale=5)
     write_png(out / "dcgan_digits.png", grid)
     if args.grid:
         write_png(args.grid, grid)

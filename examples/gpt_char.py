@@ -9,12 +9,12 @@ LSTM language model (specs/lstm_lm.arch) at equal parameter count, and sample fr
 
 The data are exactly examples/char_lm.py's (its `corpus`, `windows` and vocabulary: windows of
 64 characters, `tokens` and `next` in OUT/chars_train.npz, every 10th docstring held out as test
-text), and both models are trained by `archdsl train` with the same batch (32), epochs (10),
+text), and both models are trained by `archdsl train` with the same epochs (10),
 validation split (10%, seed 0) and gradient clipping; each keeps its own optimizer settings
-(the LSTM: Adam 3e-3; the GPT: AdamW 3e-3 with warm-up and a cosine decay, dropout 0.1).
+(the LSTM: Adam 3e-3, batch 32; the GPT: AdamW 4e-3 with warm-up and a cosine decay, batch 16).
 Parameter counts come from the compiled models: GPTChar's defaults (d 64, 2 layers, 4 heads,
-FFN 209, context 64, output tied to the embedding) have 98,210 parameters at 96 characters,
-the LSTM LM (embedding 32, hidden 128) 98,400.
+FFN 225, sinusoidal positions over a context of 64, output tied to the embedding) have 98,242
+parameters at 96 characters, the LSTM LM (embedding 32, hidden 128) 98,400.
 
 Figures: validation perplexity (exp of the best epoch's val_loss: mean nats per character over
 the validation windows) and test perplexity (the held-out docstrings, windows of 64, NumPy
@@ -61,8 +61,8 @@ def char_data(limit: int | None = None, seq: int = 64):
     return x, y, xt, yt, chars, train_text, test_text
 
 
-def train_cli(spec: Path, data: Path, run: Path, sets: list[str], args) -> float:
-    cmd = ["train", str(spec), "--data", str(data), "-o", str(run), "--threads", str(args.threads)]
+def train_cli(spec: Path, data: Path, run: Path, sets: list[str], args, extra=()) -> float:
+    cmd = ["train", str(spec), "--data", str(data), "-o", str(run), "--threads", str(args.threads), *extra]
     for s in sets:
         cmd += ["--set", s]
     if args.epochs:
@@ -98,6 +98,8 @@ def main(argv=None) -> dict:
                                                       "on the same corpus) instead of training the LSTM here")
     ap.add_argument("--no-lstm", action="store_true", help="train and evaluate the GPT only (no comparison)")
     ap.add_argument("--epochs", type=int, default=None, help="override both train sections' epochs")
+    ap.add_argument("--batch", type=int, default=None, help="override the GPT's batch size")
+    ap.add_argument("--lr", type=float, default=None, help="override the GPT's learning rate")
     ap.add_argument("--limit", type=int, default=None, help="use only about this many characters")
     ap.add_argument("--set", action="append", default=[], metavar="K=V",
                     help="override a GPTChar parameter (e.g. d=48); the parameter counts are reported")
@@ -128,7 +130,8 @@ def main(argv=None) -> dict:
 
     # -- training (archdsl train) -----------------------------------------------------------
     gpt_run = out / "gpt_run"
-    gpt_s = train_cli(GPT_SPEC, data, gpt_run, gpt_sets, args)
+    extra = (["--batch", str(args.batch)] if args.batch else []) + (["--lr", str(args.lr)] if args.lr else [])
+    gpt_s = train_cli(GPT_SPEC, data, gpt_run, gpt_sets, args, extra)
     lstm_s = None
     if args.no_lstm:
         lstm_run = None

@@ -106,10 +106,11 @@ def main(argv=None) -> dict:
     print(f"trained in {train_s:.0f}s ({result.steps} steps)")
     print(f"held-out accuracy: NumPy {100 * np_acc:.2f}%, ONNX Runtime {100 * ort_acc:.2f}% (chance 50%)")
     dist = (xt != 0).sum(axis=1) - 1                      # distractors between the verdict and the end
-    edges = np.linspace(args.test_min_len - 1, args.max_len, 4).astype(int)
+    edges = np.linspace(args.test_min_len - 1, args.max_len, 4).astype(int)    # [lo, hi) bands
     bands = []
     for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (dist >= lo) & (dist < hi if hi < args.max_len else dist <= hi)
+        sel = (dist >= lo) & (dist < hi)
+        hi = hi - 1
         if sel.any():
             acc = float((np_logits.argmax(1)[sel] == yt[sel]).mean())
             bands.append((int(lo), int(hi), int(sel.sum()), acc))

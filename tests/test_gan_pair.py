@@ -215,3 +215,40 @@ def test_gan_cli_summary_and_render_functions(tmp_path, capsys):
                                output=str(tmp_path / "ring.dot"), rankdir="TB", collapse=False)
     assert render_command(ns) == 0
     assert "generated f32[N, 2]" in (tmp_path / "ring.dot").read_text()
+
+
+def test_gan_dispatch_for_the_cli(tmp_path, capsys):
+    import types
+    from archdsl.gan.cli import gan_dispatch
+    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "lenet5.arch"), model=None, set=[])
+    assert gan_dispatch(ns, "summary") is None                      # not a gan spec: the caller goes on
+    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model="Generator", set=[])
+    assert gan_dispatch(ns, "summary") is None                      # one model asked for by name
+    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model="Ring", set=[], dim=[], batch=1,
+                               json=False)
+    assert gan_dispatch(ns, "summary") == 0
+    out = capsys.readouterr().out
+    assert 'Model: "Generator"' in out and 'Model: "Discriminator"' in out
+    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model=None, set=[],
+                               output=str(tmp_path / "r.dot"), rankdir="LR", collapse=False)
+    assert gan_dispatch(ns, "render") == 0 and "generated f32[N, 2]" in (tmp_path / "r.dot").read_text()
+
+
+def test_cli_summary_render_and_export_of_a_gan_spec(tmp_path):
+    p = run_cli("summary", "specs/gan_ring.arch")
+    assert p.returncode == 0, p.stderr
+    assert 'Model: "Generator"' in p.stdout and 'Model: "Discriminator"' in p.stdout
+    p = run_cli("render", "specs/gan_ring.arch", "-o", tmp_path / "ring.dot")
+    assert p.returncode == 0, p.stderr
+    assert "generated f32[N, 2]" in (tmp_path / "ring.dot").read_text()
+    # export: the generator by default, the discriminator with the flag
+    p = run_cli("export", "specs/gan_ring.arch", "-o", tmp_path / "g.onnx")
+    assert p.returncode == 0 and "model Generator" in p.stdout and "18,946 parameters" in p.stdout, p.stdout
+    p = run_cli("export", "specs/gan_ring.arch", "--discriminator", "-o", tmp_path / "d.onnx")
+    assert p.returncode == 0 and "model Discriminator" in p.stdout, p.stdout
+    import onnx
+    assert [i.name for i in onnx.load(tmp_path / "g.onnx").graph.input] == ["noise"]
+    assert [i.name for i in onnx.load(tmp_path / "d.onnx").graph.input] == ["point"]
+    p = run_cli("export", "specs/lenet5.arch", "--discriminator", "-o", tmp_path / "x.onnx")
+    assert p.returncode == 1 and "--discriminator needs a spec with a gan section" in p.stderr
+    assert not (tmp_path / "x.onnx").exists()

@@ -299,3 +299,19 @@ def test_progress_line_format():
     from archdsl.gan.loop import _fmt
     s = _fmt({"d_loss": 1.2, "g_loss": 0.7, "d_real": 0.61, "d_fake": 0.4})
     assert s == "d_loss 1.2000  g_loss 0.7000  D(x) 0.610  D(G(z)) 0.400"
+
+
+def test_dcgan_generator_and_discriminator_gradients_in_training_mode():
+    """ConvTranspose2d from 1x1 noise with output_padding, BatchNorm on batch statistics, ReLU,
+    Tanh (G) and strided Conv2d, BatchNorm, LeakyReLU (D): reverse mode vs central differences."""
+    from harness import check_grads as model_grads
+    pair = archdsl.compile(ROOT / "specs" / "dcgan_digits.arch").gan()
+    small = archdsl.compile((ROOT / "specs" / "dcgan_digits.arch").read_text()
+                            .replace("z: int = 32, ch: int = 64", "z: int = 4, ch: int = 3")
+                            .replace("model Discriminator(ch: int = 64)", "model Discriminator(ch: int = 3)")
+                            .replace("normal(32)", "normal(4)")).gan()
+    assert pair.generator.param_count > 10 * small.generator.param_count
+    rng = np.random.default_rng(0)
+    model_grads(small.generator.ir, {"noise": rng.standard_normal((3, 4, 1, 1)).astype(np.float32)}, training=True)
+    model_grads(small.discriminator.ir, {"image": np.tanh(rng.standard_normal((3, 1, 8, 8))).astype(np.float32)},
+                training=True)

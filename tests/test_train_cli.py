@@ -128,3 +128,51 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(work):
             "-o", work / "run", "--quiet")
     assert p.returncode == 0, p.stderr
     assert "resuming Net" in p.stdout and f"trained Net: {ck.meta['epoch'] + 1} epoch" in p.stdout
+
+
+def _weights(path):
+    from archdsl.train import read_checkpoint
+    ck = read_checkpoint(path)
+    return ck.meta, ck.weights
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(work):
+    """A run SIGKILLed three times, each at a random moment (mid-step, mid-checkpoint-write, ...),
+    and resumed each time from its last checkpoint, ends with exactly the weights of a run that
+    was never interrupted."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((600, 8)).astype(np.float32)
+    np.savez(work / "mid.npz", x=x, label=x[:, :3].argmax(1))
+    epochs = 40
+    base = ["train", str(work / "net.arch"), "--data", str(work / "mid.npz"), "--epochs", str(epochs), "--quiet"]
+    p = run(*base, "-o", work / "full")
+    assert p.returncode == 0, p.stderr
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    run_dir, kills = work / "killed", 0
+    delays = np.random.default_rng(int(time.time())).uniform(0.0, 0.6, size=3)    # a new moment each run
+    for delay in delays:
+        args = base + ["-o", str(run_dir)] + (["--resume", str(run_dir)] if (run_dir / "checkpoint.npz").exists() else [])
+        proc = subprocess.Popen([sys.executable, "-m", "archdsl", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        try:
+            line = proc.stdout.readline()          # after the first epoch line a checkpoint exists
+            time.sleep(float(delay))
+            proc.kill()                            # SIGKILL: no handler runs, no cleanup
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        kills += proc.returncode == -signal.SIGKILL
+        if line.startswith("trained") or proc.returncode == 0:
+            break
+        meta, _ = _weights(run_dir / "checkpoint.npz")     # the checkpoint is whole after every kill
+        assert 1 <= meta["epoch"] <= epochs
+    assert kills >= 1
+    p = run(*base, "-o", run_dir, "--resume", run_dir)
+    assert p.returncode == 0, p.stderr
+    meta_full, w_full = _weights(work / "full" / "checkpoint.npz")
+    meta_kill, w_kill = _weights(run_dir / "checkpoint.npz")
+    assert meta_kill["epoch"] == meta_full["epoch"] == epochs and meta_kill["step"] == meta_full["step"]
+    assert w_full.keys() == w_kill.keys()
+    for k in w_full:
+        assert np.array_equal(w_full[k], w_kill[k]), k         # bit for bit

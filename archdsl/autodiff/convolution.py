@@ -40,6 +40,12 @@ def _out_slices(offsets, dil, stride, out_sp):
                  for ki, d, s, o in zip(offsets, dil, stride, out_sp))
 
 
+def _group_view(x, G):
+    """[N, C, *S] -> [N, G, C/G, *S]; a view for one group whatever x's memory order (conv
+    outputs and their gradients are often channels-last views: reshape would copy them)."""
+    return x[:, None] if G == 1 else x.reshape((x.shape[0], G, x.shape[1] // G) + x.shape[2:])
+
+
 def _padded_layout(x, G, pads, channels_last):
     """Zero-pad x [N, C, *S] and regroup it in one copy, as
     [G, N, *S_padded, C/G] (channels_last) or [G, C/G, N, *S_padded]."""
@@ -56,7 +62,7 @@ def _padded_layout(x, G, pads, channels_last):
         perm, shape, dst = (1, 0) + sp_axes + (2,), (G, N) + Sp + (Cg,), (slice(None),) * 2 + interior
     else:
         perm, shape, dst = (1, 2, 0) + sp_axes, (G, Cg, N) + Sp, (slice(None),) * 3 + interior
-    src = x.reshape((N, G, Cg) + S).transpose(perm)
+    src = _group_view(x, G).transpose(perm)
     if not any(b or a for b, a in pos):
         return np.ascontiguousarray(src)
     out = np.zeros(shape, dtype=x.dtype)
@@ -188,7 +194,7 @@ def _chan_major(a, G):
     """[N, G*Og, *sp] -> [G, Og, N*P] (a copy), the GEMM operand layout."""
     N, C = a.shape[:2]
     P = math.prod(a.shape[2:])
-    return a.reshape(N, G, C // G, P).transpose(1, 2, 0, 3).reshape(G, C // G, N * P)
+    return _group_view(a, G).reshape(N, G, C // G, P).transpose(1, 2, 0, 3).reshape(G, C // G, N * P)
 
 
 def _check_groups(C, w, groups, transposed):
@@ -387,32 +393,42 @@ def _tiled_extreme_pool(x, xd, k, out_sp, is_max):
     kernel order (as PyTorch and the general path do)."""
     op = np.maximum if is_max else np.minimum
     better = np.greater if is_max else np.less
-    if not xd.flags.c_contiguous:
-        xd = np.ascontiguousarray(xd)
-    N, C = xd.shape[:2]
-    shape = list(xd.shape)
-    cur = xd
+    nsp = len(k)
+    # work in the input's memory order: channels first, or channels last (what conv's GEMM
+    # produces), so that no transposing copy is needed
+    perm = (0,) + tuple(range(2, 2 + nsp)) + (1,)
+    if not xd.flags.c_contiguous and xd.transpose(perm).flags.c_contiguous:
+        cur = xd.transpose(perm)
+        first = 1                                   # position of the first spatial axis
+    else:
+        perm = None
+        cur = np.ascontiguousarray(xd)
+        first = 2
+    lshape = cur.shape
+    shape = list(lshape)
     stages = []
-    for d in range(len(k) - 1, -1, -1):
+    for d in range(nsp - 1, -1, -1):
         kk = k[d]
         if kk == 1:
             continue
-        taps = _split_taps(cur, kk, math.prod(shape[3 + d:]))
+        taps = _split_taps(cur, kk, math.prod(shape[first + d + 1:]))
         red = op(taps[0], taps[1])
         for j in range(2, kk):
             op(red, taps[j], out=red)
         stages.append((taps, red))
-        shape[2 + d] = out_sp[d]
+        shape[first + d] = out_sp[d]
         cur = red
-    out = cur.reshape((N, C) + tuple(out_sp))
+    out = cur.reshape(shape)
     if not stages:
         out = out.copy()
+    if perm is not None:
+        inv = tuple(int(i) for i in np.argsort(perm))
+        out = out.transpose(inv)
     if not (x.requires_grad and _GRAD[0]):
         return _const(out)
-    xshape = xd.shape
 
     def vjp(g):
-        gc = g
+        gc = g.transpose(perm) if perm is not None else g
         for taps, red in reversed(stages):
             kk, A, B = taps.shape
             if B == 1:
@@ -437,7 +453,8 @@ def _tiled_extreme_pool(x, xd, k, out_sp, is_max):
                     free ^= hit
                     np.multiply(gc, hit, out=dst[j])
             gc = gin if B == 1 else _merge_taps(gin)
-        return (np.reshape(gc, xshape),)
+        gx = np.reshape(gc, lshape)
+        return (gx.transpose(inv) if perm is not None else gx,)
     return record(out, (x,), vjp)
 
 

@@ -293,7 +293,8 @@ def backward(loss, grad=None):
                                "or it was computed under no_grad)")
         ldata = loss.data
         if grad is None:
-            seed = np.ones(ldata.shape, ldata.dtype)
+            # (np.ones goes through Python; a 0-d loss is the common case)
+            seed = np.array(1, ldata.dtype) if ldata.ndim == 0 else np.ones(ldata.shape, ldata.dtype)
         else:
             if isinstance(grad, Tensor):
                 grad = grad.data

@@ -112,3 +112,14 @@ def export_weights(path, model_ir):
     ordinary checkpoint / plain weights file (as archdsl.train.checkpoint.load_weights)."""
     from .checkpoint import load_member
     return load_member(path, model_ir)
+
+
+def gan_dispatch(args, command: str) -> int | None:
+    """For archdsl/cli.py: run `summary` or `render` for a gan spec (no --model, or --model naming
+    a gan section) and return the exit code; None when the spec is not a gan spec (the caller
+    goes on as for any spec)."""
+    import archdsl
+    spec = archdsl.compile(Path(args.file))
+    if not is_gan_spec(spec, getattr(args, "model", None)):
+        return None
+    return {"summary": summary_command, "render": render_command}[command](args)

@@ -295,7 +295,7 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
     vmap: dict[int, Value] = {}
     inputs = []
     for v in ir.inputs:
-        nv = Value(v.name, v.type, None, 0, v.span)
+        nv = Value(v.name, v.type, span=v.span)
         vmap[id(v)] = nv
         inputs.append(nv)
     nodes: list[Node] = []
@@ -304,8 +304,9 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
     for n in ir.nodes:
         ins = [vmap[id(v)] for v in n.inputs]
         attrs = dict(n.attrs)
-        nn = Node(n.name, n.op, attrs, ins, [], dict(n.params), n.span, n.scope, n.instance)
-        outs = [Value(v.name, v.type, nn, i, v.span) for i, v in enumerate(n.outputs)]
+        nn = Node(name=n.name, op=n.op, attrs=attrs, inputs=ins, outputs=[], params=dict(n.params),
+                  span=n.span, scope=n.scope, instance=n.instance)
+        outs = [Value(v.name, v.type, producer=nn, index=i, span=v.span) for i, v in enumerate(n.outputs)]
         if _is_recurrent(n):
             x = ins[0].type
             L, D, H = int(attrs.get("num_layers", 1)), 2 if attrs.get("bidirectional") else 1, int(attrs["hidden"])
@@ -314,7 +315,7 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
             slots = [StateSlot(n.name, k, f"{STATE_PREFIX}{n.name}.{k}",
                                f"{STATE_PREFIX}{n.name}.{k[0]}_n", st) for k in kinds]
             if feed_states:
-                sin = [Value(s.input, st, None, 0, n.span) for s in slots]
+                sin = [Value(s.input, st, span=n.span) for s in slots]
                 nn.inputs = [ins[0]] + sin
                 state_inputs[id(nn)] = sin
             if attrs.get("return_state"):
@@ -322,7 +323,7 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
                 souts = outs[1:1 + len(kinds)]
             else:
                 attrs["return_state"] = True
-                souts = [Value(s.output, st, nn, 1 + i, n.span) for i, s in enumerate(slots)]
+                souts = [Value(s.output, st, producer=nn, index=1 + i, span=n.span) for i, s in enumerate(slots)]
                 outs += souts
             extra[id(nn)] = (souts, slots)
         nn.outputs = outs
@@ -352,8 +353,9 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
     idents = [v.producer for v in state_outs if v.producer is not None and v.producer.name.startswith(STATE_PREFIX)]
     nodes.extend(idents)
     params = {k for n in nodes for k in n.params.values()}
-    m = Model(ir.name, ir.file, ir.span, dict(ir.args), new_inputs, outputs + state_outs, nodes,
-              {k: p for k, p in ir.parameters.items() if k in params}, dict(ir.scopes))
+    m = Model(name=ir.name, file=ir.file, span=ir.span, args=dict(ir.args), inputs=new_inputs,
+              outputs=outputs + state_outs, nodes=nodes,
+              parameters={k: p for k, p in ir.parameters.items() if k in params}, scopes=dict(ir.scopes))
     return m, slots_all
 
 
@@ -361,8 +363,9 @@ def _identity(node: Node, v: Value, name: str) -> Value:
     """An Identity node that renames `v` (an output of `node` already used in the graph)."""
     from ..ops.base import get_op
     op = get_op("Identity")
-    ident = Node(f"{name}", op, {}, [v], [], {}, node.span, node.scope, f"{name}")
-    out = Value(name, v.type, ident, 0, node.span)
+    ident = Node(name=name, op=op, attrs={}, inputs=[v], outputs=[], params={}, span=node.span,
+                 scope=node.scope, instance=name)
+    out = Value(name, v.type, producer=ident, index=0, span=node.span)
     ident.outputs = [out]
     return out
 

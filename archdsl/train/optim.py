@@ -1,9 +1,12 @@
 """Optimizers, learning-rate schedules and gradient clipping.
 
 Optimizers update the parameter arrays in place with NumPy ufuncs writing into preallocated
-scratch buffers (`out=`), so a step allocates nothing. Updates follow PyTorch's formulas
-(torch.optim.SGD / Adam / AdamW, single-tensor path), so results agree with torch within float
-rounding:
+scratch buffers (`out=`), so a step allocates nothing; with parameters of one dtype each formula
+is one ufunc call over flat buffers holding every parameter's state (see Optimizer). Updates
+follow PyTorch's formulas (torch.optim.SGD / Adam / AdamW, single-tensor path), so results agree
+with torch within float rounding; the one difference is that moment buffers are flushed of
+subnormal numbers every FLUSH_EVERY steps (values that change no update, but slow every later
+step down):
 
     SGD       g += wd * p;  b = mu * b + g;  g = g + mu * b (Nesterov) or b;  p -= lr * g
     Adam      g += wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
@@ -66,6 +69,7 @@ class Optimizer:
             self._sflat = {slot: np.zeros(total, dtype) for slot in self.slots}
             self._tflat = np.empty(total, dtype)
             self._gflat = np.empty(total, dtype)
+            self._gviews = _views(self._gflat, datas)
             self._pflat = None      # gathered parameters, for L2 weight decay (made on first use)
             self.state: dict[str, dict[str, np.ndarray]] = {
                 slot: dict(zip(self.params, _views(buf, datas))) for slot, buf in self._sflat.items()}
@@ -100,7 +104,8 @@ class Optimizer:
         decay = 1.0 - self.lr * self.weight_decay if self.decoupled and self.weight_decay else None
         if self._flat and all(g is not None for g in grads):
             gflat = self._gflat
-            np.concatenate([g.reshape(-1) for g in grads], out=gflat)
+            for dst, g in zip(self._gviews, grads):
+                dst[...] = g
             span = self._pspan
             if span is not None and not all(p.data is d for p, d in zip(tensors, self._datas)):
                 span = None
@@ -159,6 +164,21 @@ class Optimizer:
         self.lr = float(meta.get("lr", self.base_lr))
 
 
+# Every FLUSH_EVERY steps, moment buffers are flushed of subnormal numbers. A parameter whose
+# gradient stays zero (a weight from an input pixel that is always 0, a dead unit) has its moments
+# multiplied by beta every step: they decay into the subnormal range and, rounding to nearest,
+# stay at the smallest subnormal for good. CPUs compute on subnormals many times slower, and every
+# later step multiplies them. Values that small change no update: |m| < 1.2e-38 moves a parameter
+# by less than lr * 1e-30; v enters as sqrt(v) next to eps.
+FLUSH_EVERY = 16
+
+
+def _flush_subnormals(a: np.ndarray, scratch: np.ndarray) -> None:
+    """Set the subnormal entries of `a` to zero (`scratch`: a float buffer of a's shape)."""
+    np.abs(a, out=scratch)
+    np.copyto(a, 0, where=scratch < np.finfo(a.dtype).tiny)
+
+
 def _views(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
     """Consecutive views of `flat` shaped like the arrays in `like`."""
     out, off = [], 0
@@ -212,6 +232,8 @@ class SGD(Optimizer):
             buf = st["momentum"]
             buf *= mu
             buf += g
+            if self.t % FLUSH_EVERY == 0:
+                _flush_subnormals(buf, tmp)
             if self.nesterov:
                 np.multiply(buf, mu, out=tmp)
                 g += tmp
@@ -257,6 +279,9 @@ class Adam(Optimizer):
         np.multiply(g, g, out=tmp)
         tmp *= 1.0 - b2
         v += tmp
+        if self.t % FLUSH_EVERY == 0:
+            _flush_subnormals(m, tmp)
+            _flush_subnormals(v, tmp)
         np.sqrt(v, out=tmp)
         tmp *= self._inv_bc2_sqrt
         tmp += self.eps
