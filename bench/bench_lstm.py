@@ -92,6 +92,8 @@ def batches(n: int, seed: int = 0):
 # -- training engines ---------------------------------------------------------------------------
 
 def archdsl_engine(weights):
+    from archdsl.autodiff.allocator import keep_freed_memory
+    keep_freed_memory()                # as archdsl train does (process-wide: torch gets it too)
     model = archdsl.compile(ROOT / "specs" / "lstm_lm.arch").model()
     ex = model.executor(weights)
     opt = Adam(ex.trainable(), lr=LR)

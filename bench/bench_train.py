@@ -31,8 +31,8 @@ first moments of units that get no gradient decay into float32 subnormals). Repo
 over repetitions of samples/s, and ratios to the peers.
 
 Peak memory, per engine in a fresh subprocess (so engines cannot hide in each other's peaks):
-  * RSS delta: ru_maxrss after building the model and optimizer and training 50 steps (the
-    loop: 2 epochs), minus ru_maxrss just before building (imports and data loaded): what
+  * RSS delta: the peak RSS (VmHWM, reset just before building) after building the model and optimizer and training 50 steps (the
+    loop: 2 epochs), minus the RSS just before building (imports and data loaded): what
     training adds to the peak.
   * tracemalloc peak: the peak of traced Python/NumPy allocations over building the model and
     optimizer and 5 steps (the loop: 1 epoch); NumPy registers its array buffers with
@@ -90,6 +90,7 @@ sys.path.insert(0, str(ROOT))
 
 import archdsl  # noqa: E402
 from archdsl.autodiff import backward  # noqa: E402
+from archdsl.autodiff.allocator import keep_freed_memory  # noqa: E402
 from archdsl.backends.numpy.executor import NumpyExecutor  # noqa: E402
 from archdsl.train.config import config_for  # noqa: E402
 from archdsl.train.loop import Trainer, build_optimizer  # noqa: E402
@@ -167,6 +168,7 @@ class ArchdslEngine:
     """One training step as archdsl.train.loop runs it (without the loop's bookkeeping)."""
 
     def __init__(self, w: Workload):
+        keep_freed_memory()            # as Trainer.fit does (process-wide: the peers get it too)
         self.ex = NumpyExecutor(w.ir, w.weights, seed=0)
         self.opt = build_optimizer(w.cfg.optimizer, self.ex.trainable())
         self.loss_fn = LOSSES[w.cfg.loss["name"]][0]
@@ -548,18 +550,47 @@ def _maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
 
 
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak-RSS mark to the current RSS (Linux: clear_refs 5) and return it (KiB).
+    Without it the peak is the imports' (torch's import alone peaks above a small network's
+    training), and the delta reads 0. Falls back to ru_maxrss elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        rss = _proc_status_kib("VmRSS")
+        if rss is not None:
+            return rss
+    except OSError:
+        pass
+    return _maxrss_kib()
+
+
+def _peak_rss_kib() -> int:
+    hwm = _proc_status_kib("VmHWM")
+    return hwm if hwm is not None else _maxrss_kib()
+
+
 def memory_child(key: str, engine: str) -> None:
     w = Workload(key)
     batches = w.batches
     nb = len(batches)
-    rss0 = _maxrss_kib()
+    rss0 = _reset_peak_rss()
     e = make(engine, w)
     if engine == "archdsl-loop":
         e.run_epochs(2)
     else:
         for i in range(50):
             e.step(*batches[i % nb])
-    rss1 = _maxrss_kib()
+    rss1 = _peak_rss_kib()
     del e
     traced = None
     if engine != "torch":
@@ -641,9 +672,9 @@ def report(results: dict, mem: dict, args, cmd: str, load: tuple) -> str:
              "training; warm-up first. samples/s is by wall clock (time.perf_counter), samples/CPU-s "
              "by the process's CPU time (time.process_time: what a busy, shared machine does not "
              "inflate); both are medians over the repetitions",
-             "- Peak memory: each engine in a fresh subprocess; RSS delta = ru_maxrss after building "
-             "the model and optimizer and 50 steps (archdsl-loop: 2 epochs) minus ru_maxrss before "
-             "building; tracemalloc peak = traced allocations over building and 5 steps (archdsl-loop: "
+             "- Peak memory: each engine in a fresh subprocess; RSS delta = the peak RSS (VmHWM, reset "
+             "just before building) after building the model and optimizer and 50 steps (archdsl-loop: "
+             "2 epochs) minus the RSS before building; tracemalloc peak = traced allocations over building and 5 steps (archdsl-loop: "
              "1 epoch; NumPy registers its buffers "
              "with tracemalloc, PyTorch does not: n/a)", ""]
     for key, res in results.items():
@@ -690,6 +721,10 @@ NOTES = [
     "function.",
     "- `archdsl-loop` is `Trainer.fit` (what `archdsl train` runs), each call a fresh run of whole "
     "epochs including its setup, so it is not at the same point of training as the others.",
+    "- The allocator: `archdsl train` keeps freed memory in the heap for the next step "
+    "(`archdsl/autodiff/allocator.py`, glibc `mallopt`); this process does the same before timing, "
+    "so every engine here runs with it. Without it, a step of the CNN re-faulted its pages and ran at "
+    "about half the speed once PyTorch had run in the same process.",
     "- A small network is bound by per-call overhead (Python, and NumPy's dispatch on arrays of a "
     "few thousand elements), not by arithmetic: the MLP's three GEMMs are a small part of a step.",
     "- PyTorch's RSS delta includes its one-time lazy initialisation (kernels, thread pool).",

@@ -24,9 +24,10 @@ Training (tokens/s; one step = forward in training mode + mean cross-entropy ove
     default  glibc's malloc as it comes: arrays over the mmap threshold come from mmap, and
              freed memory at the top of the heap is given back, so every step touches fresh
              pages and pays a page fault per 4 KiB (expensive in VMs);
-    tuned    mallopt(M_MMAP_THRESHOLD = 1 GiB, M_TRIM_THRESHOLD = 1 GiB, M_TOP_PAD = 64 MiB)
-             before anything is imported: freed memory stays in the heap and the next step
-             reuses it without faults. Applies to both engines (same process).
+    tuned    what `archdsl train` does (archdsl/autodiff/allocator.py: glibc mallopt of the
+             mmap threshold, trim threshold and top pad) before anything is imported: freed
+             memory stays in the heap and the next step reuses it without faults. Applies to
+             both engines (same process).
 
 Inference (ONNX Runtime CPU, median latency of --runs runs, sessions timed round-robin):
 GPTSmall exported by archdsl at opset 17 (attention as MatMul/Softmax) and at the newest opset
@@ -73,15 +74,10 @@ def _args(argv=None):
 
 
 def tune_malloc() -> bool:
-    """glibc only: keep freed memory in the heap (no mmap for big arrays, no trimming)."""
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim, m_top_pad, m_mmap = -1, -2, -3
-    return bool(libc.mallopt(m_mmap, 1 << 30) and libc.mallopt(m_trim, 1 << 30)
-                and libc.mallopt(m_top_pad, 64 << 20))
+    """What `archdsl train` does: keep freed memory in the heap (glibc only)."""
+    sys.path.insert(0, str(ROOT))
+    from archdsl.autodiff.allocator import keep_freed_memory
+    return keep_freed_memory()
 
 
 def _limit_threads(n: int) -> None:

@@ -59,6 +59,7 @@ from ..fileio import atomic_write
 from ..passes.init import initialize
 from ..train.checkpoint import check_weights
 from ..train.data import Dataset, load_data, read_npz, shuffle_rng
+from ..autodiff.allocator import keep_freed_memory
 from ..train.loop import blas_threads, build_optimizer, build_schedules
 from ..train.optim import schedule_factor
 from . import objectives as O
@@ -185,6 +186,7 @@ class GanTrainer:
 
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None) -> GanResult:
+        keep_freed_memory()            # a step reuses the last step's memory (autodiff/allocator.py)
         with blas_threads(self.threads), self._sigint(), np.errstate(over="ignore", invalid="ignore",
                                                                      divide="ignore"):
             try:

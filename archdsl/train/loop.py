@@ -49,6 +49,7 @@ from ..fileio import atomic_write
 from ..ir.graph import Model
 from ..passes.freeze import resolve_freeze
 from ..passes.init import initialize
+from ..autodiff.allocator import keep_freed_memory
 from .checkpoint import check_weights, init_from, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
 from .data import Dataset, TargetSpec, load_data, shuffle_rng, split
@@ -229,6 +230,7 @@ class Trainer:
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None, init=None) -> TrainResult:
         # non-finite values are detected and reported by the loop, not as NumPy warnings
+        keep_freed_memory()            # a step reuses the last step's memory (autodiff/allocator.py)
         with blas_threads(self.threads), self._sigint(), np.errstate(over="ignore", invalid="ignore",
                                                                      divide="ignore"):
             return self._fit(data, run_dir, resume, init)
