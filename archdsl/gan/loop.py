@@ -51,8 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..autodiff import backward, clear_tape, no_grad
-from ..autodiff.tensor import _TAPE     # the engine's global tape (a list, never rebound)
+from ..autodiff import backward, clear_tape, no_grad, put_back_tape, take_tape
 from ..backends.numpy.executor import NumpyExecutor
 from ..errors import ArchError
 from ..fileio import atomic_write
@@ -92,18 +91,6 @@ class GanResult:
     @property
     def discriminator_weights(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.discriminator.weights().items()}
-
-
-def _take_tape() -> list:
-    """Set aside what the tape holds (the generator's forward pass) so that the discriminator's
-    backward pass, which consumes and clears the whole tape, leaves it alone."""
-    entries = list(_TAPE)
-    _TAPE.clear()
-    return entries
-
-
-def _put_back(entries: list) -> None:
-    _TAPE[:0] = entries     # before anything recorded since: creation order is kept
 
 
 def _couples_batch(ir) -> bool:
@@ -354,7 +341,7 @@ class GanTrainer:
             z = self.pair.noise(B, noise_rng)
             if k == d_steps - 1:           # the fake the generator update reuses: keep its tape
                 fake = gen.forward({zin: z}, training=True)[gout]
-                g_tape = _take_tape()
+                g_tape = take_tape()
                 fake_data = fake.data
             else:
                 with no_grad():
@@ -383,7 +370,7 @@ class GanTrainer:
             d_fake_p += O.probability(obj, sf)
 
         # generator update: gradients flow through D (held) into G
-        _put_back(g_tape)
+        put_back_tape(g_tape)
         for p in d_list:
             p.requires_grad = False
         try:
