@@ -1,5 +1,10 @@
-"""Shared checks: the two executors agree, and NumPy gradients match finite differences."""
+"""Shared checks: the two executors agree, and NumPy gradients match finite differences; and the
+examples, loaded as modules."""
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +17,18 @@ from archdsl.ir.types import resolve_dim
 from archdsl.passes.init import initialize
 
 OPSETS = (17, max_opset())
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(name: str):
+    """examples/NAME.py loaded as a module, with examples/ on sys.path (where the examples find
+    _common and each other, as when they are run as scripts)."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def random_inputs(model, seed: int = 0, dims: dict | None = None, high: int = 5) -> dict[str, np.ndarray]:
@@ -101,3 +118,4 @@ def check_grads(model, inputs: dict, weights=None, seed=0, n_coords=6, eps=1e-6,
             checked += 1
     assert checked > 0
     return checked
+
