@@ -2,6 +2,7 @@
 examples, loaded as modules."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -119,3 +120,19 @@ def check_grads(model, inputs: dict, weights=None, seed=0, n_coords=6, eps=1e-6,
     assert checked > 0
     return checked
 
+
+def run_authoring(capsys, *argv):
+    """Run an authoring subcommand (`archdsl fmt`, `show`, ...) in this process, as the CLI would:
+    (exit code, stdout, stderr), an ArchError printed and exit code 1."""
+    from archdsl.authoring.cli import add_commands
+    from archdsl.errors import ArchError
+    ap = argparse.ArgumentParser(prog="archdsl")
+    add_commands(ap.add_subparsers())
+    args = ap.parse_args([str(a) for a in argv])
+    try:
+        rc = args.fn(args)
+    except ArchError as err:
+        print(err.format(), file=sys.stderr)
+        rc = 1
+    out = capsys.readouterr()
+    return rc, out.out, out.err
