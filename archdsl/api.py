@@ -17,7 +17,7 @@ import numpy as np
 from .elaborate.elaborator import Elaborator
 from .elaborate.loader import Namespace, load
 from .elaborate.sections import check_sections
-from .errors import ArchError, ArchErrors, did_you_mean
+from .errors import ArchError, collect_errors, did_you_mean, raise_errors
 from .ir.graph import Model
 
 
@@ -69,20 +69,11 @@ class Spec:
         self._cache: dict = {}
         errors: list[ArchError] = []
         for name in ns.own_models:
-            try:
+            with collect_errors(errors):
                 self.model(name, **self._applicable(name, overrides or {}))
-            except ArchErrors as e:
-                errors.extend(e.errors)
-            except ArchError as e:
-                errors.append(e)
-        try:
+        with collect_errors(errors):
             self.sections = check_sections(ns, self)
-        except ArchErrors as e:
-            errors.extend(e.errors)
-        except ArchError as e:
-            errors.append(e)
-        if errors:
-            raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+        raise_errors(errors)
 
     def _applicable(self, name: str, overrides: dict) -> dict:
         params = {p.name for p in self.ns.models[name].params}

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 
@@ -100,6 +101,24 @@ class ArchErrors(ArchError):
         body = "\n".join(e.format(color) for e in self.errors)
         n = len(self.errors)
         return f"{body}\n{n} error{'s' if n != 1 else ''}"
+
+
+@contextlib.contextmanager
+def collect_errors(errors: list):
+    """Add an ArchError raised in the block (each error of an ArchErrors) to `errors` and go on,
+    so that independent mistakes are reported together (see raise_errors)."""
+    try:
+        yield
+    except ArchErrors as e:
+        errors.extend(e.errors)
+    except ArchError as e:
+        errors.append(e)
+
+
+def raise_errors(errors: list) -> None:
+    """Raise what was collected: the one error as it is, several as an ArchErrors."""
+    if errors:
+        raise errors[0] if len(errors) == 1 else ArchErrors(errors)
 
 
 def did_you_mean(name: str, candidates) -> str | None:

@@ -32,7 +32,7 @@ from typing import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from archdsl.errors import ArchError, ArchErrors, did_you_mean
+from archdsl.errors import ArchError, did_you_mean, raise_errors
 
 __all__ = ["Session", "IOInfo", "load_inputs", "format_shape", "GPU_HINT"]
 
@@ -309,8 +309,7 @@ class Session:
                 errors.append(err)
                 continue
             out[info.name] = arr
-        if errors:
-            raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+        raise_errors(errors)
         return out
 
     def run(self, feeds: Mapping[str, object], outputs: list[str] | None = None) -> dict[str, np.ndarray]:

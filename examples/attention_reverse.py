@@ -24,9 +24,7 @@ The CLI trains the same model:
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -38,6 +36,8 @@ SPEC = ROOT / "specs" / "seq2seq_attention.arch"
 PAD, BOS, EOS, IGNORE = 10, 11, 12, -1
 MAX_LEN = 10
 TOKENS = [str(d) for d in range(10)] + ["<pad>", "<bos>", "<eos>"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 
 def reversal_data(n: int, min_len: int = 5, max_len: int = MAX_LEN, seed: int = 0):
@@ -119,46 +119,33 @@ def write_png(path: Path, img: np.ndarray, scale: int = 24) -> None:
     path.write_bytes(png)
 
 
-def save_npz(path: Path, **arrays) -> None:
-    from archdsl.fileio import atomic_path
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     ap.add_argument("--train-size", type=int, default=8000, help="training sequences (default 8000)")
     ap.add_argument("--test-size", type=int, default=1000, help="held-out sequences (default 1000)")
     ap.add_argument("--min-len", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
-    ap.add_argument("--batch", type=int, default=None, help="override the spec's batch size")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    _common.add_flags(ap, "epochs", "batch", "threads")
     ap.add_argument("--png", nargs="?", const=str(ROOT / "docs" / "attention_reverse.png"), default=None,
                     help="write the attention matrix as a PNG (default path docs/attention_reverse.png)")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime decoding")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common.add_flags(ap, "quiet")
     args = ap.parse_args(argv)
 
     import archdsl
     from archdsl.train import train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     tr, _ = reversal_data(args.train_size, args.min_len, seed=0)
     te, te_len = reversal_data(args.test_size, args.min_len, seed=1)
-    save_npz(out / "reverse_train.npz", **tr)
-    save_npz(out / "reverse_test.npz", **te)
+    _common.save_npz(out / "reverse_train.npz", **tr)
+    _common.save_npz(out / "reverse_test.npz", **te)
     print(f"digit reversal: {args.train_size} training and {args.test_size} held-out sequences of "
           f"{args.min_len}-{MAX_LEN} digits")
 
     spec = archdsl.compile(SPEC)
     model = spec.model("Seq2SeqAttention")
-    t0 = time.perf_counter()
-    result = train(model, out / "reverse_train.npz", run_dir=out / "run", quiet=args.quiet,
-                   threads=args.threads, epochs=args.epochs, batch=args.batch)
-    train_s = time.perf_counter() - t0
+    result, train_s = _common.timed(train, model, out / "reverse_train.npz", run_dir=out / "run", quiet=args.quiet,
+                                    threads=args.threads, epochs=args.epochs, batch=args.batch)
     ex = result.executor
 
     def run_np(src, tgt):
@@ -176,10 +163,7 @@ def main(argv=None) -> dict:
     report = {**sc, "antidiagonal": diag, "train_seconds": train_s, "steps": result.steps}
 
     if not args.no_onnx:
-        import onnxruntime as ort
-        onnx_path = out / "seq2seq_attention.onnx"
-        model.to_onnx(onnx_path, weights=result.weights)
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        sess = _common.onnx_session(model, result.weights, out / "seq2seq_attention.onnx")
 
         def run_ort(src, tgt):
             return sess.run(["logits", "attention"], {"src": src, "tgt_in": tgt})
@@ -202,11 +186,8 @@ def main(argv=None) -> dict:
     ok = sc["token_accuracy"] >= 0.98 and diag >= 0.9
     if not args.no_onnx:
         ok = ok and report["onnx_same_tokens"] >= 0.999
-    report["ok"] = ok
-    if not ok:
-        print("FAILED: expected >= 98% held-out token accuracy, an anti-diagonal attention and "
-              "ONNX Runtime decoding as NumPy's", file=sys.stderr)
-    return report
+    return _common.finish(report, ok, ">= 98% held-out token accuracy, an anti-diagonal attention and "
+                                      "ONNX Runtime decoding as NumPy's")
 
 
 if __name__ == "__main__":

@@ -38,9 +38,7 @@ The CLI trains the same model:
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +49,8 @@ SPEC = ROOT / "specs" / "bert.arch"
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 IGNORE = -100
 MAX_T = 24
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 KINDS = {"animal": ("dog", "cat", "bird", "horse"), "person": ("child", "teacher", "farmer", "doctor"),
          "food": ("apple", "cake", "egg", "pie"), "place": ("house", "garden", "park", "river")}
@@ -154,36 +154,26 @@ def masked_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=-1)[sel] == labels[sel]).mean())
 
 
-def save_npz(path: Path, **arrays) -> None:
-    from archdsl.fileio import atomic_path
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     ap.add_argument("--train-size", type=int, default=6000, help="training sentence pairs (default 6000)")
     ap.add_argument("--copies", type=int, default=2, help="masked copies of each training pair (default 2)")
     ap.add_argument("--test-size", type=int, default=2000, help="held-out sentence pairs (default 2000)")
-    ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
+    _common.add_flags(ap, "epochs")
     ap.add_argument("--dropout", type=float, default=None, help="override BertSmall's dropout (0.1)")
-    ap.add_argument("--batch", type=int, default=None, help="override the spec's batch size")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    _common.add_flags(ap, "batch", "threads")
     ap.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common.add_flags(ap, "quiet")
     args = ap.parse_args(argv)
 
     import archdsl
     from archdsl.train import train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     tr = mlm_arrays(args.train_size, seed=0, copies=args.copies)
     te = mlm_arrays(args.test_size, seed=1)
-    save_npz(out / "mlm_train.npz", **tr)
-    save_npz(out / "mlm_test.npz", **te)
+    _common.save_npz(out / "mlm_train.npz", **tr)
+    _common.save_npz(out / "mlm_test.npz", **te)
     sel = te["labels"] != IGNORE
     counts = np.bincount(te["labels"][sel], minlength=len(VOCAB))
     majority = float(counts.max() / sel.sum())
@@ -193,10 +183,8 @@ def main(argv=None) -> dict:
 
     spec = archdsl.compile(SPEC)
     model = spec.model("BertSmall", **({} if args.dropout is None else {"dropout": args.dropout}))
-    t0 = time.perf_counter()
-    result = train(model, out / "mlm_train.npz", run_dir=out / "run", quiet=args.quiet,
-                   threads=args.threads, epochs=args.epochs, batch=args.batch)
-    train_s = time.perf_counter() - t0
+    result, train_s = _common.timed(train, model, out / "mlm_train.npz", run_dir=out / "run", quiet=args.quiet,
+                                    threads=args.threads, epochs=args.epochs, batch=args.batch)
     feeds = {k: te[k] for k in ("tokens", "segment_ids", "keep")}
     np_logits = result.executor.run(feeds)["mlm_logits"]
     acc = masked_accuracy(np_logits, te["labels"])
@@ -211,10 +199,7 @@ def main(argv=None) -> dict:
 
     ok = acc >= 3 * majority
     if not args.no_onnx:
-        import onnxruntime as ort
-        onnx_path = out / "bert_small.onnx"
-        model.to_onnx(onnx_path, weights=result.weights)
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        sess = _common.onnx_session(model, result.weights, out / "bert_small.onnx")
         ort_logits = sess.run(["mlm_logits"], feeds)[0]
         oacc = masked_accuracy(ort_logits, te["labels"])
         same = float((ort_logits.argmax(-1)[sel] == np_logits.argmax(-1)[sel]).mean())
@@ -222,11 +207,8 @@ def main(argv=None) -> dict:
               f"max |logit difference| {float(np.abs(ort_logits - np_logits).max()):.2e})")
         report.update(onnx_accuracy=oacc, onnx_same=same)
         ok = ok and same >= 0.999
-    report["ok"] = ok
-    if not ok:
-        print("FAILED: expected a masked-token accuracy of at least 3x the best constant answer, "
-              "with the same predictions on ONNX Runtime", file=sys.stderr)
-    return report
+    return _common.finish(report, ok, "a masked-token accuracy of at least 3x the best constant answer, "
+                                      "with the same predictions on ONNX Runtime")
 
 
 if __name__ == "__main__":

@@ -27,22 +27,20 @@ on the same characters). Exits 1 unless the test perplexity is below 60% of the 
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import hashlib
 import importlib
 import inspect
-import io
 import math
 import re
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 MODULES = ("abc argparse base64 bisect calendar collections contextlib copy csv dataclasses datetime "
            "decimal difflib enum fractions functools glob gzip hashlib heapq hmac html inspect io "
@@ -112,16 +110,23 @@ def windows(ids: np.ndarray, seq: int) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.int64), y.astype(np.int64)
 
 
+def char_data(limit: int | None = None, seq: int = 64):
+    """(x, y, xt, yt, chars, train_text, test_text): training and test windows of `seq` character
+    ids (test characters never seen in training dropped), the vocabulary, and the texts."""
+    train_text, test_text = corpus(limit)
+    chars = sorted(set(train_text))
+    index = {c: i for i, c in enumerate(chars)}
+    test_text = "".join(c for c in test_text if c in index)      # (a character seen only in test)
+    train_ids = np.array([index[c] for c in train_text], np.int64)
+    test_ids = np.array([index[c] for c in test_text], np.int64)
+    x, y = windows(train_ids, seq)
+    xt, yt = windows(test_ids, seq)
+    return x, y, xt, yt, chars, train_text, test_text
+
+
 def unigram_logprobs(ids: np.ndarray, vocab_size: int) -> np.ndarray:
     counts = np.bincount(ids, minlength=vocab_size).astype(np.float64) + 1.0   # add-one
     return np.log(counts / counts.sum())
-
-
-def save_npz(path: Path, **arrays) -> None:
-    from archdsl.fileio import atomic_path
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
 
 
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -132,64 +137,26 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     return float(-np.take_along_axis(logp, y[..., None], axis=-1).mean())
 
 
-def run_cli(argv: list[str], capture: bool = True) -> tuple[int, str, str]:
-    """Run `archdsl ARGV` in this process; (exit code, stdout, stderr), or with capture=False
-    let it print as it goes (and return empty strings)."""
-    from archdsl import cli
-    out, err = io.StringIO(), io.StringIO()
-    with (contextlib.redirect_stdout(out) if capture else contextlib.nullcontext()), \
-            (contextlib.redirect_stderr(err) if capture else contextlib.nullcontext()):
-        ap = cli.build_parser()
-        if not _has_command(ap, argv[0]):        # `archdsl sample` before it is wired into cli.py
-            from archdsl.sample.cli import add_commands
-            add_commands(next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)))
-        args = ap.parse_args(argv)
-        from archdsl.errors import ArchError
-        try:
-            code = args.fn(args)
-        except ArchError as e:
-            print(e.format(), file=sys.stderr)
-            code = 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def _has_command(ap, name: str) -> bool:
-    return any(isinstance(a, argparse._SubParsersAction) and name in a.choices for a in ap._actions)
-
-
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     ap.add_argument("--spec", default="lstm_lm", choices=["lstm_lm", "elman_lm"])
-    ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
+    _common.add_flags(ap, "epochs")
     ap.add_argument("--seq", type=int, default=64, help="training window length (default 64)")
-    ap.add_argument("--hidden", type=int, default=None, help="override the model's hidden size")
-    ap.add_argument("--limit", type=int, default=None, help="use only about this many characters")
-    ap.add_argument("--lr", type=float, default=None, help="override the spec's learning rate")
-    ap.add_argument("--batch", type=int, default=None, help="override the spec's batch size")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    _common.add_flags(ap, "hidden", "limit", "lr", "batch", "threads")
     ap.add_argument("--sample-length", type=int, default=300)
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common.add_flags(ap, "quiet")
     args = ap.parse_args(argv)
 
     import archdsl
     from archdsl.train.checkpoint import load_weights
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     spec_path = ROOT / "specs" / f"{args.spec}.arch"
 
     # -- the data ----------------------------------------------------------------------------
-    train_text, test_text = corpus(args.limit)
-    chars = sorted(set(train_text))
-    index = {c: i for i, c in enumerate(chars)}
-    test_text = "".join(c for c in test_text if c in index)      # (a character seen only in test)
-    train_ids = np.array([index[c] for c in train_text], np.int64)
-    test_ids = np.array([index[c] for c in test_text], np.int64)
+    x, y, xt, yt, chars, train_text, test_text = char_data(args.limit, args.seq)
     V = len(chars)
-    x, y = windows(train_ids, args.seq)
-    xt, yt = windows(test_ids, args.seq)
-    save_npz(out / "chars_train.npz", tokens=x, next=y, vocab=np.array(chars))
+    _common.save_npz(out / "chars_train.npz", tokens=x, next=y, vocab=np.array(chars))
     digest = hashlib.sha256((train_text + test_text).encode()).hexdigest()[:12]
     print(f"corpus: docstrings of {len(MODULES)} standard-library modules (Python "
           f"{sys.version_info.major}.{sys.version_info.minor}), {len(train_text):,} training + "
@@ -211,11 +178,8 @@ def main(argv=None) -> dict:
         cmd += ["--batch", str(args.batch)]
     if args.quiet:
         cmd += ["--quiet"]
-    print("$ archdsl " + " ".join(cmd[:1] + [str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c
-                                           for c in cmd[1:]]))
-    t0 = time.perf_counter()
-    code, _, _ = run_cli(cmd, capture=False)
-    train_s = time.perf_counter() - t0
+    _common.show_command(cmd)
+    (code, _, _), train_s = _common.timed(_common.run_cli, cmd, capture=False)
     if code != 0:
         return {"ok": False, "error": f"archdsl train exited with {code}"}
     import json
@@ -251,36 +215,20 @@ def main(argv=None) -> dict:
           f"vs unigram {uni_test:.2f}")
 
     # -- archdsl sample ------------------------------------------------------------------------
-    samples = {}
-    prompt = "Return the "
-    for device in ("numpy", "cpu"):
-        cmd = ["sample", str(spec_path), "--weights", str(ckpt), "--prompt", prompt, "--length",
-               str(args.sample_length), "--temperature", "0.7", "--seed", "1", "--device", device]
-        if args.hidden:
-            cmd += ["--set", f"hidden={args.hidden}"]
-        if device == "cpu":
-            cmd += ["--save-onnx", str(out / f"{args.spec}_step.onnx")]
-        code, stdout, stderr = run_cli(cmd)
-        if code != 0:
-            sys.stderr.write(stderr)
-            return {"ok": False, "error": stderr}
-        samples[device] = stdout.rstrip("\n")
-        print(f"\n$ archdsl sample {spec_path.relative_to(ROOT)} --weights {ckpt} --prompt {prompt!r} "
-              f"--length {args.sample_length} --temperature 0.7 --seed 1 --device {device}")
-        print(stderr.strip().splitlines()[-1])
-        print(samples[device])
+    samples, error = _common.sample_on_both(spec_path, ckpt, args.sample_length,
+                                            [f"hidden={args.hidden}"] if args.hidden else [],
+                                            ["--save-onnx", str(out / f"{args.spec}_step.onnx")])
+    if error is not None:
+        return {"ok": False, "error": error}
     same = samples["numpy"] == samples["cpu"]
-    print(f"\nthe NumPy engine and ONNX Runtime sampled {'the same' if same else 'different'} text")
     report = {"vocab": V, "train_chars": len(train_text), "test_chars": len(test_text),
               "val_perplexity": val_ppl, "unigram_val_perplexity": uni_val,
               "test_perplexity": np_test, "onnx_test_perplexity": ort_test,
               "unigram_test_perplexity": uni_test, "train_seconds": train_s,
               "epochs": len(history), "samples": samples, "same_samples": same}
-    report["ok"] = bool(np_test < 0.6 * uni_test and abs(np_test - ort_test) < 1e-3 * np_test)
-    if not report["ok"]:
-        print("FAILED: expected the test perplexity below 60% of the unigram baseline, and ONNX Runtime "
-              "to agree with the NumPy engine", file=sys.stderr)
-    return report
+    return _common.finish(report, bool(np_test < 0.6 * uni_test and abs(np_test - ort_test) < 1e-3 * np_test),
+                          "the test perplexity below 60% of the unigram baseline, and ONNX Runtime "
+                          "to agree with the NumPy engine")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ same samples (1e-4).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "dcgan_digits.arch"
 CLASSIFIER = ROOT / "specs" / "digits_cnn.arch"
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "examples"))      # for train_digits and _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 
 def real_digits() -> np.ndarray:
@@ -66,31 +66,26 @@ def judge(classifier, samples: np.ndarray, threshold: float = 0.9, share: float 
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
-    ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
-    ap.add_argument("--seed", type=int, default=None, help="override the spec's seed")
+    ap = _common.parser(__doc__)
+    _common.add_flags(ap, "epochs", "seed")
     ap.add_argument("--grid", default=None, help="also write the image grid here (e.g. docs/dcgan_digits.png)")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1: fastest for this size)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    _common.add_flags(ap, "threads", "quiet", threads=_common.THREADS_SMALL_NET, quiet="no progress bar or epoch lines")
     args = ap.parse_args(argv)
 
     import archdsl
-    from archdsl.gan import generate, train_gan
+    from archdsl.gan import train_gan
     from archdsl.gan.image import image_grid, write_png
     from archdsl.train.loop import blas_threads
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     real = real_digits()
     np.savez(out / "digits_real.npz", image=real)
     print(f"digits: {len(real):,} real 8x8 images in [-1, 1]")
 
     pair = archdsl.compile(SPEC).gan()
-    t0 = time.perf_counter()
-    result = train_gan(pair, out / "digits_real.npz", run_dir=out / "run", quiet=args.quiet, threads=args.threads,
-                       epochs=args.epochs, seed=args.seed, log=(lambda s: None) if args.quiet else None)
-    train_s = time.perf_counter() - t0
+    result, train_s = _common.timed(train_gan, pair, out / "digits_real.npz", run_dir=out / "run", quiet=args.quiet,
+                                    threads=args.threads, epochs=args.epochs, seed=args.seed,
+                                    log=(lambda s: None) if args.quiet else None)
     print(f"trained the GAN in {train_s:.1f}s: {result.steps} steps of batch {result.config.batch} "
           f"({result.epochs_done} epochs)")
 
@@ -100,15 +95,11 @@ def main(argv=None) -> dict:
     print(f"trained the judge (specs/digits_cnn.arch) in {time.perf_counter() - t1:.1f}s: "
           f"{100 * acc:.2f}% test accuracy on real digits")
 
-    weights = result.generator_weights
+    onnx_path = out / "generator.onnx"
+    samples, _, info, diff = _common.generator_on_both(pair, result.generator_weights, onnx_path, 1000, args.threads)
     with blas_threads(args.threads):
-        samples, _ = generate(pair, weights, n=1000, seed=0, device="numpy")
         rep = judge(clf, samples)
         real_rep = judge(clf, real)
-    onnx_path = out / "generator.onnx"
-    pair.generator.to_onnx(onnx_path, weights=weights)
-    ort_samples, info = generate(pair, None, n=1000, seed=0, device="cpu", onnx=str(onnx_path))
-    diff = float(np.abs(samples - ort_samples).max())
     grid = image_grid(samples[:64], cols=8, scale=5)
     write_png(out / "dcgan_digits.png", grid)
     if args.grid:
@@ -120,11 +111,8 @@ def main(argv=None) -> dict:
     print(f"wrote {out / 'dcgan_digits.png'}{', ' + args.grid if args.grid else ''}, {onnx_path}")
     report = {**rep, "classifier_accuracy": acc, "real_confident": real_rep["confident"], "train_seconds": train_s,
               "steps": result.steps, "onnx_max_diff": diff}
-    report["ok"] = rep["ok"] and diff <= 1e-4
-    if not report["ok"]:
-        print("FAILED: expected >= 8 classes with confident generated digits and ONNX == NumPy within 1e-4",
-              file=sys.stderr)
-    return report
+    return _common.finish(report, rep["ok"] and diff <= 1e-4,
+                          ">= 8 classes with confident generated digits and ONNX == NumPy within 1e-4")
 
 
 if __name__ == "__main__":

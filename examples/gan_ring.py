@@ -19,9 +19,7 @@ The CLI does the same:
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "gan_ring.arch"
 MODES, RADIUS, SIGMA = 8, 2.0, 0.02
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 
 def centres() -> np.ndarray:
@@ -56,41 +56,32 @@ def mode_report(samples: np.ndarray) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     ap.add_argument("--steps", type=int, default=None, help="override the spec's steps")
-    ap.add_argument("--seed", type=int, default=None, help="override the spec's seed")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1: fastest for this size)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    _common.add_flags(ap, "seed", "threads", "quiet", threads=_common.THREADS_SMALL_NET,
+                      quiet="no progress bar or epoch lines")
     args = ap.parse_args(argv)
 
     import archdsl
-    from archdsl.gan import generate, train_gan
+    from archdsl.gan import train_gan
     from archdsl.gan.image import scatter, write_png
-    from archdsl.train.loop import blas_threads
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     data = ring_data()
     np.savez(out / "ring.npz", point=data)
     print(f"ring: {len(data):,} real points, {MODES} modes on a circle of radius {RADIUS}, sigma {SIGMA}")
 
     pair = archdsl.compile(SPEC).gan()
-    t0 = time.perf_counter()
-    result = train_gan(pair, out / "ring.npz", run_dir=out / "run", quiet=args.quiet, threads=args.threads,
-                       steps=args.steps, seed=args.seed, log=(lambda s: None) if args.quiet else None)
-    train_s = time.perf_counter() - t0
+    result, train_s = _common.timed(train_gan, pair, out / "ring.npz", run_dir=out / "run", quiet=args.quiet,
+                                    threads=args.threads, steps=args.steps, seed=args.seed,
+                                    log=(lambda s: None) if args.quiet else None)
     cfg = result.config
     print(f"trained in {train_s:.1f}s: {result.steps} steps of batch {cfg.batch} "
           f"({result.steps / train_s:.0f} steps/s, {cfg.d_steps} D + 1 G update each)")
 
-    weights = result.generator_weights
     onnx_path = out / "generator.onnx"
-    pair.generator.to_onnx(onnx_path, weights=weights)
-    with blas_threads(args.threads):
-        np_samples, _ = generate(pair, weights, n=2000, seed=0, device="numpy")
-    ort_samples, info = generate(pair, None, n=2000, seed=0, device="cpu", onnx=str(onnx_path))
-    diff = float(np.abs(np_samples - ort_samples).max())
+    np_samples, _, info, diff = _common.generator_on_both(pair, result.generator_weights, onnx_path, 2000,
+                                                          args.threads)
     rep = mode_report(np_samples)
     write_png(out / "ring_samples.png", scatter(np_samples, lim=1.25 * RADIUS))
     print(f"2,000 samples: {rep['modes_covered']} of {MODES} modes get >= 5% (100) of them within 3 sigma; "
@@ -99,11 +90,8 @@ def main(argv=None) -> dict:
     print(f"wrote {out / 'ring_samples.png'}, {onnx_path}")
     report = {**rep, "train_seconds": train_s, "steps": result.steps, "onnx_max_diff": diff,
               "history": result.history}
-    report["ok"] = rep["ok"] and diff <= 1e-4
-    if not report["ok"]:
-        print("FAILED: expected >= 7 modes with >= 5% each, < 10% outside every mode, ONNX == NumPy within 1e-4",
-              file=sys.stderr)
-    return report
+    return _common.finish(report, rep["ok"] and diff <= 1e-4,
+                          ">= 7 modes with >= 5% each, < 10% outside every mode, ONNX == NumPy within 1e-4")
 
 
 if __name__ == "__main__":

@@ -29,36 +29,22 @@ text (the GPT-vs-LSTM outcome is reported, not asserted).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for char_lm and _common
 
+import _common  # noqa: E402
 import char_lm  # noqa: E402  (the corpus and helpers of the LSTM example: the same data)
 
 GPT_SPEC = ROOT / "specs" / "gpt_char.arch"
 LSTM_SPEC = ROOT / "specs" / "lstm_lm.arch"
-
-
-def char_data(limit: int | None = None, seq: int = 64):
-    """(x, y, xt, yt, chars, train_text, test_text) exactly as examples/char_lm.py builds them."""
-    train_text, test_text = char_lm.corpus(limit)
-    chars = sorted(set(train_text))
-    index = {c: i for i, c in enumerate(chars)}
-    test_text = "".join(c for c in test_text if c in index)
-    train_ids = np.array([index[c] for c in train_text], np.int64)
-    test_ids = np.array([index[c] for c in test_text], np.int64)
-    x, y = char_lm.windows(train_ids, seq)
-    xt, yt = char_lm.windows(test_ids, seq)
-    return x, y, xt, yt, chars, train_text, test_text
 
 
 def train_cli(spec: Path, data: Path, run: Path, sets: list[str], args, extra=()) -> float:
@@ -69,15 +55,13 @@ def train_cli(spec: Path, data: Path, run: Path, sets: list[str], args, extra=()
         cmd += ["--epochs", str(args.epochs)]
     if args.quiet:
         cmd += ["--quiet"]
-    shown = [str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd]
-    print("$ archdsl " + " ".join(shown), flush=True)
-    t0 = time.perf_counter()
-    code, stdout, stderr = char_lm.run_cli(cmd)
+    _common.show_command(cmd, flush=True)
+    (code, stdout, stderr), seconds = _common.timed(_common.run_cli, cmd)
     sys.stdout.write(stdout)
     if code != 0:
         sys.stderr.write(stderr)
         raise SystemExit(f"archdsl train {spec.name} failed")
-    return time.perf_counter() - t0
+    return seconds
 
 
 def best_val_loss(run: Path) -> tuple[float, int]:
@@ -92,32 +76,30 @@ def test_perplexity(run_fn, xt: np.ndarray, yt: np.ndarray, chunk: int = 256) ->
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     ap.add_argument("--lstm-run", metavar="DIR", help="reuse this LSTM run directory (from examples/char_lm.py "
                                                       "on the same corpus) instead of training the LSTM here")
     ap.add_argument("--no-lstm", action="store_true", help="train and evaluate the GPT only (no comparison)")
     ap.add_argument("--epochs", type=int, default=None, help="override both train sections' epochs")
     ap.add_argument("--batch", type=int, default=None, help="override the GPT's batch size")
     ap.add_argument("--lr", type=float, default=None, help="override the GPT's learning rate")
-    ap.add_argument("--limit", type=int, default=None, help="use only about this many characters")
+    _common.add_flags(ap, "limit")
     ap.add_argument("--set", action="append", default=[], metavar="K=V",
                     help="override a GPTChar parameter (e.g. d=48); the parameter counts are reported")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    _common.add_flags(ap, "threads")
     ap.add_argument("--sample-length", type=int, default=300)
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common.add_flags(ap, "quiet")
     args = ap.parse_args(argv)
 
     import archdsl
     from archdsl.train.checkpoint import load_weights
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     seq = 64
-    x, y, xt, yt, chars, train_text, test_text = char_data(args.limit, seq)
+    x, y, xt, yt, chars, train_text, test_text = char_lm.char_data(args.limit, seq)
     V = len(chars)
     data = out / "chars_train.npz"
-    char_lm.save_npz(data, tokens=x, next=y, vocab=np.array(chars))
+    _common.save_npz(data, tokens=x, next=y, vocab=np.array(chars))
     digest = hashlib.sha256((train_text + test_text).encode()).hexdigest()[:12]
     print(f"corpus (examples/char_lm.py): {len(train_text):,} training + {len(test_text):,} test characters, "
           f"{V} distinct (sha256 {digest}); {len(x):,} training windows of {seq}, {len(xt):,} test windows")
@@ -177,35 +159,18 @@ def main(argv=None) -> dict:
         print(f"{verdict} ({g['params']:,} vs {lm['params']:,} parameters)")
 
     # -- archdsl sample -------------------------------------------------------------------------
-    samples = {}
-    prompt = "Return the "
-    ckpt = gpt_run / "best.npz"
-    for device in ("numpy", "cpu"):
-        cmd = ["sample", str(GPT_SPEC), "--weights", str(ckpt), "--prompt", prompt, "--length",
-               str(args.sample_length), "--temperature", "0.7", "--seed", "1", "--device", device]
-        for s in args.set:
-            cmd += ["--set", s]
-        code, stdout, stderr = char_lm.run_cli(cmd)
-        if code != 0:
-            sys.stderr.write(stderr)
-            return {"ok": False, "error": stderr}
-        samples[device] = stdout.rstrip("\n")
-        print(f"\n$ archdsl sample {GPT_SPEC.relative_to(ROOT)} --weights {ckpt} --prompt {prompt!r} "
-              f"--length {args.sample_length} --temperature 0.7 --seed 1 --device {device}")
-        print(stderr.strip().splitlines()[-1])
-        print(samples[device])
+    samples, error = _common.sample_on_both(GPT_SPEC, gpt_run / "best.npz", args.sample_length, args.set)
+    if error is not None:
+        return {"ok": False, "error": error}
     same = samples["numpy"] == samples["cpu"]
-    print(f"\nthe NumPy engine and ONNX Runtime sampled {'the same' if same else 'different'} text")
 
     report = {"vocab": V, "unigram_val_perplexity": uni_val, "unigram_test_perplexity": uni_test,
               "verdict": verdict, "relative_val_perplexity": rel, "samples": samples, "same_samples": same,
               **{f"{m}_{k}": v for m in res for k, v in res[m].items() if k != "weights"}}
-    report["ok"] = bool(g["test_perplexity"] < 0.6 * uni_test and same
-                        and abs(g["test_perplexity"] - g["onnx_test_perplexity"]) < 1e-3 * g["test_perplexity"])
-    if not report["ok"]:
-        print("FAILED: expected the GPT's test perplexity below 60% of the unigram's, ONNX Runtime to agree "
-              "and both engines to sample the same text", file=sys.stderr)
-    return report
+    ok = bool(g["test_perplexity"] < 0.6 * uni_test and same
+              and abs(g["test_perplexity"] - g["onnx_test_perplexity"]) < 1e-3 * g["test_perplexity"])
+    return _common.finish(report, ok, "the GPT's test perplexity below 60% of the unigram's, ONNX Runtime to agree "
+                                      "and both engines to sample the same text")
 
 
 if __name__ == "__main__":

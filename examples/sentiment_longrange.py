@@ -22,9 +22,7 @@ with the NumPy engine and with ONNX Runtime. Exits 1 unless the test accuracy is
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "sentiment_lstm.arch"
 NEG, POS = 1, 2
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 
 def make_data(n: int, seed: int, min_len: int, max_len: int, distractors: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,16 +49,8 @@ def make_data(n: int, seed: int, min_len: int, max_len: int, distractors: int) -
     return tokens, labels
 
 
-def save_npz(path: Path, **arrays) -> None:
-    from archdsl.fileio import atomic_path
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     ap.add_argument("--train", type=int, default=6000, help="training sequences (default 6000)")
     ap.add_argument("--test", type=int, default=1000, help="held-out sequences (default 1000)")
     ap.add_argument("--min-len", type=int, default=5, help="shortest training review (default 5)")
@@ -66,21 +58,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--test-min-len", type=int, default=60, help="shortest test review (default 60)")
     ap.add_argument("--distractors", type=int, default=20, help="distinct distractor tokens (default 20)")
     ap.add_argument("--vocab", type=int, default=None, help="override the model's vocabulary (default: the spec's)")
-    ap.add_argument("--hidden", type=int, default=None, help="override the model's hidden size")
-    ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
+    _common.add_flags(ap, "hidden", "epochs")
     ap.add_argument("--no-control", action="store_true", help="skip the shuffled-label control run")
-    ap.add_argument("--batch", type=int, default=None, help="override the spec's batch size")
-    ap.add_argument("--lr", type=float, default=None, help="override the spec's learning rate")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common.add_flags(ap, "batch", "lr", "threads", "quiet")
     args = ap.parse_args(argv)
 
     import archdsl
     from archdsl.runtime import Session
     from archdsl.train import train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     overrides = {k: v for k, v in (("vocab", args.vocab), ("hidden", args.hidden)) if v}
     model = archdsl.compile(SPEC).model("SentimentLSTM", **overrides)
     V = model.ir.args["vocab"]
@@ -88,15 +75,13 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--distractors {args.distractors} needs a vocabulary of at least {3 + args.distractors}")
     x, y = make_data(args.train, 0, args.min_len, args.max_len, args.distractors)
     xt, yt = make_data(args.test, 1, args.test_min_len, args.max_len, args.distractors)
-    save_npz(out / "longrange_train.npz", tokens=x, label=y)
+    _common.save_npz(out / "longrange_train.npz", tokens=x, label=y)
     print(f"data: {len(x):,} training reviews of {args.min_len}-{args.max_len} tokens, {len(xt):,} held-out "
           f"reviews of {args.test_min_len}-{args.max_len}; the label is the first token, then "
           f"{args.distractors} kinds of random distractors")
 
-    t0 = time.perf_counter()
-    result = train(model, out / "longrange_train.npz", run_dir=out / "run", quiet=args.quiet,
-                   threads=args.threads, epochs=args.epochs, batch=args.batch, lr=args.lr)
-    train_s = time.perf_counter() - t0
+    result, train_s = _common.timed(train, model, out / "longrange_train.npz", run_dir=out / "run", quiet=args.quiet,
+                                    threads=args.threads, epochs=args.epochs, batch=args.batch, lr=args.lr)
     np_logits = result.executor.run({"tokens": xt})["logits"]
     np_acc = float((np_logits.argmax(1) == yt).mean())
     onnx_path = out / "sentiment_lstm.onnx"
@@ -124,16 +109,13 @@ def main(argv=None) -> dict:
     if not args.no_control:
         # the same model and data, but labels that no token decides: it can only guess
         yc = np.random.default_rng(2).permutation(y)
-        save_npz(out / "control_train.npz", tokens=x, label=yc)
+        _common.save_npz(out / "control_train.npz", tokens=x, label=yc)
         ctrl = train(model, out / "control_train.npz", quiet=True, threads=args.threads, epochs=args.epochs,
                      batch=args.batch, lr=args.lr, log=lambda s: None)
         c_acc = float((ctrl.executor.run({"tokens": xt})["logits"].argmax(1) == yt).mean())
         report["control_accuracy"] = c_acc
         print(f"control (labels shuffled, so no token decides them): held-out accuracy {100 * c_acc:.2f}%")
-    report["ok"] = np_acc >= 0.9 and np_acc == ort_acc
-    if not report["ok"]:
-        print("FAILED: expected >= 90% held-out accuracy on both runtimes", file=sys.stderr)
-    return report
+    return _common.finish(report, np_acc >= 0.9 and np_acc == ort_acc, ">= 90% held-out accuracy on both runtimes")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ prediction and the carried (h, c) to the decoder's step graph (the encoder is no
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "seq2seq.arch"
 PAD, BOS, EOS, DIGIT0 = 0, 1, 2, 3
 MAX_LEN = 10
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 
 def make_strings(n: int, seed: int, lo: int = 5, hi: int = MAX_LEN, exclude: set | None = None) -> list[tuple]:
@@ -85,45 +86,29 @@ def score(pred: np.ndarray, strings: list[tuple]) -> tuple[float, float]:
     return right / total, exact / len(strings)
 
 
-def save_npz(path: Path, **arrays) -> None:
-    from archdsl.fileio import atomic_path
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     ap.add_argument("--train", type=int, default=20000, help="training strings (default 20000)")
     ap.add_argument("--test", type=int, default=1000, help="held-out test strings (default 1000)")
-    ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
-    ap.add_argument("--hidden", type=int, default=None, help="override the model's hidden size")
-    ap.add_argument("--batch", type=int, default=None, help="override the spec's batch size")
-    ap.add_argument("--lr", type=float, default=None, help="override the spec's learning rate")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common.add_flags(ap, "epochs", "hidden", "batch", "lr", "threads", "quiet")
     args = ap.parse_args(argv)
 
     import archdsl
     from archdsl.sample.lm import Runner
     from archdsl.train import train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     train_strings = make_strings(args.train, seed=0)
     test_strings = make_strings(args.test, seed=1, exclude=set(train_strings))
     data = encode(train_strings)
-    save_npz(out / "reverse_train.npz", **data)
+    _common.save_npz(out / "reverse_train.npz", **data)
     print(f"data: {len(train_strings):,} training and {len(test_strings):,} held-out digit strings of "
           f"length 5-{MAX_LEN} (disjoint)")
 
     overrides = {"hidden": args.hidden} if args.hidden else {}
     model = archdsl.compile(SPEC).model("Seq2Seq", **overrides)
-    t0 = time.perf_counter()
-    result = train(model, out / "reverse_train.npz", run_dir=out / "run", quiet=args.quiet,
-                   threads=args.threads, epochs=args.epochs, batch=args.batch, lr=args.lr)
-    train_s = time.perf_counter() - t0
+    result, train_s = _common.timed(train, model, out / "reverse_train.npz", run_dir=out / "run", quiet=args.quiet,
+                                    threads=args.threads, epochs=args.epochs, batch=args.batch, lr=args.lr)
     last = result.last
     print(f"trained in {train_s:.0f}s ({result.steps} steps); teacher-forced validation token accuracy "
           f"{100 * last['val_accuracy']:.2f}%")
@@ -147,11 +132,9 @@ def main(argv=None) -> dict:
         got = "".join(str(d - DIGIT0) if DIGIT0 <= d < DIGIT0 + 10 else "?" for d in (p[:stop[0]] if len(stop) else p))
         print(f"  {''.join(map(str, s)):>10} -> {got}")
     report["token_accuracy"] = report["numpy_token_accuracy"]
-    report["ok"] = report["token_accuracy"] >= 0.95 and report["same_predictions"]
     del report["numpy_pred"], report["onnx_pred"]
-    if not report["ok"]:
-        print("FAILED: expected >= 95% token accuracy and the same predictions on both runtimes", file=sys.stderr)
-    return report
+    return _common.finish(report, report["token_accuracy"] >= 0.95 and report["same_predictions"],
+                          ">= 95% token accuracy and the same predictions on both runtimes")
 
 
 if __name__ == "__main__":

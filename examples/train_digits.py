@@ -18,15 +18,15 @@ Needs scikit-learn (pip install 'archdsl[examples]').
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "digits_cnn.arch"
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 
 def digits_split(seed: int = 0):
@@ -40,47 +40,31 @@ def digits_split(seed: int = 0):
     return xtr, ytr, xte, yte
 
 
-def save_npz(path: Path, **arrays) -> None:
-    from archdsl.fileio import atomic_path
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
-    ap.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1: fastest for this size)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap = _common.parser(__doc__)
+    _common.add_flags(ap, "epochs", "threads", "quiet", threads=_common.THREADS_SMALL_NET)
     args = ap.parse_args(argv)
-
-    import onnxruntime as ort
 
     import archdsl
     from archdsl.train import train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     xtr, ytr, xte, yte = digits_split(0)
-    save_npz(out / "digits_train.npz", image=xtr, label=ytr)
-    save_npz(out / "digits_test.npz", image=xte, label=yte)
+    _common.save_npz(out / "digits_train.npz", image=xtr, label=ytr)
+    _common.save_npz(out / "digits_test.npz", image=xte, label=yte)
     print(f"digits: {len(xtr)} training and {len(xte)} test images (fixed stratified 80/20 split, seed 0)")
 
     spec = archdsl.compile(SPEC)
     model = spec.model("DigitsCNN")
-    t0 = time.perf_counter()
-    result = train(model, out / "digits_train.npz", run_dir=out / "run", quiet=args.quiet,
-                   threads=args.threads, epochs=args.epochs)
-    train_s = time.perf_counter() - t0
+    result, train_s = _common.timed(train, model, out / "digits_train.npz", run_dir=out / "run", quiet=args.quiet,
+                                    threads=args.threads, epochs=args.epochs)
 
     np_logits = result.executor.run({"image": xte})["logits"]
     np_pred = np_logits.argmax(axis=1)
     np_acc = float((np_pred == yte).mean())
 
     onnx_path = out / "digits_cnn.onnx"
-    model.to_onnx(onnx_path, weights=result.weights)
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = _common.onnx_session(model, result.weights, onnx_path)
     ort_logits = sess.run(["logits"], {"image": xte})[0]
     ort_pred = ort_logits.argmax(axis=1)
     ort_acc = float((ort_pred == yte).mean())
@@ -93,11 +77,8 @@ def main(argv=None) -> dict:
     print(f"wrote {onnx_path}")
     report = {"numpy_accuracy": np_acc, "onnx_accuracy": ort_acc, "same_predictions": bool((ort_pred == np_pred).all()),
               "max_logit_diff": max_diff, "train_seconds": train_s, "steps": result.steps, "onnx": str(onnx_path)}
-    ok = np_acc >= 0.97 and report["same_predictions"] and ort_acc == np_acc
-    report["ok"] = ok
-    if not ok:
-        print("FAILED: expected >= 97% test accuracy and identical predictions on both runtimes", file=sys.stderr)
-    return report
+    return _common.finish(report, np_acc >= 0.97 and report["same_predictions"] and ort_acc == np_acc,
+                          ">= 97% test accuracy and identical predictions on both runtimes")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ The CLI equivalent of steps 1 and 3 (the spec text is SPEC below):
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # for _common, run as a script or loaded by path
+import _common  # noqa: E402
 
 SPEC = """
 # A feature extractor shared by both models.
@@ -81,15 +83,13 @@ def data():
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap = _common.parser(__doc__)
     args = ap.parse_args(argv)
 
     import archdsl
     from archdsl.train import config_for, read_checkpoint, train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _common.output_dir(args.out)
     (xb, yb), (xf, yf), (xt, yt) = data()
     spec = archdsl.compile(SPEC)
     notes = []

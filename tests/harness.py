@@ -1,5 +1,11 @@
-"""Shared checks: the two executors agree, and NumPy gradients match finite differences."""
+"""Shared checks: the two executors agree, and NumPy gradients match finite differences; and the
+examples, loaded as modules."""
 from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +18,18 @@ from archdsl.ir.types import resolve_dim
 from archdsl.passes.init import initialize
 
 OPSETS = (17, max_opset())
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(name: str):
+    """examples/NAME.py loaded as a module, with examples/ on sys.path (where the examples find
+    _common and each other, as when they are run as scripts)."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def random_inputs(model, seed: int = 0, dims: dict | None = None, high: int = 5) -> dict[str, np.ndarray]:
@@ -101,3 +119,20 @@ def check_grads(model, inputs: dict, weights=None, seed=0, n_coords=6, eps=1e-6,
             checked += 1
     assert checked > 0
     return checked
+
+
+def run_authoring(capsys, *argv):
+    """Run an authoring subcommand (`archdsl fmt`, `show`, ...) in this process, as the CLI would:
+    (exit code, stdout, stderr), an ArchError printed and exit code 1."""
+    from archdsl.authoring.cli import add_commands
+    from archdsl.errors import ArchError
+    ap = argparse.ArgumentParser(prog="archdsl")
+    add_commands(ap.add_subparsers())
+    args = ap.parse_args([str(a) for a in argv])
+    try:
+        rc = args.fn(args)
+    except ArchError as err:
+        print(err.format(), file=sys.stderr)
+        rc = 1
+    out = capsys.readouterr()
+    return rc, out.out, out.err

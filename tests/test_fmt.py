@@ -1,7 +1,6 @@
 """`archdsl fmt`: canonical, idempotent, keeps comments, never changes the compiled IR."""
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
@@ -10,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import archdsl
-from archdsl.authoring.cli import add_commands
 from archdsl.authoring.fmt import format_source, is_formatted, tokens
 from archdsl.errors import ArchError, ArchSyntaxError
+from harness import run_authoring as run
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(ROOT.joinpath("specs").glob("*.arch"))
@@ -246,19 +245,6 @@ def test_crlf_and_bom_become_plain_lines():
 
 
 # -- the command ---------------------------------------------------------------------------
-def run(capsys, *argv):
-    ap = argparse.ArgumentParser(prog="archdsl")
-    add_commands(ap.add_subparsers())
-    args = ap.parse_args([str(a) for a in argv])
-    try:
-        rc = args.fn(args)
-    except ArchError as err:
-        print(err.format(), file=sys.stderr)
-        rc = 1
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
 def test_fmt_check_prints_a_diff_and_exits_1(tmp_path, capsys):
     f = tmp_path / "m.arch"
     f.write_text(MESSY)

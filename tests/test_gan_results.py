@@ -8,20 +8,11 @@ examples/dcgan_digits.py), on the NumPy engine with the specs' own settings:
   digits); the test trains 20 of the spec's 100 epochs;
 - both: the ONNX generator on ONNX Runtime gives the NumPy generator's samples within 1e-4.
 """
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from harness import example
 
 
 def test_gan_ring_covers_the_modes(tmp_path):

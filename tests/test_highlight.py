@@ -2,7 +2,6 @@
 HTML output, error excerpts, `archdsl show`, and the TextMate grammar for editors."""
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import re
@@ -12,11 +11,11 @@ from pathlib import Path
 import pytest
 from pygments.token import Comment, Keyword, Name, Number, Operator, String
 
-from archdsl.authoring.cli import add_commands
 from archdsl.authoring.highlight import (ArchLexer, highlight, highlight_excerpt, highlight_html,
                                          highlight_line, use_color)
 from archdsl.errors import ArchError
 from archdsl.ops.base import load_all
+from harness import run_authoring as run
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(ROOT.joinpath("specs").glob("*.arch"))
@@ -125,19 +124,6 @@ def test_html_is_inline_styled():
 
 
 # -- archdsl show ----------------------------------------------------------------------------
-def run(capsys, *argv):
-    ap = argparse.ArgumentParser(prog="archdsl")
-    add_commands(ap.add_subparsers())
-    args = ap.parse_args([str(a) for a in argv])
-    try:
-        rc = args.fn(args)
-    except ArchError as err:
-        print(err.format(), file=sys.stderr)
-        rc = 1
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
 def test_show(capsys):
     spec = ROOT / "specs" / "lenet5.arch"
     src = spec.read_text()

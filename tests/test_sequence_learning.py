@@ -8,17 +8,8 @@
 - the many-to-one sentiment LSTM classifies by a token 29-39 steps back, far above chance, while
   the same model on shuffled labels stays at chance (examples/sentiment_longrange.py).
 """
-import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from harness import example
 
 
 def test_char_lm_beats_the_unigram_baseline_and_samples_on_both_engines(tmp_path):

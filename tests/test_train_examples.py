@@ -1,18 +1,9 @@
 """Real results: the digits CNN reaches >= 97% test accuracy and ONNX Runtime agrees with the NumPy
 engine; the 2-2-1 network learns XOR with online SGD; a frozen backbone survives transfer learning."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from harness import example
 
 
 def test_digits_cnn_reaches_97_percent_and_onnx_agrees(tmp_path):

@@ -9,21 +9,10 @@
   the unigram baseline, and `archdsl sample` gives the same text on the NumPy engine and ONNX
   Runtime (examples/gpt_char.py).
 """
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def example(name):
-    sys.path.insert(0, str(ROOT / "examples"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from harness import example
 
 
 def test_reversal_data_layout():

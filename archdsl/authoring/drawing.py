@@ -7,11 +7,10 @@ from pathlib import Path
 
 import graphviz
 
+from ..backends.render.dot import check_format, write_graph
 from ..errors import ArchError
-from ..fileio import atomic_write
 
 FONT = "Helvetica"
-FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
 
 
 def e(s) -> str:
@@ -46,22 +45,4 @@ def svg_text(g: graphviz.Digraph) -> str:
 
 def save_graph(g: graphviz.Digraph, path: str | Path) -> Path:
     """Write a drawing in the format its extension names (.dot/.gv need no graphviz), atomically."""
-    out = Path(path)
-    ext = out.suffix.lower()
-    if ext not in FORMATS:
-        raise ArchError(f"cannot render to '{out}': unknown format '{ext or '(none)'}'",
-                        hint="supported: " + ", ".join(FORMATS))
-    if ext in (".dot", ".gv"):
-        atomic_write(out, g.source)
-        return out
-    if shutil.which("dot") is None:
-        raise ArchError(f"rendering {ext} needs graphviz's 'dot' program",
-                        hint="install it: apt-get install graphviz (Debian/Ubuntu) or brew install graphviz; "
-                             ".dot output works without it")
-    try:
-        data = g.pipe(format=ext[1:])
-    except graphviz.CalledProcessError as err:
-        msg = err.stderr.decode(errors="replace").strip() if isinstance(err.stderr, bytes) else str(err)
-        raise ArchError(f"graphviz failed to render {out}: {msg}") from err
-    atomic_write(out, data)
-    return out
+    return write_graph(g, check_format(path))

@@ -60,7 +60,7 @@ from .functional import __all__ as _functional_all
 from .gradcheck import check_grads
 from .tensor import (
     Tensor, as_tensor, backward, clear_tape, defprim, enable_grad, is_grad_enabled,
-    no_grad, record, record_multi, tape_size, tensor, unbroadcast, zero_grad,
+    no_grad, put_back_tape, record, record_multi, take_tape, tape_size, tensor, unbroadcast, zero_grad,
 )
 
 F = functional
@@ -68,5 +68,5 @@ F = functional
 __all__ = [
     "Tensor", "tensor", "as_tensor", "backward", "zero_grad", "no_grad", "enable_grad",
     "is_grad_enabled", "defprim", "record", "record_multi", "unbroadcast",
-    "clear_tape", "tape_size", "check_grads", "functional", "F",
+    "clear_tape", "tape_size", "take_tape", "put_back_tape", "check_grads", "functional", "F",
 ] + list(_functional_all)

@@ -24,7 +24,7 @@ import numpy as np
 __all__ = [
     "Tensor", "tensor", "as_tensor", "backward", "zero_grad", "no_grad", "enable_grad",
     "is_grad_enabled", "unbroadcast", "defprim", "record", "record_multi",
-    "clear_tape", "tape_size", "materialize",
+    "clear_tape", "tape_size", "take_tape", "put_back_tape", "materialize",
 ]
 
 # The tape: tuples (out, inputs, vjp) in creation order.  Cleared by backward().
@@ -248,6 +248,22 @@ def clear_tape():
 
 def tape_size():
     return len(_TAPE)
+
+
+def take_tape() -> list:
+    """Remove what the tape holds and return it, so that a ``backward`` run now (which walks
+    and clears the whole tape) leaves those operations alone; ``put_back_tape`` restores
+    them for a later ``backward``.  The GAN loop keeps the generator's forward pass this
+    way while the discriminator trains on its output."""
+    entries = list(_TAPE)
+    _TAPE.clear()
+    return entries
+
+
+def put_back_tape(entries: list) -> None:
+    """Restore entries from ``take_tape`` before anything recorded since (they were recorded
+    first, and ``backward`` relies on creation order)."""
+    _TAPE[:0] = entries
 
 
 # -- backward -----------------------------------------------------------------

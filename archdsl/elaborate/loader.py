@@ -6,7 +6,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ArchError, ArchErrors, Span, did_you_mean
+from ..errors import ArchError, Span, did_you_mean, raise_errors
 from ..syntax import ast as A
 from ..syntax import parser as _parser
 from ..syntax.parser import parse
@@ -46,8 +46,7 @@ def load(text: str | None = None, path: str | os.PathLike | None = None) -> Name
     errors: list[ArchError] = []
     _load_into(ns, text, file, Path(file).resolve().parent if path is not None else Path.cwd(),
                stack=[str(Path(file).resolve()) if path is not None else file], errors=errors, main=True)
-    if errors:
-        raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+    raise_errors(errors)
     return ns
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ArchError, ArchErrors, Span, did_you_mean
+from ..errors import ArchError, Span, collect_errors, did_you_mean, raise_errors
 from ..syntax import ast as A
 
 TRAIN_KEYS = ("loss", "optimizer", "batch", "epochs", "metrics", "schedule", "clip_norm", "freeze",
@@ -83,12 +83,7 @@ def check_sections(ns, spec) -> dict[str, list[Section]]:
     if out["gan"] and spec is not None:
         # settings, both models and the pair's types (archdsl/gan/pair.py; imported only when needed)
         from ..gan.pair import check_gan_sections
-        try:
+        with collect_errors(errors):
             check_gan_sections(spec, out["gan"])
-        except ArchErrors as e:
-            errors.extend(e.errors)
-        except ArchError as e:
-            errors.append(e)
-    if errors:
-        raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+    raise_errors(errors)
     return out

@@ -13,7 +13,7 @@ Modules: config (the section's settings), pair (the pair check, summary, drawing
 loop (the alternating loop), checkpoint (both models in one file), sampling (`archdsl sample`),
 image (PNG grids), cli (`archdsl train` / summary / render for gan specs).
 """
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "GanConfig": "config", "GanPair": "pair", "resolve": "pair",
@@ -23,15 +23,4 @@ _EXPORTS = {
     "image_grid": "image", "write_png": "image",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

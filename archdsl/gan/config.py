@@ -29,10 +29,11 @@ The objectives, on the discriminator's raw score d (a logit for the first two):
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from ..elaborate.sections import Call, Ref, Section
 from ..errors import ArchError, ArchErrors, did_you_mean
+from ..train.settings import SavedSettings
 
 OBJECTIVES = ("non_saturating", "minimax", "least_squares")
 NOISES = ("normal", "uniform")
@@ -40,7 +41,7 @@ DEFAULT_OPTIMIZER = {"name": "Adam", "lr": 2e-4, "betas": [0.5, 0.999]}
 
 
 @dataclass
-class GanConfig:
+class GanConfig(SavedSettings):
     name: str                                     # the gan section's name
     generator: str
     discriminator: str
@@ -58,16 +59,6 @@ class GanConfig:
     seed: int = 0
     data: str | None = None
     spans: dict = field(default_factory=dict, repr=False, compare=False)   # key -> Span (not saved)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("spans")
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "GanConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "spans"}
-        return cls(**copy.deepcopy(known))
 
     def with_overrides(self, **kw) -> "GanConfig":
         """A copy with CLI-style overrides (None = keep): epochs (clears steps), steps, batch, seed,

@@ -38,12 +38,8 @@ weights of the uninterrupted run (same machine and BLAS thread count).
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,16 +47,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..autodiff import backward, clear_tape, no_grad
-from ..autodiff.tensor import _TAPE     # the engine's global tape (a list, never rebound)
+from ..autodiff import backward, clear_tape, no_grad, put_back_tape, take_tape
 from ..backends.numpy.executor import NumpyExecutor
 from ..errors import ArchError
-from ..fileio import atomic_write
 from ..passes.init import initialize
 from ..train.checkpoint import check_weights
 from ..train.data import Dataset, load_data, read_npz, shuffle_rng
-from ..autodiff.allocator import keep_freed_memory
-from ..train.loop import blas_threads, build_optimizer, build_schedules
+from ..train.loop import build_optimizer, build_schedules, last_good_note, make_run_dir, training_run, write_metrics
 from ..train.optim import schedule_factor
 from . import objectives as O
 from .checkpoint import read_gan_checkpoint, save_gan_checkpoint, save_weights
@@ -93,18 +86,6 @@ class GanResult:
     @property
     def discriminator_weights(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.discriminator.weights().items()}
-
-
-def _take_tape() -> list:
-    """Set aside what the tape holds (the generator's forward pass) so that the discriminator's
-    backward pass, which consumes and clears the whole tape, leaves it alone."""
-    entries = list(_TAPE)
-    _TAPE.clear()
-    return entries
-
-
-def _put_back(entries: list) -> None:
-    _TAPE[:0] = entries     # before anything recorded since: creation order is kept
 
 
 def _couples_batch(ir) -> bool:
@@ -186,31 +167,11 @@ class GanTrainer:
 
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None) -> GanResult:
-        keep_freed_memory()            # a step reuses the last step's memory (autodiff/allocator.py)
-        with blas_threads(self.threads), self._sigint(), np.errstate(over="ignore", invalid="ignore",
-                                                                     divide="ignore"):
+        with training_run(self):
             try:
                 return self._fit(data, run_dir, resume)
             finally:
                 clear_tape()
-
-    @contextlib.contextmanager
-    def _sigint(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt
-            self._stop = True
-            print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
-                  file=sys.stderr, flush=True)
-        old = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, old)
 
     def _fit(self, data, run_dir, resume) -> GanResult:
         cfg, pair = self.cfg, self.pair
@@ -275,12 +236,7 @@ class GanTrainer:
             if step >= total:
                 self.log(f"nothing to do: the checkpoint already ran {step} of {total} steps")
 
-        out_dir = Path(run_dir) if run_dir is not None else None
-        if out_dir is not None:
-            try:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ArchError(f"cannot create run directory '{out_dir}': {e.strerror or e}") from None
+        out_dir = make_run_dir(run_dir)
         ck_path = out_dir / "checkpoint.npz" if out_dir is not None else None
 
         joint = not _couples_batch(self.d_ir)
@@ -356,7 +312,7 @@ class GanTrainer:
             z = self.pair.noise(B, noise_rng)
             if k == d_steps - 1:           # the fake the generator update reuses: keep its tape
                 fake = gen.forward({zin: z}, training=True)[gout]
-                g_tape = _take_tape()
+                g_tape = take_tape()
                 fake_data = fake.data
             else:
                 with no_grad():
@@ -385,7 +341,7 @@ class GanTrainer:
             d_fake_p += O.probability(obj, sf)
 
         # generator update: gradients flow through D (held) into G
-        _put_back(g_tape)
+        put_back_tape(g_tape)
         for p in d_list:
             p.requires_grad = False
         try:
@@ -405,10 +361,8 @@ class GanTrainer:
 
     def _non_finite(self, who: str, value: float, step: int, ck_path) -> None:
         what = "NaN" if math.isnan(value) else "inf"
-        last = (f"; the last good checkpoint, {ck_path}, is unchanged"
-                if ck_path is not None and Path(ck_path).exists() else "")
         raise ArchError(f"training stopped at step {step + 1}: the {who} loss became {what}", None,
-                        "lower the learning rates (g_optimizer / d_optimizer)" + last)
+                        "lower the learning rates (g_optimizer / d_optimizer)" + last_good_note(ck_path))
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _meta(self, noise_rng, step, epoch, in_epoch, history, acc, shuffle_state, data_path) -> dict:
@@ -428,7 +382,7 @@ class GanTrainer:
                             meta)
         save_weights(path.parent / "generator.npz", self.gen.weights())
         save_weights(path.parent / "discriminator.npz", self.disc.weights())
-        atomic_write(path.parent / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in meta["history"]))
+        write_metrics(path.parent, meta["history"])
 
     def _interrupted(self, result: GanResult, meta: dict, ck_path, step: int, t_start: float) -> GanResult:
         result.interrupted = True

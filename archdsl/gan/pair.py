@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..elaborate.sections import Section
-from ..errors import ArchError, ArchErrors, did_you_mean
+from ..errors import ArchError, ArchErrors, collect_errors, did_you_mean, raise_errors
 from ..ir.types import Sym, TensorType, is_static
 from .config import GanConfig, config_from_section
 
@@ -252,14 +252,9 @@ def check_gan_sections(spec, sections: list[Section]) -> None:
                 # not elaborated with these arguments before (imported, or section arguments)
                 errors.extend(e.errors if isinstance(e, ArchErrors) else [e])
             continue
-        try:
+        with collect_errors(errors):
             check_pair(sec, cfg, g.ir, d.ir)
-        except ArchErrors as e:
-            errors.extend(e.errors)
-        except ArchError as e:
-            errors.append(e)
-    if errors:
-        raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+    raise_errors(errors)
 
 
 def gan_section(spec, name: str | None = None) -> Section:

@@ -18,42 +18,12 @@ reads -n, -o, --weights, --device, --seed and --model.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+from ..cliargs import nonneg_int, positive_int, temperature
 from ..errors import ArchError
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _temperature(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a temperature >= 0 (0 = greedy), got {s}")
-    return v
 
 
 def cmd_sample(args) -> int:
@@ -142,19 +112,19 @@ def add_commands(sub) -> None:
     p.add_argument("--device", choices=["numpy", "cpu", "cuda", "auto"], default=None,
                    help="numpy: the NumPy engine (default); cpu, cuda, auto: ONNX Runtime "
                         "(default with --onnx: auto)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the sampling (default 0)")
-    p.add_argument("-n", type=_positive_int, default=None, dest="n",
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument("-n", type=positive_int, default=None, dest="n",
                    help="how many samples (language models: continuations, generated as one batch; "
                         "default 1)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="write the samples to OUT (text for a language model; .npy/.png for a GAN)")
     lm = p.add_argument_group("language models")
     lm.add_argument("--prompt", "-p", help="the text to continue")
-    lm.add_argument("--length", "-l", type=_positive_int, default=200,
+    lm.add_argument("--length", "-l", type=positive_int, default=200,
                     help="tokens (characters) to generate (default 200)")
-    lm.add_argument("--temperature", "-t", type=_temperature, default=1.0,
+    lm.add_argument("--temperature", "-t", type=temperature, default=1.0,
                     help="softmax temperature; 0 = greedy (default 1)")
-    lm.add_argument("--top-k", "-k", type=_nonneg_int, default=None, dest="top_k",
+    lm.add_argument("--top-k", "-k", type=nonneg_int, default=None, dest="top_k",
                     help="sample only among the k most likely tokens (default: all)")
     lm.add_argument("--vocab", metavar="FILE", help="the vocabulary: .json list of tokens or .npz with an array 'vocab'")
     lm.add_argument("--onnx", metavar="FILE", help="run this ONNX file (from --save-onnx or archdsl export) "
@@ -162,7 +132,7 @@ def add_commands(sub) -> None:
     lm.add_argument("--save-onnx", metavar="FILE", dest="save_onnx",
                     help="also write the model that is run (the step model, with the vocabulary) as ONNX")
     lm.add_argument("--opset", type=int, default=None, help="ONNX opset when exporting (default 17)")
-    lm.add_argument("--window", type=_positive_int, default=None, metavar="W",
+    lm.add_argument("--window", type=positive_int, default=None, metavar="W",
                     help="re-run the model on the last W tokens for every new one instead of carrying state "
                          "(default for non-recurrent models: their context length)")
     p.set_defaults(fn=cmd_sample)

@@ -9,7 +9,7 @@
 Names are imported on first use, so `archdsl check` (whose parser registers `archdsl train`) does
 not pay for the training stack.
 """
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "train": "loop", "Trainer": "loop", "TrainResult": "loop",
@@ -20,15 +20,4 @@ _EXPORTS = {
     "SGD": "optim", "Adam": "optim", "AdamW": "optim", "clip_grad_norm": "optim",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,48 +1,9 @@
 """`archdsl train`: train a spec's model on an .npz file, following its `train` section."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return v
-
-
-def _fraction(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction, got {s!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {v}")
-    return v
-
-
-def _seed(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {v}")
-    return v
+from ..cliargs import fraction, positive_float, positive_int, seed
 
 
 def cmd_train(args) -> int:
@@ -88,17 +49,17 @@ def add_commands(sub) -> None:
                                         "(default with --resume: the checkpoint's data file)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
                    help="run directory: checkpoint.npz, best.npz (with validation), metrics.jsonl")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--steps", type=_positive_int, help="gan: this many generator updates (instead of epochs)")
-    p.add_argument("--batch", type=_positive_int, help="examples per update (1 = online SGD)")
-    p.add_argument("--lr", type=_positive_float, help="base learning rate of the optimizer")
-    p.add_argument("--seed", type=_seed, help="seed for init, split, shuffling and dropout")
-    p.add_argument("--val-split", type=_fraction, dest="val_split", metavar="F",
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--steps", type=positive_int, help="gan: this many generator updates (instead of epochs)")
+    p.add_argument("--batch", type=positive_int, help="examples per update (1 = online SGD)")
+    p.add_argument("--lr", type=positive_float, help="base learning rate of the optimizer")
+    p.add_argument("--seed", type=seed, help="seed for init, split, shuffling and dropout")
+    p.add_argument("--val-split", type=fraction, dest="val_split", metavar="F",
                    help="hold out this fraction of the data for validation")
     p.add_argument("--freeze", action="append", metavar="NAME",
                    help="freeze a layer or block by name (repeatable)")
     p.add_argument("--init", metavar="CKPT", help="start from the weights of a checkpoint (names matched)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit for bit")
-    p.add_argument("--threads", type=_positive_int, help="BLAS threads (1 is fastest for small networks)")
+    p.add_argument("--threads", type=positive_int, help="BLAS threads (1 is fastest for small networks)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (one line per epoch remains)")
     p.set_defaults(fn=cmd_train)

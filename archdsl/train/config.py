@@ -19,9 +19,8 @@ checkpoint (as JSON) so that `--resume` continues the same run.
 """
 from __future__ import annotations
 
-import copy
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from ..elaborate.sections import Call, Ref, Section
 from ..errors import ArchError, Span, did_you_mean
@@ -29,10 +28,11 @@ from ..ir.graph import Model
 from .losses import LOSS_KWARGS, LOSSES
 from .metrics import METRIC_KINDS, METRICS
 from .optim import OPTIMIZER_ARGS, OPTIMIZERS, SCHEDULE_ARGS, SCHEDULES
+from .settings import SavedSettings
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SavedSettings):
     loss: dict                                   # {"name", "output", "target", "kwargs"}
     optimizer: dict = field(default_factory=lambda: {"name": "Adam", "lr": 1e-3})
     batch: int = 32
@@ -47,16 +47,6 @@ class TrainConfig:
     targets: dict = field(default_factory=dict)
     init: str | None = None
     spans: dict = field(default_factory=dict, repr=False, compare=False)   # key -> Span (not saved)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("spans")
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TrainConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "spans"}
-        return cls(**copy.deepcopy(known))
 
     @property
     def lr(self) -> float:

@@ -126,6 +126,63 @@ def blas_threads(n: int | None):
         yield
 
 
+# -- what the supervised and the GAN loop (archdsl/gan/loop.py) share -------------------------------
+
+@contextlib.contextmanager
+def training_run(trainer):
+    """The surroundings of a whole run: `trainer.threads` BLAS threads, Ctrl-C asking the trainer
+    to stop, no NumPy warnings (the loop itself detects and reports non-finite values), and an
+    allocator that keeps freed memory for the next step (autodiff/allocator.py)."""
+    keep_freed_memory()
+    with blas_threads(trainer.threads), _stop_on_sigint(trainer), np.errstate(over="ignore", invalid="ignore",
+                                                                               divide="ignore"):
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(trainer):
+    """A first Ctrl-C sets `trainer._stop` (finish the step, save a checkpoint, return); a second,
+    or one after request_stop(), aborts at once. Handlers can only be set in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer._stop:
+            raise KeyboardInterrupt
+        trainer._stop = True
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def make_run_dir(run_dir) -> Path | None:
+    """The run directory as a Path, created if missing (None: the run writes nothing)."""
+    out_dir = Path(run_dir) if run_dir is not None else None
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ArchError(f"cannot create run directory '{out_dir}': {e.strerror or e}") from None
+    return out_dir
+
+
+def write_metrics(out_dir: Path, history: list[dict]) -> None:
+    """metrics.jsonl: one JSON line per finished epoch."""
+    atomic_write(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+def last_good_note(ck_path) -> str:
+    """The end of an error hint: the checkpoint a failed run left untouched, if there is one."""
+    if ck_path is not None and Path(ck_path).exists():
+        return f"; the last good checkpoint, {ck_path}, is unchanged"
+    return ""
+
+
 def _fmt_metric(k: str, v) -> str:
     if v is None:
         return f"{k} -"
@@ -229,29 +286,8 @@ class Trainer:
 
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None, init=None) -> TrainResult:
-        # non-finite values are detected and reported by the loop, not as NumPy warnings
-        keep_freed_memory()            # a step reuses the last step's memory (autodiff/allocator.py)
-        with blas_threads(self.threads), self._sigint(), np.errstate(over="ignore", invalid="ignore",
-                                                                     divide="ignore"):
+        with training_run(self):
             return self._fit(data, run_dir, resume, init)
-
-    @contextlib.contextmanager
-    def _sigint(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt
-            self._stop = True
-            print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
-                  file=sys.stderr, flush=True)
-        old = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, old)
 
     def _fit(self, data, run_dir, resume, init) -> TrainResult:
         cfg, ir = self.cfg, self.ir
@@ -311,12 +347,7 @@ class Trainer:
             self.log(f"resuming {ir.name} from {ck.path}: epoch {start_epoch + 1}, "
                      f"batch {start_batch}, step {opt.t}")
 
-        out_dir = Path(run_dir) if run_dir is not None else None
-        if out_dir is not None:
-            try:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ArchError(f"cannot create run directory '{out_dir}': {e.strerror or e}") from None
+        out_dir = make_run_dir(run_dir)
         ck_path = out_dir / "checkpoint.npz" if out_dir else None
         best_path = out_dir / "best.npz" if out_dir and val_ds is not None else None
 
@@ -399,7 +430,7 @@ class Trainer:
                 if improved:
                     self._save(best_path, ex, opt, meta)
                     result.best = best_path
-                self._write_metrics(out_dir, history)
+                write_metrics(out_dir, history)
             result.epochs_done = epoch + 1
         result.weights = {k: v.copy() for k, v in ex.weights().items()}
         result.steps = opt.t
@@ -420,7 +451,7 @@ class Trainer:
         result.executor = ex
         if ck_path is not None:
             self._save(ck_path, ex, opt, meta)
-            self._write_metrics(ck_path.parent, meta["history"])
+            write_metrics(ck_path.parent, meta["history"])
             result.checkpoint = ck_path
             self.log(f"interrupted at epoch {epoch + 1}, batch {batch} (step {opt.t}); saved {ck_path} "
                      f"(continue with --resume {ck_path})")
@@ -428,34 +459,26 @@ class Trainer:
             self.log(f"interrupted at epoch {epoch + 1}, batch {batch} (step {opt.t})")
         return result
 
-    def _write_metrics(self, out_dir: Path, history: list[dict]) -> None:
-        atomic_write(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-
-    def _last_good(self, ck_path) -> str:
-        if ck_path is not None and Path(ck_path).exists():
-            return f"; the last good checkpoint, {ck_path}, is unchanged"
-        return ""
-
     def _diagnose(self, ex, inputs, lv, epoch, step, ck_path):
         what = "NaN" if math.isnan(lv) else "inf"
         where = f"at epoch {epoch + 1}, step {step + 1}"
-        hint = "lower the learning rate or set clip_norm" + self._last_good(ck_path)
+        hint = "lower the learning rate or set clip_norm" + last_good_note(ck_path)
         try:
             with no_grad():
                 ex.forward(inputs, training=True, check_finite=True)
         except NonFiniteError as e:
             raise ArchError(f"training stopped {where}: the loss became {what}; {e.message}", e.span, hint) from None
         raise ArchError(f"training stopped {where}: the loss became {what}, although every layer output was "
-                        f"finite (the loss overflowed)", None, "check the targets" + self._last_good(ck_path))
+                        f"finite (the loss overflowed)", None, "check the targets" + last_good_note(ck_path))
 
     def _bad_grads(self, trainable, epoch, step, ck_path):
         for n, t in trainable.items():
             if t.grad is not None and not np.isfinite(t.grad).all():
                 raise ArchError(f"training stopped at epoch {epoch + 1}, step {step + 1}: the gradient of {n} "
                                 f"became non-finite (NaN or inf)", None,
-                                "lower the learning rate or set clip_norm" + self._last_good(ck_path))
+                                "lower the learning rate or set clip_norm" + last_good_note(ck_path))
         raise ArchError(f"training stopped at epoch {epoch + 1}, step {step + 1}: the gradient norm overflowed",
-                        None, "set clip_norm or lower the learning rate" + self._last_good(ck_path))
+                        None, "set clip_norm or lower the learning rate" + last_good_note(ck_path))
 
 
 def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resume=None, init=None,

@@ -232,12 +232,24 @@ def to_dot(models: list[Model] | Model, rankdir: str = "TB",
 def render(models: list[Model] | Model, out_path: str | Path, rankdir: str = "TB",
            collapse: bool | set[str] = False, links: list[dict] | None = None, title: str | None = None) -> Path:
     """Draw to a file; the format follows the extension. Returns the path written."""
-    out = Path(out_path)
+    out = check_format(out_path)
+    return write_graph(to_dot(models, rankdir, collapse, links=links, title=title), out)
+
+
+def check_format(path: str | Path) -> Path:
+    """`path` as a Path, if its extension names a format a drawing can be written in (checked
+    before anything is drawn)."""
+    out = Path(path)
     ext = out.suffix.lower()
     if ext not in FORMATS:
         raise ArchError(f"cannot render to '{out}': unknown format '{ext or '(none)'}'",
                         hint="supported: " + ", ".join(FORMATS))
-    g = to_dot(models, rankdir, collapse, links=links, title=title)
+    return out
+
+
+def write_graph(g: graphviz.Digraph, out: Path) -> Path:
+    """Write a drawing in the format its extension names (.dot/.gv need no graphviz), atomically."""
+    ext = out.suffix.lower()
     if ext in (".dot", ".gv"):
         atomic_write(out, g.source)
         return out
