@@ -143,9 +143,12 @@ def test_errors_name_the_dims(op, types, kw, words):
 
 
 def test_language_errors_for_inputs_and_arguments():
-    with pytest.raises(ArchError, match="takes 1 to 3 input tensors, got 4"):
+    with pytest.raises(ArchError, match=r"takes x and at most 2 initial states \(h0, c0\), got 4 inputs"):
         archdsl.compile("model M { input x: f32[N, T, 3]  input h: f32[1, N, 4]\n"
                         "  output y = (x, h, h, h) -> LSTM(4) }")
+    with pytest.raises(ArchError, match="takes 1 to 4 input tensors, got 5"):    # x, lengths, h0, c0 at most
+        archdsl.compile("model M { input x: f32[N, T, 3]  input h: f32[1, N, 4]\n"
+                        "  output y = (x, h, h, h, h) -> LSTM(4) }")
     with pytest.raises(ArchError, match="nonlinearity.*'tanh', 'relu'"):
         archdsl.compile('model M { input x: f32[N, T, 3]  output y = x -> RNN(4, nonlinearity="sigmoid") }')
     with pytest.raises(ArchError, match="did you mean"):

@@ -348,7 +348,7 @@ class _Unroller:
                         self.g.edge(x, y, label=_state_label(states, step_of(x)), **_STATE)
                 # initial states enter the first step of the row
                 first = ids[-1] if backward else ids[0]
-                for i, v in enumerate(n.inputs[1:]):
+                for i, v in enumerate(n.inputs[n.op.first_state(a):]):   # (after x [, lengths])
                     name = n.op.states[i].rstrip("0")
                     for src, _ in self._final_sources(v):
                         self.g.edge(src, first, label=f"<{sub(name, 0)}>", **_STATE)

@@ -1,8 +1,8 @@
 """Fused recurrent layers: one primitive per layer and direction, with hand-written BPTT.
 
-    y, h_n, c_n = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse=False)
-    y, h_n      = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, reverse=False, linear_before_reset=True)
-    y, h_n      = rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, reverse=False, nonlinearity="tanh")
+    y, h_n, c_n = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse=False, lengths=None)
+    y, h_n      = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, reverse=False, linear_before_reset=True, lengths=None)
+    y, h_n      = rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, reverse=False, nonlinearity="tanh", lengths=None)
 
 x is batch-first [N, T, C]; y is [N, T, H] in the original time order (also with
 ``reverse=True``, which runs the recurrence from t = T-1 down to 0); h_n / c_n [N, H] are the
@@ -35,6 +35,18 @@ gradient in bulk (vectorised over T) so the per-step loop is ~8-10 ufuncs and on
 the weight gradients are single [G*H, N*T] x [N*T, C|H] matmuls after the loop.
 Everything runs in the dtype of x (float64 in gradient checks).
 
+Padded batches (``lengths``: int [N], each in 1..T; rows right-padded), ONNX's sequence_lens and
+PyTorch's packed sequences: row n runs steps 0..len-1 only (``reverse``: len-1 down to 0), y is 0
+from step len on, and h_n / c_n are the states after the row's last valid step. Each row is
+mapped into processing order so that its valid steps are a PREFIX (the identity forwards; for
+``reverse`` a per-row reversal of the first len steps, an involution, so the same gather maps
+back). A prefix needs no masking inside the loop: later steps never influence earlier ones, so
+the loop runs unchanged over all T steps (the padded inputs zeroed first, so garbage or NaN
+padding cannot leak into anything), h_n / c_n are gathered at step len-1, y is zeroed past len;
+the backward injects the gradients of h_n / c_n at step len-1 instead of T-1 and drops y's
+gradient past len, so every padded step gets an exactly zero gradient. Without lengths none of
+this runs: the fast path is untouched.
+
 The LSTM goes further (bench/bench_lstm.py; 1.4x faster than the scheme above): each step is
 ONE batched matmul [x_t | 1 | h_{t-1}] @ W4 (input projection, bias and recurrence of all four
 gates, written straight into the step's gates, so there is no projection before the loop and no
@@ -63,8 +75,55 @@ def _from_tm(a, reverse):
     return np.ascontiguousarray(a[:, ::-1] if reverse else a)
 
 
+class _Padded:
+    """Right-padded rows in processing order (see the module docstring): `to_tm` / `from_tm`
+    replace _to_tm / _from_tm, zeroing every step at or past a row's length."""
+
+    def __init__(self, lengths, N, T, reverse):
+        L = np.asarray(lengths).astype(np.int64, copy=False).reshape(-1)
+        if L.shape != (N,) or (N and (L.min() < 1 or L.max() > T)):
+            raise ValueError(f"lengths must be {N} values in 1..{T}, got {L.tolist()}")
+        t = np.arange(T)[:, None]
+        self.pad = t >= L                                 # [T, N], the same in both orders
+        self.rows = np.arange(N)
+        self.last = L - 1                                 # processing step of h_n / c_n
+        # reverse: processing step t of row n reads time len-1-t (t < len); padding stays put
+        self.src = np.where(self.pad, t, L - 1 - t) if reverse else None
+
+    def perm(self, a_tm):
+        """[T, N, ...] in one order -> a fresh copy in the other (src is an involution), padded
+        steps zeroed."""
+        a = a_tm[self.src, self.rows] if self.src is not None else np.array(a_tm)
+        a[self.pad] = 0.0
+        return a
+
+    def to_tm(self, a):
+        return self.perm(a.transpose(1, 0, 2))
+
+    def from_tm(self, a):
+        return np.ascontiguousarray(self.perm(a).transpose(1, 0, 2))
+
+    def final(self, S):
+        """The state after each row's last valid step, from per-step states S [T, N, H]."""
+        return S[self.last, self.rows]
+
+    def inject(self, dY, g):
+        """Add the gradient g [N, H] of a final state at each row's last valid step of dY."""
+        dY[self.last, self.rows] += g
+
+
 def _state(s, N, H, dt):
     return np.zeros((N, H), dt) if s is None else np.asarray(s, dt)
+
+
+def _grads_in(gy, ghn, pad, reverse, dt):
+    """(dY time-major in processing order, the dh carried into the last step) for the backward
+    loop; with lengths, h_n's gradient enters at each row's last valid step instead."""
+    if pad is None:
+        return _to_tm(gy, reverse), np.array(ghn, dt)
+    dY = pad.to_tm(np.asarray(gy, dt))
+    pad.inject(dY, ghn)
+    return dY, np.zeros_like(ghn, dt)
 
 
 def _prev(s0, S):
@@ -86,8 +145,9 @@ def _lstm_perm(H):
 
 
 @defprim
-def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=False):
+def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=False, lengths=None):
     N, T, C = x.shape
+    pad = None if lengths is None else _Padded(lengths, N, T, reverse)
     H = w_hh.shape[1]
     H4 = 4 * H
     K = C + 1 + H
@@ -101,8 +161,11 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     # (input projection and bias included), and the backward gets every weight and bias gradient
     # from ONE matmul over XH. Step t writes h_t into XH[t + 1].
     XH = np.empty((T + 1, N, K), dt)
-    xt = x.transpose(1, 0, 2)
-    XH[:T, :, :C] = xt[::-1] if reverse else xt
+    if pad is None:
+        xt = x.transpose(1, 0, 2)
+        XH[:T, :, :C] = xt[::-1] if reverse else xt
+    else:
+        XH[:T, :, :C] = pad.to_tm(x)
     XH[T, :, :C] = 0.0
     XH[:, :, C] = 1.0
     XH[0, :, C + 1:] = 0.0 if h0 is None else h0
@@ -158,11 +221,25 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
         tanh(cn, out=tc)
         mul(o, tc, out=XH[t + 1, :, C + 1:])
     Y = XH[1:, :, C + 1:]
-    h_n, c_n = np.array(Y[-1]), np.array(CC[T])
+    if pad is None:
+        h_n, c_n = np.array(Y[-1]), np.array(CC[T])
+    else:
+        h_n, c_n = pad.final(Y), pad.final(CC[1:])
 
     def vjp(grads):
         gy, ghn, gcn = grads
-        dY = _to_tm(gy, reverse)
+        DC = None
+        if pad is None:
+            dY = _to_tm(gy, reverse)
+            dh_next = np.array(ghn, dt)
+            dc_next = np.array(gcn, dt)
+        else:       # the final states' gradients enter at each row's last valid step
+            dY = pad.to_tm(np.asarray(gy, dt))
+            pad.inject(dY, ghn)
+            DC = np.zeros((T, N, H), dt)
+            pad.inject(DC, gcn)
+            dh_next = np.zeros((N, H), dt)
+            dc_next = np.zeros((N, H), dt)
         I, Fg, O, Gg = G[:, 0], G[:, 1], G[:, 2], G[:, 3]
         # dz_i = dc * A_i, dz_f = dc * A_f, dz_g = dc * A_g, dz_o = dh * A_o; dc = dh * B + dc_next.
         # The factors are computed in bulk before the loop (contiguous gate-major blocks).
@@ -183,13 +260,13 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
         # dZ row-major [T, N, 4H] (written through gate-major views): one [N, 4H] x [4H, H]
         # matmul per step for dh, and the weight gradients need no transposing copy.
         dZ = np.empty((T, N, H4), dt)
-        dh_next = np.array(ghn, dt)
-        dc_next = np.array(gcn, dt)
         for t in range(T - 1, -1, -1):
             dh = dh_next
             dh += dY[t]
             dc = dh * B[t]
             dc += dc_next
+            if DC is not None:
+                dc += DC[t]
             dz = dZ[t]
             dz4 = dz.reshape(N, 4, H).transpose(1, 0, 2)
             At = A[t]
@@ -212,7 +289,8 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
         dw_ih[perm] = dW[:, :C]
         dw_hh = np.empty_like(Wh)
         dw_hh[perm] = dW[:, C + 1:]
-        dx = _from_tm((dZ2 @ Wi).reshape(T, N, C), reverse)
+        dX = (dZ2 @ Wi).reshape(T, N, C)
+        dx = _from_tm(dX, reverse) if pad is None else pad.from_tm(dX)
         db_ih = db_hh = None
         if b_ih is not None:
             db_ih = np.empty(H4, dt)
@@ -226,7 +304,7 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
         return (dx, dw_ih, dw_hh, db_ih, db_hh,
                 dh_next if h0 is not None else None, dc_next if c0 is not None else None) + dp
 
-    return (_from_tm(Y, reverse), h_n, c_n), vjp
+    return (_from_tm(Y, reverse) if pad is None else pad.from_tm(Y), h_n, c_n), vjp
 
 
 # =============================================================================
@@ -234,8 +312,9 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
 # =============================================================================
 
 @defprim
-def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_reset=True):
+def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_reset=True, lengths=None):
     N, T, C = x.shape
+    pad = None if lengths is None else _Padded(lengths, N, T, reverse)
     H = w_hh.shape[1]
     H2, H3 = 2 * H, 3 * H
     dt = np.result_type(x.dtype, w_ih.dtype)
@@ -243,7 +322,7 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
     Wh = w_hh.astype(dt, copy=False)
     scale = np.ones(H3, dt)
     scale[:H2] = 0.5
-    X2 = _to_tm(x, reverse).reshape(T * N, C)
+    X2 = (_to_tm(x, reverse) if pad is None else pad.to_tm(x)).reshape(T * N, C)
     G = (X2 @ (Wi * scale[:, None]).T).reshape(T, N, H3)  # becomes the activated r, z, n
     lbr = linear_before_reset
     bhn = None
@@ -294,16 +373,15 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
         hn *= g[:, H:H2]
         hn += n
         h = hn
-    h_n = np.array(h)
+    h_n = np.array(h) if pad is None else pad.final(Y)
 
     def vjp(grads):
         gy, ghn = grads
-        dY = _to_tm(gy, reverse)
+        dY, dh_next = _grads_in(gy, ghn, pad, reverse, dt)
         R, Z, Nn = G[..., :H], G[..., H:H2], G[..., H2:]
         Hprev = _prev(h0_, Y)
         dn_fac = (1.0 - Z) * (1.0 - Nn * Nn)            # dzn = dh * dn_fac
         dz_fac = (Hprev - Nn) * Z * (1.0 - Z)           # dz_z = dh * dz_fac
-        dh_next = np.array(ghn, dt)
         D = np.empty((T, N, H3), dt)
         if lbr:
             dr_fac = S * R * (1.0 - R)                  # dz_r = dzn * dr_fac
@@ -359,10 +437,10 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
             if b_ih is not None:
                 db_ih = D2.sum(axis=0)
                 db_hh = db_ih.copy()
-        dx = _from_tm(dx.reshape(T, N, C), reverse)
+        dx = _from_tm(dx.reshape(T, N, C), reverse) if pad is None else pad.from_tm(dx.reshape(T, N, C))
         return dx, dw_ih, dw_hh, db_ih, db_hh, dh_next if h0 is not None else None
 
-    return (_from_tm(Y, reverse), h_n), vjp
+    return (_from_tm(Y, reverse) if pad is None else pad.from_tm(Y), h_n), vjp
 
 
 # =============================================================================
@@ -370,13 +448,14 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
 # =============================================================================
 
 @defprim
-def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tanh"):
+def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tanh", lengths=None):
     N, T, C = x.shape
+    pad = None if lengths is None else _Padded(lengths, N, T, reverse)
     H = w_hh.shape[1]
     dt = np.result_type(x.dtype, w_ih.dtype)
     Wi = w_ih.astype(dt, copy=False)
     Wh = w_hh.astype(dt, copy=False)
-    X2 = _to_tm(x, reverse).reshape(T * N, C)
+    X2 = (_to_tm(x, reverse) if pad is None else pad.to_tm(x)).reshape(T * N, C)
     Y = (X2 @ Wi.T).reshape(T, N, H)                     # input projections, then h_t in place
     if b_ih is not None:
         Y += b_ih + b_hh
@@ -393,13 +472,12 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tan
         else:
             np.tanh(hn, out=hn)
         h = hn
-    h_n = np.array(h)
+    h_n = np.array(h) if pad is None else pad.final(Y)
 
     def vjp(grads):
         gy, ghn = grads
-        dY = _to_tm(gy, reverse)
+        dY, dh_next = _grads_in(gy, ghn, pad, reverse, dt)
         DZ = (Y > 0).astype(dt) if relu else 1.0 - Y * Y   # act', then the pre-activation grads
-        dh_next = np.array(ghn, dt)
         for t in range(T - 1, -1, -1):
             dh_next += dY[t]
             dz = DZ[t]
@@ -408,11 +486,12 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tan
         DZ2 = DZ.reshape(T * N, H)
         dw_ih = DZ2.T @ X2
         dw_hh = DZ2.T @ _prev(h0_, Y).reshape(T * N, H)
-        dx = _from_tm((DZ2 @ Wi).reshape(T, N, C), reverse)
+        dX = (DZ2 @ Wi).reshape(T, N, C)
+        dx = _from_tm(dX, reverse) if pad is None else pad.from_tm(dX)
         db_ih = db_hh = None
         if b_ih is not None:
             db_ih = DZ2.sum(axis=0)
             db_hh = db_ih.copy()
         return dx, dw_ih, dw_hh, db_ih, db_hh, dh_next if h0 is not None else None
 
-    return (_from_tm(Y, reverse), h_n), vjp
+    return (_from_tm(Y, reverse) if pad is None else pad.from_tm(Y), h_n), vjp

@@ -6,11 +6,22 @@ h0 (and c0 for the LSTM) [num_layers*directions, N, hidden], row k*directions + 
 direction d (0 forward, 1 backward). `(x, h0) -> GRU(...)`, `(x, h0, c0) -> LSTM(...)`; an LSTM
 given only h0 starts from c0 = 0 (ONNX allows it; PyTorch does not).
 
+Padded batches: `lengths=true` adds the input `lengths: i32 or i64 [N]`, the valid steps of
+each row of a RIGHT-padded batch, always SECOND, right after x and before the optional states
+(ONNX's order: X, ..., sequence_lens, initial_h, initial_c): `(x, lengths) -> LSTM(64,
+lengths=true)`, `(x, lengths, h0, c0) -> LSTM(64, lengths=true)`. Semantics are ONNX's
+`sequence_lens` and PyTorch's pack_padded_sequence: row n runs steps 0..lengths[n]-1 only (a
+reversed direction from lengths[n]-1 down to 0), so its outputs are what the row alone,
+unpadded, would give: the sequence is 0 at steps t >= lengths[n], h_n / c_n and the many-to-one
+output are the states after the row's last valid step (forward) or at t = 0 (backward), and
+every stacked layer gets the same lengths. Each length must be in 1..T (PyTorch rejects 0; ONNX
+Runtime gives zero states for 0, not h0): the NumPy engine checks, ONNX Runtime does not.
+
 Outputs, in this order:
 - the sequence [N, T, directions*hidden] (return_sequences=true, many-to-many), else the last
   step [N, directions*hidden] (many-to-one): the final state of the last layer, i.e. the
-  forward direction at t = T-1 and, when bidirectional, the backward direction at t = 0,
-  concatenated (PyTorch's h_n[-2:] side by side);
+  forward direction at t = T-1 (t = lengths[n]-1 with lengths) and, when bidirectional, the
+  backward direction at t = 0, concatenated (PyTorch's h_n[-2:] side by side);
 - with return_state=true also h_n (and c_n for the LSTM) [num_layers*directions, N, hidden].
   Unpack them: `y, h, c = x -> LSTM(64, return_state=true)`.
 
@@ -42,6 +53,8 @@ Transpose x to [T, N, C] once, and Y [T, dirs, N, H] back to [N, T, dirs*H] with
 Transpose + Reshape (no copy). Layer-to-layer the sequence stays time-major (Squeeze, or
 Transpose + Reshape when bidirectional). Initial and final states are already in ONNX's layout-0
 shape [dirs, N, H] per layer (Split / Concat on axis 0 for stacks). N and T stay dynamic.
+lengths go to every layer's `sequence_lens` (int32: an i64 input is Cast once); Y, Y_h and Y_c
+then follow the semantics above (checked against ONNX Runtime in the tests).
 
 NumPy engine: one fused primitive per layer and direction with hand-written BPTT
 (archdsl/autodiff/recurrent.py: the input projection of all steps in one matmul, one
@@ -55,6 +68,7 @@ import numpy as np
 
 from ..autodiff import functional as F
 from ..autodiff.recurrent import gru_layer, lstm_layer, rnn_layer
+from ..errors import ArchError
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType, is_static
 from .base import Arg, Op
@@ -67,6 +81,9 @@ _REVERSE = Arg("reverse", "bool", False, doc="run from the last step to the firs
 _SEQ = Arg("return_sequences", "bool", True, doc="every step [N, T, D*H] (else the last [N, D*H])")
 _STATE = Arg("return_state", "bool", False, doc="also return the final states [L*D, N, H]")
 _BIAS = Arg("bias", "bool", True)
+_LENGTHS = Arg("lengths", "bool", False,
+               doc="a second input lengths: i32/i64[N], the valid steps of each right-padded row")
+INT_LENGTH_DTYPES = ("i32", "i64")
 
 
 def _suffix(k: int, d: int) -> str:
@@ -84,6 +101,11 @@ class _Recurrent(Op):
     @staticmethod
     def dirs(attrs) -> int:
         return 2 if attrs["bidirectional"] else 1
+
+    @staticmethod
+    def first_state(attrs) -> int:
+        """Index of the first initial-state input: after x, and after lengths with lengths=true."""
+        return 2 if attrs.get("lengths") else 1
 
     def infer(self, attrs, in_types):
         x = in_types[0]
@@ -106,13 +128,22 @@ class _Recurrent(Op):
         if attrs["bidirectional"] and attrs["reverse"]:
             raise self.fail("bidirectional=true and reverse=true cannot be combined",
                             "a bidirectional layer already runs one direction backwards")
-        if len(in_types) > 1 + len(self.states):
-            raise self.fail(f"takes x and at most {len(self.states)} initial state"
+        first = self.first_state(attrs)
+        lead = "x, lengths" if first == 2 else "x"
+        if len(in_types) > first + len(self.states):
+            raise self.fail(f"takes {lead} and at most {len(self.states)} initial state"
                             f"{'s' if len(self.states) > 1 else ''} ({', '.join(self.states)}), "
                             f"got {len(in_types)} inputs")
+        if first == 2:
+            self._check_lengths(x, in_types[1:2])
+        elif len(in_types) > 1 and in_types[1].dtype in INT_LENGTH_DTYPES + ("bool",):
+            raise self.fail(f"initial state h0 must be a float tensor [num_layers*directions, N, hidden], "
+                            f"got {in_types[1]}",
+                            "for sequence lengths of a padded batch add lengths=true: (x, lengths, ...)"
+                            if in_types[1].dtype in INT_LENGTH_DTYPES else None)
         D = self.dirs(attrs)
         want = (L * D, x.shape[0], H)
-        for name, s in zip(self.states, in_types[1:]):
+        for name, s in zip(self.states, in_types[first:]):
             if s.dtype != x.dtype:
                 raise self.fail(f"initial state {name} has dtype {s.dtype} but the input is {x}")
             if s.rank != 3 or any(a != b for a, b in zip(s.shape, want)):
@@ -127,6 +158,21 @@ class _Recurrent(Op):
         if attrs["return_state"]:
             outs += [x.with_shape(want)] * len(self.states)
         return outs
+
+    def _check_lengths(self, x: TensorType, given: list) -> None:
+        order = f"({', '.join(('x', 'lengths') + self.states)})"
+        if not given:
+            raise self.fail("lengths=true expects a second input lengths: i64[N] (or i32), got only x",
+                            f"inputs in this order: {order}")
+        n = given[0]
+        if n.dtype not in INT_LENGTH_DTYPES or n.rank != 1:
+            raise self.fail(f"lengths=true expects its second input to be lengths i64[N] (or i32), one "
+                            f"per batch row, got {n}",
+                            f"the lengths come right after x: {order}" if n.is_float else
+                            "cast the lengths to i64 (or i32)" if n.rank == 1 else None)
+        a, b = n.shape[0], x.shape[0]
+        if a != b and is_static(a) == is_static(b):
+            raise self.fail(f"the lengths' batch dim does not match the input's: {n} vs {x} ({a} vs {b})")
 
     # -- parameters and cost -------------------------------------------------------------
     def layer_inputs(self, attrs, c: int) -> list[int]:
@@ -190,8 +236,12 @@ class _Recurrent(Op):
         peep = bool(a.get("peepholes"))
         # layout 0 (time-major): see the module docstring for why not layout=1
         seq = b.op("Transpose", [inputs[0]], perm=[1, 0, 2])
+        first = self.first_state(a)
+        lens = ""
+        if first == 2:      # sequence_lens is int32 in ONNX; one Cast serves every layer
+            lens = inputs[1] if node.inputs[1].type.dtype == "i32" else b.op("Cast", [inputs[1]], to=6)
         states = []
-        for s in inputs[1:]:
+        for s in inputs[first:]:
             states.append([s] if L == 1 else b.op("Split", [s, b.ints([D] * L, "split")], n_out=L, axis=0))
         n_state_out = len(self.states)
         finals: list[list[str]] = [[] for _ in range(n_state_out)]
@@ -199,7 +249,7 @@ class _Recurrent(Op):
         for k in range(L):
             last = k == L - 1
             ins = [seq, self._stacked(b, node, k, "W", dt), self._stacked(b, node, k, "R", dt),
-                   self._stacked(b, node, k, "B", dt) if a["bias"] else "", ""]
+                   self._stacked(b, node, k, "B", dt) if a["bias"] else "", lens]
             ins += [st[k] for st in states] + [""] * (n_state_out - len(states))
             if peep:
                 ins.append(self._stacked(b, node, k, "P", dt))
@@ -236,20 +286,22 @@ class _Recurrent(Op):
         return results
 
     # -- NumPy -----------------------------------------------------------------------------
-    def run_layer(self, attrs, x, params: dict, s: str, init: list, reverse: bool) -> tuple:
+    def run_layer(self, attrs, x, params: dict, s: str, init: list, reverse: bool, lengths) -> tuple:
         raise NotImplementedError
 
     def forward(self, node, ctx, inputs, params):
         a = node.attrs
         L, D = a["num_layers"], self.dirs(a)
-        x, init = inputs[0], list(inputs[1:])
+        first = self.first_state(a)
+        x, init = inputs[0], list(inputs[first:])
+        lengths = self._lengths(node, inputs[1], x.shape[0], x.shape[1]) if first == 2 else None
         finals: list[list] = [[] for _ in self.states]
         for k in range(L):
             ys = []
             for d in range(D):
                 row = k * D + d
                 st = [F.getitem(s, row) for s in init]
-                out = self.run_layer(a, x, params, _suffix(k, d), st, reverse=d == 1 or a["reverse"])
+                out = self.run_layer(a, x, params, _suffix(k, d), st, d == 1 or a["reverse"], lengths)
                 ys.append(out[0])
                 for i, f in enumerate(out[1:]):
                     finals[i].append(f)
@@ -259,6 +311,18 @@ class _Recurrent(Op):
         if a["return_state"]:
             outs += [F.stack(f, axis=0) for f in finals]
         return outs
+
+
+    def _lengths(self, node, v, n: int, t: int) -> np.ndarray:
+        a = np.asarray(v.data if hasattr(v, "data") else v)
+        if a.shape != (n,):
+            raise ArchError(f"{self.name}: lengths must have shape [{n}] (one per batch row), got {list(a.shape)}",
+                            node.span)
+        a = a.astype(np.int64)
+        if n and (a.min() < 1 or a.max() > t):
+            raise ArchError(f"{self.name}: sequence lengths must be in 1..{t} (the time dim), got {a.tolist()}",
+                            node.span, "every row needs at least one valid step; rows are right-padded")
+        return a
 
 
 def _dim_diff(s: TensorType, want: tuple) -> str:
@@ -274,40 +338,40 @@ class RNN(_Recurrent):
     name = "RNN"
     gates = 1
     onnx_op = "RNN"
-    n_inputs = (1, 2)
+    n_inputs = (1, 3)
     args = (_HIDDEN, Arg("nonlinearity", "str", "tanh", choices=("tanh", "relu")), _LAYERS, _BIDI, _REVERSE,
-            _SEQ, _STATE, _BIAS)
+            _SEQ, _STATE, _BIAS, _LENGTHS)
 
     def onnx_attrs(self, attrs):
         return {"activations": ["Relu"] * self.dirs(attrs)} if attrs["nonlinearity"] == "relu" else {}
 
-    def run_layer(self, attrs, x, params, s, init, reverse):
+    def run_layer(self, attrs, x, params, s, init, reverse, lengths):
         return rnn_layer(x, params[f"weight_ih{s}"], params[f"weight_hh{s}"], params.get(f"bias_ih{s}"),
                          params.get(f"bias_hh{s}"), init[0] if init else None, reverse=reverse,
-                         nonlinearity=attrs["nonlinearity"])
+                         nonlinearity=attrs["nonlinearity"], lengths=lengths)
 
 
 class LSTM(_Recurrent):
     """Long short-term memory (Hochreiter & Schmidhuber), optionally with peephole connections
-    p_i, p_f, p_o (Gers & Schmidhuber; the lecture's equations). Inputs x [, h0 [, c0]];
+    p_i, p_f, p_o (Gers & Schmidhuber; the lecture's equations). Inputs x [, lengths] [, h0 [, c0]];
     outputs the sequence (or last step) [, h_n, c_n]."""
     name = "LSTM"
     gates = 4
     states = ("h0", "c0")
     onnx_op = "LSTM"
     onnx_gate_order = (0, 3, 1, 2)      # ONNX i, o, f, c  <-  PyTorch i, f, g, o
-    n_inputs = (1, 3)
-    args = (_HIDDEN, _LAYERS, _BIDI, _REVERSE, Arg("peepholes", "bool", False), _SEQ, _STATE, _BIAS)
+    n_inputs = (1, 4)
+    args = (_HIDDEN, _LAYERS, _BIDI, _REVERSE, Arg("peepholes", "bool", False), _SEQ, _STATE, _BIAS, _LENGTHS)
 
     def extra_params(self, attrs):
         return ("p_i", "p_f", "p_o") if attrs["peepholes"] else ()
 
-    def run_layer(self, attrs, x, params, s, init, reverse):
+    def run_layer(self, attrs, x, params, s, init, reverse, lengths):
         peep = [params[f"p_{g}{s}"] for g in "ifo"] if attrs["peepholes"] else [None] * 3
         h0 = init[0] if init else None
         c0 = init[1] if len(init) > 1 else None
         return lstm_layer(x, params[f"weight_ih{s}"], params[f"weight_hh{s}"], params.get(f"bias_ih{s}"),
-                          params.get(f"bias_hh{s}"), h0, c0, *peep, reverse=reverse)
+                          params.get(f"bias_hh{s}"), h0, c0, *peep, reverse=reverse, lengths=lengths)
 
 
 class GRU(_Recurrent):
@@ -316,13 +380,14 @@ class GRU(_Recurrent):
     gates = 3
     onnx_op = "GRU"
     onnx_gate_order = (1, 0, 2)         # ONNX z, r, h  <-  PyTorch r, z, n
-    n_inputs = (1, 2)
-    args = (_HIDDEN, _LAYERS, _BIDI, _REVERSE, _SEQ, _STATE, _BIAS, Arg("linear_before_reset", "bool", True))
+    n_inputs = (1, 3)
+    args = (_HIDDEN, _LAYERS, _BIDI, _REVERSE, _SEQ, _STATE, _BIAS, Arg("linear_before_reset", "bool", True),
+            _LENGTHS)
 
     def onnx_attrs(self, attrs):
         return {"linear_before_reset": 1} if attrs["linear_before_reset"] else {}
 
-    def run_layer(self, attrs, x, params, s, init, reverse):
+    def run_layer(self, attrs, x, params, s, init, reverse, lengths):
         return gru_layer(x, params[f"weight_ih{s}"], params[f"weight_hh{s}"], params.get(f"bias_ih{s}"),
                          params.get(f"bias_hh{s}"), init[0] if init else None, reverse=reverse,
-                         linear_before_reset=attrs["linear_before_reset"])
+                         linear_before_reset=attrs["linear_before_reset"], lengths=lengths)

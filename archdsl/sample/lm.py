@@ -258,8 +258,9 @@ def time_local(node: Node) -> bool:
     """True when output step t of the node depends only on input step t (batch-first [N, T, ...]),
     or, for a recurrent node, when it is causal and runs forwards (its state carries the rest)."""
     fam, kind, a = node.op.family, node.kind, node.attrs
-    if fam == "recurrent":
-        return not a.get("bidirectional") and not a.get("reverse") and a.get("return_sequences", True)
+    if fam == "recurrent":     # (padded-batch lengths describe the whole sequence, not one step)
+        return (not a.get("bidirectional") and not a.get("lengths") and not a.get("reverse")
+                and a.get("return_sequences", True))
     if fam in ("dense", "dropout", "embedding", "mix") or kind in ("LayerNorm", "Add", "Sub", "Mul", "Identity"):
         return True
     if fam == "activation":
@@ -316,7 +317,7 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
                                f"{STATE_PREFIX}{n.name}.{k[0]}_n", st) for k in kinds]
             if feed_states:
                 sin = [Value(s.input, st, span=n.span) for s in slots]
-                nn.inputs = [ins[0]] + sin
+                nn.inputs = ins[:n.op.first_state(attrs)] + sin
                 state_inputs[id(nn)] = sin
             if attrs.get("return_state"):
                 # the node already returns its states (maybe used in the graph): expose them too
@@ -568,7 +569,7 @@ class Runner:
 
     @staticmethod
     def needs_prefill(ir: Model) -> bool:
-        return any(_is_recurrent(n) and len(n.inputs) > 1 for n in ir.nodes)
+        return any(_is_recurrent(n) and len(n.inputs) > n.op.first_state(n.attrs) for n in ir.nodes)
 
     # -- running ---------------------------------------------------------------------------
     def _check_ids(self, ids: np.ndarray) -> None:
@@ -666,7 +667,7 @@ def _feeds_only_states(node: Node, ir: Model) -> bool:
                 ok = False
                 break
             for c, i in consumers.get(id(v), []):
-                if _is_recurrent(c) and i >= 1:
+                if _is_recurrent(c) and i >= c.op.first_state(c.attrs):
                     continue
                 if not only_states(c):
                     ok = False
