@@ -124,9 +124,14 @@ def _has_command(ap, name: str) -> bool:
     return any(isinstance(a, argparse._SubParsersAction) and name in a.choices for a in ap._actions)
 
 
+def _inside_repo(arg: str) -> bool:
+    # a path test, not a text prefix: /repo_other/x starts with "/repo" but is not inside it
+    return arg.startswith(str(ROOT)) and Path(arg).is_relative_to(ROOT)
+
+
 def show_command(cmd: list[str], flush: bool = False) -> None:
     """Print `$ archdsl CMD`, with paths inside the repository relative to its root."""
-    shown = [str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd]
+    shown = [str(Path(c).relative_to(ROOT)) if _inside_repo(c) else c for c in cmd]
     print("$ archdsl " + " ".join(shown), flush=flush)
 
 
