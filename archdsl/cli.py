@@ -44,7 +44,6 @@ def _model(args):
 
 def cmd_check(args) -> int:
     from .api import compile
-    from .errors import ArchErrors
     failed = 0
     for f in args.files:
         try:

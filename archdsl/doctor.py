@@ -96,7 +96,6 @@ def _onnxruntime() -> list[Row]:
 
 
 def _tiny_model() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])

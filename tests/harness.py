@@ -136,3 +136,20 @@ def run_authoring(capsys, *argv):
         rc = 1
     out = capsys.readouterr()
     return rc, out.out, out.err
+
+
+def assert_recurrent_matches_torch(ours, theirs, ex, torch_module, op: str, inputs, seed: int = 0, atol=1e-10):
+    """Outputs `ours` (archdsl Tensors) and `theirs` (torch tensors) of the same recurrent layer
+    agree, and so do the gradients of a random projection of them: every parameter's (archdsl
+    names them `{op}.{torch name}`) and each (archdsl Tensor, torch tensor) pair of `inputs`."""
+    import torch
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.data, b.detach().numpy(), atol=atol)
+    rng = np.random.default_rng(seed)
+    probes = [rng.standard_normal(b.shape) for b in theirs]
+    backward(sum((a * p).sum() for a, p in zip(ours, probes)))
+    sum((b * torch.tensor(p)).sum() for b, p in zip(theirs, probes)).backward()
+    for k, p in torch_module.named_parameters():
+        np.testing.assert_allclose(ex.params[f"{op.lower()}.{k}"].grad, p.grad.numpy(), atol=atol, err_msg=k)
+    for i, (a, b) in enumerate(inputs):
+        np.testing.assert_allclose(a.grad, b.grad.numpy(), atol=atol, err_msg=f"input {i}")

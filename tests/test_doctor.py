@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 
 import archdsl
 from archdsl import doctor

@@ -17,7 +17,7 @@ from archdsl.ir.build import single_op_model
 from archdsl.ir.types import Sym, TensorType
 from archdsl.ops.base import get_op
 from archdsl.passes.init import initialize
-from harness import OPSETS, check_grads, check_parity, ort_run
+from harness import OPSETS, assert_recurrent_matches_torch, check_grads, check_parity, ort_run
 
 import archdsl
 
@@ -322,16 +322,7 @@ def test_matches_pytorch_forward_and_gradients(op, kw):
     tx = [torch.tensor(a, requires_grad=True) for a in xs]
     ty, ts = tm(tx[0], tuple(tx[1:]) if op == "LSTM" else tx[1])
     theirs = [ty] + (list(ts) if op == "LSTM" else [ts])
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.data, b.detach().numpy(), atol=1e-10)
-
-    probes = [rng.standard_normal(b.shape) for b in theirs]
-    backward(sum((a * p).sum() for a, p in zip(ours, probes)))
-    sum((b * torch.tensor(p)).sum() for b, p in zip(theirs, probes)).backward()
-    for k, p in tm.named_parameters():
-        np.testing.assert_allclose(ex.params[f"{op.lower()}.{k}"].grad, p.grad.numpy(), atol=1e-10, err_msg=k)
-    for a, b in zip(feed.values(), tx):
-        np.testing.assert_allclose(a.grad, b.grad.numpy(), atol=1e-10)
+    assert_recurrent_matches_torch(ours, theirs, ex, tm, op, list(zip(feed.values(), tx)))
 
     # and the ONNX export (float32) against PyTorch
     m32 = single_op_model(op, [f32(N, T, c)] + [f32(L * D, N, h)] * n_states, h, return_state=True, **kw)

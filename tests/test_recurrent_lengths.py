@@ -15,7 +15,7 @@ from archdsl.errors import ArchError
 from archdsl.ir.build import single_op_model
 from archdsl.ir.types import Sym, TensorType
 from archdsl.passes.init import initialize
-from harness import check_grads, check_parity
+from harness import assert_recurrent_matches_torch, check_grads, check_parity
 
 N, T = Sym.named("N"), Sym.named("T")
 C, H = 3, 4
@@ -242,13 +242,5 @@ def test_matches_pytorch_packed_sequences(op, kw):
     out, st = tm(packed, tuple(ts) if op == "LSTM" else ts[0])
     ty, _ = pad_packed_sequence(out, batch_first=True, total_length=T_MAX)
     theirs = [ty] + (list(st) if op == "LSTM" else [st])
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.data, b.detach().numpy(), atol=1e-10)
-
-    probes = [rng.standard_normal(b.shape) for b in theirs]
-    backward(sum((a * p).sum() for a, p in zip(ours, probes)))
-    sum((b * torch.tensor(p)).sum() for b, p in zip(theirs, probes)).backward()
-    for k, p in tm.named_parameters():
-        np.testing.assert_allclose(ex.params[f"{op.lower()}.{k}"].grad, p.grad.numpy(), atol=1e-10, err_msg=k)
-    for name, b in zip(["x0"] + [f"x{2 + i}" for i in range(n_states)], [tx] + ts):
-        np.testing.assert_allclose(feed[name].grad, b.grad.numpy(), atol=1e-10, err_msg=name)
+    names = ["x0"] + [f"x{2 + i}" for i in range(n_states)]
+    assert_recurrent_matches_torch(ours, theirs, ex, tm, op, [(feed[n], b) for n, b in zip(names, [tx] + ts)])

@@ -5,7 +5,7 @@ import math
 
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
-from ..ir.types import TensorType, is_static
+from ..ir.types import is_static
 from .base import DOT, Arg, Op
 
 
