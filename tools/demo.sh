@@ -1,5 +1,5 @@
 #!/bin/sh
-# The main job on a bundled spec: check, summarize, draw, export to ONNX, run on ONNX Runtime.
+# The main job on bundled specs: check, summarize, draw, export to ONNX, run on ONNX Runtime, train.
 set -e
 VENV=${1:-.venv}
 OUT=${2:-out}
