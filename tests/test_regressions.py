@@ -263,3 +263,13 @@ def test_strided_layers_on_a_symbolic_length_grew_quadratic_names():
     t = ir.outputs[0].type
     assert len(str(t)) < 300
     assert str(t.shape[2]).startswith("dim_")      # a digest, equal for equal expressions (a + b)
+
+
+@pytest.mark.parametrize("layer", ["Embedding(10, 4, std=1e300)", "PositionalEmbedding(16, std=1e300)"])
+def test_huge_init_std_was_a_float32_overflow_warning_and_inf_weights(layer):
+    # the fuzz campaign: std=1e300 drew float64 weights that overflowed the float32 cast to inf
+    src = ("model M {\n  input t: i64[N, 8]\n  h = t -> Embedding(10, 4)\n"
+           f"  output y = {'t' if layer.startswith('Embedding') else 'h'} -> {layer}\n}}\n")
+    e = err(src)
+    assert "std must be in" in e.message and "float32" in (e.hint or ""), e.format()
+    in_file(e, src)

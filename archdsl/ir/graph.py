@@ -31,6 +31,11 @@ class Value:
         return f"Value({self.name}: {self.type})"
 
 
+# The largest std a normal initialiser may ask for: draws beyond float32's range (3.4e38) would
+# be inf weights, and anything near this is already useless for training.
+MAX_INIT_STD = 1e6
+
+
 @dataclass(eq=False)
 class ParamSpec:
     """A parameter an op needs, declared by the op: shape and initialiser.

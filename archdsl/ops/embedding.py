@@ -5,7 +5,7 @@ import numpy as np
 
 from ..autodiff import Tensor
 from ..autodiff import functional as F
-from ..ir.graph import ParamSpec
+from ..ir.graph import MAX_INIT_STD, ParamSpec
 from ..ir.types import INT_DTYPES, TensorType
 from .base import DOT, Arg, Op
 
@@ -39,8 +39,9 @@ class Embedding(Op):
 
     def params(self, attrs, in_types):
         n, d = attrs["num_embeddings"], attrs["embedding_dim"]
-        if attrs["std"] <= 0:
-            raise self.fail(f"std must be positive, got {attrs['std']}")
+        if not 0 < attrs["std"] <= MAX_INIT_STD:
+            raise self.fail(f"std must be in (0, {MAX_INIT_STD:g}], got {attrs['std']}",
+                            "a larger std overflows float32 weights; 1 (default) or 0.02 are usual")
         return {"weight": ParamSpec((n, d), "normal", std=attrs["std"], fan_in=n, fan_out=d,
                                     zero_row=self._padding_of(attrs))}
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autodiff import functional as F
 from ..errors import ArchError
-from ..ir.graph import ParamSpec
+from ..ir.graph import MAX_INIT_STD, ParamSpec
 from ..ir.types import is_static
 from .base import Arg, Op
 
@@ -135,8 +135,9 @@ class PositionalEmbedding(_AddPositions):
     args = (Arg("max_len", "int"), Arg("d", "int", None), Arg("std", "float", 0.02))
 
     def infer(self, attrs, in_types):
-        if attrs["std"] < 0:
-            raise self.fail(f"std must be non-negative, got {attrs['std']}")
+        if not 0 <= attrs["std"] <= MAX_INIT_STD:
+            raise self.fail(f"std must be in [0, {MAX_INIT_STD:g}], got {attrs['std']}",
+                            "a larger std overflows float32 weights; 0.02 (default) is usual")
         return self._check(attrs, in_types[0], attrs["d"])
 
     def params(self, attrs, in_types):
