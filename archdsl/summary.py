@@ -108,17 +108,10 @@ def format_summary(report: CostReport, model: Model, color: bool | None = None) 
 
     for v in model.inputs:
         _row(table, v.name, "Input", str(v.type), "0", "0", style="dim")
-    open_scopes: tuple[str, ...] = ()
-    for r in report.rows:
-        # headers for the block instances this row enters
-        common = 0
-        while common < min(len(open_scopes), len(r.scope)) and open_scopes[common] == r.scope[common]:
-            common += 1
-        for depth in range(common, len(r.scope)):
-            sc = report.scopes[r.scope[depth]]
+    for r, entered in report.rows_with_scopes():
+        for depth, sc in entered:                   # a header for each block instance entered
             _row(table, INDENT * depth + sc.path, sc.label, "", f"{sc.params:,}", f"{sc.macs:,}",
                  style="bold")
-        open_scopes = r.scope
         _row(table, INDENT * len(r.scope) + _short(r.name, r.scope), _op_cell(r),
              "\n".join(r.out_types), f"{r.params:,}", f"{r.macs:,}")
 

@@ -83,18 +83,12 @@ def summary_table_html(model, dims: dict | None = None, batch: int = 1) -> str:
     for v in ir.inputs:
         rows.append(f'<tr class="input"><td>{_e(v.name)}</td><td>Input</td><td>{_e(v.type)}</td>'
                     '<td class="num">0</td><td class="num">0</td></tr>')
-    open_scopes: tuple = ()
-    for r in report.rows:
-        common = 0
-        while common < min(len(open_scopes), len(r.scope)) and open_scopes[common] == r.scope[common]:
-            common += 1
-        for depth in range(common, len(r.scope)):
-            sc = report.scopes[r.scope[depth]]
+    for r, entered in report.rows_with_scopes():
+        for depth, sc in entered:
             pad = 0.2 + 1.2 * depth
             rows.append(f'<tr class="scope"><td style="padding-left:{pad:.1f}em">{_e(sc.path)}</td>'
                         f'<td>{_e(sc.label)}</td><td></td><td class="num">{sc.params:,}</td>'
                         f'<td class="num">{sc.macs:,}</td></tr>')
-        open_scopes = r.scope
         name = r.name[len(r.scope[-1]) + 1:] if r.scope and r.name.startswith(r.scope[-1] + ".") else r.name
         op = op_label(r.kind, r.describe)
         if r.shared_with:

@@ -86,6 +86,17 @@ class CostReport:
                 return r
         raise KeyError(name)
 
+    def rows_with_scopes(self):
+        """Each row with the block instances it enters, for tables that print a header per
+        instance: (row, [(depth, ScopeCost), ...]), outermost first."""
+        open_scopes: tuple = ()
+        for r in self.rows:
+            common = 0
+            while common < min(len(open_scopes), len(r.scope)) and open_scopes[common] == r.scope[common]:
+                common += 1
+            yield r, [(depth, self.scopes[r.scope[depth]]) for depth in range(common, len(r.scope))]
+            open_scopes = r.scope
+
 
 class _Resolver:
     """Symbolic dims -> ints, recording the symbols that had to be assumed to be 1."""
