@@ -197,6 +197,16 @@ def _chan_major(a, G):
     return _group_view(a, G).reshape(N, G, C // G, P).transpose(1, 2, 0, 3).reshape(G, C // G, N * P)
 
 
+def _add_bias(out, b, nsp):
+    """out [N, C, *S] += b [C] in place. Returns b as a Tensor (or None) and whether it needs a
+    gradient."""
+    if b is None:
+        return None, False
+    b = as_tensor(b)
+    out += b.data.reshape((1, -1) + (1,) * nsp)
+    return b, b.requires_grad
+
+
 def _check_groups(C, w, groups, transposed):
     if transposed:
         if w.shape[0] != C or C % groups:
@@ -221,15 +231,10 @@ def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     _check_groups(xd.shape[1], wd, G, False)
     k = wd.shape[2:]
     N = xd.shape[0]
-    O = wd.shape[0]
     cols, colsT, out_sp = _im2col(xd, k, stride, dil, pads, G)
     w2 = _wmat(wd, G)
     out = _cols_times_w(cols, colsT, w2, N, out_sp)
-    rb = False
-    if b is not None:
-        b = as_tensor(b)
-        out += b.data.reshape((1, O) + (1,) * nsp)
-        rb = b.requires_grad
+    b, rb = _add_bias(out, b, nsp)
     rx = x.requires_grad
     rw = w.requires_grad
     if not ((rx or rw or rb) and _GRAD[0]):
@@ -276,11 +281,7 @@ def conv_transpose(x, w, b=None, stride=1, padding=0, output_padding=0, dilation
         raise ValueError(f"conv_transpose output size {Sy} is not positive")
     w2 = _wmat(wd, G)
     out = _input_grad(xd, wd, w2, (N, Cout) + Sy, stride, dil, pads, G)
-    rb = False
-    if b is not None:
-        b = as_tensor(b)
-        out += b.data.reshape((1, Cout) + (1,) * nsp)
-        rb = b.requires_grad
+    b, rb = _add_bias(out, b, nsp)
     rx = x.requires_grad
     rw = w.requires_grad
     if not ((rx or rw or rb) and _GRAD[0]):
