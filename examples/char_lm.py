@@ -124,9 +124,60 @@ def char_data(limit: int | None = None, seq: int = 64):
     return x, y, xt, yt, chars, train_text, test_text
 
 
+NGRAM = 5      # the counted n-gram baseline: 4 characters of context
+
+
 def unigram_logprobs(ids: np.ndarray, vocab_size: int) -> np.ndarray:
     counts = np.bincount(ids, minlength=vocab_size).astype(np.float64) + 1.0   # add-one
     return np.log(counts / counts.sum())
+
+
+def ngram_counts(ids, n: int) -> list[dict]:
+    """counts[k][(context of k ids, next id)] and counts[k][context] for k = 1 .. n-1, the
+    lecture's "just count n-gram frequencies"."""
+    seq = [int(i) for i in ids]
+    counts = [dict() for _ in range(n)]
+    for k in range(1, n):
+        c = counts[k]
+        for i in range(k, len(seq)):
+            ctx = tuple(seq[i - k:i])
+            c[ctx] = c.get(ctx, 0) + 1
+            c[ctx, seq[i]] = c.get((ctx, seq[i]), 0) + 1
+    return counts
+
+
+def ngram_prob(counts: list[dict], unigram: np.ndarray, history: list[int], c: int, lam: float) -> float:
+    """p(c | history) of an n-gram model interpolated down to the unigram (Jelinek-Mercer:
+    p_k = lam * count(ctx, c) / count(ctx) + (1 - lam) * p_{k-1}, for each seen context)."""
+    p = float(np.exp(unigram[c]))
+    for k in range(1, min(len(counts), len(history) + 1)):
+        ctx = tuple(history[len(history) - k:])
+        seen = counts[k].get(ctx)
+        if not seen:
+            break                                   # longer contexts were not seen either
+        p = lam * counts[k].get((ctx, c), 0) / seen + (1.0 - lam) * p
+    return p
+
+
+def ngram_perplexity(counts: list[dict], unigram: np.ndarray, ids, lam: float) -> float:
+    """Perplexity of the interpolated n-gram model on every character of `ids` after the first."""
+    seq = [int(i) for i in ids]
+    n = len(counts)
+    nll = -sum(math.log(ngram_prob(counts, unigram, seq[max(0, i - n + 1):i], seq[i], lam))
+               for i in range(1, len(seq)))
+    return math.exp(nll / (len(seq) - 1))
+
+
+def best_ngram(train_ids, test_ids, vocab_size: int, n: int) -> tuple[float, float]:
+    """(test perplexity, lam): lam chosen on the last 10% of the training text with counts from
+    the rest, then the counts are taken from all of it."""
+    cut = int(len(train_ids) * 0.9)
+    uni = unigram_logprobs(train_ids[:cut], vocab_size)
+    counts = ngram_counts(train_ids[:cut], n)
+    lam = min((0.3, 0.5, 0.7, 0.8, 0.9, 0.95),
+              key=lambda lm: ngram_perplexity(counts, uni, train_ids[cut:], lm))
+    return (ngram_perplexity(ngram_counts(train_ids, n), unigram_logprobs(train_ids, vocab_size), test_ids, lam),
+            lam)
 
 
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -208,11 +259,14 @@ def main(argv=None) -> dict:
     ort_logits = np.concatenate([sess.run({"tokens": xt[i:i + 256]})["logits"] for i in range(0, len(xt), 256)])
     ort_test = math.exp(cross_entropy(ort_logits, yt))
     val_ppl = math.exp(val_loss)
+    index = {c: i for i, c in enumerate(chars)}
+    ngram_test, ngram_lam = best_ngram(np.array([index[c] for c in train_text]),
+                                       np.array([index[c] for c in test_text]), V, NGRAM)
     print(f"trained in {train_s:.0f}s")
     print(f"validation perplexity {val_ppl:.2f} vs unigram {uni_val:.2f} "
           f"({val_ppl / uni_val:.0%} of the baseline; {val_loss / math.log(2):.3f} bits/char)")
     print(f"test perplexity (held-out docstrings): NumPy {np_test:.3f}, ONNX Runtime {ort_test:.3f} "
-          f"vs unigram {uni_test:.2f}")
+          f"vs unigram {uni_test:.2f}, counted {NGRAM}-gram {ngram_test:.2f} (interpolated, lambda {ngram_lam})")
 
     # -- archdsl sample ------------------------------------------------------------------------
     samples, error = _common.sample_on_both(spec_path, ckpt, args.sample_length,
@@ -224,7 +278,8 @@ def main(argv=None) -> dict:
     report = {"vocab": V, "train_chars": len(train_text), "test_chars": len(test_text),
               "val_perplexity": val_ppl, "unigram_val_perplexity": uni_val,
               "test_perplexity": np_test, "onnx_test_perplexity": ort_test,
-              "unigram_test_perplexity": uni_test, "train_seconds": train_s,
+              "unigram_test_perplexity": uni_test, "ngram_test_perplexity": ngram_test, "ngram_n": NGRAM,
+              "train_seconds": train_s,
               "epochs": len(history), "samples": samples, "same_samples": same}
     return _common.finish(report, bool(np_test < 0.6 * uni_test and abs(np_test - ort_test) < 1e-3 * np_test),
                           "the test perplexity below 60% of the unigram baseline, and ONNX Runtime "

@@ -44,3 +44,16 @@ def test_sentiment_lstm_uses_long_range_context(tmp_path):
     assert r["onnx_accuracy"] == r["accuracy"] and r["max_logit_diff"] < 1e-4
     assert r["control_accuracy"] < 0.65, r                     # shuffled labels: nothing to learn
     assert r["ok"]
+
+
+def test_counted_ngram_baseline_is_a_proper_distribution():
+    import numpy as np
+    m = example("char_lm")
+    train = np.array([0, 1, 2, 0, 1, 2, 0, 1, 3] * 50)
+    counts, uni = m.ngram_counts(train, 3), m.unigram_logprobs(train, 4)
+    for history in ([0, 1], [3, 3], []):                 # seen, unseen and no context
+        total = sum(m.ngram_prob(counts, uni, history, c, 0.8) for c in range(4))
+        assert abs(total - 1.0) < 1e-12, (history, total)
+    assert m.ngram_prob(counts, uni, [0, 1], 2, 0.8) > m.ngram_prob(counts, uni, [0, 1], 3, 0.8)
+    # a periodic text is nearly certain under its own trigram counts
+    assert m.ngram_perplexity(counts, uni, np.array([0, 1, 2] * 20), 0.95) < 1.3
