@@ -40,7 +40,7 @@ def _compare(ir, w, engine, n=2, p=4, steps=5, seed=0, **kw):
     V = int(ir.outputs[0].type.shape[-1])
     ctx = {}
     for v in ir.inputs:
-        if v.name != r.token_input:
+        if v.name != r.token_input and v.name not in r.lengths_inputs:
             ctx[v.name] = rng.integers(0, V, (n, 6))
     prompt = rng.integers(0, V, (n, p))
     diffs = [np.abs(r.start(prompt, ctx) - full.start(prompt, ctx)).max()]
@@ -60,6 +60,40 @@ def test_carried_state_equals_rerunning_the_whole_text(stem, name, kw, engine):
     r, diff = _compare(m.ir, initialize(m.ir, 3), engine)
     assert r.mode == "state" and r.slots
     assert diff < 1e-5, diff
+
+
+LENGTHS_LM = """
+model LenLM(vocab: int = 9) {
+  input tokens: i64[N, T]
+  input lengths: DTYPE[N]
+  h = (tokens -> Embedding(vocab, 6), lengths) -> LSTM(10, lengths=true, peepholes=true)
+  output logits = (h, lengths) -> GRU(8, lengths=true) -> Linear(vocab)
+}
+"""
+
+
+@pytest.mark.parametrize("engine", ["numpy", "onnx"])
+@pytest.mark.parametrize("dtype", ["i64", "i32"])
+def test_layers_with_padded_batch_lengths_are_sampled_with_carried_state(engine, dtype, tmp_path):
+    # the sampler feeds no padding, so it sets `lengths` itself to the tokens of each call
+    m = archdsl.compile(LENGTHS_LM.replace("DTYPE", dtype)).model()
+    w = initialize(m.ir, 4)
+    r, diff = _compare(m.ir, w, engine)
+    assert r.mode == "state" and len(r.slots) == 3 and r.lengths_inputs == ["lengths"]
+    assert diff < 1e-5, diff
+    # and from a saved step model, which records the lengths input in its metadata
+    r.save_onnx(tmp_path / "step.onnx", w)
+    saved = Runner(None, onnx_file=tmp_path / "step.onnx", device="cpu")
+    assert saved.mode == "state" and saved.lengths_inputs == ["lengths"]
+    prompt = np.array([[1, 2, 3]])
+    assert np.allclose(saved.start(prompt), Runner(m.ir, w, engine="numpy").start(prompt), atol=1e-5)
+
+
+def test_computed_lengths_fall_back_to_the_window_mode():
+    src = LENGTHS_LM.replace("DTYPE", "i64").replace(
+        "(tokens -> Embedding(vocab, 6), lengths)", "(tokens -> Embedding(vocab, 6), lengths -> Identity)")
+    m = archdsl.compile(src).model()
+    assert Runner(m.ir, initialize(m.ir, 0)).mode == "window"
 
 
 def test_step_graph_of_a_seq2seq_decoder_drops_the_encoder():

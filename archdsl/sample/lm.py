@@ -62,6 +62,7 @@ from ..ir.types import TensorType
 STATE_PREFIX = "state."
 META_VOCAB = "archdsl.vocab"
 META_STATES = "archdsl.states"
+META_LENGTHS = "archdsl.lengths"       # inputs the sampler fills with the number of tokens fed
 SIDECAR = "vocab.json"
 
 
@@ -258,8 +259,11 @@ def time_local(node: Node) -> bool:
     """True when output step t of the node depends only on input step t (batch-first [N, T, ...]),
     or, for a recurrent node, when it is causal and runs forwards (its state carries the rest)."""
     fam, kind, a = node.op.family, node.kind, node.attrs
-    if fam == "recurrent":     # (padded-batch lengths describe the whole sequence, not one step)
-        return (not a.get("bidirectional") and not a.get("lengths") and not a.get("reverse")
+    if fam == "recurrent":
+        # padded-batch lengths from a model input are fine: the sampler feeds no padding and sets
+        # them to the tokens of each call (Runner._feeds); computed lengths are not
+        lengths_ok = not a.get("lengths") or node.inputs[1].producer is None
+        return (not a.get("bidirectional") and lengths_ok and not a.get("reverse")
                 and a.get("return_sequences", True))
     if fam in ("dense", "dropout", "embedding", "mix") or kind in ("LayerNorm", "Add", "Sub", "Mul", "Identity"):
         return True
@@ -441,6 +445,18 @@ def lm_io(ir: Model, token_input: str | None = None, output: str | None = None) 
     return tok, out
 
 
+def lengths_inputs(ir: Model) -> list[str]:
+    """Model inputs that only give recurrent layers their `lengths` (lengths=true): while sampling
+    no row is padded, so the sampler feeds the number of tokens of each call itself."""
+    uses: dict[int, list[tuple[Node, int]]] = {}
+    for n in ir.nodes:
+        for i, v in enumerate(n.inputs):
+            uses.setdefault(id(v), []).append((n, i))
+    return [v.name for v in ir.inputs
+            if uses.get(id(v)) and all(_is_recurrent(n) and n.attrs.get("lengths") and i == 1
+                                       for n, i in uses[id(v)])]
+
+
 def default_window(ir: Model) -> int | None:
     lens = [int(n.attrs["max_len"]) for n in ir.nodes
             if n.kind in ("PositionalEmbedding", "PositionalEncoding") and "max_len" in n.attrs]
@@ -463,6 +479,8 @@ class Runner:
         self.engine_name = engine
         self.slots: list[StateSlot] = []
         self._prefill = None
+        self.lengths_inputs: list[str] = []
+        self._lengths_dtype: dict = {}
         if onnx_file is not None:
             self._init_file(onnx_file, device, mode, window, token_input, output)
             return
@@ -479,6 +497,8 @@ class Runner:
                             + self._why_not_state(ir), ir.span, hint="use the window mode")
         self.mode = mode
         self.window = window if window is not None else default_window(ir)
+        self.lengths_inputs = lengths_inputs(ir)
+        self._lengths_dtype = {v.name: v.type.np_dtype for v in ir.inputs if v.name in self.lengths_inputs}
         self.context_names = [v.name for v in ir.inputs if v.name != self.token_input]
         if mode == "state":
             step_ir, self.slots = stateful(ir, feed_states=True)
@@ -541,6 +561,12 @@ class Runner:
                 shape = info[s["input"]].shape
                 self.slots.append(StateSlot(s["node"], s["kind"], s["input"], s["output"],
                                             TensorType(s.get("dtype", "f32"), tuple(shape))))
+        if META_LENGTHS in meta:
+            try:
+                self.lengths_inputs = [n for n in json.loads(meta[META_LENGTHS]) if n in names]
+                self._lengths_dtype = {i.name: i.dtype for i in sess.inputs if i.name in self.lengths_inputs}
+            except json.JSONDecodeError:
+                raise ArchError(f"{path}: the lengths list in its metadata is not valid JSON") from None
         self.context_names = [i.name for i in sess.inputs
                               if i.name != token_input and not i.name.startswith(STATE_PREFIX)]
 
@@ -584,7 +610,7 @@ class Runner:
                             hint="give at least one token to start from")
         self._check_ids(prompt)
         self.context = dict(context or {})
-        missing = [c for c in self.context_names if c not in self.context]
+        missing = [c for c in self.context_names if c not in self.context and c not in self.lengths_inputs]
         if missing:
             raise ArchError(f"the model needs the context input{'s' if len(missing) > 1 else ''} "
                             f"{', '.join(missing)} besides the tokens")
@@ -592,13 +618,11 @@ class Runner:
         if self.mode == "window":
             return self._window()
         if self._prefill is not None:
-            feeds = {k: self.context[k] for k in self.prefill_context}
-            feeds[self.token_input] = prompt
+            feeds = self._feeds(self.prefill_context, prompt)
             outs = self._prefill.run(feeds)
         else:
             n = prompt.shape[0]
-            feeds = {c: self.context[c] for c in self.context_names}
-            feeds[self.token_input] = prompt
+            feeds = self._feeds(self.context_names, prompt)
             for s in self.slots:
                 shape = [int(d) if isinstance(d, int) else n for d in s.type.shape]
                 feeds[s.input] = np.zeros(shape, s.type.np_dtype)
@@ -612,8 +636,7 @@ class Runner:
         self.history = np.concatenate([self.history, ids], axis=1)
         if self.mode == "window":
             return self._window()
-        feeds = {c: self.context[c] for c in self.context_names}
-        feeds[self.token_input] = ids
+        feeds = self._feeds(self.context_names, ids)
         feeds.update(self.states)
         outs = self.engine.run(feeds)
         self.states = {s.input: outs[s.output] for s in self.slots}
@@ -621,9 +644,18 @@ class Runner:
 
     def _window(self) -> np.ndarray:
         h = self.history if self.window is None else self.history[:, -self.window:]
-        feeds = dict(self.context)
-        feeds[self.token_input] = h
+        feeds = self._feeds(self.context_names, h)
         return np.asarray(self.engine.run(feeds)[self.output])[:, -1]
+
+    def _feeds(self, names, tokens: np.ndarray) -> dict:
+        """The tokens, the context inputs among `names`, and each recurrent layer's `lengths`
+        input set to the number of tokens fed (every row is whole: nothing is padded)."""
+        feeds = {c: self.context[c] for c in names if c in self.context}
+        feeds[self.token_input] = tokens
+        for c in self.lengths_inputs:
+            if c in names:
+                feeds[c] = np.full(tokens.shape[0], tokens.shape[1], self._lengths_dtype.get(c) or np.int64)
+        return feeds
 
     # -- saving ------------------------------------------------------------------------------
     def save_onnx(self, path, weights: dict, vocab: Vocab | None = None, opset: int | None = None) -> Path:
@@ -638,6 +670,8 @@ class Runner:
         meta = {}
         if vocab is not None:
             meta[META_VOCAB] = vocab.to_json()
+        if self.lengths_inputs:
+            meta[META_LENGTHS] = json.dumps(self.lengths_inputs)
         if self.mode == "state":
             meta[META_STATES] = json.dumps([s.to_json() for s in self.slots])
             proto = _export(self.step_ir, weights, opset, meta)
