@@ -19,7 +19,11 @@ val_split); `archdsl sample` finds the vocabulary through the checkpoint, which 
 Figures: validation perplexity (exp of the loop's val_loss, nats per character) and test
 perplexity (the held-out docstrings, windows of --seq, NumPy engine and ONNX Runtime), each
 against the unigram baseline (character frequencies of the training text, add-one smoothed,
-on the same characters). Exits 1 unless the test perplexity is below 60% of the unigram's.
+on the same characters). A second, stronger baseline is the lecture's counted n-gram model:
+a 5-gram interpolated down to the unigram (Jelinek-Mercer, its weight chosen on the last 10% of
+the training text), on every character of the test text. With CPython 3.11's docstrings it
+reaches 4.21, below the 98k-parameter LSTM after 10 epochs (5.11): an n-gram table memorises
+the docstrings' stock phrases. Exits 1 unless the test perplexity is below 60% of the unigram's.
 
     archdsl train specs/lstm_lm.arch --data OUT/chars_train.npz -o OUT/run --set vocab=V
     archdsl sample specs/lstm_lm.arch --weights OUT/run/best.npz --prompt "Return the " \\
