@@ -1,5 +1,7 @@
 """Small numpy helpers shared by the primitive modules."""
 
+import functools
+
 import numpy as np
 
 
@@ -46,3 +48,26 @@ def pad_pairs(p, n):
             b, a = e
             out.append((int(b), int(a)))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n, dtype):
+    o = np.ones(n, dtype)
+    o.setflags(write=False)
+    return o
+
+
+def col_sum(a2):
+    """Sum of a 2-D float array over axis 0 as a BLAS gemv (``ones @ a``): a few times faster
+    than ``np.add.reduce(axis=0)`` at the sizes of bias gradients and layer-norm statistics;
+    the result differs only by float rounding. Other dtypes take the ufunc reduction."""
+    if a2.dtype.kind != "f":
+        return np.add.reduce(a2, axis=0)
+    return _ones(a2.shape[0], a2.dtype) @ a2
+
+
+def row_sum(a2):
+    """Sum of a 2-D float array over its last axis as a gemv (``a @ ones``)."""
+    if a2.dtype.kind != "f":
+        return np.add.reduce(a2, axis=-1)
+    return a2 @ _ones(a2.shape[1], a2.dtype)

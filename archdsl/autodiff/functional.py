@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from ._arrays import pad_array
+from ._arrays import col_sum, pad_array
 from .tensor import (
     Tensor, _GRAD, _const, as_tensor, materialize, record, record_multi, unbroadcast,
 )
@@ -597,7 +597,7 @@ def linear(x, w, b=None):
                 gx = gx.reshape(xd.shape)
         return (gx,
                 g2.T @ x2 if rw else None,
-                _add_reduce(g2, axis=0) if rb else None)
+                col_sum(g2) if rb else None)        # bias: gemv, not a ufunc reduce
     return record(out, (x, w) if b is None else (x, w, b), vjp)
 
 

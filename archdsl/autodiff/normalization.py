@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._arrays import col_sum, row_sum
 from .tensor import Tensor, _GRAD, _NOGRAD, _const, as_tensor, record, unbroadcast
 
 __all__ = ["batch_norm", "layer_norm", "dropout"]
@@ -121,6 +122,16 @@ def layer_norm(x, gamma=None, beta=None, axes=None, eps=1e-5):
         axes = tuple(sorted(int(a) % nd for a in axes))
         if axes != tuple(range(nd - len(axes), nd)):
             raise ValueError(f"layer_norm axes {axes} must be the trailing dims of a {nd}-d input")
+    gd = g_t.data if g_t is not None else None
+    bd = b_t.data if b_t is not None else None
+    k = len(axes)
+    m = 1
+    for s_ in xd.shape[:nd - k]:
+        m *= s_
+    dn = xd.size // m if m else 0
+    tail = xd.shape[nd - k:]
+    if (xd.dtype.kind == "f" and k and dn and _same_tail(gd, tail) and _same_tail(bd, tail)):
+        return _layer_norm_rows(x, g_t, b_t, xd.reshape(m, dn), eps)
     mean = xd.mean(axis=axes, keepdims=True)
     xc = xd - mean
     var = np.mean(xc * xc, axis=axes, keepdims=True)
@@ -144,6 +155,67 @@ def layer_norm(x, gamma=None, beta=None, axes=None, eps=1e-5):
             gx *= inv
         ggam = unbroadcast(g * xhat, g_t.data.shape) if rg else None
         gbet = unbroadcast(g, b_t.data.shape) if rb else None
+        return gx, ggam, gbet
+    return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+
+
+def _same_tail(p, tail):
+    """p is None, or has the trailing dims' shape (possibly without some leading ones)."""
+    return p is None or (p.ndim <= len(tail) and p.shape == tail[len(tail) - p.ndim:])
+
+
+def _layer_norm_rows(x, g_t, b_t, x2, eps):
+    """layer_norm on float data seen as rows x2 [M, D] (gamma/beta with D elements): row and
+    column sums are BLAS gemvs (np.mean over short rows is several times slower), the
+    centred rows are normalised in place, and no [M, D] temporary outlives its use."""
+    shape = x.data.shape
+    m, dn = x2.shape
+    inv_d = 1.0 / dn
+    gam = g_t.data.reshape(dn) if g_t is not None else None
+    bet = b_t.data.reshape(dn) if b_t is not None else None
+    xhat = x2 - (row_sum(x2) * inv_d)[:, None]
+    var = np.einsum("ij,ij->i", xhat, xhat)              # row dot without a temporary
+    var *= inv_d
+    var += eps
+    inv = np.sqrt(var, out=var)
+    np.divide(1.0, inv, out=inv)
+    xhat *= inv[:, None]
+    if gam is not None:
+        out = xhat * gam
+        if bet is not None:
+            out += bet
+    else:
+        out = xhat + bet if bet is not None else xhat.copy()
+    out = out.reshape(shape)
+    rx = x.requires_grad
+    rg = g_t is not None and g_t.requires_grad
+    rb = b_t is not None and b_t.requires_grad
+    if not ((rx or rg or rb) and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        g2 = g.reshape(m, dn)
+        gxh = g2 * xhat
+        ggam = col_sum(gxh).reshape(g_t.data.shape) if rg else None
+        gbet = col_sum(g2).reshape(b_t.data.shape) if rb else None
+        gx = None
+        if rx:
+            # gx = inv * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g * gamma; both means are
+            # gemvs with gamma: mean(gh) = g @ gamma / D, mean(gh * xhat) = (g * xhat) @ gamma / D
+            if gam is not None:
+                a = gxh @ gam
+                b = g2 @ gam
+                gx = g2 * gam
+            else:
+                a = row_sum(gxh)
+                b = row_sum(g2)
+                gx = g2.copy()
+            a *= inv_d
+            b *= inv_d
+            gx -= b[:, None]
+            gx -= np.multiply(xhat, a[:, None], out=gxh)
+            gx *= inv[:, None]
+            gx = gx.reshape(shape)
         return gx, ggam, gbet
     return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
 

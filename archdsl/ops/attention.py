@@ -51,7 +51,9 @@ rows after Softmax, so it agrees with the native op.
 
 NumPy: one fused primitive per op with a hand-written VJP (projections with the three weight
 matrices packed into one matmul, batched matmuls on [N, H, T, dk] views, in-place masked
-softmax), so an attention layer is one tape entry.
+softmax), so an attention layer is one tape entry. Without dropout, returned weights or fully-masked
+rows, MultiHeadAttention takes a faster core (_core_fwd_t / _core_bwd_t: transposed scores,
+normalisation folded into the value matmul).
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ import math
 import numpy as np
 
 from ..autodiff import Tensor, defprim
+from ..autodiff._arrays import col_sum
 from ..errors import ArchError
 from ..ir.graph import ParamSpec
 from ..ir.types import INT_DTYPES, TensorType, is_static
@@ -146,6 +149,78 @@ def _core_bwd(do, gp, qs, k, v, p, pd, dmask):
     return ds @ k, np.swapaxes(ds, -1, -2) @ qs, dv
 
 
+@functools.lru_cache(maxsize=64)
+def _causal_add_t(t: int, s: int, dtype) -> np.ndarray:
+    """[S * T] flat additive mask for transposed scores [S, T]: -inf where key j > query i.
+    Flat so that adding it to [B, S * T] runs one long inner loop (a broadcast [S, T] mask, or
+    copyto with where=, is several times slower)."""
+    a = np.where(_causal_block(t, s).T, -np.inf, 0.0).astype(dtype).reshape(-1)
+    a.setflags(write=False)
+    return a
+
+
+def _max_over_keys(st):
+    """max over axis -2 of [.., S, T] scores, keepdims, as a halving tree of elementwise maxima
+    on long contiguous runs (np.max over the 64-long rows of the usual layout is ~3x slower)."""
+    n = st.shape[-2]
+    h = n // 2
+    if h == 0:
+        return st.copy()
+    m = np.maximum(st[..., :h, :], st[..., h:2 * h, :])
+    if n % 2:
+        np.maximum(m[..., :1, :], st[..., 2 * h:, :], out=m[..., :1, :])
+    while m.shape[-2] > 1:
+        n = m.shape[-2]
+        h = n // 2
+        np.maximum(m[..., :h, :], m[..., h:2 * h, :], out=m[..., :h, :])
+        if n % 2:
+            np.maximum(m[..., :1, :], m[..., 2 * h:n, :], out=m[..., :1, :])
+        m = m[..., :h, :]
+    return m
+
+
+def _core_fwd_t(qs, k, v, block, out=None):
+    """Fast core for the common case (no dropout, weights not returned, no fully-masked row):
+    (o, e, r, va). e = exp(scores - max) is kept transposed [.., S, T] (max over keys is then a
+    cheap reduction across rows) and unnormalised; r = 1 / sum(e) [.., T, 1] comes out of the
+    same batched matmul as e^T v through the column of ones appended to v in va, so the softmax
+    needs no sum or divide pass over the scores (p = e^T r is never formed). o is written into
+    ``out`` (any [.., T, dv] view, e.g. of the heads-merged layout) when given."""
+    st = k @ np.swapaxes(qs, -1, -2)                     # [.., S, T]
+    if block is not None:
+        s_, t_ = st.shape[-2], st.shape[-1]
+        if block.ndim == 2 and st.flags.c_contiguous:     # causal only
+            flat = st.reshape(-1, s_ * t_)
+            np.add(flat, _causal_add_t(t_, s_, st.dtype), out=flat)
+        else:
+            np.copyto(st, np.finfo(st.dtype).min, where=np.swapaxes(block, -1, -2))
+    st -= _max_over_keys(st)
+    np.exp(st, out=st)
+    dv = v.shape[-1]
+    va = np.empty(v.shape[:-1] + (dv + 1,), v.dtype)
+    va[..., :dv] = v
+    va[..., dv] = 1.0
+    oa = np.swapaxes(st, -1, -2) @ va                    # [.., T, dv + 1]
+    den = oa[..., dv:]
+    o = np.divide(oa[..., :dv], den, out=out)
+    return o, st, np.divide(1.0, den), va
+
+
+def _core_bwd_t(do, qs, k, e, o, r, va):
+    """Gradients of (qs, k, v) for _core_fwd_t. With p = e^T r and dp = do v^T, the softmax
+    vjp's row dot sum(dp * p) is do . o per query (FlashAttention's D), so
+    ds^T = e * (v (do r)^T - r D): one matmul of va = [v, 1] with [do r, -r D], then * e."""
+    dv = va.shape[-1] - 1
+    dor = np.empty(do.shape[:-1] + (dv + 1,), do.dtype)
+    np.multiply(do, r, out=dor[..., :dv])
+    rd = np.einsum("...td,...td->...t", do, o)
+    rd *= r[..., 0]
+    np.negative(rd, out=dor[..., dv])
+    dst = va @ np.swapaxes(dor, -1, -2)                  # [.., S, T]
+    dst *= e
+    return np.swapaxes(dst, -1, -2) @ k, dst @ qs, e @ dor[..., :dv]
+
+
 def _heads(y, n, t, h, dh):
     """[N*T, H*dh] -> [N, H, T, dh] (a view)."""
     return y.reshape(n, t, h, dh).transpose(0, 2, 1, 3)
@@ -201,8 +276,14 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, *, heads, block=None, dead=N
                 yk += bk
                 yv += bv
             k, v = _heads(yk, n, s, h, dh), _heads(yv, n, s, h, dh)
-    o, p, pd = _core_fwd(qs, k, v, block, dead, dmask)
-    o2 = _unheads(o)
+    fast = dmask is None and dead is None and not need_weights and s > 0
+    if fast:                                              # o straight into the merged-heads layout
+        o2 = np.empty((n, t, h, dh), xq.dtype)
+        o, e, r, va = _core_fwd_t(qs, k, v, block, out=o2.transpose(0, 2, 1, 3))
+        o2 = o2.reshape(n * t, d)
+    else:
+        o, p, pd = _core_fwd(qs, k, v, block, dead, dmask)
+        o2 = _unheads(o)
     out = (o2 @ wo.T).reshape(n, t, d)
     if bo is not None:
         out += bo
@@ -211,9 +292,12 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, *, heads, block=None, dead=N
         g, gp = g if need_weights else (g, None)
         g2 = g.reshape(n * t, d)
         dwo = g2.T @ o2
-        dbo = g2.sum(axis=0) if bo is not None else None
+        dbo = col_sum(g2) if bo is not None else None
         do = _heads(g2 @ wo, n, t, h, dh)
-        dqs, dk, dv = _core_bwd(do, gp, qs, k, v, p, pd, dmask)
+        if fast:
+            dqs, dk, dv = _core_bwd_t(do, qs, k, e, o, r, va)
+        else:
+            dqs, dk, dv = _core_bwd(do, gp, qs, k, v, p, pd, dmask)
         if xk is None:
             dy = np.empty((n, t, 3, h, dh), dtype=xq.dtype)
             for i, gi in enumerate((dqs, dk, dv)):
@@ -222,7 +306,7 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, *, heads, block=None, dead=N
             dx = (dy2 @ w_all).reshape(xq.shape)
             dw = dy2.T @ xq2
             dwq, dwk, dwv = dw[:d] * scale, dw[d:2 * d], dw[2 * d:]
-            db = dy2.sum(axis=0) if has_b else None
+            db = col_sum(dy2) if has_b else None
             dbq, dbk, dbv = (db[:d] * scale, db[d:2 * d], db[2 * d:]) if has_b else (None, None, None)
             return dx, None, None, dwq, dwk, dwv, dbq, dbk, dbv, dwo, dbo
         dyq = _unheads(dqs)
