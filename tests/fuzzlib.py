@@ -20,6 +20,7 @@ import shutil
 import signal
 import tempfile
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -576,7 +577,10 @@ def run_case(data: bytes, workdir: Path, *, seconds: float = 20.0, lower: bool =
     path.write_bytes(data)
     stage = "compile"
     try:
-        with time_limit(seconds), small_limits():
+        # NumPy's RuntimeWarnings (overflow in a cast, invalid values) count as crashes: a user
+        # would see the warning, and behind it inf or NaN weights
+        with time_limit(seconds), small_limits(), warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
             try:
                 if as_text:
                     text = data.decode("utf-8", "replace")
