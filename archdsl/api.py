@@ -93,8 +93,10 @@ class Spec:
                 cfg = self.gan().config      # the generator with its section arguments: G(width=64)
                 overrides = dict(cfg.generator_args) if name == cfg.generator else {}
         if name not in self.ns.models:
+            gans = [sec.name for sec in getattr(self, "sections", {}).get("gan", [])]
+            listing = f"models: {', '.join(self.ns.models)}" + (f"; gan sections: {', '.join(gans)}" if gans else "")
             raise ArchError(f"no model named '{name}' in {self.file}",
-                            hint=did_you_mean(name, self.ns.models) or f"models: {', '.join(self.ns.models)}")
+                            hint=did_you_mean(name, list(self.ns.models) + gans) or listing)
         key = (name, tuple(sorted(overrides.items())))
         if key not in self._cache:
             ir = Elaborator(self.ns).model(name, overrides)

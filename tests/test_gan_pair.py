@@ -252,3 +252,11 @@ def test_cli_summary_render_and_export_of_a_gan_spec(tmp_path):
     p = run_cli("export", "specs/lenet5.arch", "--discriminator", "-o", tmp_path / "x.onnx")
     assert p.returncode == 1 and "--discriminator needs a spec with a gan section" in p.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_unknown_model_hint_lists_the_gan_sections():
+    p = run_cli("summary", "specs/gan_ring.arch", "--model", "Nope")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "models: Generator, Discriminator; gan sections: Ring" in p.stderr
+    p = run_cli("summary", "specs/gan_ring.arch", "--model", "Rin")
+    assert "did you mean 'Ring'?" in p.stderr
