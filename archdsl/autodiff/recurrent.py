@@ -29,8 +29,8 @@ step works on contiguous [N, ...] slices (measured 2-3x faster per ufunc than th
 slices of batch-first buffers); x and y are transposed once per layer. Sigmoids are tanh's in
 disguise, sigma(z) = 0.5 * tanh(z / 2) + 0.5, so the rows of the sigmoid gates are pre-scaled
 by 1/2 and one tanh call covers every gate of a step. Inside, the LSTM keeps its gates in the order
-(i, f, o, g) so the three sigmoid gates are contiguous; parameters and gradients stay in
-PyTorch's order. The backward precomputes every factor that does not depend on the incoming
+(o, i, f, g) so the three sigmoid gates are contiguous, and so are the three whose gradient is
+dc times a factor; parameters and gradients stay in PyTorch's order. The backward precomputes every factor that does not depend on the incoming
 gradient in bulk (vectorised over T) so the per-step loop is ~8-10 ufuncs and one matmul, and
 the weight gradients are single [G*H, N*T] x [N*T, C|H] matmuls after the loop.
 Everything runs in the dtype of x (float64 in gradient checks).
@@ -140,8 +140,13 @@ def _prev(s0, S):
 # =============================================================================
 
 def _lstm_perm(H):
-    """Internal gate order (i, f, o, g) as row indices into PyTorch's (i, f, g, o)."""
-    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+    """Internal gate order (o, i, f, g) as row indices into PyTorch's (i, f, g, o): the sigmoid
+    gates o, i, f are contiguous (one affine pass after the shared tanh), and so are the gates
+    i, f, g whose gradients are dc times a factor (one multiply per backward step)."""
+    return np.r_[3 * H:4 * H, 0:2 * H, 2 * H:3 * H]
+
+
+_CHUNK = 8      # backward steps whose factors are formed together (G, A chunks stay in L2)
 
 
 @defprim
@@ -153,7 +158,7 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     K = C + 1 + H
     dt = np.result_type(x.dtype, w_ih.dtype)
     perm = _lstm_perm(H)
-    Wi = w_ih[perm].astype(dt, copy=False)               # [4H, C], internal order (i, f, o, g)
+    Wi = w_ih[perm].astype(dt, copy=False)               # [4H, C], internal order (o, i, f, g)
     Wh = w_hh[perm].astype(dt, copy=False)               # [4H, H]
     # XH[t] = [x_t | 1 | h_{t-1}] (time-major, processing order), and per gate k the stacked
     # weights W4[k] = [W_ik; b_k; W_hk]^T [K, H] scaled by 1/2 for the sigmoid gates: each step is
@@ -169,8 +174,8 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     XH[T, :, :C] = 0.0
     XH[:, :, C] = 1.0
     XH[0, :, C + 1:] = 0.0 if h0 is None else h0
-    scale = np.ones((4, 1, 1), dt)
-    scale[:3] = 0.5                                      # sigmoid gates: sigma(z) = (tanh(z/2) + 1)/2
+    scale = np.full((4, 1, 1), 0.5, dt)
+    scale[3] = 1.0                                       # sigmoid gates: sigma(z) = (tanh(z/2) + 1)/2
     W4 = np.empty((4, K, H), dt)
     W4[:, :C] = Wi.reshape(4, H, C).transpose(0, 2, 1)
     W4[:, C] = 0.0 if b_ih is None else (b_ih + b_hh)[perm].reshape(4, H)
@@ -186,18 +191,18 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     CC[0] = 0.0 if c0 is None else c0
     TC = np.empty((T, N, H), dt)         # tanh(c_t)
     tmp = np.empty((N, H), dt)
-    mul, sub, tanh, matmul = np.multiply, np.subtract, np.tanh, np.matmul
+    mul, add, sub, tanh, matmul = np.multiply, np.add, np.subtract, np.tanh, np.matmul
     for t in range(T):
         z = G[t]
         c = CC[t]
         matmul(XH[t, None], W4, out=z)
-        i, f, o, g = z
+        o, i, f, g = z
         if peep:
             mul(c, pis, out=tmp)
             i += tmp
             mul(c, pfs, out=tmp)
             f += tmp
-            s = z[:2]
+            s = z[1:3]
             tanh(s, out=s)
             s *= 0.5
             s += 0.5
@@ -229,80 +234,97 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     def vjp(grads):
         gy, ghn, gcn = grads
         DC = None
+        dh = np.empty((N, H), dt)
+        dc = np.empty((N, H), dt)
+        dc_next = np.empty((N, H), dt)
         if pad is None:
             dY = _to_tm(gy, reverse)
-            dh_next = np.array(ghn, dt)
-            dc_next = np.array(gcn, dt)
+            dh[...] = ghn
+            dc_next[...] = gcn
         else:       # the final states' gradients enter at each row's last valid step
             dY = pad.to_tm(np.asarray(gy, dt))
             pad.inject(dY, ghn)
             DC = np.zeros((T, N, H), dt)
             pad.inject(DC, gcn)
-            dh_next = np.zeros((N, H), dt)
-            dc_next = np.zeros((N, H), dt)
-        I, Fg, O, Gg = G[:, 0], G[:, 1], G[:, 2], G[:, 3]
-        # dz_i = dc * A_i, dz_f = dc * A_f, dz_g = dc * A_g, dz_o = dh * A_o; dc = dh * B + dc_next.
-        # The factors are computed in bulk before the loop (contiguous gate-major blocks).
-        A = np.empty_like(G)
-        S, SA = G[:, :3], A[:, :3]
-        mul(S, S, out=SA)
-        sub(S, SA, out=SA)                               # sigma' = s (1 - s) for i, f, o
-        A[:, 0] *= Gg
-        A[:, 1] *= CC[:T]
-        A[:, 2] *= TC
-        GA = A[:, 3]
-        mul(Gg, Gg, out=GA)
-        sub(1.0, GA, out=GA)
-        GA *= I
-        B = TC * TC
-        sub(1.0, B, out=B)
-        B *= O
+            dh[...] = 0.0
+            dc_next[...] = 0.0
+        # dz_o = dh * A_o, dz_{i,f,g} = dc * A_{i,f,g}, dc = dh * B + dc_next, with the factors
+        #   A_o = o(1-o) tanh(c), A_i = i(1-i) g, A_f = f(1-f) c_prev, A_g = (1-g^2) i,
+        #   B = o (1 - tanh(c)^2).
+        # They do not depend on the incoming gradient, so they are formed in bulk, but chunk by
+        # chunk of _CHUNK steps just before the loop needs them: each pass then works on data in
+        # L2 instead of streaming the whole [T, 4, N, H] arrays from memory (~2x faster).
+        CH = min(_CHUNK, T) or 1
+        Ac = np.empty((CH, 4, N, H), dt)
+        Bc = np.empty((CH, N, H), dt)
         # dZ row-major [T, N, 4H] (written through gate-major views): one [N, 4H] x [4H, H]
         # matmul per step for dh, and the weight gradients need no transposing copy.
         dZ = np.empty((T, N, H4), dt)
+        dZ4 = dZ.reshape(T, N, 4, H).transpose(0, 2, 1, 3)
+        lo = T
         for t in range(T - 1, -1, -1):
-            dh = dh_next
+            if t < lo:
+                lo = max(t + 1 - CH, 0)
+                n = t + 1 - lo
+                Gk, A, B = G[lo:t + 1], Ac[:n], Bc[:n]
+                S, SA = Gk[:, :3], A[:, :3]
+                mul(S, S, out=SA)
+                sub(S, SA, out=SA)                       # sigma' = s (1 - s) for o, i, f
+                A[:, 0] *= TC[lo:t + 1]
+                A[:, 1] *= Gk[:, 3]
+                A[:, 2] *= CC[lo:t + 1]
+                GA = A[:, 3]
+                mul(Gk[:, 3], Gk[:, 3], out=GA)
+                sub(1.0, GA, out=GA)
+                GA *= Gk[:, 1]
+                mul(TC[lo:t + 1], TC[lo:t + 1], out=B)
+                sub(1.0, B, out=B)
+                B *= Gk[:, 0]
+            k = t - lo
             dh += dY[t]
-            dc = dh * B[t]
+            mul(dh, Bc[k], out=dc)
             dc += dc_next
             if DC is not None:
                 dc += DC[t]
-            dz = dZ[t]
-            dz4 = dz.reshape(N, 4, H).transpose(1, 0, 2)
-            At = A[t]
+            dz4 = dZ4[t]
+            At = Ac[k]
             if peep:
-                dzo = dh * At[2]
-                dc += dzo * p_o
-                mul(At, dc, out=dz4)
-                dz4[2] = dzo
-                dc_next = dc * Fg[t]
-                dc_next += dz4[0] * p_i
-                dc_next += dz4[1] * p_f
+                mul(dh, At[0], out=dz4[0])
+                mul(dz4[0], p_o, out=tmp)
+                dc += tmp
+                mul(At[1:], dc, out=dz4[1:])
+                mul(dc, G[t, 2], out=dc_next)
+                mul(dz4[1], p_i, out=tmp)
+                dc_next += tmp
+                mul(dz4[2], p_f, out=tmp)
+                dc_next += tmp
             else:
-                mul(At, dc, out=dz4)
-                mul(dh, At[2], out=dz4[2])
-                dc_next = dc * Fg[t]
-            dh_next = dz @ Wh
+                mul(At[1:], dc, out=dz4[1:])
+                mul(dh, At[0], out=dz4[0])
+                mul(dc, G[t, 2], out=dc_next)
+            matmul(dZ[t], Wh, out=dh)
         dZ2 = dZ.reshape(T * N, H4)
-        dW = dZ2.T @ XH[:T].reshape(T * N, K)           # [4H, K]: every weight and bias gradient
+        # [K, 4H] = XH^T dZ: every weight and bias gradient (transposed: as XH^T @ dZ the GEMM is
+        # ~12% faster than dZ^T @ XH on these shapes)
+        dWt = XH[:T].reshape(T * N, K).T @ dZ2
         dw_ih = np.empty_like(Wi)
-        dw_ih[perm] = dW[:, :C]
+        dw_ih[perm] = dWt[:C].T
         dw_hh = np.empty_like(Wh)
-        dw_hh[perm] = dW[:, C + 1:]
+        dw_hh[perm] = dWt[C + 1:].T
         dX = (dZ2 @ Wi).reshape(T, N, C)
         dx = _from_tm(dX, reverse) if pad is None else pad.from_tm(dX)
         db_ih = db_hh = None
         if b_ih is not None:
             db_ih = np.empty(H4, dt)
-            db_ih[perm] = dW[:, C]
+            db_ih[perm] = dWt[C]
             db_hh = db_ih.copy()
         dp = (None, None, None)
         if peep:
-            dZ4 = dZ.reshape(T, N, 4, H)
-            dp = ((dZ4[:, :, 0] * CC[:T]).sum(axis=(0, 1)), (dZ4[:, :, 1] * CC[:T]).sum(axis=(0, 1)),
-                  (dZ4[:, :, 2] * CC[1:]).sum(axis=(0, 1)))
+            dZg = dZ.reshape(T, N, 4, H)
+            dp = ((dZg[:, :, 1] * CC[:T]).sum(axis=(0, 1)), (dZg[:, :, 2] * CC[:T]).sum(axis=(0, 1)),
+                  (dZg[:, :, 0] * CC[1:]).sum(axis=(0, 1)))
         return (dx, dw_ih, dw_hh, db_ih, db_hh,
-                dh_next if h0 is not None else None, dc_next if c0 is not None else None) + dp
+                dh if h0 is not None else None, dc_next if c0 is not None else None) + dp
 
     return (_from_tm(Y, reverse) if pad is None else pad.from_tm(Y), h_n, c_n), vjp
 
