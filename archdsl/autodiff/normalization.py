@@ -10,6 +10,14 @@ from .tensor import Tensor, _GRAD, _NOGRAD, _const, as_tensor, record, unbroadca
 __all__ = ["batch_norm", "layer_norm", "dropout"]
 
 
+def _grad_flags(x, g_t, b_t):
+    """(whether the call is recorded, and which of x, gamma, beta need gradients)."""
+    rx = x.requires_grad
+    rg = g_t is not None and g_t.requires_grad
+    rb = b_t is not None and b_t.requires_grad
+    return (rx or rg or rb) and _GRAD[0], rx, rg, rb
+
+
 def _data(t):
     return t.data if isinstance(t, Tensor) else t
 
@@ -75,10 +83,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
         if b_t is not None:
             shift = shift + b_t.data.reshape(-1)
         out = xd * scale.reshape(bshape) + shift.reshape(bshape)
-    rx = x.requires_grad
-    rg = g_t is not None and g_t.requires_grad
-    rb = b_t is not None and b_t.requires_grad
-    if not ((rx or rg or rb) and _GRAD[0]):
+    recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
+    if not recorded:
         return _const(out)
 
     def vjp(g):
@@ -140,10 +146,8 @@ def layer_norm(x, gamma=None, beta=None, axes=None, eps=1e-5):
     out = xhat * g_t.data if g_t is not None else xhat
     if b_t is not None:
         out = out + b_t.data
-    rx = x.requires_grad
-    rg = g_t is not None and g_t.requires_grad
-    rb = b_t is not None and b_t.requires_grad
-    if not ((rx or rg or rb) and _GRAD[0]):
+    recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
+    if not recorded:
         return _const(out)
 
     def vjp(g):
@@ -187,10 +191,8 @@ def _layer_norm_rows(x, g_t, b_t, x2, eps):
     else:
         out = xhat + bet if bet is not None else xhat.copy()
     out = out.reshape(shape)
-    rx = x.requires_grad
-    rg = g_t is not None and g_t.requires_grad
-    rb = b_t is not None and b_t.requires_grad
-    if not ((rx or rg or rb) and _GRAD[0]):
+    recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
+    if not recorded:
         return _const(out)
 
     def vjp(g):
