@@ -67,6 +67,8 @@ def test_config_from_section_and_overrides(model):
     ("loss = cross_entropy(logits, label)\n optimizer = SGD(lr=0.1, momentun=0.9)", "no argument 'momentun'"),
     ("loss = cross_entropy(logits, label)\n metrics = [acuracy]", "unknown metric 'acuracy'"),
     ("loss = mse(logits, label)\n metrics = [accuracy]", "accuracy needs a classification loss"),
+    ("loss = binary_cross_entropy(logits, label)\n metrics = [perplexity]",
+     r"perplexity needs a classification loss \(cross_entropy\)"),
     ("loss = cross_entropy(logits, label)\n schedule = cosin()", "unknown schedule 'cosin'"),
     ("loss = cross_entropy(logits, label)\n batch = 0", "batch must be >= 1"),
     ("loss = cross_entropy(logits, label)\n freeze = [fc3]", "cannot freeze 'fc3'.*did you mean 'fc2' or 'fc1'"),
@@ -230,3 +232,22 @@ def test_section_maps_array_names_and_init_path(tmp_path, model):
     assert r.epochs_done == 1 and any("initialised 8 of 8" in n for n in notes)
     with pytest.raises(ArchError, match="no array 'features' \\(mapped from 'x'\\)"):
         train(m, d, **QUIET)
+
+
+def test_perplexity_metric_is_exp_of_the_mean_token_nll():
+    """An LM reports perplexity per token: exp(val_loss) without label smoothing, and with
+    smoothing still the model's true perplexity (not exp of the smoothed loss)."""
+    src = ("model LM(vocab: int = 7) {\n input tokens: i64[N, T]\n"
+           " output logits = tokens -> Embedding(vocab, 8) -> Linear(vocab)\n}\n"
+           "train LM {\n loss = cross_entropy(logits, next SMOOTH)\n optimizer = Adam(lr=1e-2)\n"
+           " batch = 8\n epochs = 2\n metrics = [accuracy, perplexity]\n val_split = 0.25\n}\n")
+    rng = np.random.default_rng(0)
+    toks = rng.integers(0, 7, (40, 6))
+    data = {"tokens": toks, "next": (toks + 1) % 7}
+    r = train(archdsl.compile(src.replace(" SMOOTH", "")).model(), data, **QUIET)
+    h = r.history[-1]
+    assert h["val_perplexity"] == pytest.approx(np.exp(h["val_loss"]), rel=1e-5)
+    assert 1.0 <= h["val_perplexity"] < 7.0                        # learning the shift beats uniform
+    rs = train(archdsl.compile(src.replace(" SMOOTH", ", label_smoothing=0.2")).model(), data, **QUIET)
+    hs = rs.history[-1]
+    assert hs["val_perplexity"] < np.exp(hs["val_loss"])           # smoothing inflates the loss only

@@ -220,8 +220,9 @@ def validate(cfg: TrainConfig, model: Model) -> None:
             raise ArchError(f"unknown metric '{m}'", sp.get("metrics"),
                             did_you_mean(m, METRICS) or f"metrics: {', '.join(METRICS)}")
         if kind not in METRIC_KINDS[m]:
-            raise ArchError(f"metric {m} needs a classification loss (cross_entropy or binary_cross_entropy), "
-                            f"not {name}", sp.get("metrics"))
+            needs = " or ".join({"classes": "cross_entropy", "binary": "binary_cross_entropy"}[k]
+                                for k in METRIC_KINDS[m])
+            raise ArchError(f"metric {m} needs a classification loss ({needs}), not {name}", sp.get("metrics"))
     if cfg.optimizer.get("name") not in OPTIMIZERS:
         raise ArchError(f"unknown optimizer '{cfg.optimizer.get('name')}'", sp.get("optimizer"),
                         did_you_mean(str(cfg.optimizer.get("name")), OPTIMIZERS))

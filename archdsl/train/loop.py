@@ -54,7 +54,7 @@ from .checkpoint import check_weights, init_from, read_checkpoint, save_checkpoi
 from .config import TrainConfig, validate
 from .data import Dataset, TargetSpec, load_data, shuffle_rng, split
 from .losses import LOSSES, per_example_total
-from .metrics import METRICS
+from .metrics import METRIC_FINISH, METRICS
 from .optim import (
     OPTIMIZERS, SCHEDULES, CosineSchedule, clip_grad_norm, global_grad_norm, schedule_factor,
 )
@@ -207,7 +207,7 @@ class _Accum:
     def values(self, prefix="") -> dict:
         out = {f"{prefix}loss": self.loss_sum / self.count if self.count else None}
         for k, (s, n) in self.m.items():
-            out[f"{prefix}{k}"] = s / n if n else None
+            out[f"{prefix}{k}"] = METRIC_FINISH.get(k, float)(s / n) if n else None
         return out
 
 
