@@ -38,6 +38,9 @@ def sinusoid_table(max_len: int, d: int, dtype: str = "float32") -> np.ndarray:
 # then float32 arithmetic: |error| ~ t * 6e-8 at position t (vs the float64-built table).
 MAX_TABLE_ELEMENTS = 1 << 22
 
+# The largest sinusoid table (rows x d) built at all: 4 GiB of float32.
+MAX_POSITION_ELEMENTS = 1 << 30
+
 
 def _sinusoid_graph(b, x: str, d: int, dt) -> str:
     """pe[:T] built from T = x.shape[1]: angle[t, i] = t * div[i]; sin and cos interleaved."""
@@ -100,7 +103,18 @@ class PositionalEncoding(_AddPositions):
     def infer(self, attrs, in_types):
         if not 0.0 <= attrs["dropout"] < 1.0:
             raise self.fail(f"dropout must be in [0, 1), got {attrs['dropout']}")
-        return self._check(attrs, in_types[0])
+        out = self._check(attrs, in_types[0])
+        x = in_types[0]
+        big = float(np.finfo(x.np_dtype).max)
+        if not abs(attrs["scale"]) <= big:          # (also NaN)
+            raise self.fail(f"scale {attrs['scale']:g} does not fit the input's dtype {x.dtype} (max {big:g})")
+        t, d = x.shape[1], int(x.shape[-1])
+        rows = int(t) if is_static(t) else 1
+        if rows * d > MAX_POSITION_ELEMENTS:        # the table is built (NumPy) or stored (ONNX)
+            raise self.fail(f"a position table of {rows} x {d} is over the limit of {MAX_POSITION_ELEMENTS:,} "
+                            f"elements (archdsl.ops.positional.MAX_POSITION_ELEMENTS)",
+                            "is the feature dim what you meant? raise the constant for a bigger table")
+        return out
 
     def lower(self, node, b, inputs):
         t = node.inputs[0].type
