@@ -27,7 +27,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import platform
 import statistics
 import sys
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archdsl  # noqa: E402
 from archdsl.backends.onnx.export import to_onnx  # noqa: E402
+from benchlib import machine  # noqa: E402
 
 MODELS = ("lenet5", "alexnet", "resnet18", "resnet50")
 
@@ -209,17 +209,6 @@ def versions() -> dict:
     except ImportError:
         pass
     return v
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, load avg {load:.2f}"
 
 
 def fmt_ratio(a: float, b: float) -> str:

@@ -89,6 +89,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import archdsl  # noqa: E402
+from benchlib import cpu_model  # noqa: E402
 from archdsl.autodiff import backward  # noqa: E402
 from archdsl.autodiff.allocator import keep_freed_memory  # noqa: E402
 from archdsl.backends.numpy.executor import NumpyExecutor  # noqa: E402
@@ -634,16 +635,7 @@ def versions() -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
-
+    return f"{platform.system()} {platform.machine()}, {cpu_model()}, {os.cpu_count()} logical CPUs"
 
 def fmt_rate(v):
     return f"{v:,.0f}" if v is not None else "—"

@@ -51,6 +51,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchlib import machine     # (python puts the bench folder on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 BATCH, SEQ = 32, 64
 TOKENS = BATCH * SEQ
@@ -334,19 +336,6 @@ def onnx_bench(args, tmp: Path) -> dict:
 # =================================================================================================
 # Report
 # =================================================================================================
-
-def machine() -> str:
-    import platform
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, load avg {load:.2f}"
 
 
 def versions() -> str:
