@@ -197,6 +197,19 @@ def _chan_major(a, G):
     return _group_view(a, G).reshape(N, G, C // G, P).transpose(1, 2, 0, 3).reshape(G, C // G, N * P)
 
 
+def _conv_args(name, x, w, stride, padding, dilation, groups, transposed):
+    """Tensors and normalised arguments of conv / conv_transpose:
+    (x, w, spatial dims, stride, dilation, pad pairs, groups)."""
+    x, w = as_tensor(x), as_tensor(w)
+    nsp = x.data.ndim - 2
+    if nsp < 1 or w.data.ndim != nsp + 2:
+        raise ValueError(f"{name}: x {x.data.shape} and w {w.data.shape} need matching [N, C, *spatial] layouts")
+    G = int(groups)
+    _check_groups(x.data.shape[1], w.data, G, transposed)
+    return (x, w, nsp, ntuple(stride, nsp, "stride"), ntuple(dilation, nsp, "dilation"),
+            pad_pairs(padding, nsp), G)
+
+
 def _add_bias(out, b, nsp):
     """out [N, C, *S] += b [C] in place. Returns b as a Tensor (or None) and whether it needs a
     gradient."""
@@ -217,26 +230,15 @@ def _check_groups(C, w, groups, transposed):
 
 def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """N-d convolution (cross-correlation, as in PyTorch/ONNX)."""
-    x = as_tensor(x)
-    w = as_tensor(w)
-    xd = x.data
-    wd = w.data
-    nsp = xd.ndim - 2
-    if nsp < 1 or wd.ndim != nsp + 2:
-        raise ValueError(f"conv: x {xd.shape} and w {wd.shape} need matching [N, C, *spatial] layouts")
-    stride = ntuple(stride, nsp, "stride")
-    dil = ntuple(dilation, nsp, "dilation")
-    pads = pad_pairs(padding, nsp)
-    G = int(groups)
-    _check_groups(xd.shape[1], wd, G, False)
+    x, w, nsp, stride, dil, pads, G = _conv_args("conv", x, w, stride, padding, dilation, groups, False)
+    xd, wd = x.data, w.data
     k = wd.shape[2:]
     N = xd.shape[0]
     cols, colsT, out_sp = _im2col(xd, k, stride, dil, pads, G)
     w2 = _wmat(wd, G)
     out = _cols_times_w(cols, colsT, w2, N, out_sp)
     b, rb = _add_bias(out, b, nsp)
-    rx = x.requires_grad
-    rw = w.requires_grad
+    rx, rw = x.requires_grad, w.requires_grad
     if not ((rx or rw or rb) and _GRAD[0]):
         return _const(out)
     sum_axes = (0,) + tuple(range(2, 2 + nsp))
@@ -257,20 +259,9 @@ def conv_transpose(x, w, b=None, stride=1, padding=0, output_padding=0, dilation
     """Transposed convolution (the adjoint of ``conv``), PyTorch/ONNX layout:
     w is [C_in, C_out/groups, *k].  Output size per dim:
     (in - 1)*stride - pad_begin - pad_end + dilation*(k - 1) + output_padding + 1."""
-    x = as_tensor(x)
-    w = as_tensor(w)
-    xd = x.data
-    wd = w.data
-    nsp = xd.ndim - 2
-    if nsp < 1 or wd.ndim != nsp + 2:
-        raise ValueError(f"conv_transpose: x {xd.shape} and w {wd.shape} need matching layouts")
-    stride = ntuple(stride, nsp, "stride")
-    dil = ntuple(dilation, nsp, "dilation")
+    x, w, nsp, stride, dil, pads, G = _conv_args("conv_transpose", x, w, stride, padding, dilation, groups, True)
+    xd, wd = x.data, w.data
     opad = ntuple(output_padding, nsp, "output_padding")
-    pads = pad_pairs(padding, nsp)
-    G = int(groups)
-    Cin = xd.shape[1]
-    _check_groups(Cin, wd, G, True)
     k = wd.shape[2:]
     N = xd.shape[0]
     in_sp = xd.shape[2:]
@@ -282,8 +273,7 @@ def conv_transpose(x, w, b=None, stride=1, padding=0, output_padding=0, dilation
     w2 = _wmat(wd, G)
     out = _input_grad(xd, wd, w2, (N, Cout) + Sy, stride, dil, pads, G)
     b, rb = _add_bias(out, b, nsp)
-    rx = x.requires_grad
-    rw = w.requires_grad
+    rx, rw = x.requires_grad, w.requires_grad
     if not ((rx or rw or rb) and _GRAD[0]):
         return _const(out)
     sum_axes = (0,) + tuple(range(2, 2 + nsp))
