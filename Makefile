@@ -11,10 +11,13 @@ OUT    ?= out
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	sh tools/ensure-debian-package.sh python3-venv "$(PYTHON) -c 'import ensurepip, venv'" \
+	  "Python's venv, for the .venv this setup builds"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	sh tools/ensure-graphviz.sh
+	sh tools/ensure-debian-package.sh graphviz "command -v dot" \
+	  "the dot program: .svg/.png/.pdf drawings; .dot output works without it"
 	touch $@
 
 demo: setup
@@ -23,7 +26,8 @@ demo: setup
 # One BLAS thread per pytest worker: two workers on two cores, and small networks are bound by
 # per-op overhead, where multithreaded BLAS only adds contention (about 8x slower here).
 test: setup
-	sh tools/ensure-chromium.sh
+	sh tools/ensure-debian-package.sh chromium "command -v chromium" \
+	  "a headless browser: the HTML report test is skipped without it"
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider
 
 # Swap the CPU build of ONNX Runtime for the CUDA one (both provide the `onnxruntime` module,
