@@ -22,10 +22,10 @@ def _add_model_args(p, set_help=True):
                    help="override a model parameter, e.g. --set classes=10")
 
 
-def _model(args):
+def _model(args, spec=None):
     from .api import compile, parse_set
     overrides = parse_set(args.set)
-    spec = compile(Path(args.file))
+    spec = spec if spec is not None else compile(Path(args.file))
     name = args.model
     if name is None or any(s.name == name for s in spec.sections.get("gan", [])):
         # a gan spec exports its generator (or, with --discriminator, its discriminator)
@@ -72,11 +72,13 @@ def _dims(items) -> dict:
 
 
 def cmd_summary(args) -> int:
+    from .api import compile
     from .gan.cli import gan_dispatch
-    rc = gan_dispatch(args, "summary")
+    spec = compile(Path(args.file))                  # once, for the gan check and the model
+    rc = gan_dispatch(args, "summary", spec)
     if rc is not None:
         return rc
-    spec, model = _model(args)
+    spec, model = _model(args, spec)
     dims = _dims(args.dim)
     report = model.cost(dims=dims, batch=args.batch)
     if args.json:
@@ -92,11 +94,13 @@ def cmd_summary(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from .api import compile
     from .gan.cli import gan_dispatch
-    rc = gan_dispatch(args, "render")
+    spec = compile(Path(args.file))                  # once, for the gan check and the model
+    rc = gan_dispatch(args, "render", spec)
     if rc is not None:
         return rc
-    spec, model = _model(args)
+    spec, model = _model(args, spec)
     if args.unroll is not None or args.receptive_field:
         from .authoring.cli import render_special
         out = render_special(model, args.output, unroll=args.unroll, receptive_field=args.receptive_field,

@@ -69,20 +69,22 @@ def train_command(args, spec=None) -> int:
     return 0
 
 
-def _pair(args):
+def _pair(args, spec=None):
+    """The pair `args` names; `spec`: the file already compiled (used unless --set asks for
+    another compilation)."""
     import archdsl
     from ..api import parse_set
     if getattr(args, "set", None):
         spec = archdsl.compile(Path(args.file), **parse_set(args.set))
-    else:
+    elif spec is None:
         spec = archdsl.compile(Path(args.file))
     return spec.gan(getattr(args, "model", None))
 
 
-def summary_command(args) -> int:
+def summary_command(args, spec=None) -> int:
     """`archdsl summary` of a gan spec: the pair's settings, both layer tables, the pair totals."""
     from ..cli import _dims
-    pair = _pair(args)
+    pair = _pair(args, spec)
     dims = _dims(getattr(args, "dim", []))
     batch = getattr(args, "batch", 1)
     if getattr(args, "json", False):
@@ -92,9 +94,9 @@ def summary_command(args) -> int:
     return 0
 
 
-def render_command(args) -> int:
+def render_command(args, spec=None) -> int:
     """`archdsl render` of a gan spec: both models side by side, the generated-sample edge between."""
-    pair = _pair(args)
+    pair = _pair(args, spec)
     out = pair.render(args.output, rankdir=getattr(args, "rankdir", "TB"), collapse=getattr(args, "collapse", False))
     print(f"wrote {out}")
     return 0
@@ -114,12 +116,12 @@ def export_weights(path, model_ir):
     return load_member(path, model_ir)
 
 
-def gan_dispatch(args, command: str) -> int | None:
+def gan_dispatch(args, command: str, spec=None) -> int | None:
     """For archdsl/cli.py: run `summary` or `render` for a gan spec (no --model, or --model naming
     a gan section) and return the exit code; None when the spec is not a gan spec (the caller
-    goes on as for any spec)."""
+    goes on as for any spec). `spec`: the file already compiled, so it is compiled once."""
     import archdsl
-    spec = archdsl.compile(Path(args.file))
+    spec = spec if spec is not None else archdsl.compile(Path(args.file))
     if not is_gan_spec(spec, getattr(args, "model", None)):
         return None
-    return {"summary": summary_command, "render": render_command}[command](args)
+    return {"summary": summary_command, "render": render_command}[command](args, spec)
