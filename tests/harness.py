@@ -3,6 +3,7 @@ examples, loaded as modules."""
 from __future__ import annotations
 
 import argparse
+import os
 import importlib.util
 import sys
 from pathlib import Path
@@ -153,3 +154,45 @@ def assert_recurrent_matches_torch(ours, theirs, ex, torch_module, op: str, inpu
         np.testing.assert_allclose(ex.params[f"{op.lower()}.{k}"].grad, p.grad.numpy(), atol=atol, err_msg=k)
     for i, (a, b) in enumerate(inputs):
         np.testing.assert_allclose(a.grad, b.grad.numpy(), atol=atol, err_msg=f"input {i}")
+
+
+# -- bounded work, counted (never timed) ----------------------------------------------------------
+class Counter:
+    """Counts calls of a wrapped function: how much work a limit let through."""
+    def __init__(self):
+        self.calls = 0
+
+
+def count_calls(monkeypatch, owner, attr: str) -> Counter:
+    """Wrap owner.attr (a function or method) so each call is counted; returns the counter."""
+    counter, fn = Counter(), getattr(owner, attr)
+
+    def counted(*a, **kw):
+        counter.calls += 1
+        return fn(*a, **kw)
+    monkeypatch.setattr(owner, attr, counted)
+    return counter
+
+
+def forbid_parsing(monkeypatch):
+    """Fail the test if Lark is asked to parse: input must be refused before the parser runs."""
+    from archdsl.syntax import parser as P
+
+    class NoParse:
+        def parse(self, *a, **kw):
+            raise AssertionError("the Lark parser ran; the input should have been refused before it")
+    monkeypatch.setattr(P, "_parser", lambda: NoParse())
+
+
+def opens_without_blocking(monkeypatch, path) -> list:
+    """Record the flags of every os.open of `path`; a FIFO opened without O_NONBLOCK would wait
+    for a writer forever. Returns the list the flags are appended to."""
+    seen, real, target = [], os.open, os.path.realpath(path)
+
+    def spy(p, flags, *a, **kw):
+        if os.path.realpath(p) == target:
+            seen.append(flags)
+            assert flags & os.O_NONBLOCK, f"{p} opened without O_NONBLOCK: a FIFO blocks"
+        return real(p, flags, *a, **kw)
+    monkeypatch.setattr(os, "open", spy)
+    return seen

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import pytest
 
 import archdsl
 from archdsl.errors import ArchError, ArchErrors, Span
+
+from harness import count_calls, forbid_parsing, opens_without_blocking
 
 
 def err(src) -> ArchError:
@@ -46,10 +47,9 @@ def test_not_conditional_and_call_chains_were_recursion_errors(expr):
     assert "nested more than" in err(default(expr)).message
 
 
-def test_ten_thousand_parentheses_were_parsed_for_seconds():
-    t = time.perf_counter()
+def test_ten_thousand_parentheses_were_parsed_for_seconds(monkeypatch):
+    forbid_parsing(monkeypatch)            # now refused before Lark sees them
     e = err(default("(" * 10_000 + "1" + ")" * 10_000))
-    assert time.perf_counter() - t < 2
     assert "brackets nested more than" in e.message
 
 
@@ -91,18 +91,14 @@ def test_recursive_parameter_default_was_a_recursion_error():
     assert "nested more than" in e.message and "recursive" in e.hint
 
 
-def test_nested_repeats_of_a_layerless_block_hung():
+def test_nested_repeats_of_a_layerless_block_hung(monkeypatch):
     # 10^8 block applications that add no layer never reached MAX_NODES
     from archdsl.elaborate import elaborator as E
-    t = time.perf_counter()
-    old = E.MAX_EXPANSIONS
-    E.MAX_EXPANSIONS = 10_000
-    try:
-        e = err("block I { input x  output x }\n"
-                "model M { input x: f32[N, 3]  output y = x -> repeat 10000 { repeat 10000 { I } } }")
-    finally:
-        E.MAX_EXPANSIONS = old
-    assert time.perf_counter() - t < 30
+    monkeypatch.setattr(E, "MAX_EXPANSIONS", 10_000)
+    expansions = count_calls(monkeypatch, E.Elaborator, "_expand")
+    e = err("block I { input x  output x }\n"
+            "model M { input x: f32[N, 3]  output y = x -> repeat 10000 { repeat 10000 { I } } }")
+    assert expansions.calls == 10_001
     assert "block applications and repeat copies" in e.message
 
 
@@ -199,12 +195,11 @@ def test_import_path_with_a_nul_byte_was_a_value_error(tmp_path):
     assert "embedded null byte" in e.message and e.span.line == 1
 
 
-def test_import_of_a_fifo_blocked_forever(tmp_path):
+def test_import_of_a_fifo_blocked_forever(tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "pipe.arch")
     (tmp_path / "m.arch").write_text('import "pipe.arch"\nmodel M { input x: f32[N, 2]  output y = x }')
-    t = time.perf_counter()
+    opens_without_blocking(monkeypatch, tmp_path / "pipe.arch")
     e = err(tmp_path / "m.arch")
-    assert time.perf_counter() - t < 5
     assert e.message.endswith("pipe.arch is not a regular file")
 
 

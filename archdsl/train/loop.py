@@ -44,6 +44,7 @@ import numpy as np
 from .. import __version__
 from ..autodiff import backward, clear_tape, no_grad
 from ..backends.numpy.executor import NonFiniteError, NumpyExecutor
+from ..crashpoints import crash_point
 from ..errors import ArchError
 from ..fileio import atomic_write
 from ..ir.graph import Model
@@ -391,6 +392,7 @@ class Trainer:
                         self._bad_grads(trainable, epoch, step, ck_path)
                     opt.step()
                     opt.zero_grad()
+                    crash_point("step", opt.t)
                     for n, saved in frozen_buffers.items():
                         np.copyto(ex.params[n].data, saved)
                     n_ex = len(target)
