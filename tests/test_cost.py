@@ -26,17 +26,17 @@ class TLinear(Op):
     family = "test"
     args = (Arg("out_features", "int"), Arg("bias", "bool", True))
 
-    def infer(self, attrs, in_types):
-        return [in_types[0].with_shape(in_types[0].shape[:-1] + (attrs["out_features"],))]
+    def infer(self, a):
+        return [a.x.with_shape(a.x.shape[:-1] + (a.attrs["out_features"],))]
 
-    def params(self, attrs, in_types):
-        fan_in, out = int(in_types[0].shape[-1]), attrs["out_features"]
+    def params(self, a):
+        fan_in, out = int(a.x.shape[-1]), a.attrs["out_features"]
         p = {"weight": ParamSpec((out, fan_in), "uniform", bound=0.1)}
-        if attrs["bias"]:
+        if a.attrs["bias"]:
             p["bias"] = ParamSpec((out,))
         return p
 
-    def macs(self, attrs, in_shapes, out_shapes):
+    def macs(self, a, in_shapes, out_shapes):
         return _numel(out_shapes[0]) * in_shapes[0][-1]
 
 
@@ -44,11 +44,11 @@ class TNorm(Op):
     family = "test"
     args = (Arg("features", "int"),)
 
-    def infer(self, attrs, in_types):
-        return [in_types[0]]
+    def infer(self, a):
+        return [a.x]
 
-    def params(self, attrs, in_types):
-        c = attrs["features"]
+    def params(self, a):
+        c = a.attrs["features"]
         return {"weight": ParamSpec((c,), "ones"), "bias": ParamSpec((c,)),
                 "running_mean": ParamSpec((c,), buffer=True), "running_var": ParamSpec((c,), "ones", buffer=True)}
 
@@ -56,10 +56,10 @@ class TNorm(Op):
 class TReLU(Op):
     family = "test"
 
-    def infer(self, attrs, in_types):
-        return [in_types[0]]
+    def infer(self, a):
+        return [a.x]
 
-    def macs(self, attrs, in_shapes, out_shapes):
+    def macs(self, a, in_shapes, out_shapes):
         return _numel(out_shapes[0])
 
 
@@ -67,19 +67,19 @@ class TAdd(Op):
     family = "test"
     n_inputs = 2
 
-    def infer(self, attrs, in_types):
-        return [in_types[0]]
+    def infer(self, a):
+        return [a.x]
 
 
 class THalve(Op):
     """Halves dim 1 after dropping 2 (T -> (T-2)//2): a non-affine symbolic dim."""
     family = "test"
 
-    def infer(self, attrs, in_types):
-        s = in_types[0].shape
-        return [in_types[0].with_shape((s[0], (s[1] - 2) // 2) + tuple(s[2:]))]
+    def infer(self, a):
+        s = a.x.shape
+        return [a.x.with_shape((s[0], (s[1] - 2) // 2) + tuple(s[2:]))]
 
-    def macs(self, attrs, in_shapes, out_shapes):
+    def macs(self, a, in_shapes, out_shapes):
         return _numel(out_shapes[0])
 
 
@@ -106,12 +106,11 @@ class Builder:
         op = OPS[kind]
         full = {a.name: a.default for a in op.args if not a.required}
         full.update(attrs)
-        in_types = [v.type for v in inputs]
-        n = Node(name=name, op=op, attrs=full, inputs=list(inputs), scope=tuple(scope),
-                 instance=instance or name)
-        n.outputs = [Value(f"{name}:{i}", t, n, i) for i, t in enumerate(op.infer(full, in_types))]
+        app = op.bind(full, [v.type for v in inputs])
+        n = Node(name=name, app=app, inputs=list(inputs), scope=tuple(scope), instance=instance or name)
+        n.outputs = [Value(f"{name}:{i}", t, n, i) for i, t in enumerate(app.out_types)]
         share = share or {}
-        for local, spec in op.params(full, in_types).items():
+        for local, spec in app.params.items():
             if local in share:
                 n.params[local] = share[local]
                 continue

@@ -80,9 +80,7 @@ def test_every_spec_is_explained_and_the_arithmetic_is_right(path):
                     expr, _, rest = line[len("params: "):].partition(" = ")
                     total = int(rest.split()[0].replace(",", ""))
                     assert _evaluate(expr) == total, (node.name, line)
-                    declared = sum(math.prod(s.shape) for s in
-                                   node.op.params(node.attrs, [v.type for v in node.inputs]).values()
-                                   if not s.buffer)
+                    declared = sum(math.prod(s.shape) for s in node.app.params.values() if not s.buffer)
                     assert total == declared, (node.name, line)
 
 

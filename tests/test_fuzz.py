@@ -109,18 +109,18 @@ def test_oracle_reports_crashes_hangs_and_bad_spans(workdir, monkeypatch):
     from archdsl.ops.base import OPS
 
     src = b"model M { input x: f32[N, 3]  output y = x -> Tanh }"
-    monkeypatch.setattr(type(OPS["Tanh"]), "infer", lambda self, attrs, types: 1 // 0)
+    monkeypatch.setattr(type(OPS["Tanh"]), "infer", lambda self, a: 1 // 0)
     outcome, finding = fuzzlib.run_case(src, workdir)
     assert outcome == "crash" and "ZeroDivisionError" in finding.summary
 
-    def spin(self, attrs, types):
+    def spin(self, a):
         while True:
             pass
     monkeypatch.setattr(type(OPS["Tanh"]), "infer", spin)
     outcome, finding = fuzzlib.run_case(src, workdir, seconds=0.5)
     assert outcome == "hang" and finding.kind == "hang"
 
-    def bad_span(self, attrs, types):
+    def bad_span(self, a):
         raise ArchError("x", Span("case.arch", 7, 1, 7, 2, src.decode()))
     monkeypatch.setattr(type(OPS["Tanh"]), "infer", bad_span)
     outcome, finding = fuzzlib.run_case(src, workdir)

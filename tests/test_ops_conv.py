@@ -115,12 +115,10 @@ def test_params_follow_pytorch_layout_and_init():
 
 
 def test_macs():
-    conv = get_op("Conv2d")
-    attrs = {"kernel_size": 3, "groups": 2, "out_channels": 8}
-    assert conv.macs(attrs, [(2, 4, 10, 10)], [(2, 8, 8, 8)]) == 2 * 8 * 8 * 8 * 2 * 9
-    ct = get_op("ConvTranspose2d")
-    attrs = {"kernel_size": (3, 2), "groups": 2, "out_channels": 6}
-    assert ct.macs(attrs, [(2, 4, 5, 5)], [(2, 6, 7, 6)]) == 2 * 4 * 25 * 3 * 6
+    conv = single_op_model("Conv2d", [f32(2, 4, 10, 10)], 8, 3, groups=2).nodes[0]
+    assert conv.op.macs(conv.app, [(2, 4, 10, 10)], [(2, 8, 8, 8)]) == 2 * 8 * 8 * 8 * 2 * 9
+    ct = single_op_model("ConvTranspose2d", [f32(2, 4, 5, 5)], 6, (3, 2), groups=2).nodes[0]
+    assert ct.op.macs(ct.app, [(2, 4, 5, 5)], [(2, 6, 7, 6)]) == 2 * 4 * 25 * 3 * 6
 
 
 def test_describe():

@@ -79,8 +79,8 @@ def test_ceil_mode_sizes_match_pytorch_rule():
                         want -= 1
                     got = out_shape("MaxPool1d", (1, 1, L), k, stride=s, padding=p, ceil_mode=True)[2]
                     assert got == want, (L, k, s, p)
-                    assert mx.infer({"kernel_size": k, "stride": s, "padding": p, "ceil_mode": False},
-                                    [f32(1, 1, L)])[0].shape[2] == (L + 2 * p - k) // s + 1
+                    assert mx.bind({"kernel_size": k, "stride": s, "padding": p, "ceil_mode": False},
+                                   [f32(1, 1, L)]).out_types[0].shape[2] == (L + 2 * p - k) // s + 1
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -114,9 +114,12 @@ def test_integer_input_is_refused():
 
 
 def test_pools_have_no_params_and_no_macs():
-    for op in ("MaxPool2d", "AvgPool1d", "GlobalMinPool", "AdaptiveAvgPool2d"):
-        assert get_op(op).params({}, []) == {}
-        assert get_op(op).macs({}, [(2, 3, 8, 8)], [(2, 3, 4, 4)]) == 0
+    for op, shape, args in (("MaxPool2d", (2, 3, 8, 8), [2]), ("AvgPool1d", (2, 3, 8), [2]),
+                            ("GlobalMinPool", (2, 3, 8, 8), []), ("AdaptiveAvgPool2d", (2, 3, 8, 8), [4])):
+        m = model(op, shape, *args)
+        n = m.nodes[0]
+        assert n.app.params == {} and not m.parameters
+        assert n.op.macs(n.app, [shape], [tuple(n.outputs[0].type.shape)]) == 0
 
 
 def test_describe():
@@ -215,15 +218,16 @@ def test_text_cnn_max_over_time():
     m = Model(name="textcnn", file="<test>", span=None, args={})
     x = Value("x", f32(N, 8, T))
     m.inputs = [x]
-    a1 = bind_args(conv, [6, 3], {})
-    n1 = Node("conv", conv, a1, [x])
-    h = Value("h", conv.infer(a1, [x.type])[0], n1)
+    a1 = conv.bind(bind_args(conv, [6, 3], {}), [x.type])
+    n1 = Node("conv", a1, [x])
+    h = Value("h", a1.out_types[0], n1)
     n1.outputs = [h]
-    for local, spec in conv.params(a1, [x.type]).items():
+    for local, spec in a1.params.items():
         m.parameters[f"conv.{local}"] = Param(f"conv.{local}", spec)
         n1.params[local] = f"conv.{local}"
-    n2 = Node("pool", gmp, {}, [h])
-    y = Value("y", gmp.infer({}, [h.type])[0], n2)
+    a2 = gmp.bind({}, [h.type])
+    n2 = Node("pool", a2, [h])
+    y = Value("y", a2.out_types[0], n2)
     n2.outputs = [y]
     m.nodes, m.outputs = [n1, n2], [y]
     assert h.type.shape == (N, 6, T - 2) and y.type.shape == (N, 6, 1)

@@ -198,11 +198,10 @@ def test_peephole_params_and_uniform_init():
 
 
 def test_macs_and_describe():
-    op = get_op("LSTM")
-    attrs = {"hidden": 8, "num_layers": 2, "bidirectional": True}
-    # per step: layer 0 = 2 dirs * 4 gates * 8 * (3 + 8); layer 1 = 2 * 4 * 8 * (16 + 8)
-    assert op.macs(attrs, [(2, 5, 3)], []) == 2 * 5 * (2 * 32 * 11 + 2 * 32 * 24)
     m = model("LSTM", hidden=8, num_layers=2, bidirectional=True)
+    node = m.nodes[0]
+    # per step: layer 0 = 2 dirs * 4 gates * 8 * (3 + 8); layer 1 = 2 * 4 * 8 * (16 + 8)
+    assert node.op.macs(node.app, [(2, 5, 3)], []) == 2 * 5 * (2 * 32 * 11 + 2 * 32 * 24)
     assert m.nodes[0].op.describe(m.nodes[0].attrs) == "8, num_layers=2, bidirectional=true"
 
 

@@ -10,7 +10,7 @@ from archdsl.backends.render import render, to_dot
 from archdsl.errors import ArchError
 from archdsl.ir.graph import Model, Node, Param, ParamSpec, Scope, Value
 from archdsl.ir.types import Sym, TensorType
-from archdsl.ops.base import Arg, Op
+from archdsl.ops.base import Application, Arg, Op
 
 N = Sym.named("N")
 
@@ -19,11 +19,11 @@ class RLinear(Op):
     family = "test"
     args = (Arg("out_features", "int"), Arg("bias", "bool", True))
 
-    def infer(self, attrs, in_types):
-        return [in_types[0].with_shape(in_types[0].shape[:-1] + (attrs["out_features"],))]
+    def infer(self, a):
+        return [a.x.with_shape(a.x.shape[:-1] + (a.attrs["out_features"],))]
 
-    def params(self, attrs, in_types):
-        return {"weight": ParamSpec((attrs["out_features"], int(in_types[0].shape[-1])))}
+    def params(self, a):
+        return {"weight": ParamSpec((a.attrs["out_features"], int(a.x.shape[-1])))}
 
 
 class RReLU(Op):
@@ -35,7 +35,8 @@ LIN, RELU = RLinear(), RReLU()
 
 
 def _node(m, name, op, inputs, out_type, scope=(), instance=None, params=None, **attrs):
-    n = Node(name=name, op=op, attrs=attrs, inputs=list(inputs), scope=scope, instance=instance or name,
+    app = Application(op, attrs, tuple(v.type for v in inputs), out_types=(out_type,))
+    n = Node(name=name, app=app, inputs=list(inputs), scope=scope, instance=instance or name,
              params=params or {})
     n.outputs = [Value(name, out_type, n, 0)]
     for pname in (params or {}).values():

@@ -11,7 +11,7 @@ import archdsl
 from archdsl.authoring.cli import render_special
 from archdsl.authoring.receptive import (receptive_cone, receptive_field_dot, receptive_field_text,
                                          receptive_fields)
-from archdsl.authoring.unroll import RECURRENT, unroll_dot
+from archdsl.authoring.unroll import recurrence, unroll_dot
 from archdsl.errors import ArchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def all_models():
 
 
 MODELS = all_models()
-RECURRENT_MODELS = [(s, m) for s, m in MODELS if any(n.kind in RECURRENT for n in m.ir.nodes)]
+RECURRENT_MODELS = [(s, m) for s, m in MODELS if any(recurrence(n) is not None for n in m.ir.nodes)]
 CONV_MODELS = [(s, m) for s, m in MODELS
                if any(v.type.rank >= 3 for v in m.ir.inputs) and any("kernel_size" in n.attrs for n in m.ir.nodes)]
 
@@ -55,7 +55,7 @@ def test_shipped_recurrent_specs_exist():
 def test_every_recurrent_spec_unrolls(name, m, tmp_path):
     g = unroll_dot(m, 3)
     src = g.source
-    layers = sum(1 for n in m.ir.nodes if n.kind in RECURRENT)
+    layers = sum(1 for n in m.ir.nodes if recurrence(n) is not None)
     assert src.count(" cell</B>") >= 3 * layers         # a cell per step (per layer and direction)
     assert "shared weights" in src and "style=dashed" in src
     if HAS_DOT:

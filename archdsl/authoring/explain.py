@@ -28,9 +28,7 @@ def _ir(model):
 
 def explain_node(node) -> list[str]:
     """The op's explanation of one node (lines, without indentation)."""
-    ins = [v.type for v in node.inputs]
-    outs = [v.type for v in node.outputs]
-    return list(node.op.explain(node.attrs, ins, outs))
+    return list(node.op.explain(node.app))
 
 
 def explain_layers(model, dims: dict | None = None, batch: int = 1) -> list[dict]:

@@ -37,7 +37,6 @@ from fractions import Fraction
 import graphviz
 
 from ..errors import ArchError, did_you_mean
-from ..ir.types import is_static
 from ..passes.cost import op_label
 from .drawing import FONT, e
 
@@ -68,32 +67,13 @@ def _ir(model):
     return getattr(model, "ir", model)
 
 
-def _tuple(v, n: int) -> tuple[int, ...]:
-    if isinstance(v, (tuple, list)):
-        return tuple(int(x) for x in v)
-    return (int(v),) * n
-
-
 def _window(n, nsp: int):
-    """(kind, k, s, d) per axis for a windowed node, or None. kind: 'conv' | 'transpose' | 'adaptive'."""
-    a = n.attrs
-    if n.kind == "AdaptiveAvgPool2d":
-        from ..ops.pool import adaptive_bins
-        ins = n.inputs[0].type.shape[2:]
-        outs = n.outputs[0].type.shape[2:]
-        if any(not is_static(x) for x in ins + outs):
-            return None
-        k = tuple(max(e - b for b, e in adaptive_bins(int(i), int(o))) for i, o in zip(ins, outs))
-        s = tuple(Fraction(int(i), int(o)) for i, o in zip(ins, outs))
-        return "adaptive", k, s, (1,) * nsp
-    if "kernel_size" not in a:
+    """(kind, k, s, d) per axis for a node that declares a spatial window, or None.
+    kind: 'conv' | 'transpose' | 'adaptive' (ops/base.py: Window)."""
+    w = n.op.window(n.app)
+    if w is None or not len(w.kernel) == len(w.stride) == len(w.dilation) == nsp:
         return None
-    k = _tuple(a["kernel_size"], nsp)
-    s = _tuple(a.get("stride") if a.get("stride") is not None else a["kernel_size"], nsp)
-    d = _tuple(a.get("dilation", 1), nsp)
-    if len(k) != nsp or len(s) != nsp or len(d) != nsp:
-        return None
-    return ("transpose" if n.kind.startswith("ConvTranspose") else "conv"), k, s, d
+    return w.kind, w.kernel, w.stride, w.dilation
 
 
 def _spatial(t) -> tuple:

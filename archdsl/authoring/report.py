@@ -145,7 +145,7 @@ def _explained_html(ir) -> str:
 def _model_section(m, index: int) -> str:
     from ..backends.render import to_dot
     from .receptive import receptive_field_text, receptive_fields
-    from .unroll import RECURRENT, unroll_dot
+    from .unroll import recurrence, unroll_dot
     ir = m.ir
     anchor = f"model-{index}"
     s = [f'<h2 id="{anchor}">model {_e(ir.name)}</h2>',
@@ -163,7 +163,7 @@ def _model_section(m, index: int) -> str:
              '<p class="note">(no drawing: graphviz\'s <code>dot</code> program is not installed)</p>')
     s += ["<h3>Summary</h3>", summary_table_html(ir)]
     s += ["<h3>Shapes and parameters, explained</h3>", _explained_html(ir)]
-    if any(n.kind in RECURRENT for n in ir.nodes):
+    if any(recurrence(n) is not None for n in ir.nodes):
         svg = svg_inline(unroll_dot(ir, 3))
         if svg:
             s += ["<h3>Unrolled over three time steps</h3>", f'<div class="drawing">{svg}</div>']

@@ -36,7 +36,10 @@ from ..ir.types import TensorType, is_static
 from ..passes.cost import op_label
 from .drawing import FONT, e, label, sub
 
-RECURRENT = ("RNN", "LSTM", "GRU")
+
+def recurrence(n):
+    """What a node that carries state over time declares (ops/base.py: Recurrence), or None."""
+    return n.op.recurrence(n.app)
 
 _CELL = dict(shape="box", style="rounded,filled", fillcolor="#fde9d9", color="#c0504d", penwidth="1.4")
 _OP = dict(shape="box", style="rounded,filled", fillcolor="#eef3fb", color="#4a6fa5")
@@ -68,7 +71,7 @@ class _Unroller:
     def __init__(self, model, steps: int):
         self.m = _ir(model)
         self.K = int(steps)
-        rec = [n for n in self.m.nodes if n.kind in RECURRENT]
+        rec = [n for n in self.m.nodes if recurrence(n) is not None]
         if not rec:
             raise ArchError(f"model {self.m.name} has no recurrent layer to unroll",
                             hint="--unroll draws RNN, LSTM and GRU layers over time steps; "
@@ -103,11 +106,12 @@ class _Unroller:
             if t is not None:
                 self.kind[id(v)] = ("seq", t)
         for n in self.m.nodes:
-            if n.kind in RECURRENT:
+            rec = recurrence(n)
+            if rec is not None:
                 t = n.inputs[0].type.shape[1]
                 t = next(u for u in self.times if _same(t, u))
                 self.per_step[id(n)] = t
-                self.kind[id(n.outputs[0])] = ("seq", t) if n.attrs["return_sequences"] else ("last", n)
+                self.kind[id(n.outputs[0])] = ("seq", t) if rec.returns_sequence else ("last", n)
                 for i, v in enumerate(n.outputs[1:]):
                     self.kind[id(v)] = ("final", n, i)
                 continue
@@ -159,7 +163,7 @@ class _Unroller:
                 self.single[id(v)] = nid
 
         for n in m.nodes:
-            if n.kind in RECURRENT:
+            if recurrence(n) is not None:
                 self._recurrent(n)
             elif id(n) in self.per_step:
                 self._per_step(n)
@@ -296,21 +300,21 @@ class _Unroller:
             self.single[id(o)] = nid
 
     def _recurrent(self, n) -> None:
-        a = n.attrs
+        rec = recurrence(n)
         t = self.per_step[id(n)]
         labs, ellipsis = self._labels(t)
-        L, D = a["num_layers"], 2 if a["bidirectional"] else 1
-        states = "h, c" if n.kind == "LSTM" else "h"
+        L, D = rec.layers, rec.directions
+        states = ", ".join(s.rstrip("0") for s in rec.states)
+        step_state = ", ".join(map(str, rec.state_type.shape[1:]))
         rows: list[dict] = []
         for k in range(L):
             for d in range(D):
-                backward = d == 1 or a["reverse"]
+                backward = d == 1 or rec.reverse
                 arrow = "\u2190" if backward else "\u2192"
                 where = " ".join(x for x in (f"layer {k + 1}" if L > 1 else "",
-                                             arrow if D == 2 or a["reverse"] else "") if x)
-                suffix = f"_l{k}" + ("_reverse" if d == 1 else "")
-                ids = self._row([label(f"{n.kind} cell", f"{e(' '.join(filter(None, (n.name, where))))} \u00b7 t={e(s)} \u00b7 shared",
-                                       e(f"{states}: [{_state_shape(n)}]")) for s in labs], _CELL, t, order=False)
+                                             arrow if D == 2 or rec.reverse else "") if x)
+                ids = self._row([label(rec.cell, f"{e(' '.join(filter(None, (n.name, where))))} \u00b7 t={e(s)} \u00b7 shared",
+                                       e(f"{states}: [{step_state}]")) for s in labs], _CELL, t, order=False)
                 row = dict(layer=k, backward=backward, ids=ids, ellipsis=self._last_ellipsis)
                 if d == 1:      # the backward row one rank above the forward one, step under step
                     for x, y in zip(rows[-1]["ids"], ids):
@@ -348,14 +352,14 @@ class _Unroller:
                         self.g.edge(x, y, label=_state_label(states, step_of(x)), **_STATE)
                 # initial states enter the first step of the row
                 first = ids[-1] if backward else ids[0]
-                for i, v in enumerate(n.inputs[n.op.first_state(a):]):   # (after x [, lengths])
-                    name = n.op.states[i].rstrip("0")
+                for i, v in enumerate(n.inputs[rec.first_state:]):   # (after x [, lengths])
+                    name = rec.states[i].rstrip("0")
                     for src, _ in self._final_sources(v):
                         self.g.edge(src, first, label=f"<{sub(name, 0)}>", **_STATE)
-                self._shared_note(n, [p for p in n.params if p.endswith(suffix)], ids,
+                self._shared_note(n, list(rec.cell_params[k * D + d]), ids,
                                   f"{n.name}{' ' + where if where else ''}: shared weights")
         self.rows[id(n)] = rows
-        if a["return_sequences"]:
+        if rec.returns_sequence:
             top = [r for r in rows if r["layer"] == L - 1]
             if len(top) == 1:
                 self.copies[id(n.outputs[0])] = top[0]["ids"]
@@ -368,12 +372,6 @@ class _Unroller:
                     for src, dst in zip(r["ids"], ids):
                         self.g.edge(src, dst)
                 self.copies[id(n.outputs[0])] = ids
-
-
-def _state_shape(n) -> str:
-    """The per-step state [N, hidden] of a recurrent node."""
-    x = n.inputs[0].type
-    return f"{x.shape[0]}, {n.attrs['hidden']}"
 
 
 def _state_label(states: str, step) -> str:

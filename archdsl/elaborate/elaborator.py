@@ -619,8 +619,7 @@ class Elaborator:
                             "raise archdsl.elaborate.elaborator.MAX_NODES if you really mean it")
         in_types = [t.value.type for t in tensors]
         try:
-            out_types = op.infer(inst.attrs, list(in_types))
-            specs = op.params(inst.attrs, list(in_types))
+            app = op.bind(inst.attrs, in_types, span)
         except ShapeError as err:
             hint = err.hint
             if hint is None:
@@ -634,10 +633,10 @@ class Elaborator:
             inst.path = frame.qualify(local)
         inst.applied += 1
         node_name = inst.path if inst.applied == 1 else f"{inst.path}#{inst.applied}"
-        node = Node(node_name, op, inst.attrs, [t.value for t in tensors], span=span, scope=frame.scopes,
+        node = Node(node_name, app, [t.value for t in tensors], span=span, scope=frame.scopes,
                     instance=inst.path)
         tied = inst.attrs.get("tied")
-        for local, spec in specs.items():
+        for local, spec in app.params.items():
             pname = f"{inst.path}.{local}"
             if tied is not None and local == "weight":
                 if tied.path is None or "weight" not in tied.params:
@@ -656,6 +655,7 @@ class Elaborator:
             node.params[local] = pname
             inst.params.setdefault(local, pname)
         origin = f"{op.name} at line {span.line}"
+        out_types = app.out_types
         node.outputs = [Value(node_name if len(out_types) == 1 else f"{node_name}:{i}", t, node, i, span)
                         for i, t in enumerate(out_types)]
         self.m.nodes.append(node)

@@ -90,7 +90,7 @@ class GanResult:
 
 def _couples_batch(ir) -> bool:
     """Does a training-mode forward mix the examples of a batch (BatchNorm's batch statistics)?"""
-    return any(n.kind.startswith("BatchNorm") for n in ir.nodes)
+    return any(n.op.batch_coupled(n.app) for n in ir.nodes)
 
 
 class _Accum:

@@ -15,10 +15,11 @@ def single_op_model(op_name: str, in_types: list[TensorType], *positional, **att
     attrs = bind_args(op, list(positional), attrs)
     m = Model(name=op_name, file="<test>", span=None, args={})
     m.inputs = [Value(f"x{i}" if len(in_types) > 1 else "x", t) for i, t in enumerate(in_types)]
-    node = Node(name=op_name.lower(), op=op, attrs=attrs, inputs=list(m.inputs), instance=op_name.lower())
-    outs = op.infer(attrs, list(in_types))
+    app = op.bind(attrs, list(in_types))
+    node = Node(name=op_name.lower(), app=app, inputs=list(m.inputs), instance=op_name.lower())
+    outs = app.out_types
     node.outputs = [Value(f"y{i}" if len(outs) > 1 else "y", t, node, i) for i, t in enumerate(outs)]
-    for local, spec in op.params(attrs, list(in_types)).items():
+    for local, spec in app.params.items():
         pname = f"{node.name}.{local}"
         m.parameters[pname] = Param(pname, spec)
         node.params[local] = pname

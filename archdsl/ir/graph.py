@@ -15,7 +15,7 @@ from ..errors import Span
 from .types import TensorType
 
 if TYPE_CHECKING:
-    from ..ops.base import Op
+    from ..ops.base import Application, Op
 
 
 @dataclass(eq=False)
@@ -75,8 +75,7 @@ class Param:
 @dataclass(eq=False)
 class Node:
     name: str                       # qualified name of this application, unique in the model
-    op: "Op"
-    attrs: dict[str, Any]
+    app: "Application"              # the op application, bound once (ops/base.py)
     inputs: list[Value]
     outputs: list[Value] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)   # op's local name -> Param.name
@@ -85,8 +84,16 @@ class Node:
     instance: str = ""              # layer instance (shared by every application of it)
 
     @property
+    def op(self) -> "Op":
+        return self.app.op
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.app.attrs
+
+    @property
     def kind(self) -> str:
-        return self.op.name
+        return self.app.op.name
 
     def __repr__(self):
         return f"Node({self.name}: {self.op.name})"

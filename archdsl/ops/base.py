@@ -1,28 +1,48 @@
 """The op contract. Every layer kind is one `Op` subclass in its family module; defining the
-class registers it. An op declares:
+class registers it.
 
-- `name` (its spelling in .arch), `family`, and `args`: the schema (names, types, defaults)
-  that drives argument checking and "did you mean" errors;
-- `infer(attrs, in_types) -> [TensorType]`: the shape rule; raise `self.fail(...)`;
-- `params(attrs, in_types) -> {local: ParamSpec}`: parameters and their initialisers;
-- `macs(attrs, in_shapes, out_shapes) -> int`: multiply-accumulates (concrete shapes);
-- `lower(node, b, inputs) -> [onnx value names]`: ONNX lowering through the builder `b`;
-- `forward(node, ctx, inputs, params) -> [Tensor]`: NumPy forward on the autodiff engine.
+An application of an op (a layer applied to tensors) is bound once, by `Op.bind`, into an
+`Application`: the attributes, the input and output types, the parameter specs and whatever the
+op derives from them (conv geometry, attention layout). Every method of the contract receives
+that one object, so nothing is worked out twice:
 
-Adding a layer means one class, one spec that uses it, one parity test: nothing else edited.
+- `name` (its spelling in .arch), `family`, `args` (the schema: names, kinds, defaults, docs)
+  and `n_inputs`, which drive argument checking and "did you mean" errors;
+- `derive(a) -> Any`: validation and derived values, stored as `a.derived` (optional);
+- `infer(a) -> [TensorType]`: the shape rule; raise `self.fail(...)`;
+- `params(a) -> {local: ParamSpec}`: parameters and their initialisers;
+- `macs(a, in_shapes, out_shapes) -> int`: multiply-accumulates at concrete shapes;
+- `explain(a) -> [str]`: the shape and parameter arithmetic, as a lecture writes it;
+- `lower(a, g, inputs)`: the ONNX lowering through the builder `g`, or several lowerings, each
+  decorated `@lowering(since=opset)`: the exporter takes the newest one that applies;
+- `forward(a, ctx, inputs, params) -> [Tensor]`: the NumPy forward on the autodiff engine (fused
+  kernels with hand-written gradients live in archdsl/autodiff/, by theme);
+- `samples`: a few applications, written in .arch, that the contract test
+  (tests/test_op_contract.py) runs through every method: types, ONNX Runtime parity at opset 17
+  and the newest opset, a float64 gradient check, explain/summary/render, a fuzz probe.
+
+What other passes need to know about an op it declares here (never by its name elsewhere):
+`time_local`, `recurrence`, `context_length`, `window`, `batch_coupled`, `stochastic`.
+
+Adding an op: one class (schema, shape rule, params, lowering, forward, samples) in its family
+module; its kernel, if it needs a fused one, in autodiff/; nothing else edited.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from ..errors import ArchError, ShapeError
+from ..errors import ArchError, ShapeError, Span
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType
 
 REQUIRED = object()
+
+# The oldest ONNX opset archdsl exports (Split/Squeeze/Unsqueeze take their axes as inputs from
+# 13 on, which every lowering relies on).
+MIN_OPSET = 13
 
 # Argument kinds an op schema may declare; the elaborator checks values against them.
 #   int, float, bool, str, ints (int or tuple of ints), shape (tuple of ints, -1 allowed),
@@ -43,6 +63,88 @@ class Arg:
         return self.default is REQUIRED
 
 
+@dataclass(eq=False)
+class Application:
+    """One op applied to typed inputs, bound once (`Op.bind`); every contract method gets it."""
+    op: "Op"
+    attrs: dict
+    in_types: tuple
+    span: Span | None = None
+    derived: Any = None              # what the op's `derive` worked out (geometry, layout, ...)
+    out_types: tuple = ()
+    params: dict = field(default_factory=dict)     # local name -> ParamSpec
+
+    @property
+    def x(self) -> TensorType:
+        """The first input's type (most ops have one input)."""
+        return self.in_types[0]
+
+    def rebind(self, attrs: dict | None = None, in_types=None) -> "Application":
+        """The same op bound again with changed attributes or input types (IR transforms)."""
+        return self.op.bind(dict(self.attrs if attrs is None else attrs),
+                            list(self.in_types if in_types is None else in_types), self.span)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An application for the contract test, written as .arch: `x: f32[N, 3, 8, 8] ->
+    Conv2d(4, 3)`, or `(q: f32[N, T, 8], m: f32[N, S, 8]) -> Op(...)`. N=2, T=5, S=4.
+
+    values: input name -> (lo, hi) for integer inputs (ids drawn in [lo, hi)); default [0, 5).
+    grad: run the gradient check (False only where the op has no gradient to check).
+    """
+    call: str
+    values: dict = field(default_factory=dict)
+    grad: bool = True
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """What an op that carries state over time steps declares (sampling with carried state,
+    unrolled drawings): its state inputs and outputs, and how to make it return its states."""
+    states: tuple                    # state names in input order, e.g. ("h0", "c0")
+    first_state: int                 # input index of the first initial state
+    state_type: TensorType           # the type of each state
+    returns_states: bool             # do outputs 1.. hold the final states?
+    lengths_input: int | None        # input index of padded-batch lengths, if any
+    forward_in_time: bool            # one direction, first step to last, returning every step
+    return_states: dict              # attribute changes that make it return its final states
+    cell: str = ""                   # how a drawing names one step ("LSTM cell")
+    layers: int = 1
+    directions: int = 1
+    reverse: bool = False            # one direction, last step to first
+    returns_sequence: bool = True    # output 0 is every step (else the last)
+    cell_params: tuple = ()          # per (layer, direction), row k*directions + d: local param names
+
+
+@dataclass(frozen=True)
+class Window:
+    """Spatial window geometry (receptive fields): per spatial axis kernel, stride, dilation.
+    kind: 'conv' (a sliding window), 'transpose' (spreads each input position), 'adaptive'
+    (stride a fraction)."""
+    kind: str
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+
+
+@dataclass(frozen=True)
+class Lowering:
+    since: int                                   # the oldest opset it applies to
+    when: Callable | None = None                 # (a) -> bool: does it fit this application?
+    providers: tuple | None = None               # execution providers it suits (None: all)
+    method: str = "lower"
+
+
+def lowering(since: int = MIN_OPSET, *, when: Callable | None = None, providers: tuple | None = None):
+    """Mark an op method as an ONNX lowering from opset `since` on (ONNX's own rule: the newest
+    version not newer than the model's opset). `when(a)` narrows it to some applications."""
+    def mark(fn):
+        fn.__lowering__ = Lowering(since, when, providers, fn.__name__)
+        return fn
+    return mark
+
+
 OPS: dict[str, "Op"] = {}
 
 
@@ -52,51 +154,118 @@ class Op:
     args: tuple[Arg, ...] = ()
     n_inputs: int | tuple[int, int] = 1     # exact count, or (min, max); max -1 = unbounded
     doc: str = ""
+    samples: tuple = ()
 
+    # -- what passes need to know ------------------------------------------------------------
+    def batch_coupled(self, a: Application) -> bool:
+        """In training, a row's output depends on the other rows of the batch (BatchNorm)."""
+        return False
+
+    def stochastic(self, a: Application) -> bool:
+        """Draws random numbers in training (Dropout)."""
+        return False
+
+    def time_local(self, a: Application) -> bool:
+        """Output step t of a batch-first sequence depends on input step t alone (or, for a
+        recurrent op, on the steps before it through its state)."""
+        return False
+
+    def recurrence(self, a: Application) -> Recurrence | None:
+        return None
+
+    def context_length(self, a: Application) -> int | None:
+        """The longest sequence the application accepts (a position table's length)."""
+        return None
+
+    def window(self, a: Application) -> Window | None:
+        return None
+
+    # -----------------------------------------------------------------------------------------
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
+        found: dict[str, Lowering] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, fn in vars(klass).items():
+                mark = getattr(fn, "__lowering__", None)
+                if mark is not None:
+                    found[attr] = mark
+                elif attr in found:         # overridden without the mark
+                    del found[attr]
+        if "lower" not in found and getattr(cls, "lower", Op.lower) is not Op.lower:
+            found["lower"] = Lowering(MIN_OPSET)
+        cls.lowerings = tuple(sorted(found.values(), key=lambda l: -l.since))
         if cls.name:
             if cls.name in OPS:
                 raise RuntimeError(f"op {cls.name} defined twice")
             OPS[cls.name] = cls()
 
-    # -- the contract -------------------------------------------------------------------
-    def infer(self, attrs: dict, in_types: list[TensorType]) -> list[TensorType]:
+    # -- binding ------------------------------------------------------------------------------
+    def bind(self, attrs: dict, in_types: list, span: Span | None = None) -> Application:
+        """Check and bind one application: derived values, output types, parameter specs."""
+        a = Application(self, attrs, tuple(in_types), span)
+        a.derived = self.derive(a)
+        a.out_types = tuple(self.infer(a))
+        a.params = dict(self.params(a))
+        return a
+
+    # -- the contract -------------------------------------------------------------------------
+    def derive(self, a: Application) -> Any:
+        return None
+
+    def infer(self, a: Application) -> list[TensorType]:
         raise NotImplementedError(self.name)
 
-    def params(self, attrs: dict, in_types: list[TensorType]) -> dict[str, ParamSpec]:
+    def params(self, a: Application) -> dict[str, ParamSpec]:
         return {}
 
-    def macs(self, attrs: dict, in_shapes: list[tuple], out_shapes: list[tuple]) -> int:
+    def macs(self, a: Application, in_shapes: list[tuple], out_shapes: list[tuple]) -> int:
         return 0
 
-    def lower(self, node, b, inputs: list[str]) -> list[str]:
-        raise ArchError(f"{self.name} cannot be exported to ONNX yet", node.span)
+    def lower(self, a: Application, g, inputs: list[str]) -> list[str]:
+        raise ArchError(f"{self.name} cannot be exported to ONNX yet", a.span)
 
-    def forward(self, node, ctx, inputs: list, params: dict) -> list:
-        raise ArchError(f"{self.name} cannot run on the NumPy engine yet", node.span)
+    def forward(self, a: Application, ctx, inputs: list, params: dict) -> list:
+        raise ArchError(f"{self.name} cannot run on the NumPy engine yet", a.span)
+
+    def lowering_for(self, a: Application, opset: int, provider: str | None = None) -> Callable:
+        """The bound lowering method the exporter calls at `opset`: the newest applicable one."""
+        for low in self.lowerings:
+            if low.since > opset or (low.when is not None and not low.when(a)):
+                continue
+            if provider is not None and low.providers is not None and provider not in low.providers:
+                continue
+            return getattr(self, low.method)
+        raise ArchError(f"{self.name} cannot be exported at opset {opset}",
+                        a.span, f"it needs opset {min(l.since for l in self.lowerings)} or newer"
+                        if self.lowerings else None)
 
     def describe(self, attrs: dict) -> str:
         """Key attributes for drawings and summaries, e.g. '6, k=5, s=1'."""
         parts = []
-        for a in self.args:
-            if a.name not in attrs or a.kind == "layer":
+        for arg in self.args:
+            if arg.name not in attrs or arg.kind == "layer":
                 continue
-            v = attrs[a.name]
-            if a.required:
+            v = attrs[arg.name]
+            if arg.required:
                 parts.append(_fmt(v))
-            elif v != a.default:
-                parts.append(f"{a.name}={_fmt(v)}")
+            elif v != arg.default:
+                parts.append(f"{arg.name}={_fmt(v)}")
         return ", ".join(parts)
 
-    def explain(self, attrs: dict, in_types: list[TensorType], out_types: list[TensorType]) -> list[str]:
+    def explain(self, a: Application) -> list[str]:
         """How this application's output shape and parameter count come about, as lines a student
         can follow (`archdsl summary --explain`): the shape arithmetic first, then, when the
         layer has parameters, one line starting 'params: '. This generic version says that the
         shape is unchanged, or shows the elements a reshape keeps (16·5·5 = 400), or the types
         in and out, and multiplies out each parameter's shape; families override it with their
         own formulas (conv.py: H = (32 + 2·0 − 5)/1 + 1 = 28)."""
-        return [explain_shape(self, in_types, out_types)] + explain_params(self.params(attrs, in_types))
+        return [explain_shape(a)] + explain_params(a.params)
+
+    def signature(self) -> str:
+        """'Conv2d(out_channels, kernel_size, stride=1, ...)' for docs, hovers and tables."""
+        parts = [arg.name if arg.required else f"{arg.name}={_fmt(arg.default)}" for arg in self.args
+                 if arg.kind != "layer" or not arg.required]
+        return f"{self.name}({', '.join(parts)})"
 
     # -- helpers for shape rules -----------------------------------------------------------
     def fail(self, message: str, hint: str | None = None) -> ShapeError:
@@ -123,6 +292,8 @@ def _fmt(v) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return f"'{v}'"
+    if v is None:
+        return "none"
     return str(v)
 
 
@@ -144,24 +315,25 @@ def product(dims) -> str:
     return DOT.join(str(d) for d in dims)
 
 
-def explain_shape(op: "Op", in_types: list[TensorType], out_types: list[TensorType]) -> str:
+def explain_shape(a: Application) -> str:
     """The generic shape line: unchanged, a reshape's element count, or types in -> out."""
+    name, in_types, out_types = a.op.name, a.in_types, a.out_types
     if len(in_types) == 1 and len(out_types) == 1:
-        a, b = in_types[0].shape, out_types[0].shape
-        if a == b:
-            return f"{op.name}: shape unchanged"
+        x, y = in_types[0].shape, out_types[0].shape
+        if x == y:
+            return f"{name}: shape unchanged"
         i = 0
-        while i < min(len(a), len(b)) and a[i] == b[i]:
+        while i < min(len(x), len(y)) and x[i] == y[i]:
             i += 1
-        ra, rb = a[i:], b[i:]
-        if (ra and rb and max(len(ra), len(rb)) > 1 and all(isinstance(d, int) for d in ra + rb)
-                and _prod(ra) == _prod(rb)):
-            rhs = f"{product(rb)} = {_prod(rb):,}" if len(rb) > 1 else f"{_prod(rb):,}"
-            return (f"{op.name}: [{', '.join(map(str, ra))}] \u2192 [{', '.join(map(str, rb))}] keeps every "
-                    f"element: {product(ra)} = {rhs}")
+        rx, ry = x[i:], y[i:]
+        if (rx and ry and max(len(rx), len(ry)) > 1 and all(isinstance(d, int) for d in rx + ry)
+                and _prod(rx) == _prod(ry)):
+            rhs = f"{product(ry)} = {_prod(ry):,}" if len(ry) > 1 else f"{_prod(ry):,}"
+            return (f"{name}: [{', '.join(map(str, rx))}] \u2192 [{', '.join(map(str, ry))}] keeps every "
+                    f"element: {product(rx)} = {rhs}")
     ins = ", ".join(map(str, in_types))
     outs = ", ".join(map(str, out_types))
-    return f"{op.name}: {ins} \u2192 {outs}"
+    return f"{name}: {ins} \u2192 {outs}"
 
 
 def explain_params(specs: dict) -> list[str]:
@@ -185,6 +357,11 @@ def _prod(dims) -> int:
     for d in dims:
         n *= int(d)
     return n
+
+
+def numel(shape) -> int:
+    """Elements of a concrete shape."""
+    return _prod(shape)
 
 
 _loaded = False

@@ -14,11 +14,12 @@ The helpers here (`as_tuple`, `out_dim`, `spatial_names`) are shared with pool.p
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
 from ..ir.types import Sym, is_static
-from .base import DOT, MINUS, Arg, Op
+from .base import DOT, MINUS, Arg, Op, Sample, Window
 
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
@@ -136,6 +137,16 @@ def window_formula(size, out, k: int, s: int, d: int, pb: int, pe: int, ceil: bo
     return f"{frac} + 1 = {out}"
 
 
+class ConvGeometry(NamedTuple):
+    """Per spatial axis: kernel, stride, dilation, padding (pairs (begin, end) for a
+    convolution, one value a side for a transposed one) and output_padding."""
+    k: tuple
+    s: tuple
+    d: tuple
+    pads: tuple
+    output_padding: tuple = ()
+
+
 class _ConvBase(Op):
     family = "conv"
     ndim = 0
@@ -161,6 +172,10 @@ class _ConvBase(Op):
             raise self.fail(f"out_channels {c_out} is not divisible by groups={g}")
         return g
 
+    def window(self, a):
+        g = a.derived
+        return Window("transpose" if isinstance(self, _ConvTranspose) else "conv", g.k, g.s, g.d)
+
     def describe(self, attrs):
         n = self.ndim
         k = attrs["kernel_size"]
@@ -180,53 +195,52 @@ class _Conv(_ConvBase):
             Arg("padding", "padding", 0), Arg("dilation", "ints", 1), Arg("groups", "int", 1),
             Arg("bias", "bool", True))
 
-    def _geometry(self, attrs):
-        n = self.ndim
+    def derive(self, a):
+        n, attrs = self.ndim, a.attrs
         k = as_tuple(self, attrs, "kernel_size", n, 1)
         s = as_tuple(self, attrs, "stride", n, 1)
         d = as_tuple(self, attrs, "dilation", n, 1)
-        return k, s, d, _conv_padding(self, attrs, n, k, d, s)
+        return ConvGeometry(k, s, d, _conv_padding(self, attrs, n, k, d, s))
 
-    def infer(self, attrs, in_types):
-        (x,) = in_types
+    def infer(self, a):
+        x = a.x
         c_in = self._channels(x)
-        self._groups(attrs, c_in)
-        k, s, d, pads = self._geometry(attrs)
+        self._groups(a.attrs, c_in)
+        k, s, d, pads, _ = a.derived
         spatial = []
         for i, axis in enumerate(spatial_names(self.ndim)):
             what = f"kernel {k[i]}" + (f" (dilation {d[i]})" if d[i] != 1 else "")
             spatial.append(out_dim(self, x.shape[2 + i], d[i] * (k[i] - 1) + 1, s[i], *pads[i], axis, what))
-        return [x.with_shape((x.shape[0], attrs["out_channels"], *spatial))]
+        return [x.with_shape((x.shape[0], a.attrs["out_channels"], *spatial))]
 
-    def params(self, attrs, in_types):
-        c_in, c_out, g = int(in_types[0].shape[1]), attrs["out_channels"], attrs["groups"]
-        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
+    def params(self, a):
+        c_in, c_out, g = int(a.x.shape[1]), a.attrs["out_channels"], a.attrs["groups"]
+        k = a.derived.k
         fan_in = c_in // g * _prod(k)
         bound = 1.0 / math.sqrt(fan_in)     # PyTorch: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in))
         p = {"weight": ParamSpec((c_out, c_in // g, *k), "uniform", bound=bound, fan_in=fan_in,
                                  fan_out=c_out // g * _prod(k))}
-        if attrs["bias"]:
+        if a.attrs["bias"]:
             p["bias"] = ParamSpec((c_out,), "uniform", bound=bound, fan_in=fan_in)
         return p
 
-    def macs(self, attrs, in_shapes, out_shapes):
-        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
-        return _prod(out_shapes[0]) * (in_shapes[0][1] // attrs["groups"]) * _prod(k)
+    def macs(self, a, in_shapes, out_shapes):
+        return _prod(out_shapes[0]) * (in_shapes[0][1] // a.attrs["groups"]) * _prod(a.derived.k)
 
-    def lower(self, node, b, inputs):
-        k, s, d, pads = self._geometry(node.attrs)
-        ins = [inputs[0], b.param("weight")] + ([b.param("bias")] if node.attrs["bias"] else [])
-        return [b.op("Conv", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
-                     pads=[p[0] for p in pads] + [p[1] for p in pads], group=node.attrs["groups"])]
+    def lower(self, a, g, inputs):
+        k, s, d, pads, _ = a.derived
+        ins = [inputs[0], g.param("weight")] + ([g.param("bias")] if a.attrs["bias"] else [])
+        return [g.op("Conv", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
+                     pads=[p[0] for p in pads] + [p[1] for p in pads], group=a.attrs["groups"])]
 
-    def forward(self, node, ctx, inputs, params):
-        k, s, d, pads = self._geometry(node.attrs)
+    def forward(self, a, ctx, inputs, params):
+        k, s, d, pads, _ = a.derived
         return [F.conv(inputs[0], params["weight"], params.get("bias"), stride=s, padding=pads,
-                       dilation=d, groups=node.attrs["groups"])]
+                       dilation=d, groups=a.attrs["groups"])]
 
-    def explain(self, attrs, in_types, out_types):
-        (x,), (y,) = in_types, out_types
-        k, s, d, pads = self._geometry(attrs)
+    def explain(self, a):
+        x, y, attrs = a.x, a.out_types[0], a.attrs
+        k, s, d, pads, _ = a.derived
         p = attrs["padding"]
         head = f"{self.name} k={_one(k)} s={_one(s)} p={p if isinstance(p, str) else _one(_pairs(pads))}"
         if any(v != 1 for v in d):
@@ -248,12 +262,16 @@ class Conv1d(_Conv):
     """1-D convolution over [N, C, L] (text CNNs, audio): L_out = (L + 2p - d(k-1) - 1)//s + 1."""
     name = "Conv1d"
     ndim = 1
+    samples = (Sample("x: f32[N, 3, T] -> Conv1d(4, 3, padding='same')"),
+               Sample("x: f32[N, 4, 9] -> Conv1d(6, 2, stride=2, dilation=2, groups=2, bias=false)"))
 
 
 class Conv2d(_Conv):
     """2-D convolution over [N, C, H, W]."""
     name = "Conv2d"
     ndim = 2
+    samples = (Sample("x: f32[N, 3, 7, 6] -> Conv2d(4, 3, stride=2, padding=1)"),
+               Sample("x: f32[N, 2, 6, 6] -> Conv2d(2, (2, 3), padding='same', groups=2)"))
 
 
 class _ConvTranspose(_ConvBase):
@@ -263,8 +281,8 @@ class _ConvTranspose(_ConvBase):
             Arg("padding", "ints", 0), Arg("output_padding", "ints", 0), Arg("dilation", "ints", 1),
             Arg("groups", "int", 1), Arg("bias", "bool", True))
 
-    def _geometry(self, attrs):
-        n = self.ndim
+    def derive(self, a):
+        n, attrs = self.ndim, a.attrs
         k = as_tuple(self, attrs, "kernel_size", n, 1)
         s = as_tuple(self, attrs, "stride", n, 1)
         d = as_tuple(self, attrs, "dilation", n, 1)
@@ -275,13 +293,13 @@ class _ConvTranspose(_ConvBase):
                 raise self.fail(f"output_padding {_show(attrs['output_padding'])} must be smaller than "
                                 f"either stride {_show(attrs['stride'])} or dilation {_show(attrs['dilation'])}",
                                 "output_padding only picks among the output sizes a strided input could have")
-        return k, s, d, p, op
+        return ConvGeometry(k, s, d, p, op)
 
-    def infer(self, attrs, in_types):
-        (x,) = in_types
+    def infer(self, a):
+        x = a.x
         c_in = self._channels(x)
-        self._groups(attrs, c_in)
-        k, s, d, p, op = self._geometry(attrs)
+        self._groups(a.attrs, c_in)
+        k, s, d, p, op = a.derived
         spatial = []
         for i, axis in enumerate(spatial_names(self.ndim)):
             size = x.shape[2 + i]
@@ -291,51 +309,50 @@ class _ConvTranspose(_ConvBase):
                                 f"would be {out} = ({size} - 1)*stride {s[i]} - 2*{p[i]} + "
                                 f"{d[i]}*(kernel {k[i]} - 1) + {op[i]} + 1")
             spatial.append(out)
-        return [x.with_shape((x.shape[0], attrs["out_channels"], *spatial))]
+        return [x.with_shape((x.shape[0], a.attrs["out_channels"], *spatial))]
 
-    def params(self, attrs, in_types):
-        c_in, c_out, g = int(in_types[0].shape[1]), attrs["out_channels"], attrs["groups"]
-        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
+    def params(self, a):
+        c_in, c_out, g = int(a.x.shape[1]), a.attrs["out_channels"], a.attrs["groups"]
+        k = a.derived.k
         fan_in = c_out // g * _prod(k)      # PyTorch computes fan_in from weight.shape[1] * prod(k)
         bound = 1.0 / math.sqrt(fan_in)
         p = {"weight": ParamSpec((c_in, c_out // g, *k), "uniform", bound=bound, fan_in=fan_in,
                                  fan_out=c_in * _prod(k))}
-        if attrs["bias"]:
+        if a.attrs["bias"]:
             p["bias"] = ParamSpec((c_out,), "uniform", bound=bound, fan_in=fan_in)
         return p
 
-    def macs(self, attrs, in_shapes, out_shapes):
-        k = as_tuple(self, attrs, "kernel_size", self.ndim, 1)
-        return _prod(in_shapes[0]) * (attrs["out_channels"] // attrs["groups"]) * _prod(k)
+    def macs(self, a, in_shapes, out_shapes):
+        return _prod(in_shapes[0]) * (a.attrs["out_channels"] // a.attrs["groups"]) * _prod(a.derived.k)
 
-    def lower(self, node, b, inputs):
+    def lower(self, a, g, inputs):
         # output_padding only lengthens the end of the output, which is the full transposed
         # convolution cropped to [p, full - p + op): so it is lowered as a smaller end pad
         # (pads_end = p - op). onnxruntime rejects output_padding >= stride, which PyTorch allows
         # when dilation > stride; where op > p, the rest goes to output_padding if it is below the
         # stride, else the tail (which no kernel tap reaches: bias only) is padded in explicitly.
-        k, s, d, p, op = self._geometry(node.attrs)
-        n, bias = self.ndim, node.attrs["bias"]
+        k, s, d, p, op = a.derived
+        n, bias = self.ndim, a.attrs["bias"]
         end = [max(p[i] - op[i], 0) for i in range(n)]
         extra = [max(op[i] - p[i], 0) for i in range(n)]
         explicit = any(extra[i] >= s[i] for i in range(n))
-        ins = [inputs[0], b.param("weight")] + ([b.param("bias")] if bias and not explicit else [])
-        y = b.op("ConvTranspose", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
-                 pads=list(p) + end, output_padding=None if explicit else extra, group=node.attrs["groups"])
+        ins = [inputs[0], g.param("weight")] + ([g.param("bias")] if bias and not explicit else [])
+        y = g.op("ConvTranspose", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
+                 pads=list(p) + end, output_padding=None if explicit else extra, group=a.attrs["groups"])
         if explicit:
-            y = b.op("Pad", [y, b.ints([0] * (n + 2) + [0, 0] + extra, hint="pads")])
+            y = g.op("Pad", [y, g.ints([0] * (n + 2) + [0, 0] + extra, hint="pads")])
             if bias:
-                y = b.op("Add", [y, b.derived("bias", lambda v: v.reshape((-1,) + (1,) * n), "bcast")])
+                y = g.op("Add", [y, g.derived("bias", lambda v: v.reshape((-1,) + (1,) * n), "bcast")])
         return [y]
 
-    def forward(self, node, ctx, inputs, params):
-        k, s, d, p, op = self._geometry(node.attrs)
+    def forward(self, a, ctx, inputs, params):
+        k, s, d, p, op = a.derived
         return [F.conv_transpose(inputs[0], params["weight"], params.get("bias"), stride=s, padding=p,
-                                 output_padding=op, dilation=d, groups=node.attrs["groups"])]
+                                 output_padding=op, dilation=d, groups=a.attrs["groups"])]
 
-    def explain(self, attrs, in_types, out_types):
-        (x,), (y,) = in_types, out_types
-        k, s, d, p, op = self._geometry(attrs)
+    def explain(self, a):
+        x, y, attrs = a.x, a.out_types[0], a.attrs
+        k, s, d, p, op = a.derived
         head = f"{self.name} k={_one(k)} s={_one(s)} p={_one(p)}"
         if any(v != 0 for v in op):
             head += f" op={_one(op)}"
@@ -362,10 +379,12 @@ class ConvTranspose1d(_ConvTranspose):
     """Transposed 1-D convolution over [N, C, L]."""
     name = "ConvTranspose1d"
     ndim = 1
+    samples = (Sample("x: f32[N, 3, T] -> ConvTranspose1d(2, 3, stride=2, padding=1, output_padding=1)"),)
 
 
 class ConvTranspose2d(_ConvTranspose):
     """Transposed 2-D convolution over [N, C, H, W] (DCGAN generators, U-Net decoders)."""
     name = "ConvTranspose2d"
     ndim = 2
-
+    samples = (Sample("x: f32[N, 4, 3, 3] -> ConvTranspose2d(2, 4, stride=2, padding=1)"),
+               Sample("x: f32[N, 2, 4, 3] -> ConvTranspose2d(4, (3, 2), stride=(2, 1), groups=2, bias=false)"))

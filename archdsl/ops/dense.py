@@ -6,7 +6,7 @@ import math
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
-from .base import DOT, Arg, Op
+from .base import DOT, Arg, Op, Sample, numel
 
 
 class Linear(Op):
@@ -18,27 +18,31 @@ class Linear(Op):
     name = "Linear"
     family = "dense"
     args = (Arg("out_features", "int"), Arg("bias", "bool", True), Arg("tied", "layer", None))
+    samples = (Sample("x: f32[N, 6] -> Linear(4)"), Sample("x: f32[N, T, 6] -> Linear(3, bias=false)"))
 
-    def infer(self, attrs, in_types):
-        (x,) = in_types
+    def time_local(self, a):
+        return True
+
+    def infer(self, a):
+        x = a.x
         self.expect_rank(x, (2, 3))
         self.expect_float(x)
         if not is_static(x.shape[-1]):
             raise self.fail(f"the last dim of the input must be concrete, got {x}")
-        if attrs["out_features"] <= 0:
-            raise self.fail(f"out_features must be positive, got {attrs['out_features']}")
-        return [x.with_shape(x.shape[:-1] + (attrs["out_features"],))]
+        if a.attrs["out_features"] <= 0:
+            raise self.fail(f"out_features must be positive, got {a.attrs['out_features']}")
+        return [x.with_shape(x.shape[:-1] + (a.attrs["out_features"],))]
 
-    def params(self, attrs, in_types):
-        fan_in, out = int(in_types[0].shape[-1]), attrs["out_features"]
+    def params(self, a):
+        fan_in, out = int(a.x.shape[-1]), a.attrs["out_features"]
         bound = 1.0 / math.sqrt(fan_in)     # PyTorch's default (kaiming_uniform with a=sqrt(5))
         p = {"weight": ParamSpec((out, fan_in), "uniform", bound=bound, fan_in=fan_in, fan_out=out)}
-        if attrs["bias"]:
+        if a.attrs["bias"]:
             p["bias"] = ParamSpec((out,), "uniform", bound=bound, fan_in=fan_in)
         return p
 
-    def explain(self, attrs, in_types, out_types):
-        n_in, n_out, bias = int(in_types[0].shape[-1]), attrs["out_features"], attrs["bias"]
+    def explain(self, a):
+        n_in, n_out, bias = int(a.x.shape[-1]), a.attrs["out_features"], a.attrs["bias"]
         lines = [f"Linear: last dim {n_in} \u2192 {n_out}: each output is a weighted sum of the {n_in} inputs"
                  + (" plus a bias" if bias else "")]
         total = n_out * n_in + (n_out if bias else 0)
@@ -46,23 +50,20 @@ class Linear(Op):
                      f"(weight [{n_out}, {n_in}]" + (f", bias [{n_out}])" if bias else ")"))
         return lines
 
-    def macs(self, attrs, in_shapes, out_shapes):
-        n = 1
-        for d in out_shapes[0]:
-            n *= d
-        return n * in_shapes[0][-1]
+    def macs(self, a, in_shapes, out_shapes):
+        return numel(out_shapes[0]) * in_shapes[0][-1]
 
-    def lower(self, node, b, inputs):
+    def lower(self, a, g, inputs):
         (x,) = inputs
-        bias = b.param("bias") if node.attrs["bias"] else ""
-        if node.inputs[0].type.rank == 2:
-            return [b.op("Gemm", [x, b.param("weight")] + ([bias] if bias else []), transB=1)]
-        if node.attrs["tied"] is not None:   # weight shared with an embedding: transpose at runtime
-            wt = b.op("Transpose", [b.param("weight")], perm=[1, 0])
+        bias = g.param("bias") if a.attrs["bias"] else ""
+        if a.x.rank == 2:
+            return [g.op("Gemm", [x, g.param("weight")] + ([bias] if bias else []), transB=1)]
+        if a.attrs["tied"] is not None:   # weight shared with an embedding: transpose at runtime
+            wt = g.op("Transpose", [g.param("weight")], perm=[1, 0])
         else:
-            wt = b.derived("weight", lambda w: w.T, "T")
-        y = b.op("MatMul", [x, wt])
-        return [b.op("Add", [y, bias]) if bias else y]
+            wt = g.derived("weight", lambda w: w.T, "T")
+        y = g.op("MatMul", [x, wt])
+        return [g.op("Add", [y, bias]) if bias else y]
 
-    def forward(self, node, ctx, inputs, params):
+    def forward(self, a, ctx, inputs, params):
         return [F.linear(inputs[0], params["weight"], params.get("bias"))]

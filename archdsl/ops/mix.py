@@ -23,7 +23,8 @@ import numpy as np
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
-from .base import Arg, Op
+from .base import Arg, Op, Sample, lowering, numel
+from .norm import reduce_mean_last
 
 _EPS = 1e-12
 
@@ -33,69 +34,74 @@ class ScalarMix(Op):
     family = "mix"
     args = (Arg("count", "int", None, doc="number of inputs (inferred)"), Arg("do_layer_norm", "bool", False))
     n_inputs = (1, -1)
+    samples = (Sample("(a: f32[N, T, 4], b: f32[N, T, 4], c: f32[N, T, 4]) -> ScalarMix"),
+               Sample("(a: f32[N, 6], b: f32[N, 6]) -> ScalarMix(do_layer_norm=true)"))
 
-    def infer(self, attrs, in_types):
+    def time_local(self, a):
+        return True
+
+    def infer(self, a):
+        in_types = a.in_types
         k = len(in_types)
-        if attrs["count"] is not None and attrs["count"] != k:
-            raise self.fail(f"count={attrs['count']} but {k} input{'s' if k != 1 else ''} were given",
+        if a.attrs["count"] is not None and a.attrs["count"] != k:
+            raise self.fail(f"count={a.attrs['count']} but {k} input{'s' if k != 1 else ''} were given",
                             "leave count out: it is inferred from the inputs")
         x0 = in_types[0]
         self.expect_float(x0, "input 0")
         for i, t in enumerate(in_types[1:], start=1):
             if t != x0:
-                diff = [f"dim {d}: {a} vs {b}" for d, (a, b) in enumerate(zip(t.shape, x0.shape)) if a != b]
+                diff = [f"dim {d}: {p} vs {q}" for d, (p, q) in enumerate(zip(t.shape, x0.shape)) if p != q]
                 raise self.fail(f"all inputs must have the same type; input {i} is {t} but input 0 is {x0}"
                                 + (f" ({', '.join(diff)})" if diff and t.rank == x0.rank else ""),
                                 "ELMo mixes layers of one width: concatenate both directions of every "
                                 "layer (and duplicate the token embedding) to the same size")
-        if attrs["do_layer_norm"] and (x0.rank == 0 or not is_static(x0.shape[-1])):
+        if a.attrs["do_layer_norm"] and (x0.rank == 0 or not is_static(x0.shape[-1])):
             raise self.fail(f"do_layer_norm needs a concrete last dim, got {x0}")
         return [x0]
 
-    def params(self, attrs, in_types):
-        k = len(in_types)
-        return {"weights": ParamSpec((k,), "zeros"), "gamma": ParamSpec((1,), "ones")}
+    def params(self, a):
+        return {"weights": ParamSpec((len(a.in_types),), "zeros"), "gamma": ParamSpec((1,), "ones")}
 
-    def macs(self, attrs, in_shapes, out_shapes):
-        n = 1
-        for d in out_shapes[0]:
-            n *= d
-        return n * len(in_shapes)
+    def macs(self, a, in_shapes, out_shapes):
+        return numel(out_shapes[0]) * len(in_shapes)
 
     @staticmethod
     def _coefficients(w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
         e = np.exp(w - w.max())
         return gamma.reshape(()) * e / e.sum()
 
-    def lower(self, node, b, inputs):
-        dt = node.inputs[0].type.np_dtype
-        coef = self._coefficients(np.asarray(b.param_value("weights"), np.float64),
-                                  np.asarray(b.param_value("gamma"), np.float64)).astype(dt)
+    def _mix(self, a, g, inputs, normalise):
+        dt = a.x.np_dtype
+        coef = self._coefficients(np.asarray(g.param_value("weights"), np.float64),
+                                  np.asarray(g.param_value("gamma"), np.float64)).astype(dt)
         out = None
         for j, x in enumerate(inputs):
-            if node.attrs["do_layer_norm"]:
-                x = self._layer_norm(b, x, node.inputs[j].type, dt)
-            term = b.op("Mul", [x, b.const(coef[j], hint=f"s{j}")])
-            out = term if out is None else b.op("Add", [out, term])
+            if a.attrs["do_layer_norm"]:
+                x = normalise(g, x, a.in_types[j], dt)
+            term = g.op("Mul", [x, g.const(coef[j], hint=f"s{j}")])
+            out = term if out is None else g.op("Add", [out, term])
         return [out]
 
-    @staticmethod
-    def _layer_norm(b, x, t, dt):
-        if b.opset >= 17:
-            scale = b.const(np.ones(int(t.shape[-1]), dt), hint="ones")
-            return b.op("LayerNormalization", [x, scale], axis=-1, epsilon=_EPS)
-        # opset 13..16: (x - mean) / sqrt(var + eps), ReduceMean with the axes attribute
-        mean = b.op("ReduceMean", [x], axes=[-1], keepdims=1)
-        d = b.op("Sub", [x, mean])
-        var = b.op("ReduceMean", [b.op("Mul", [d, d])], axes=[-1], keepdims=1)
-        std = b.op("Sqrt", [b.op("Add", [var, b.const(np.asarray(_EPS, dt), hint="eps")])])
-        return b.op("Div", [d, std])
+    @lowering(since=17)
+    def lower_native(self, a, g, inputs):
+        def normalise(g, x, t, dt):
+            scale = g.const(np.ones(int(t.shape[-1]), dt), hint="ones")
+            return g.op("LayerNormalization", [x, scale], axis=-1, epsilon=_EPS)
+        return self._mix(a, g, inputs, normalise)
 
-    def forward(self, node, ctx, inputs, params):
+    @lowering()
+    def lower_decomposed(self, a, g, inputs):
+        def normalise(g, x, t, dt):         # (x - mean) / sqrt(var + eps)
+            d = g.op("Sub", [x, reduce_mean_last(g, x)])
+            var = reduce_mean_last(g, g.op("Mul", [d, d]))
+            return g.op("Div", [d, g.op("Sqrt", [g.op("Add", [var, g.const(np.asarray(_EPS, dt), hint="eps")])])])
+        return self._mix(a, g, inputs, normalise)
+
+    def forward(self, a, ctx, inputs, params):
         s = F.softmax(params["weights"]) * params["gamma"]
         out = None
         for j, x in enumerate(inputs):
-            if node.attrs["do_layer_norm"]:
+            if a.attrs["do_layer_norm"]:
                 x = F.layer_norm(x, axes=-1, eps=_EPS)
             term = x * F.getitem(s, j)
             out = term if out is None else out + term

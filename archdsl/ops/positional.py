@@ -16,7 +16,7 @@ from ..autodiff import functional as F
 from ..errors import ArchError
 from ..ir.graph import MAX_INIT_STD, ParamSpec
 from ..ir.types import is_static
-from .base import Arg, Op
+from .base import Arg, Op, Sample
 
 
 @functools.lru_cache(maxsize=16)
@@ -61,6 +61,12 @@ def _sinusoid_graph(b, x: str, d: int, dt) -> str:
 class _AddPositions(Op):
     family = "positional"
 
+    def time_local(self, a):
+        return True         # position t gets table row t (sampling feeds absolute positions)
+
+    def context_length(self, a):
+        return int(a.attrs["max_len"])
+
     def _check(self, attrs, x, d_attr=None):
         if x.rank != 3:
             raise self.fail(f"expects a sequence [N, T, d], got {x}",
@@ -79,19 +85,19 @@ class _AddPositions(Op):
         return [x]
 
     @staticmethod
-    def _runtime_len(node, t: int):
-        if t > node.attrs["max_len"]:
-            raise ArchError(f"{node.op.name}: the sequence has {t} steps but max_len is {node.attrs['max_len']}",
-                            node.span, f"raise max_len to at least {t}")
+    def _runtime_len(a, t: int):
+        if t > a.attrs["max_len"]:
+            raise ArchError(f"{a.op.name}: the sequence has {t} steps but max_len is {a.attrs['max_len']}",
+                            a.span, f"raise max_len to at least {t}")
 
     @staticmethod
-    def _rows(b, node, table: str, x: str) -> str:
+    def _rows(a, g, table: str, x: str) -> str:
         """table[:T] for the runtime T of x."""
-        t = node.inputs[0].type.shape[1]
-        if is_static(t) and b.value(table) is not None and node.attrs["max_len"] == t:
+        t = a.x.shape[1]
+        if is_static(t) and g.value(table) is not None and a.attrs["max_len"] == t:
             return table
-        ends = b.op("Gather", [b.op("Shape", [x]), b.ints([1], "dim1")], axis=0)
-        return b.op("Slice", [table, b.ints([0], "starts"), ends, b.ints([0], "axes")])
+        ends = g.op("Gather", [g.op("Shape", [x]), g.ints([1], "dim1")], axis=0)
+        return g.op("Slice", [table, g.ints([0], "starts"), ends, g.ints([0], "axes")])
 
 
 class PositionalEncoding(_AddPositions):
@@ -99,12 +105,17 @@ class PositionalEncoding(_AddPositions):
     parameters. `scale=sqrt(d)` is the paper's scaling of the embeddings before the sum."""
     name = "PositionalEncoding"
     args = (Arg("max_len", "int", 5000), Arg("dropout", "float", 0.0), Arg("scale", "float", 1.0))
+    samples = (Sample("x: f32[N, T, 6] -> PositionalEncoding(max_len=16, scale=2.0)"),
+               Sample("x: f32[N, 4, 5] -> PositionalEncoding(max_len=4)"))
 
-    def infer(self, attrs, in_types):
+    def stochastic(self, a):
+        return a.attrs["dropout"] > 0
+
+    def infer(self, a):
+        attrs, x = a.attrs, a.x
         if not 0.0 <= attrs["dropout"] < 1.0:
             raise self.fail(f"dropout must be in [0, 1), got {attrs['dropout']}")
-        out = self._check(attrs, in_types[0])
-        x = in_types[0]
+        out = self._check(attrs, x)
         big = float(np.finfo(x.np_dtype).max)
         if not abs(attrs["scale"]) <= big:          # (also NaN)
             raise self.fail(f"scale {attrs['scale']:g} does not fit the input's dtype {x.dtype} (max {big:g})")
@@ -116,29 +127,29 @@ class PositionalEncoding(_AddPositions):
                             "is the feature dim what you meant? raise the constant for a bigger table")
         return out
 
-    def lower(self, node, b, inputs):
-        t = node.inputs[0].type
+    def lower(self, a, g, inputs):
+        t = a.x
         d, t_len = int(t.shape[-1]), t.shape[1]
         x = inputs[0]
         if is_static(t_len):                                    # static T: just T rows
-            rows = b.const(sinusoid_table(int(t_len), d, t.np_dtype.name), hint="positions")
-        elif node.attrs["max_len"] * d <= MAX_TABLE_ELEMENTS:   # dynamic T: the table, sliced
-            table = b.const(sinusoid_table(node.attrs["max_len"], d, t.np_dtype.name), hint="positions")
-            rows = self._rows(b, node, table, x)
+            rows = g.const(sinusoid_table(int(t_len), d, t.np_dtype.name), hint="positions")
+        elif a.attrs["max_len"] * d <= MAX_TABLE_ELEMENTS:   # dynamic T: the table, sliced
+            table = g.const(sinusoid_table(a.attrs["max_len"], d, t.np_dtype.name), hint="positions")
+            rows = self._rows(a, g, table, x)
         else:
-            rows = _sinusoid_graph(b, x, d, t.np_dtype)
-        if node.attrs["scale"] != 1.0:
-            x = b.op("Mul", [x, b.const(np.asarray(node.attrs["scale"], t.np_dtype), hint="scale")])
-        return [b.op("Add", [x, rows])]
+            rows = _sinusoid_graph(g, x, d, t.np_dtype)
+        if a.attrs["scale"] != 1.0:
+            x = g.op("Mul", [x, g.const(np.asarray(a.attrs["scale"], t.np_dtype), hint="scale")])
+        return [g.op("Add", [x, rows])]
 
-    def forward(self, node, ctx, inputs, params):
+    def forward(self, a, ctx, inputs, params):
         x = inputs[0]
         t = x.shape[1]
-        self._runtime_len(node, t)
-        if node.attrs["scale"] != 1.0:
-            x = F.mul(x, node.attrs["scale"])
+        self._runtime_len(a, t)
+        if a.attrs["scale"] != 1.0:
+            x = F.mul(x, a.attrs["scale"])
         y = F.add(x, sinusoid_table(t, x.shape[-1], x.dtype.name))
-        p = node.attrs["dropout"]
+        p = a.attrs["dropout"]
         return [F.dropout(y, p, ctx.training, ctx.rng) if ctx.training and p > 0 else y]
 
 
@@ -147,25 +158,28 @@ class PositionalEmbedding(_AddPositions):
     weight [max_len, d] ~ N(0, std) (0.02 as in BERT and GPT-2)."""
     name = "PositionalEmbedding"
     args = (Arg("max_len", "int"), Arg("d", "int", None), Arg("std", "float", 0.02))
+    samples = (Sample("x: f32[N, T, 4] -> PositionalEmbedding(8)"),
+               Sample("x: f32[N, 3, 2] -> PositionalEmbedding(3, d=2, std=0.5)"))
 
-    def infer(self, attrs, in_types):
+    def infer(self, a):
+        attrs = a.attrs
         if not 0 <= attrs["std"] <= MAX_INIT_STD:
             raise self.fail(f"std must be in [0, {MAX_INIT_STD:g}], got {attrs['std']}",
                             "a larger std overflows float32 weights; 0.02 (default) is usual")
-        return self._check(attrs, in_types[0], attrs["d"])
+        return self._check(attrs, a.x, attrs["d"])
 
-    def params(self, attrs, in_types):
-        d = int(in_types[0].shape[-1])
-        return {"weight": ParamSpec((attrs["max_len"], d), "normal", std=attrs["std"],
-                                    fan_in=attrs["max_len"], fan_out=d)}
+    def params(self, a):
+        d = int(a.x.shape[-1])
+        return {"weight": ParamSpec((a.attrs["max_len"], d), "normal", std=a.attrs["std"],
+                                    fan_in=a.attrs["max_len"], fan_out=d)}
 
-    def lower(self, node, b, inputs):
-        return [b.op("Add", [inputs[0], self._rows(b, node, b.param("weight"), inputs[0])])]
+    def lower(self, a, g, inputs):
+        return [g.op("Add", [inputs[0], self._rows(a, g, g.param("weight"), inputs[0])])]
 
-    def forward(self, node, ctx, inputs, params):
+    def forward(self, a, ctx, inputs, params):
         x = inputs[0]
         t = x.shape[1]
-        self._runtime_len(node, t)
+        self._runtime_len(a, t)
         w = params["weight"]
         return [F.add(x, w if t == w.shape[0] else F.getitem(w, slice(0, t)))]
 
@@ -176,28 +190,27 @@ class SelectStep(Op):
     name = "SelectStep"
     family = "positional"
     args = (Arg("index", "int", 0), Arg("axis", "int", 1))
+    samples = (Sample("x: f32[N, T, 3] -> SelectStep(-1)"), Sample("x: f32[N, 4, 2, 3] -> SelectStep(1, axis=2)"))
 
-    def _axis(self, attrs, x) -> int:
-        ax = attrs["axis"]
+    def derive(self, a) -> int:
+        """The axis, normalised against the rank."""
+        x, ax = a.x, a.attrs["axis"]
+        if x.rank < 2:
+            raise self.fail(f"expects an input with at least 2 dims, got {x}")
         if not -x.rank <= ax < x.rank:
             raise self.fail(f"axis {ax} is out of range for the {x.rank}-D input {x}")
         return ax % x.rank
 
-    def infer(self, attrs, in_types):
-        (x,) = in_types
-        if x.rank < 2:
-            raise self.fail(f"expects an input with at least 2 dims, got {x}")
-        ax = self._axis(attrs, x)
-        n, i = x.shape[ax], attrs["index"]
+    def infer(self, a):
+        x, ax = a.x, a.derived
+        n, i = x.shape[ax], a.attrs["index"]
         if is_static(n) and not -n <= i < n:
             raise self.fail(f"index {i} is out of range for dim {ax} of size {n} ({x})")
         return [x.with_shape(x.shape[:ax] + x.shape[ax + 1:])]
 
-    def lower(self, node, b, inputs):
-        ax = self._axis(node.attrs, node.inputs[0].type)
-        return [b.op("Gather", [inputs[0], b.ints(node.attrs["index"], "index")], axis=ax)]
+    def lower(self, a, g, inputs):
+        return [g.op("Gather", [inputs[0], g.ints(a.attrs["index"], "index")], axis=a.derived)]
 
-    def forward(self, node, ctx, inputs, params):
-        ax = self._axis(node.attrs, node.inputs[0].type)
-        idx = (slice(None),) * ax + (node.attrs["index"],)
+    def forward(self, a, ctx, inputs, params):
+        idx = (slice(None),) * a.derived + (a.attrs["index"],)
         return [F.getitem(inputs[0], idx)]

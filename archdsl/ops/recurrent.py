@@ -71,7 +71,7 @@ from ..autodiff.recurrent import gru_layer, lstm_layer, rnn_layer
 from ..errors import ArchError
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType, is_static
-from .base import Arg, Op
+from .base import Arg, Op, Recurrence, Sample
 
 _HIDDEN = Arg("hidden", "int", doc="features of the hidden state")
 _LAYERS = Arg("num_layers", "int", 1, doc="stacked layers (deep RNN)")
@@ -107,8 +107,8 @@ class _Recurrent(Op):
         """Index of the first initial-state input: after x, and after lengths with lengths=true."""
         return 2 if attrs.get("lengths") else 1
 
-    def infer(self, attrs, in_types):
-        x = in_types[0]
+    def infer(self, a):
+        attrs, in_types, x = a.attrs, a.in_types, a.x
         if x.rank != 3:
             hint = ("token ids go through an Embedding first" if not x.is_float and x.rank == 2 else
                     "a recurrent layer reads a batch-first sequence [N, T, features]")
@@ -159,6 +159,25 @@ class _Recurrent(Op):
             outs += [x.with_shape(want)] * len(self.states)
         return outs
 
+    def time_local(self, a):
+        # padded-batch lengths from a model input are fine (the sampler feeds no padding);
+        # computed lengths are not: they are checked by the sampler, which sees the graph
+        r = self.recurrence(a)
+        return r.forward_in_time
+
+    def recurrence(self, a):
+        attrs, x = a.attrs, a.x
+        L, D, H = attrs["num_layers"], self.dirs(attrs), attrs["hidden"]
+        first = self.first_state(attrs)
+        cells = tuple(tuple(p for p in a.params if p.endswith(_suffix(k, d)))
+                      for k in range(L) for d in range(D))
+        return Recurrence(states=self.states, first_state=first, state_type=x.with_shape((L * D, x.shape[0], H)),
+                          returns_states=bool(attrs["return_state"]), lengths_input=1 if first == 2 else None,
+                          forward_in_time=(D == 1 and not attrs["reverse"] and attrs["return_sequences"]),
+                          return_states={"return_state": True}, cell=f"{self.name} cell", layers=L, directions=D,
+                          reverse=bool(attrs["reverse"]), returns_sequence=bool(attrs["return_sequences"]),
+                          cell_params=cells)
+
     def _check_lengths(self, x: TensorType, given: list) -> None:
         order = f"({', '.join(('x', 'lengths') + self.states)})"
         if not given:
@@ -179,11 +198,12 @@ class _Recurrent(Op):
         D, H = self.dirs(attrs), attrs["hidden"]
         return [c] + [D * H] * (attrs["num_layers"] - 1)
 
-    def params(self, attrs, in_types):
+    def params(self, a):
+        attrs = a.attrs
         H, G = attrs["hidden"], self.gates
         bound = 1.0 / math.sqrt(H)          # PyTorch: U(-1/sqrt(hidden), 1/sqrt(hidden)) for all
         p = {}
-        for k, c_in in enumerate(self.layer_inputs(attrs, int(in_types[0].shape[2]))):
+        for k, c_in in enumerate(self.layer_inputs(attrs, int(a.x.shape[2]))):
             for d in range(self.dirs(attrs)):
                 s = _suffix(k, d)
                 p[f"weight_ih{s}"] = ParamSpec((G * H, c_in), "uniform", bound=bound, fan_in=c_in, fan_out=G * H)
@@ -198,10 +218,10 @@ class _Recurrent(Op):
     def extra_params(self, attrs) -> tuple[str, ...]:
         return ()
 
-    def macs(self, attrs, in_shapes, out_shapes):
+    def macs(self, a, in_shapes, out_shapes):
         n, t, c = in_shapes[0]
-        H, G, D = attrs["hidden"], self.gates, self.dirs(attrs)
-        return n * t * sum(D * G * H * (c_in + H) for c_in in self.layer_inputs(attrs, c))
+        H, G, D = a.attrs["hidden"], self.gates, self.dirs(a.attrs)
+        return n * t * sum(D * G * H * (c_in + H) for c_in in self.layer_inputs(a.attrs, c))
 
     # -- ONNX --------------------------------------------------------------------------------
     def onnx_attrs(self, attrs) -> dict:
@@ -210,11 +230,11 @@ class _Recurrent(Op):
     def _reorder(self, w: np.ndarray, H: int) -> np.ndarray:
         return np.concatenate([w[g * H:(g + 1) * H] for g in self.onnx_gate_order], axis=0)
 
-    def _stacked(self, b, node, k: int, what: str, dt) -> str:
+    def _stacked(self, b, a, k: int, what: str, dt) -> str:
         """[dirs, ...] initializer of layer k for ONNX input W, R, B or P, from PyTorch's params."""
-        a, H = node.attrs, node.attrs["hidden"]
+        H = a.attrs["hidden"]
         per_dir = []
-        for d in range(self.dirs(a)):
+        for d in range(self.dirs(a.attrs)):
             s = _suffix(k, d)
             if what == "W":
                 v = self._reorder(b.param_value(f"weight_ih{s}"), H)
@@ -228,10 +248,10 @@ class _Recurrent(Op):
             per_dir.append(v)
         return b.const(np.stack(per_dir).astype(dt), hint=f"{what}_l{k}")
 
-    def lower(self, node, b, inputs):
-        a = node.attrs
+    def lower(self, app, b, inputs):
+        a = app.attrs
         L, D, H = a["num_layers"], self.dirs(a), a["hidden"]
-        dt = node.inputs[0].type.np_dtype
+        dt = app.x.np_dtype
         direction = "bidirectional" if D == 2 else "reverse" if a["reverse"] else None
         peep = bool(a.get("peepholes"))
         # layout 0 (time-major): see the module docstring for why not layout=1
@@ -239,7 +259,7 @@ class _Recurrent(Op):
         first = self.first_state(a)
         lens = ""
         if first == 2:      # sequence_lens is int32 in ONNX; one Cast serves every layer
-            lens = inputs[1] if node.inputs[1].type.dtype == "i32" else b.op("Cast", [inputs[1]], to=6)
+            lens = inputs[1] if app.in_types[1].dtype == "i32" else b.op("Cast", [inputs[1]], to=6)
         states = []
         for s in inputs[first:]:
             states.append([s] if L == 1 else b.op("Split", [s, b.ints([D] * L, "split")], n_out=L, axis=0))
@@ -248,17 +268,17 @@ class _Recurrent(Op):
         y = None
         for k in range(L):
             last = k == L - 1
-            ins = [seq, self._stacked(b, node, k, "W", dt), self._stacked(b, node, k, "R", dt),
-                   self._stacked(b, node, k, "B", dt) if a["bias"] else "", lens]
+            ins = [seq, self._stacked(b, app, k, "W", dt), self._stacked(b, app, k, "R", dt),
+                   self._stacked(b, app, k, "B", dt) if a["bias"] else "", lens]
             ins += [st[k] for st in states] + [""] * (n_state_out - len(states))
             if peep:
-                ins.append(self._stacked(b, node, k, "P", dt))
+                ins.append(self._stacked(b, app, k, "P", dt))
             while ins and ins[-1] == "":
                 ins.pop()
             need = [not last or a["return_sequences"],
                     a["return_state"] or (last and not a["return_sequences"])]
             need += [a["return_state"]] * (n_state_out - 1)
-            outs = [b.fresh(f"{node.name}/{self.onnx_op}_l{k}:{o}") if n else ""
+            outs = [b.fresh(f"{b.node.name}/{self.onnx_op}_l{k}:{o}") if n else ""
                     for o, n in zip(("Y", "Y_h", "Y_c"), need)]
             while outs[-1] == "":
                 outs.pop()
@@ -289,12 +309,12 @@ class _Recurrent(Op):
     def run_layer(self, attrs, x, params: dict, s: str, init: list, reverse: bool, lengths) -> tuple:
         raise NotImplementedError
 
-    def forward(self, node, ctx, inputs, params):
-        a = node.attrs
+    def forward(self, app, ctx, inputs, params):
+        a = app.attrs
         L, D = a["num_layers"], self.dirs(a)
         first = self.first_state(a)
         x, init = inputs[0], list(inputs[first:])
-        lengths = self._lengths(node, inputs[1], x.shape[0], x.shape[1]) if first == 2 else None
+        lengths = self._lengths(app, inputs[1], x.shape[0], x.shape[1]) if first == 2 else None
         finals: list[list] = [[] for _ in self.states]
         for k in range(L):
             ys = []
@@ -313,15 +333,15 @@ class _Recurrent(Op):
         return outs
 
 
-    def _lengths(self, node, v, n: int, t: int) -> np.ndarray:
+    def _lengths(self, app, v, n: int, t: int) -> np.ndarray:
         a = np.asarray(v.data if hasattr(v, "data") else v)
         if a.shape != (n,):
             raise ArchError(f"{self.name}: lengths must have shape [{n}] (one per batch row), got {list(a.shape)}",
-                            node.span)
+                            app.span)
         a = a.astype(np.int64)
         if n and (a.min() < 1 or a.max() > t):
             raise ArchError(f"{self.name}: sequence lengths must be in 1..{t} (the time dim), got {a.tolist()}",
-                            node.span, "every row needs at least one valid step; rows are right-padded")
+                            app.span, "every row needs at least one valid step; rows are right-padded")
         return a
 
 
@@ -341,6 +361,8 @@ class RNN(_Recurrent):
     n_inputs = (1, 3)
     args = (_HIDDEN, Arg("nonlinearity", "str", "tanh", choices=("tanh", "relu")), _LAYERS, _BIDI, _REVERSE,
             _SEQ, _STATE, _BIAS, _LENGTHS)
+    samples = (Sample("x: f32[N, T, 3] -> RNN(4, num_layers=2, nonlinearity='relu')"),
+               Sample("(x: f32[N, T, 3], h0: f32[2, N, 4]) -> RNN(4, bidirectional=true, return_state=true)"))
 
     def onnx_attrs(self, attrs):
         return {"activations": ["Relu"] * self.dirs(attrs)} if attrs["nonlinearity"] == "relu" else {}
@@ -362,6 +384,11 @@ class LSTM(_Recurrent):
     onnx_gate_order = (0, 3, 1, 2)      # ONNX i, o, f, c  <-  PyTorch i, f, g, o
     n_inputs = (1, 4)
     args = (_HIDDEN, _LAYERS, _BIDI, _REVERSE, Arg("peepholes", "bool", False), _SEQ, _STATE, _BIAS, _LENGTHS)
+    samples = (Sample("x: f32[N, T, 3] -> LSTM(4, peepholes=true)"),
+               Sample("(x: f32[N, T, 3], lengths: i64[N], h0: f32[2, N, 4], c0: f32[2, N, 4]) -> "
+                      "LSTM(4, num_layers=2, lengths=true, return_sequences=false, return_state=true)",
+                      values={"lengths": (1, 6)}),
+               Sample("x: f32[N, T, 2] -> LSTM(3, reverse=true)"))
 
     def extra_params(self, attrs):
         return ("p_i", "p_f", "p_o") if attrs["peepholes"] else ()
@@ -383,6 +410,9 @@ class GRU(_Recurrent):
     n_inputs = (1, 3)
     args = (_HIDDEN, _LAYERS, _BIDI, _REVERSE, _SEQ, _STATE, _BIAS, Arg("linear_before_reset", "bool", True),
             _LENGTHS)
+    samples = (Sample("x: f32[N, T, 3] -> GRU(4, bidirectional=true)"),
+               Sample("(x: f32[N, T, 2], lengths: i32[N]) -> GRU(3, linear_before_reset=false, lengths=true)",
+                      values={"lengths": (1, 6)}))
 
     def onnx_attrs(self, attrs):
         return {"linear_before_reset": 1} if attrs["linear_before_reset"] else {}

@@ -9,7 +9,7 @@ from functools import reduce
 
 from ..autodiff import functional as F
 from ..ir.types import Sym, broadcast_shapes, is_static
-from .base import Arg, Op
+from .base import Arg, Op, Sample
 
 
 def _prod(dims):
@@ -25,8 +25,12 @@ class Flatten(Op):
     name = "Flatten"
     family = "structural"
     args = (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1))
+    samples = (Sample("x: f32[N, 2, 3, 4] -> Flatten"), Sample("x: f32[N, T, 2, 3] -> Flatten(start_dim=2)"),
+               Sample("x: f32[N, 3, T] -> Flatten(start_dim=0, end_dim=1)"))
 
-    def _range(self, attrs, x) -> tuple[int, int]:
+    def derive(self, a) -> tuple[int, int]:
+        """(start, end): the merged dims, normalised against the rank."""
+        x, attrs = a.x, a.attrs
         r = max(x.rank, 1)      # a 0-D input flattens like a 1-D one, as in PyTorch
         s, e = attrs["start_dim"], attrs["end_dim"]
         for what, v in (("start_dim", s), ("end_dim", e)):
@@ -39,39 +43,38 @@ class Flatten(Op):
                             f"{attrs['end_dim']} (dim {e}) for the {x.rank}-D input {x}")
         return s, e
 
-    def infer(self, attrs, in_types):
-        (x,) = in_types
-        s, e = self._range(attrs, x)
+    def infer(self, a):
+        x = a.x
+        s, e = a.derived
         if x.rank == 0:
             return [x.with_shape((1,))]
         return [x.with_shape(x.shape[:s] + (_prod(x.shape[s:e + 1]),) + x.shape[e + 1:])]
 
-    def lower(self, node, b, inputs):
+    def lower(self, a, g, inputs):
         (x,) = inputs
-        t = node.inputs[0].type
-        s, e = self._range(node.attrs, t)
+        t = a.x
+        s, e = a.derived
         r = t.rank
         if r == 0:
-            return [b.op("Reshape", [x, b.ints([1])])]
+            return [g.op("Reshape", [x, g.ints([1])])]
         if s == e:
             return [x]
         if s == 1 and e == r - 1:
-            return [b.op("Flatten", [x], axis=1)]
+            return [g.op("Flatten", [x], axis=1)]
         head = [0] * s + [-1]           # 0 copies the input dim at the same index
         tail = _concrete(t.shape[e + 1:])
         if tail is not None:
-            return [b.op("Reshape", [x, b.ints(head + tail)])]
+            return [g.op("Reshape", [x, g.ints(head + tail)])]
         # Symbolic trailing dims: take them from the runtime shape.
-        shape = b.op("Shape", [x])
-        tail_dims = b.op("Slice", [shape, b.ints([e + 1], "starts"), b.ints([r], "ends"), b.ints([0], "axes")])
-        return [b.op("Reshape", [x, b.op("Concat", [b.ints(head), tail_dims], axis=0)])]
+        shape = g.op("Shape", [x])
+        tail_dims = g.op("Slice", [shape, g.ints([e + 1], "starts"), g.ints([r], "ends"), g.ints([0], "axes")])
+        return [g.op("Reshape", [x, g.op("Concat", [g.ints(head), tail_dims], axis=0)])]
 
-    def forward(self, node, ctx, inputs, params):
+    def forward(self, a, ctx, inputs, params):
         (x,) = inputs
-        t = node.inputs[0].type
-        if t.rank == 0:
+        if a.x.rank == 0:
             return [F.reshape(x, (1,))]
-        s, e = self._range(node.attrs, t)
+        s, e = a.derived
         shp = tuple(x.shape)
         return [F.reshape(x, shp[:s] + (-1,) + shp[e + 1:])]
 
@@ -82,10 +85,11 @@ class Reshape(Op):
     name = "Reshape"
     family = "structural"
     args = (Arg("shape", "shape"),)
+    samples = (Sample("x: f32[N, 2, 6] -> Reshape((0, 3, -1))"), Sample("x: f32[N, T, 6] -> Reshape((0, 0, 2, 3))"))
 
-    def infer(self, attrs, in_types):
-        (x,) = in_types
-        shape = tuple(attrs["shape"])
+    def infer(self, a):
+        x = a.x
+        shape = tuple(a.attrs["shape"])
         if sum(1 for v in shape if v == -1) > 1:
             raise self.fail(f"at most one dim of the target shape {shape} can be -1")
         out = []
@@ -132,13 +136,13 @@ class Reshape(Op):
                             "use 0 to copy a dim of the input, or -1 to infer one")
         return [x.with_shape(tuple(out))]
 
-    def lower(self, node, b, inputs):
-        return [b.op("Reshape", [inputs[0], b.ints(list(node.attrs["shape"]))])]
+    def lower(self, a, g, inputs):
+        return [g.op("Reshape", [inputs[0], g.ints(list(a.attrs["shape"]))])]
 
-    def forward(self, node, ctx, inputs, params):
+    def forward(self, a, ctx, inputs, params):
         (x,) = inputs
         shp = tuple(x.shape)
-        return [F.reshape(x, tuple(shp[i] if v == 0 else v for i, v in enumerate(node.attrs["shape"])))]
+        return [F.reshape(x, tuple(shp[i] if v == 0 else v for i, v in enumerate(a.attrs["shape"])))]
 
 
 class Transpose(Op):
@@ -146,9 +150,11 @@ class Transpose(Op):
     name = "Transpose"
     family = "structural"
     args = (Arg("perm", "shape"),)
+    samples = (Sample("x: f32[N, T, 4] -> Transpose((0, 2, 1))"),)
 
-    def _perm(self, attrs, x) -> tuple[int, ...]:
-        perm = tuple(attrs["perm"])
+    def derive(self, a) -> tuple[int, ...]:
+        """The permutation, normalised against the rank."""
+        x, perm = a.x, tuple(a.attrs["perm"])
         if len(perm) != x.rank:
             raise self.fail(f"perm {perm} has {len(perm)} entries, but the input {x} has {x.rank} dims")
         if any(not -x.rank <= p < x.rank for p in perm):
@@ -159,23 +165,21 @@ class Transpose(Op):
                             "each dim must appear exactly once")
         return norm
 
-    def infer(self, attrs, in_types):
-        (x,) = in_types
-        perm = self._perm(attrs, x)
-        return [x.with_shape(tuple(x.shape[p] for p in perm))]
+    def infer(self, a):
+        return [a.x.with_shape(tuple(a.x.shape[p] for p in a.derived))]
 
-    def lower(self, node, b, inputs):
-        perm = list(self._perm(node.attrs, node.inputs[0].type))
-        if not perm:        # a 0-D tensor: ONNX cannot carry an empty `perm` attribute
-            return [b.op("Identity", inputs)]
-        return [b.op("Transpose", inputs, perm=perm)]
+    def lower(self, a, g, inputs):
+        if not a.derived:        # a 0-D tensor: ONNX cannot carry an empty `perm` attribute
+            return [g.op("Identity", inputs)]
+        return [g.op("Transpose", inputs, perm=list(a.derived))]
 
-    def forward(self, node, ctx, inputs, params):
-        return [F.transpose(inputs[0], self._perm(node.attrs, node.inputs[0].type))]
+    def forward(self, a, ctx, inputs, params):
+        return [F.transpose(inputs[0], a.derived)]
 
 
 class Permute(Transpose):
     name = "Permute"
+    samples = (Sample("x: f32[N, 2, 3, 4] -> Permute((0, 2, 3, 1))"),)
 
 
 class Concat(Op):
@@ -184,19 +188,25 @@ class Concat(Op):
     family = "structural"
     args = (Arg("axis", "int", 1),)
     n_inputs = (2, -1)
+    samples = (Sample("(a: f32[N, 2, 3], b: f32[N, 4, 3]) -> Concat"),
+               Sample("(a: f32[N, T, 3], b: f32[N, T, 2], c: f32[N, T, 1]) -> Concat(axis=-1)"))
 
-    def _axis(self, attrs, x) -> int:
-        ax = attrs["axis"]
+    def derive(self, a) -> int:
+        """The concat axis, normalised against the rank."""
+        x, ax = a.x, a.attrs["axis"]
         if not -x.rank <= ax < x.rank:
             raise self.fail(f"axis {ax} is out of range for the {x.rank}-D input {x}",
                             f"choose an axis in {-x.rank}..{x.rank - 1}" if x.rank else None)
         return ax % x.rank
 
-    def infer(self, attrs, in_types):
+    def time_local(self, a):
+        return a.x.rank >= 3 and a.derived >= 2
+
+    def infer(self, a):
+        in_types = a.in_types
         if len(in_types) < 2:
             raise self.fail(f"needs at least 2 inputs, got {len(in_types)}")
-        x0 = in_types[0]
-        ax = self._axis(attrs, x0)
+        x0, ax = in_types[0], a.derived
         total = x0.shape[ax]
         for i, t in enumerate(in_types[1:], start=1):
             if t.dtype != x0.dtype:
@@ -210,11 +220,11 @@ class Concat(Op):
             total = total + t.shape[ax]
         return [x0.with_shape(x0.shape[:ax] + (total,) + x0.shape[ax + 1:])]
 
-    def lower(self, node, b, inputs):
-        return [b.op("Concat", inputs, axis=self._axis(node.attrs, node.inputs[0].type))]
+    def lower(self, a, g, inputs):
+        return [g.op("Concat", inputs, axis=a.derived)]
 
-    def forward(self, node, ctx, inputs, params):
-        return [F.concat(list(inputs), self._axis(node.attrs, node.inputs[0].type))]
+    def forward(self, a, ctx, inputs, params):
+        return [F.concat(list(inputs), a.derived)]
 
 
 class _Binary(Op):
@@ -225,10 +235,14 @@ class _Binary(Op):
     symbol = ""
     engine_fn = None      # the autodiff primitive computing it
 
-    def forward(self, node, ctx, inputs, params):
+    def time_local(self, a):
+        return True
+
+    def forward(self, a, ctx, inputs, params):
         return [type(self).engine_fn(inputs[0], inputs[1])]
 
-    def infer(self, attrs, in_types):
+    def infer(self, a):
+        in_types = a.in_types
         if len(in_types) != 2:
             raise self.fail(f"takes exactly 2 inputs, got {len(in_types)}")
         a, c = in_types
@@ -242,8 +256,8 @@ class _Binary(Op):
                             "dims are matched from the right; each pair must be equal or contain a 1")
         return [a.with_shape(shape)]
 
-    def lower(self, node, b, inputs):
-        return [b.op(self.onnx_op, inputs)]
+    def lower(self, a, g, inputs):
+        return [g.op(self.onnx_op, inputs)]
 
 
 def _dims(shape) -> str:
@@ -253,6 +267,7 @@ def _dims(shape) -> str:
 class Add(_Binary):
     name = "Add"
     onnx_op = "Add"
+    samples = (Sample("(a: f32[N, 3, 4], b: f32[4]) -> Add"), Sample("(a: f32[N, T, 1], b: f32[N, 1, 3]) -> Add"))
     symbol = "+"
     engine_fn = F.add
 
@@ -260,6 +275,7 @@ class Add(_Binary):
 class Sub(_Binary):
     name = "Sub"
     onnx_op = "Sub"
+    samples = (Sample("(a: f32[N, 3], b: f32[N, 3]) -> Sub"), Sample("(a: f32[3, 1], b: f32[N, 1, 4]) -> Sub"))
     symbol = "-"
     engine_fn = F.sub
 
@@ -267,5 +283,6 @@ class Sub(_Binary):
 class Mul(_Binary):
     name = "Mul"
     onnx_op = "Mul"
+    samples = (Sample("(a: f32[N, 2, 5], b: f32[N, 2, 5]) -> Mul"), Sample("(a: f32[N, T, 4], b: f32[N, 1, 4]) -> Mul"))
     symbol = "*"
     engine_fn = F.mul

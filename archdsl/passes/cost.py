@@ -205,7 +205,7 @@ def analyze(model: Model, dims: dict[str, int] | None = None, batch: int = 1) ->
                 trainable += p.numel if p.trainable else 0
         in_shapes = [res.shape(v.type) for v in n.inputs]
         out_shapes = [res.shape(v.type) for v in n.outputs]
-        macs = int(n.op.macs(n.attrs, in_shapes, out_shapes))
+        macs = int(n.op.macs(n.app, in_shapes, out_shapes))
         out_bytes = sum(_numel(s) * v.type.np_dtype.itemsize for s, v in zip(out_shapes, n.outputs))
         shared_with = None
         if n.instance:

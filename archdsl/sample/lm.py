@@ -251,32 +251,24 @@ class StateSlot:
                 "shape": [str(d) for d in self.type.shape], "dtype": self.type.dtype}
 
 
+def _recurrence(node: Node):
+    """What a node that carries state over time declares (ops/base.py: Recurrence), or None."""
+    return node.op.recurrence(node.app)
+
+
 def _is_recurrent(node: Node) -> bool:
-    return node.op.family == "recurrent"
+    return _recurrence(node) is not None
 
 
 def time_local(node: Node) -> bool:
     """True when output step t of the node depends only on input step t (batch-first [N, T, ...]),
-    or, for a recurrent node, when it is causal and runs forwards (its state carries the rest)."""
-    fam, kind, a = node.op.family, node.kind, node.attrs
-    if fam == "recurrent":
-        # padded-batch lengths from a model input are fine: the sampler feeds no padding and sets
-        # them to the tokens of each call (Runner._feeds); computed lengths are not
-        lengths_ok = not a.get("lengths") or node.inputs[1].producer is None
-        return (not a.get("bidirectional") and lengths_ok and not a.get("reverse")
-                and a.get("return_sequences", True))
-    if fam in ("dense", "dropout", "embedding", "mix") or kind in ("LayerNorm", "Add", "Sub", "Mul", "Identity"):
-        return True
-    if fam == "activation":
-        ax = a.get("axis")
-        if ax is None:
-            return True
-        rank = node.inputs[0].type.rank
-        return rank < 3 or ax % rank >= 2
-    if kind == "Concat":
-        rank = node.outputs[0].type.rank
-        return rank >= 3 and a.get("axis", 1) % rank >= 2
-    return False
+    or, for a recurrent node, when it is causal and runs forwards (its state carries the rest).
+    The op declares it; padded-batch lengths must come from a model input (the sampler feeds no
+    padding and sets them to the tokens of each call, Runner._feeds), not be computed."""
+    if not node.op.time_local(node.app):
+        return False
+    rec = _recurrence(node)
+    return rec is None or rec.lengths_input is None or node.inputs[rec.lengths_input].producer is None
 
 
 def _live(outputs: list[Value]) -> set[int]:
@@ -308,28 +300,26 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
     state_inputs: dict[int, list[Value]] = {}
     for n in ir.nodes:
         ins = [vmap[id(v)] for v in n.inputs]
-        attrs = dict(n.attrs)
-        nn = Node(name=n.name, op=n.op, attrs=attrs, inputs=ins, outputs=[], params=dict(n.params),
+        nn = Node(name=n.name, app=n.app, inputs=ins, outputs=[], params=dict(n.params),
                   span=n.span, scope=n.scope, instance=n.instance)
         outs = [Value(v.name, v.type, producer=nn, index=i, span=v.span) for i, v in enumerate(n.outputs)]
-        if _is_recurrent(n):
-            x = ins[0].type
-            L, D, H = int(attrs.get("num_layers", 1)), 2 if attrs.get("bidirectional") else 1, int(attrs["hidden"])
-            st = x.with_shape((L * D, x.shape[0], H))
-            kinds = list(n.op.states)
+        rec = _recurrence(n)
+        if rec is not None:
+            st = rec.state_type
             slots = [StateSlot(n.name, k, f"{STATE_PREFIX}{n.name}.{k}",
-                               f"{STATE_PREFIX}{n.name}.{k[0]}_n", st) for k in kinds]
+                               f"{STATE_PREFIX}{n.name}.{k[0]}_n", st) for k in rec.states]
             if feed_states:
                 sin = [Value(s.input, st, span=n.span) for s in slots]
-                nn.inputs = ins[:n.op.first_state(attrs)] + sin
+                nn.inputs = ins[:rec.first_state] + sin
                 state_inputs[id(nn)] = sin
-            if attrs.get("return_state"):
+            if rec.returns_states:
                 # the node already returns its states (maybe used in the graph): expose them too
-                souts = outs[1:1 + len(kinds)]
+                souts = outs[1:1 + len(slots)]
             else:
-                attrs["return_state"] = True
                 souts = [Value(s.output, st, producer=nn, index=1 + i, span=n.span) for i, s in enumerate(slots)]
                 outs += souts
+            # bound again with the states as inputs and outputs (the op checks the new form)
+            nn.app = n.app.rebind({**n.attrs, **rec.return_states}, [v.type for v in nn.inputs])
             extra[id(nn)] = (souts, slots)
         nn.outputs = outs
         for v, nv in zip(n.outputs, outs):
@@ -367,8 +357,8 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
 def _identity(node: Node, v: Value, name: str) -> Value:
     """An Identity node that renames `v` (an output of `node` already used in the graph)."""
     from ..ops.base import get_op
-    op = get_op("Identity")
-    ident = Node(name=name, op=op, attrs={}, inputs=[v], outputs=[], params={}, span=node.span,
+    app = get_op("Identity").bind({}, [v.type], node.span)
+    ident = Node(name=name, app=app, inputs=[v], outputs=[], params={}, span=node.span,
                  scope=node.scope, instance=name)
     out = Value(name, v.type, producer=ident, index=0, span=node.span)
     ident.outputs = [out]
@@ -453,13 +443,13 @@ def lengths_inputs(ir: Model) -> list[str]:
         for i, v in enumerate(n.inputs):
             uses.setdefault(id(v), []).append((n, i))
     return [v.name for v in ir.inputs
-            if uses.get(id(v)) and all(_is_recurrent(n) and n.attrs.get("lengths") and i == 1
+            if uses.get(id(v)) and all(_is_recurrent(n) and _recurrence(n).lengths_input == i
                                        for n, i in uses[id(v)])]
 
 
 def default_window(ir: Model) -> int | None:
-    lens = [int(n.attrs["max_len"]) for n in ir.nodes
-            if n.kind in ("PositionalEmbedding", "PositionalEncoding") and "max_len" in n.attrs]
+    """The longest context the model's layers accept (their declared context lengths), or None."""
+    lens = [c for c in (n.op.context_length(n.app) for n in ir.nodes) if c is not None]
     return min(lens) if lens else None
 
 
@@ -595,7 +585,7 @@ class Runner:
 
     @staticmethod
     def needs_prefill(ir: Model) -> bool:
-        return any(_is_recurrent(n) and len(n.inputs) > n.op.first_state(n.attrs) for n in ir.nodes)
+        return any(_is_recurrent(n) and len(n.inputs) > _recurrence(n).first_state for n in ir.nodes)
 
     # -- running ---------------------------------------------------------------------------
     def _check_ids(self, ids: np.ndarray) -> None:
@@ -701,7 +691,7 @@ def _feeds_only_states(node: Node, ir: Model) -> bool:
                 ok = False
                 break
             for c, i in consumers.get(id(v), []):
-                if _is_recurrent(c) and i >= c.op.first_state(c.attrs):
+                if _is_recurrent(c) and i >= _recurrence(c).first_state:
                     continue
                 if not only_states(c):
                     ok = False

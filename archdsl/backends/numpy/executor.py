@@ -55,7 +55,7 @@ class NumpyExecutor:
         self._nslots = len(slot)
         self._inputs = [(v.name, slot[id(v)], v.type.is_float,
                          None if v.type.is_float else v.type.np_dtype, str(v.type)) for v in model.inputs]
-        self._plan = [(n, n.op.forward, tuple(slot[id(v)] for v in n.inputs),
+        self._plan = [(n, n.app, n.op.forward, tuple(slot[id(v)] for v in n.inputs),
                        tuple(slot[id(v)] for v in n.outputs),
                        {k: self.params[v] for k, v in n.params.items()}) for n in model.nodes]
         self._outputs = [(v.name, slot[id(v)]) for v in model.outputs]
@@ -82,8 +82,8 @@ class NumpyExecutor:
         ctx = self.ctx
         ctx.training = training
         env = self._wrap_inputs(inputs)
-        for node, fwd, ins, outs, params in self._plan:
-            res = fwd(node, ctx, [env[i] for i in ins], params)
+        for node, app, fwd, ins, outs, params in self._plan:
+            res = fwd(app, ctx, [env[i] for i in ins], params)
             if len(outs) == 1:
                 env[outs[0]] = res[0]
             else:

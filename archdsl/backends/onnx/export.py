@@ -23,10 +23,10 @@ from onnx import helper
 from ...errors import ArchError
 from ...ir.graph import Model
 from ...ir.types import DTYPES, is_static
+from ...ops.base import MIN_OPSET
 from .builder import OnnxBuilder
 
 DEFAULT_OPSET = 17
-MIN_OPSET = 13
 
 # Tensor bytes above which `save` writes the weights as external data (protobuf's hard limit on
 # one serialised message is 2 GiB; keep a margin for the graph itself). Module constant so tests
@@ -131,12 +131,13 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
         b.node = node
         b.param_names = dict(node.params)
         try:
-            outs = node.op.lower(node, b, [names[id(v)] for v in node.inputs])
+            lower = node.op.lowering_for(node.app, opset)
+            outs = lower(node.app, b, [names[id(v)] for v in node.inputs])
         except MemoryError:     # a constant the op builds (e.g. a position table) cannot be allocated
             raise ArchError(f"not enough memory to export {node.name} ({node.op.name}) with inputs "
                             f"{', '.join(str(v.type) for v in node.inputs)}", node.span) from None
         if len(outs) != len(node.outputs):
-            raise AssertionError(f"{node.op.name}.lower returned {len(outs)} outputs, expected {len(node.outputs)}")
+            raise AssertionError(f"{node.op.name}.{lower.__name__} returned {len(outs)} outputs, expected {len(node.outputs)}")
         for v, o in zip(node.outputs, outs):
             names[id(v)] = o
         used_params.update(node.params.values())
