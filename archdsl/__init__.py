@@ -1,7 +1,6 @@
 """archdsl: a compiler for neural-network architectures."""
-__version__ = "0.1.0"
-
-from .api import CompiledModel, Spec, compile  # noqa: E402
-from .errors import ArchError  # noqa: E402
+from .api import CompiledModel, Spec, compile
+from .errors import ArchError
+from .version import __version__
 
 __all__ = ["compile", "Spec", "CompiledModel", "ArchError", "__version__"]

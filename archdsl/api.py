@@ -70,12 +70,13 @@ class Spec:
         errors: list[ArchError] = []
         for name in ns.own_models:
             with collect_errors(errors):
-                self.model(name, **self._applicable(name, overrides or {}))
+                self.model(name, **self.applicable(name, overrides or {}))
         with collect_errors(errors):
             self.sections = check_sections(ns, self)
         raise_errors(errors)
 
-    def _applicable(self, name: str, overrides: dict) -> dict:
+    def applicable(self, name: str, overrides: dict) -> dict:
+        """The overrides that model `name` declares as parameters."""
         params = {p.name for p in self.ns.models[name].params}
         return {k: v for k, v in overrides.items() if k in params}
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from .errors import ArchError
 
 
-def use_color(stream) -> bool:
-    from .authoring.highlight import use_color as _use_color
-    return _use_color(stream)
+def diagnostic(err: ArchError) -> str:
+    """The error as archdsl prints it, with a highlighted excerpt on a terminal."""
+    from .authoring.highlight import excerpt_style
+    return err.format(excerpt_style(sys.stderr))
 
 
 def _add_model_args(p, set_help=True):
@@ -50,7 +51,7 @@ def cmd_check(args) -> int:
             spec = compile(Path(f))
         except ArchError as e:
             failed += 1
-            print(e.format(color=use_color(sys.stderr)), file=sys.stderr)
+            print(diagnostic(e), file=sys.stderr)
             continue
         for m in spec.models():
             ins = ", ".join(f"{v.name}: {v.type}" for v in m.ir.inputs)
@@ -153,7 +154,7 @@ def cmd_doctor(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
     ap = argparse.ArgumentParser(prog="archdsl", description="A compiler for neural-network architectures.")
     ap.add_argument("--version", action="version", version=f"archdsl {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except ArchError as e:
-        print(e.format(color=use_color(sys.stderr)), file=sys.stderr)
+        print(diagnostic(e), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

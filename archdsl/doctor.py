@@ -12,24 +12,13 @@ import platform
 import shutil
 import subprocess
 import sys
-from importlib import metadata
+
+from .installed import ORT_DISTRIBUTIONS
+from .installed import dist_version as _dist_version
 
 __all__ = ["doctor_report", "format_doctor", "ORT_DISTRIBUTIONS"]
 
-# Distributions that all install the same `onnxruntime` module; more than one is a conflict.
-ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
-                     "onnxruntime-qnn", "ort-nightly", "ort-nightly-gpu")
-
 Row = tuple[str, str, bool]
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-    except Exception:
-        return None
 
 
 def _archdsl() -> Row:

@@ -59,14 +59,15 @@ class ArchError(Exception):
         self.span = span
         self.hint = hint
 
-    def format(self, color: bool = False) -> str:
+    def format(self, style=None) -> str:
+        """The diagnostic as text; `style(excerpt) -> str` may colour the source excerpt (the CLI
+        passes authoring.highlight's on a terminal)."""
         where = f"{self.span}: " if self.span else "archdsl: "
         out = [f"{where}{self.kind}: {self.message}"]
         if self.span is not None:
             ex = self.span.excerpt()
-            if ex and color:
-                from .authoring.highlight import highlight_excerpt
-                ex = highlight_excerpt(ex, color=True)
+            if ex and style is not None:
+                ex = style(ex)
             if ex:
                 out.append(ex)
         if self.hint:
@@ -97,8 +98,8 @@ class ArchErrors(ArchError):
         first = errors[0]
         super().__init__(first.message, first.span, first.hint)
 
-    def format(self, color: bool = False) -> str:
-        body = "\n".join(e.format(color) for e in self.errors)
+    def format(self, style=None) -> str:
+        body = "\n".join(e.format(style) for e in self.errors)
         n = len(self.errors)
         return f"{body}\n{n} error{'s' if n != 1 else ''}"
 

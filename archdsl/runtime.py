@@ -33,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from archdsl.errors import ArchError, did_you_mean, raise_errors
+from archdsl.installed import ort_package
 
 __all__ = ["Session", "IOInfo", "load_inputs", "format_shape", "GPU_HINT"]
 
@@ -152,7 +153,7 @@ class Session:
         elif device == "cuda":
             if CUDA not in available:
                 raise ArchError(
-                    f"device 'cuda' requested but this ONNX Runtime ({_ort_package()}) has no "
+                    f"device 'cuda' requested but this ONNX Runtime ({ort_package()}) has no "
                     f"CUDAExecutionProvider (available: {', '.join(available) or 'none'})",
                     hint=GPU_HINT)
             try:
@@ -401,20 +402,6 @@ def _safe_cast(got: np.dtype, want: np.dtype) -> bool:
     if got.kind == "u" and want.kind == "i":
         return np.can_cast(got, want, "safe")
     return False
-
-
-def _ort_package() -> str:
-    """Which distribution provides the `onnxruntime` module here, e.g. 'onnxruntime 1.31.1'."""
-    from importlib import metadata
-
-    from archdsl.doctor import ORT_DISTRIBUTIONS
-    found = []
-    for dist in ORT_DISTRIBUTIONS:
-        try:
-            found.append(f"{dist} {metadata.version(dist)}")
-        except Exception:  # PackageNotFoundError, or broken metadata
-            pass
-    return " + ".join(found) if found else f"onnxruntime {ort.__version__}"
 
 
 # -- inputs from files ---------------------------------------------------------------------------

@@ -344,10 +344,11 @@ EDGE_VALUES = {
 EDGE_DIMS = ["N", "T", "1", "2", "3", "5", "8", "16", "T - 1", "2 * T", "N + 1"]
 
 
-def op_program(c: Chooser) -> str:
+def op_program(c: Chooser, op_name: str | None = None) -> str:
+    """A one-op model: the op (`op_name`, else any registered one) on edge-case inputs and args."""
     from archdsl.ops.base import load_all
     ops = load_all()
-    op = ops[c.choice(sorted(ops))]
+    op = ops[op_name or c.choice(sorted(ops))]
     lo, hi = (op.n_inputs, op.n_inputs) if isinstance(op.n_inputs, int) else op.n_inputs
     k = c.int(max(0, lo - (1 if c.chance(0.05) else 0)), min(hi if hi != -1 else 4, 4) + (1 if c.chance(0.05) else 0))
     k = max(1, k)

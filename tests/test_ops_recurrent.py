@@ -15,7 +15,6 @@ from archdsl.backends.onnx.export import to_onnx
 from archdsl.errors import ArchError, ShapeError
 from archdsl.ir.build import single_op_model
 from archdsl.ir.types import Sym, TensorType
-from archdsl.ops.base import get_op
 from archdsl.passes.init import initialize
 from harness import OPSETS, assert_recurrent_matches_torch, check_grads, check_parity, ort_run
 

@@ -37,7 +37,7 @@ def external_references(page: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lenet_page() -> str:
-    return report_html(ROOT / "specs" / "lenet5.arch")
+    return report_html(archdsl.compile(ROOT / "specs" / "lenet5.arch"))
 
 
 def test_lenet_report_content(lenet_page):
@@ -58,11 +58,11 @@ def test_lenet_report_content(lenet_page):
 
 
 def test_imports_and_recurrent_models_in_the_report():
-    page = report_html(ROOT / "specs" / "resnet18.arch")
+    page = report_html(archdsl.compile(ROOT / "specs" / "resnet18.arch"))
     assert "<summary>resnet_blocks.arch (imported)</summary>" in page and "BasicBlock" in page
-    assert "<summary>std/transformer.arch (imported)</summary>" in report_html(ROOT / "specs" / "gpt.arch")
+    assert "<summary>std/transformer.arch (imported)</summary>" in report_html(archdsl.compile(ROOT / "specs" / "gpt.arch"))
     assert "layer1.basicblock_1" in page          # block instances as header rows
-    page = report_html(ROOT / "specs" / "elman_lm.arch")
+    page = report_html(archdsl.compile(ROOT / "specs" / "elman_lm.arch"))
     assert "Unrolled over three time steps" in page or not HAS_DOT
     assert external_references(page) == []
 
@@ -73,7 +73,7 @@ def test_every_spec_gets_a_report(path, tmp_path):
         spec = archdsl.compile(path)
     except ArchError as err:
         pytest.skip(f"{path.name} does not compile: {err.message}")
-    out = write_report(path, tmp_path / "r.html")
+    out = write_report(spec, tmp_path / "r.html")
     page = out.read_text()
     for m in spec.models():
         assert f">model {m.name}</h2>" in page

@@ -30,13 +30,9 @@ def _read(path: str) -> str:
 
 
 def _diagnostic(err: ArchError) -> str:
-    """The error as archdsl prints it, with a highlighted excerpt on a terminal (once
-    ArchError.format takes `color`)."""
-    import inspect
-    from .highlight import use_color
-    if "color" in inspect.signature(err.format).parameters:
-        return err.format(color=use_color(sys.stderr))
-    return err.format()
+    """The error as archdsl prints it, with a highlighted excerpt on a terminal."""
+    from .highlight import excerpt_style
+    return err.format(excerpt_style(sys.stderr))
 
 
 def _files(paths: list[str]) -> list[str]:
@@ -107,9 +103,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..api import parse_set
+    from ..api import compile, parse_set
     from .report import write_report
-    out = write_report(args.file, args.output, model=args.model, overrides=parse_set(args.set))
+    out = write_report(compile(Path(args.file)), args.output, model=args.model, overrides=parse_set(args.set))
     print(f"wrote {out}")
     return 0
 

@@ -168,6 +168,11 @@ _EXCERPT_CODE = re.compile(r"^(\s*\d+ \| )(.*)$")
 _EXCERPT_MARK = re.compile(r"^(\s* \| )(\s*)(\^+)(.*)$")
 
 
+def excerpt_style(stream=None):
+    """The style `ArchError.format` takes for `stream`: coloured excerpts on a terminal, else None."""
+    return (lambda ex: highlight_excerpt(ex, color=True)) if use_color(stream) else None
+
+
 def highlight_excerpt(excerpt: str, color: bool | None = None) -> str:
     """Colour the source lines of an error excerpt (`Span.excerpt()`: `  7 | code` lines and the
     `    | ^^^^` marker line, red). Plain when not colouring (default: stderr is a terminal)."""

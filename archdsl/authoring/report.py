@@ -1,8 +1,9 @@
 """`archdsl report SPEC -o report.html`: one self-contained HTML page about a spec, and the HTML
 a compiled model shows in a notebook.
 
-    html = report_html("specs/lenet5.arch")       # the page (str)
-    write_report("specs/lenet5.arch", "lenet5.html")
+    spec = archdsl.compile("specs/lenet5.arch")
+    html = report_html(spec)                      # the page (str)
+    write_report(spec, "lenet5.html")
     model_html(model)                             # a model's drawing + summary table (notebooks)
 
 The page holds, for each model of the file: its inputs, outputs and totals, the drawing (inline
@@ -188,17 +189,17 @@ def _shown_path(f: str, main: str | Path) -> str:
         return str(f)
 
 
-def report_html(path: str | Path, model: str | None = None, overrides: dict | None = None) -> str:
-    """The report page of the spec at `path` (every model of the file, or just `model`)."""
-    from .. import __version__
-    from ..api import compile
+def report_html(spec, model: str | None = None, overrides: dict | None = None) -> str:
+    """The report page of a compiled spec (`archdsl.compile(path)`): every model of the file, or
+    just `model`."""
+    from ..version import __version__
     from .highlight import highlight_html
-    spec = compile(Path(path))
+    path = spec.file
     overrides = overrides or {}
     if model:
         models = [spec.model(model, **overrides)]
     else:       # every model, each with the overrides it declares
-        models = [spec.model(n, **spec._applicable(n, overrides)) for n in spec.model_names]
+        models = [spec.model(n, **spec.applicable(n, overrides)) for n in spec.model_names]
     title = f"{Path(path).name}: archdsl report"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{_e(Path(path).name)}</h1>",
@@ -228,9 +229,9 @@ def report_html(path: str | Path, model: str | None = None, overrides: dict | No
             f"<body><div class=\"archdsl\">\n" + "\n".join(body) + "\n</div></body></html>\n")
 
 
-def write_report(path: str | Path, out: str | Path, model: str | None = None,
+def write_report(spec, out: str | Path, model: str | None = None,
                  overrides: dict | None = None) -> Path:
-    """Write the report page atomically; returns the path written."""
-    page = report_html(path, model, overrides)
+    """Write the report page of a compiled spec atomically; returns the path written."""
+    page = report_html(spec, model, overrides)
     atomic_write(out, page)
     return Path(out)

@@ -18,8 +18,9 @@ run in float64 (``archdsl.autodiff.gradcheck.check_grads``).  Every operation
 whose inputs require grad appends one entry to a global tape; ``backward``
 walks it in reverse and then clears it, so one forward supports one backward.
 An evaluation pass outside ``no_grad`` leaves entries behind until the next
-``backward`` or ``clear_tape()``.  Grad mode and the tape are process-global
-(not thread-safe).
+``backward`` or ``clear_tape()``.  ``with Tape():`` gives a run a tape of its own
+(training runs and each model of a GAN use one); grad mode is process-global (not
+thread-safe).
 
 Defining a primitive
 --------------------
@@ -45,13 +46,15 @@ multi-output primitive: the wrapper returns a tuple of Tensors and ``vjp``
 gets a tuple of cotangents (zeros for unused outputs) — e.g. an LSTM cell
 returning (h, c).  Keep backward-only work inside ``vjp``: the forward also
 runs under ``no_grad``.  For the last bit of speed, write the primitive like
-the built-ins in ``functional.py`` (check ``requires_grad`` yourself and call
+the built-ins in ``tensor.py`` (check ``requires_grad`` yourself and call
 ``record(out, inputs, vjp)``).
 
-Modules: ``tensor`` (Tensor, tape, backward, defprim), ``functional`` (all
-primitives; ``convolution`` and ``normalization`` hold conv/pool and
-norm/dropout), ``gradcheck`` (check_grads), ``bench``
-(``OPENBLAS_NUM_THREADS=1 python -m archdsl.autodiff.bench``).
+Modules: ``tensor`` (Tensor with its operators, Tape, backward, defprim), then the
+primitives by theme: ``elementwise``, ``linear``, ``reductions``, ``losses``, ``shapes``,
+and the fused kernels with hand-written gradients ``convolution`` (conv, pooling),
+``normalization`` (batch/layer norm, dropout), ``recurrent`` (RNN/LSTM/GRU BPTT),
+``attention``; ``functional`` gathers all primitives in one namespace; ``gradcheck``
+(check_grads), ``bench`` (``OPENBLAS_NUM_THREADS=1 python -m archdsl.autodiff.bench``).
 """
 
 from . import functional
@@ -59,8 +62,8 @@ from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 from .gradcheck import check_grads
 from .tensor import (
-    Tensor, as_tensor, backward, clear_tape, defprim, enable_grad, is_grad_enabled,
-    no_grad, put_back_tape, record, record_multi, take_tape, tape_size, tensor, unbroadcast, zero_grad,
+    Tape, Tensor, as_tensor, backward, clear_tape, defprim, enable_grad, is_grad_enabled,
+    no_grad, record, record_multi, tape_size, tensor, unbroadcast, zero_grad,
 )
 
 F = functional
@@ -68,5 +71,5 @@ F = functional
 __all__ = [
     "Tensor", "tensor", "as_tensor", "backward", "zero_grad", "no_grad", "enable_grad",
     "is_grad_enabled", "defprim", "record", "record_multi", "unbroadcast",
-    "clear_tape", "tape_size", "take_tape", "put_back_tape", "check_grads", "functional", "F",
+    "clear_tape", "tape_size", "Tape", "check_grads", "functional", "F",
 ] + list(_functional_all)

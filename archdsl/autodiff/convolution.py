@@ -23,6 +23,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._arrays import ntuple, pad_array, pad_pairs
 from .tensor import _GRAD, _const, as_tensor, record
+from .tensor import max as _max
+from .tensor import mean as _mean
+from .tensor import min as _min
 
 __all__ = ["conv", "conv_transpose", "max_pool", "min_pool", "avg_pool",
            "global_pool", "adaptive_avg_pool2d"]
@@ -504,7 +507,6 @@ def avg_pool(x, kernel, stride=None, padding=0, count_include_pad=True, ceil_mod
 
 def global_pool(x, kind="avg"):
     """Reduce all spatial dims, keeping them as size 1: [N, C, 1, ...]."""
-    from .functional import max as _max, mean as _mean, min as _min
     x = as_tensor(x)
     axes = tuple(range(2, x.data.ndim))
     if kind == "avg":

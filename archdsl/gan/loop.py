@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..autodiff import backward, clear_tape, no_grad, put_back_tape, take_tape
+from ..version import __version__
+from ..autodiff import Tape, backward, clear_tape, no_grad
 from ..backends.numpy.executor import NumpyExecutor
 from ..errors import ArchError
 from ..passes.init import initialize
@@ -307,12 +307,12 @@ class GanTrainer:
               zin, gout, din, dout, obj, joint, step, ck_path) -> dict:
         d_real_p = d_fake_p = d_lv = 0.0
         fake = None
-        g_tape: list = []
+        g_tape = Tape()     # the generator's forward, kept for its update while D trains
         for k in range(d_steps):
             z = self.pair.noise(B, noise_rng)
-            if k == d_steps - 1:           # the fake the generator update reuses: keep its tape
-                fake = gen.forward({zin: z}, training=True)[gout]
-                g_tape = take_tape()
+            if k == d_steps - 1:           # the fake the generator update reuses: on its own tape
+                with g_tape:
+                    fake = gen.forward({zin: z}, training=True)[gout]
                 fake_data = fake.data
             else:
                 with no_grad():
@@ -341,17 +341,17 @@ class GanTrainer:
             d_fake_p += O.probability(obj, sf)
 
         # generator update: gradients flow through D (held) into G
-        put_back_tape(g_tape)
         for p in d_list:
             p.requires_grad = False
         try:
-            sg = disc.forward({din: fake}, training=True)[dout]
-            gl = O.g_loss(obj, sg)
-            glv = float(gl.data)
-            if not math.isfinite(glv):
-                clear_tape()
-                self._non_finite("generator", glv, step, ck_path)
-            backward(gl)
+            with g_tape:
+                sg = disc.forward({din: fake}, training=True)[dout]
+                gl = O.g_loss(obj, sg)
+                glv = float(gl.data)
+                if not math.isfinite(glv):
+                    clear_tape()
+                    self._non_finite("generator", glv, step, ck_path)
+                backward(gl)
         finally:
             for p in d_list:
                 p.requires_grad = True

@@ -150,7 +150,7 @@ class Model:
         for v in self.inputs:
             for d in v.type.shape:
                 if not isinstance(d, int):
-                    for s in d.terms:
+                    for s in d.symbols():
                         if s not in seen:
                             seen.append(s)
         return seen

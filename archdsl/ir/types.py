@@ -22,12 +22,63 @@ INT_DTYPES = ("i32", "i64")
 MAX_OPAQUE_NAME = 200      # characters in the name of a symbol standing for an expression
 
 
+class DimExpr:
+    """A non-affine expression over dims, kept as an expression so it can be evaluated once its
+    symbols are bound: 'floordiv' (a // b), 'mul' (a * b), or 'ceil_pool' (the output size of a
+    ceil-mode pool: size, window span, stride, begin padding; PyTorch's rule drops a last window
+    that would start in the right padding)."""
+    __slots__ = ("op", "args")
+
+    def __init__(self, op: str, *args):
+        self.op, self.args = op, args
+
+    def value(self, resolve) -> int | None:
+        """The value, with `resolve(dim) -> int | None` for the arguments."""
+        vals = [resolve(a) for a in self.args]
+        if any(v is None for v in vals):
+            return None
+        if self.op == "mul":
+            return vals[0] * vals[1]
+        if self.op == "floordiv":
+            return vals[0] // vals[1] if vals[1] else None
+        size, span, stride, pb = vals
+        out = (size + 2 * pb - span + 2 * stride - 1) // stride
+        return out - 1 if (out - 1) * stride >= size + pb else out
+
+    def symbols(self) -> list[str]:
+        out: list[str] = []
+        for a in self.args:
+            if isinstance(a, Sym):
+                out += [s for s in a.symbols() if s not in out]
+        return out
+
+    def text(self) -> str:
+        a = self.args
+        if self.op == "mul":
+            return f"({a[0]})*({a[1]})"
+        if self.op == "floordiv":
+            return f"({a[0]})//{a[1]}" if not isinstance(a[1], Sym) else f"({a[0]})//({a[1]})"
+        return f"ceil_pool({a[0]}; k={a[1]}, s={a[2]}, p={a[3]})"
+
+
+class ExprName(str):
+    """The name of a symbol that stands for a DimExpr: a str (so it sorts, hashes and prints as
+    the expression's text), carrying the expression itself for evaluation."""
+    __slots__ = ("expr",)
+
+    def __new__(cls, text: str, expr: DimExpr):
+        self = super().__new__(cls, text)
+        self.expr = expr
+        return self
+
+
 class Sym:
     """A symbolic dimension: an affine combination of named symbols plus a constant.
 
     Affine arithmetic covers what shape rules need (T+2p-k, 2*T, T-2); anything else
-    (floor division that does not divide, products of symbols) becomes a new opaque
-    symbol named after its expression, so equal expressions still compare equal.
+    (floor division that does not divide, products of symbols, ceil-mode pools) becomes a new
+    symbol standing for that expression (a DimExpr, named after it), so equal expressions still
+    compare equal and the cost model evaluates them once their symbols are bound.
     """
     __slots__ = ("terms", "const")
 
@@ -40,14 +91,24 @@ class Sym:
         return Sym({name: 1})
 
     @staticmethod
-    def opaque(expr: str) -> "Sym":
+    def opaque(expr: DimExpr) -> "Sym":
         """A new symbol standing for a non-affine expression, named after it. Past
         MAX_OPAQUE_NAME characters the name becomes a digest of the expression (equal expressions
         still give equal symbols): otherwise 10,000 strided layers on a symbolic length would
         nest their names 10,000 deep, costing time and memory quadratic in the layer count."""
-        if len(expr) > MAX_OPAQUE_NAME:
-            expr = "dim_" + hashlib.sha1(expr.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        return Sym({expr: 1})
+        text = expr.text()
+        if len(text) > MAX_OPAQUE_NAME:
+            text = "dim_" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        return Sym({ExprName(text, expr): 1})
+
+    def symbols(self) -> list[str]:
+        """The named symbols this dim depends on (through its expressions too)."""
+        out: list[str] = []
+        for k in self.terms:
+            for s in (k.expr.symbols() if isinstance(k, ExprName) else [k]):
+                if s not in out:
+                    out.append(s)
+        return out
 
     @staticmethod
     def _norm(terms, const):
@@ -75,7 +136,7 @@ class Sym:
 
     def __mul__(self, other):
         if isinstance(other, Sym):
-            return Sym.opaque(f"({self})*({other})")
+            return Sym.opaque(DimExpr("mul", self, other))
         k = int(other)
         return Sym._norm({n: v * k for n, v in self.terms.items()}, self.const * k)
 
@@ -83,16 +144,16 @@ class Sym:
 
     def __floordiv__(self, other):
         if isinstance(other, Sym):
-            return Sym.opaque(f"({self})//({other})")
+            return Sym.opaque(DimExpr("floordiv", self, other))
         k = int(other)
         if k == 1:
             return self
         if all(v % k == 0 for v in self.terms.values()) and self.const % k == 0:
             return Sym._norm({n: v // k for n, v in self.terms.items()}, self.const // k)
-        return Sym.opaque(f"({self})//{k}")
+        return Sym.opaque(DimExpr("floordiv", self, k))
 
     def __rfloordiv__(self, other):
-        return Sym.opaque(f"{other}//({self})")
+        return Sym.opaque(DimExpr("floordiv", int(other), self))
 
     def __eq__(self, other):
         return isinstance(other, Sym) and self.terms == other.terms and self.const == other.const
@@ -161,14 +222,19 @@ class TensorType:
 
 
 def resolve_dim(d, bindings: dict[str, int]) -> int | None:
-    """Value of a dim given values for its symbols, or None when one is unbound or opaque."""
+    """Value of a dim given values for its symbols (expressions evaluated), or None when a
+    symbol it needs is unbound."""
     if is_static(d):
         return int(d)
     total = d.const
     for name, c in d.terms.items():
-        if name not in bindings:
+        if isinstance(name, ExprName):
+            v = name.expr.value(lambda a: resolve_dim(a, bindings))
+        else:
+            v = bindings.get(name)
+        if v is None:
             return None
-        total += c * bindings[name]
+        total += c * v
     return total
 
 

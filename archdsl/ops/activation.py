@@ -31,6 +31,7 @@ def _const_like(a, g, value, hint="const"):
 
 
 class ReLU(_Elementwise):
+    """max(x, 0)."""
     name = "ReLU"
     samples = (Sample("x: f32[N, 3, 4] -> ReLU"),)
 
@@ -42,6 +43,7 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
+    """x for x >= 0, negative_slope * x below."""
     name = "LeakyReLU"
     args = (Arg("negative_slope", "float", 0.01),)
     samples = (Sample("x: f32[N, 7] -> LeakyReLU(negative_slope=0.2)"),)
@@ -54,6 +56,7 @@ class LeakyReLU(_Elementwise):
 
 
 class ELU(_Elementwise):
+    """x for x > 0, alpha * (exp(x) - 1) below."""
     name = "ELU"
     args = (Arg("alpha", "float", 1.0),)
     samples = (Sample("x: f32[N, 7] -> ELU(alpha=0.5)"),)
@@ -66,6 +69,7 @@ class ELU(_Elementwise):
 
 
 class Tanh(_Elementwise):
+    """The hyperbolic tangent, into (-1, 1)."""
     name = "Tanh"
     samples = (Sample("x: f32[N, T, 3] -> Tanh"),)
 
@@ -77,6 +81,7 @@ class Tanh(_Elementwise):
 
 
 class Sigmoid(_Elementwise):
+    """1 / (1 + exp(-x)), into (0, 1)."""
     name = "Sigmoid"
     samples = (Sample("x: f32[N, 6] -> Sigmoid"),)
 
@@ -107,6 +112,7 @@ class _AxisSoftmax(_Elementwise):
 
 
 class Softmax(_AxisSoftmax):
+    """exp(x) normalised to sum to 1 along `axis` (the last by default)."""
     name = "Softmax"
     onnx_op = "Softmax"
     samples = (Sample("x: f32[N, 6] -> Softmax"), Sample("x: f32[N, 3, T] -> Softmax(axis=1)"))
@@ -116,6 +122,7 @@ class Softmax(_AxisSoftmax):
 
 
 class LogSoftmax(_AxisSoftmax):
+    """The logarithm of Softmax, computed stably: x - logsumexp(x) along `axis`."""
     name = "LogSoftmax"
     onnx_op = "LogSoftmax"
     samples = (Sample("x: f32[N, T, 5] -> LogSoftmax"),)

@@ -238,9 +238,11 @@ def _same(op, a, b, what_a, what_b):
 
 
 class MultiHeadAttention(_MaskedAttention):
-    """Multi-head attention as nn.MultiheadAttention (batch first); see the module docstring for
-    the inputs. `kdim`/`vdim` are the feature sizes of the key and value inputs (default: the
-    memory's, d_model for self-attention); the heads split d_model."""
+    """Multi-head attention as nn.MultiheadAttention (batch first): self-attention on x, or
+    cross-attention on (query, memory) or (query, key, value), with causal, padding and length
+    masks. `kdim`/`vdim` are the feature sizes of the key and value inputs (default: the
+    memory's, d_model for self-attention); the heads split d_model; the module docstring has the
+    input conventions."""
     name = "MultiHeadAttention"
     args = (Arg("d_model", "int"), Arg("heads", "int"), Arg("kdim", "int", None), Arg("vdim", "int", None),
             Arg("cross", "bool", False), Arg("causal", "bool", False),

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from ..autodiff import functional as F
 from ..ir.graph import ParamSpec
-from ..ir.types import Sym, is_static
+from ..ir.types import DimExpr, Sym, is_static
 from .base import DOT, MINUS, Arg, Op, Sample, Window
 
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
@@ -70,7 +70,7 @@ def out_dim(op: Op, size, span: int, stride: int, pb: int, pe: int, axis: str, w
             if (out - 1) * stride >= size + pb:
                 out -= 1
         elif pb + stride > span:
-            out = Sym.opaque(f"ceil_pool({size}; k={span}, s={stride}, p={pb})")
+            out = Sym.opaque(DimExpr("ceil_pool", size, span, stride, pb))
     else:
         out = (num + stride) // stride
     return out

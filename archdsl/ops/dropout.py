@@ -6,8 +6,8 @@ from .base import Arg, Op, Sample
 
 
 class Dropout(Op):
-    """Inverted dropout. Exported models are for inference, where dropout is the identity:
-    inference-mode Dropout disappears from the ONNX graph (no node at all)."""
+    """Zeroes each element with probability p in training and scales the rest by 1/(1-p) (inverted
+    dropout); the identity at inference, so it disappears from the ONNX graph (no node at all)."""
     name = "Dropout"
     family = "dropout"
     args = (Arg("p", "float", 0.5),)

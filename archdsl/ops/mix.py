@@ -30,6 +30,7 @@ _EPS = 1e-12
 
 
 class ScalarMix(Op):
+    """ELMo's mix: gamma times the softmax(weights)-weighted sum of k same-shaped inputs."""
     name = "ScalarMix"
     family = "mix"
     args = (Arg("count", "int", None, doc="number of inputs (inferred)"), Arg("do_layer_norm", "bool", False))

@@ -64,12 +64,14 @@ _RANK_NAMES = {2: "[N, C]", 3: "[N, C, L]", 4: "[N, C, H, W]"}
 
 
 class BatchNorm1d(BatchNorm):
+    """BatchNorm that accepts [N, C] or [N, C, L] only."""
     name = "BatchNorm1d"
     ranks = (2, 3)
     samples = (Sample("x: f32[N, 4, T] -> BatchNorm1d"),)
 
 
 class BatchNorm2d(BatchNorm):
+    """BatchNorm that accepts [N, C, H, W] only."""
     name = "BatchNorm2d"
     ranks = (4,)
     samples = (Sample("x: f32[N, 2, 3, 3] -> BatchNorm2d"),)

@@ -178,6 +178,7 @@ class Transpose(Op):
 
 
 class Permute(Transpose):
+    """Transpose under PyTorch's other name."""
     name = "Permute"
     samples = (Sample("x: f32[N, 2, 3, 4] -> Permute((0, 2, 3, 1))"),)
 
@@ -265,6 +266,7 @@ def _dims(shape) -> str:
 
 
 class Add(_Binary):
+    """a + b, broadcast like NumPy (what `a + b` between tensors makes)."""
     name = "Add"
     onnx_op = "Add"
     samples = (Sample("(a: f32[N, 3, 4], b: f32[4]) -> Add"), Sample("(a: f32[N, T, 1], b: f32[N, 1, 3]) -> Add"))
@@ -273,6 +275,7 @@ class Add(_Binary):
 
 
 class Sub(_Binary):
+    """a - b, broadcast like NumPy (what `a - b` between tensors makes)."""
     name = "Sub"
     onnx_op = "Sub"
     samples = (Sample("(a: f32[N, 3], b: f32[N, 3]) -> Sub"), Sample("(a: f32[3, 1], b: f32[N, 1, 4]) -> Sub"))
@@ -281,6 +284,7 @@ class Sub(_Binary):
 
 
 class Mul(_Binary):
+    """a * b, elementwise, broadcast like NumPy (what `a * b` between tensors makes)."""
     name = "Mul"
     onnx_op = "Mul"
     samples = (Sample("(a: f32[N, 2, 5], b: f32[N, 2, 5]) -> Mul"), Sample("(a: f32[N, T, 4], b: f32[N, 1, 4]) -> Mul"))

@@ -17,11 +17,10 @@ every node output for one forward pass at the stated dims (model inputs are not 
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import asdict, dataclass, field
 
 from ..ir.graph import Model, Node
-from ..ir.types import TensorType, is_static
+from ..ir.types import ExprName, TensorType, is_static
 
 PARAM_BYTES = 4     # float32
 
@@ -124,47 +123,26 @@ class _Resolver:
         return tuple(self.dim(d) for d in t.shape)
 
     def _symbol(self, name: str, missing: list[str]) -> int | None:
+        if isinstance(name, ExprName):      # a symbol standing for an expression: evaluate it
+            inner: list[str] = []
+            v = name.expr.value(lambda d: self._value(d, inner))
+            missing.extend(s for s in inner if s not in missing)
+            return v
         if name in self.bindings:
             return int(self.bindings[name])
-        if name.isidentifier():
-            missing.append(name)
-            return None
-        # an opaque symbol named after its expression, e.g. "(T-3)//2" or "(T)*(S)"
-        try:
-            tree = ast.parse(name, mode="eval").body
-        except SyntaxError:
-            missing.append(name)
-            return None
-        inner: list[str] = []
-        v = self._eval(tree, inner)
-        if inner or v is None:
-            missing.extend(s for s in (inner or [name]) if s not in missing)
-            return None
-        return v
-
-    def _eval(self, node, missing: list[str]) -> int | None:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.Name):
-            return self._symbol(node.id, missing)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            v = self._eval(node.operand, missing)
-            return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
-        if isinstance(node, ast.BinOp):
-            a, b = self._eval(node.left, missing), self._eval(node.right, missing)
-            if a is None or b is None:
-                return None
-            if isinstance(node.op, ast.Add):
-                return a + b
-            if isinstance(node.op, ast.Sub):
-                return a - b
-            if isinstance(node.op, ast.Mult):
-                return a * b
-            if isinstance(node.op, ast.FloorDiv) and b != 0:
-                return a // b
-            if isinstance(node.op, ast.Mod) and b != 0:
-                return a % b
+        missing.append(name)
         return None
+
+    def _value(self, d, missing: list[str]) -> int | None:
+        if is_static(d):
+            return int(d)
+        total = d.const
+        for name, c in d.terms.items():
+            v = self._symbol(name, missing)
+            if v is None:
+                return None
+            total += c * v
+        return total
 
 
 def _numel(shape) -> int:

@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..autodiff import backward, clear_tape, no_grad
+from ..version import __version__
+from ..autodiff import Tape, backward, clear_tape, no_grad
 from ..backends.numpy.executor import NonFiniteError, NumpyExecutor
 from ..crashpoints import crash_point
 from ..errors import ArchError
@@ -131,12 +131,12 @@ def blas_threads(n: int | None):
 
 @contextlib.contextmanager
 def training_run(trainer):
-    """The surroundings of a whole run: `trainer.threads` BLAS threads, Ctrl-C asking the trainer
-    to stop, no NumPy warnings (the loop itself detects and reports non-finite values), and an
-    allocator that keeps freed memory for the next step (autodiff/allocator.py)."""
+    """The surroundings of a whole run: a tape of its own, `trainer.threads` BLAS threads, Ctrl-C
+    asking the trainer to stop, no NumPy warnings (the loop itself detects and reports non-finite
+    values), and an allocator that keeps freed memory for the next step (autodiff/allocator.py)."""
     keep_freed_memory()
-    with blas_threads(trainer.threads), _stop_on_sigint(trainer), np.errstate(over="ignore", invalid="ignore",
-                                                                               divide="ignore"):
+    with Tape(), blas_threads(trainer.threads), _stop_on_sigint(trainer), \
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         yield
 
 

@@ -319,7 +319,7 @@ def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
 
 
 def _version() -> str:
-    from ... import __version__
+    from ...version import __version__
     return __version__
 
 
