@@ -277,3 +277,24 @@ def test_positional_scale_beyond_the_input_dtype_was_an_overflow_warning():
     assert "does not fit the input's dtype f16" in e.message
     in_file(e, src)
     archdsl.compile(src.replace("1e300", "2.0")).model().to_onnx(seed=0)      # a normal scale still lowers
+
+
+# -- arguments that could lie (issue 15) ----------------------------------------------------------
+def test_batchnorm_feature_count_was_taken_as_eps():
+    # BatchNorm2d(64) bound 64 to eps: every PyTorch user's spelling silently normalised wrongly
+    ir = archdsl.compile("model M { input x: f32[N, 64, 4, 4]\n  output y = x -> BatchNorm2d(64) }").model().ir
+    assert ir.nodes[0].attrs["num_features"] == 64 and ir.nodes[0].attrs["eps"] == 1e-5
+    e = err("model M { input x: f32[N, 32, 4, 4]\n  output y = x -> BatchNorm2d(64) }")
+    assert "num_features is 64 but the input has 32 channels" in e.message and "BatchNorm2d(32)" in e.hint
+
+
+def test_layernorm_size_was_taken_as_eps():
+    ir = archdsl.compile("model M { input x: f32[N, T, 32]\n  output y = x -> LayerNorm(32) }").model().ir
+    assert ir.nodes[0].attrs["eps"] == 1e-5 and ir.parameters["layernorm_1.weight"].shape == (32,)
+    e = err("model M { input x: f32[N, T, 16]\n  output y = x -> LayerNorm(32) }")
+    assert "not the trailing dims" in e.message
+
+
+def test_float_hyper_parameters_are_keyword_only():
+    e = err("model M { input x: f32[N, 8, 4, 4]\n  output y = x -> BatchNorm2d(8, 0.001) }")
+    assert "takes at most 1 positional argument" in e.message and "eps=" in e.hint

@@ -45,13 +45,16 @@ def bind_args(op: Op, positional: list, keywords: dict, span: Span | None = None
     """Schema-checked attributes: every declared arg present (defaults filled), types checked."""
     arg_spans = arg_spans or {}
     names = [a.name for a in op.args]
-    if len(positional) > len(op.args):
-        raise ArchError(f"{op.name} takes at most {len(op.args)} positional argument"
-                        f"{'s' if len(op.args) != 1 else ''} ({', '.join(names) or 'none'}), got {len(positional)}",
-                        arg_spans.get(len(op.args), span))
+    by_position = [a for a in op.args if not a.keyword_only]
+    if len(positional) > len(by_position):
+        kw = [a.name for a in op.args if a.keyword_only]
+        raise ArchError(f"{op.name} takes at most {len(by_position)} positional argument"
+                        f"{'s' if len(by_position) != 1 else ''} ({', '.join(a.name for a in by_position) or 'none'}), "
+                        f"got {len(positional)}", arg_spans.get(len(by_position), span),
+                        f"give {', '.join(kw)} by name, e.g. {op.name}({kw[0]}=...)" if kw else None)
     attrs: dict = {}
     for i, v in enumerate(positional):
-        attrs[op.args[i].name] = v
+        attrs[by_position[i].name] = v
     for k, v in keywords.items():
         if k not in names:
             raise ArchError(f"{op.name} has no argument '{k}'", arg_spans.get(k, span),

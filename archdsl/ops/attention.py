@@ -246,7 +246,7 @@ class MultiHeadAttention(_MaskedAttention):
     name = "MultiHeadAttention"
     args = (Arg("d_model", "int"), Arg("heads", "int"), Arg("kdim", "int", None), Arg("vdim", "int", None),
             Arg("cross", "bool", False), Arg("causal", "bool", False),
-            Arg("mask", "str", "none", choices=MASK_MODES), Arg("dropout", "float", 0.0),
+            Arg("mask", "str", "none", choices=MASK_MODES), Arg("dropout", "float", 0.0, keyword_only=True),
             Arg("bias", "bool", True), Arg("need_weights", "bool", False))
     n_inputs = (1, 4)
     samples = (Sample("x: f32[N, T, 8] -> MultiHeadAttention(8, 2, causal=true)"),
@@ -445,7 +445,8 @@ class ScaledDotProductAttention(_MaskedAttention):
     scale 0 means 1/sqrt(dk). No parameters."""
     name = "ScaledDotProductAttention"
     args = (Arg("causal", "bool", False), Arg("mask", "str", "none", choices=MASK_MODES),
-            Arg("scale", "float", 0.0), Arg("dropout", "float", 0.0), Arg("need_weights", "bool", False))
+            Arg("scale", "float", 0.0, keyword_only=True), Arg("dropout", "float", 0.0, keyword_only=True),
+            Arg("need_weights", "bool", False))
     n_inputs = (3, 4)
     samples = (Sample("(q: f32[N, 2, T, 4], k: f32[N, 2, S, 4], v: f32[N, 2, S, 3]) -> ScaledDotProductAttention"),
                Sample("(q: f32[N, 1, T, 4], k: f32[N, 1, T, 4], v: f32[N, 1, T, 4], keep: bool[N, T]) -> "

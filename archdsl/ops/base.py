@@ -52,11 +52,15 @@ ARG_KINDS = ("int", "float", "bool", "str", "ints", "shape", "padding", "layer",
 
 @dataclass(frozen=True)
 class Arg:
+    """One argument of an op's schema. `keyword_only` arguments (float hyper-parameters such as
+    eps, momentum, std) can only be given by name, so that a positional value never lands on
+    one silently: `BatchNorm2d(64)` is 64 features, never eps=64."""
     name: str
     kind: str
     default: Any = REQUIRED
     choices: tuple | None = None
     doc: str = ""
+    keyword_only: bool = False
 
     @property
     def required(self) -> bool:
@@ -263,8 +267,12 @@ class Op:
 
     def signature(self) -> str:
         """'Conv2d(out_channels, kernel_size, stride=1, ...)' for docs, hovers and tables."""
-        parts = [arg.name if arg.required else f"{arg.name}={_fmt(arg.default)}" for arg in self.args
-                 if arg.kind != "layer" or not arg.required]
+        parts, star = [], False
+        for arg in self.args:
+            if arg.keyword_only and not star:
+                parts.append("*")
+                star = True
+            parts.append(arg.name if arg.required else f"{arg.name}={_fmt(arg.default)}")
         return f"{self.name}({', '.join(parts)})"
 
     # -- helpers for shape rules -----------------------------------------------------------

@@ -20,7 +20,7 @@ class Embedding(Op):
     name = "Embedding"
     family = "embedding"
     args = (Arg("num_embeddings", "int"), Arg("embedding_dim", "int"), Arg("padding_idx", "int", None),
-            Arg("std", "float", 1.0, doc="init N(0, std); GPT/BERT use 0.02 so tied output heads start small"))
+            Arg("std", "float", 1.0, keyword_only=True, doc="init N(0, std); GPT/BERT use 0.02 so tied output heads start small"))
     samples = (Sample("ids: i64[N, T] -> Embedding(7, 4)", values={"ids": (0, 7)}),
                Sample("ids: i32[N] -> Embedding(5, 3, padding_idx=0)", values={"ids": (0, 5)}))
 

@@ -18,9 +18,10 @@ class BatchNorm(Op):
     """
     name = "BatchNorm"
     family = "norm"
-    args = (Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1))
+    args = (Arg("num_features", "int", None, doc="the channels (dim 1); checked against the input (inferred)"),
+            Arg("eps", "float", 1e-5, keyword_only=True), Arg("momentum", "float", 0.1, keyword_only=True))
     ranks: tuple[int, ...] = (2, 3, 4)
-    samples = (Sample("x: f32[N, 3, 4, 4] -> BatchNorm"), Sample("x: f32[N, 5] -> BatchNorm(eps=0.001)"))
+    samples = (Sample("x: f32[N, 3, 4, 4] -> BatchNorm"), Sample("x: f32[N, 5] -> BatchNorm(5, eps=0.001)"))
 
     def batch_coupled(self, a):
         return True
@@ -37,6 +38,10 @@ class BatchNorm(Op):
         c = x.shape[1]
         if not is_static(c):
             raise self.fail(f"the channel dim (dim 1) of the input must be concrete, got {x}")
+        n = a.attrs["num_features"]
+        if n is not None and n != c:
+            raise self.fail(f"num_features is {n} but the input has {c} channels ({x})",
+                            f"write {self.name}({c}), or leave the count out: it is inferred")
         if a.attrs["eps"] <= 0:
             raise self.fail(f"eps must be positive, got {a.attrs['eps']}")
         if not 0.0 <= a.attrs["momentum"] <= 1.0:
@@ -74,55 +79,73 @@ class BatchNorm2d(BatchNorm):
     """BatchNorm that accepts [N, C, H, W] only."""
     name = "BatchNorm2d"
     ranks = (4,)
-    samples = (Sample("x: f32[N, 2, 3, 3] -> BatchNorm2d"),)
+    samples = (Sample("x: f32[N, 2, 3, 3] -> BatchNorm2d(2, momentum=0.3)"),)
 
 
 class LayerNorm(Op):
-    """Normalises over the last dim, then scales and shifts: weight, bias of shape [d]."""
+    """Normalises over the trailing dims `normalized_shape` (the last dim by default), then scales
+    and shifts: weight and bias of that shape (PyTorch's nn.LayerNorm)."""
     name = "LayerNorm"
     family = "norm"
-    args = (Arg("eps", "float", 1e-5),)
-    samples = (Sample("x: f32[N, T, 6] -> LayerNorm"), Sample("x: f32[N, 4] -> LayerNorm(eps=0.001)"))
+    args = (Arg("normalized_shape", "ints", None, doc="the trailing dims normalised over (inferred: the last)"),
+            Arg("eps", "float", 1e-5, keyword_only=True))
+    samples = (Sample("x: f32[N, T, 6] -> LayerNorm"), Sample("x: f32[N, 4] -> LayerNorm(4, eps=0.001)"),
+               Sample("x: f32[N, 3, 2, 4] -> LayerNorm((2, 4))"))
 
-    def time_local(self, a):
-        return True
-
-    def infer(self, a):
-        x = a.x
+    def derive(self, a) -> tuple:
+        """The normalised (trailing) dims."""
+        x, ns = a.x, a.attrs["normalized_shape"]
         if x.rank < 1:
             raise self.fail(f"expects an input with at least 1 dim, got {x}")
-        self.expect_float(x)
-        if not is_static(x.shape[-1]):
+        dims = (x.shape[-1],) if ns is None else tuple(ns) if isinstance(ns, tuple) else (ns,)
+        if len(dims) > x.rank or tuple(x.shape[x.rank - len(dims):]) != dims:
+            raise self.fail(f"normalized_shape {_show(ns)} is not the trailing dims of the input {x}",
+                            f"write LayerNorm({x.shape[-1]}) to normalise over the last dim"
+                            if is_static(x.shape[-1]) else None)
+        if not all(is_static(d) for d in dims):
             raise self.fail(f"the last dim of the input (normalised over) must be concrete, got {x}")
+        return dims
+
+    def time_local(self, a):
+        return len(a.derived) == 1 or a.x.rank - len(a.derived) >= 2
+
+    def infer(self, a):
+        self.expect_float(a.x)
         if a.attrs["eps"] <= 0:
             raise self.fail(f"eps must be positive, got {a.attrs['eps']}")
-        return [x]
+        return [a.x]
 
     def params(self, a):
-        d = int(a.x.shape[-1])
-        return {"weight": ParamSpec((d,), "ones"), "bias": ParamSpec((d,), "zeros")}
+        d = tuple(int(v) for v in a.derived)
+        return {"weight": ParamSpec(d, "ones"), "bias": ParamSpec(d, "zeros")}
 
     @lowering(since=17)
     def lower_native(self, a, g, inputs):
-        return [g.op("LayerNormalization", [inputs[0], g.param("weight"), g.param("bias")], axis=-1,
-                     epsilon=float(a.attrs["eps"]))]
+        return [g.op("LayerNormalization", [inputs[0], g.param("weight"), g.param("bias")],
+                     axis=-len(a.derived), epsilon=float(a.attrs["eps"]))]
 
     @lowering()
     def lower_decomposed(self, a, g, inputs):
         # (x - mean) / sqrt(var + eps) * w + b, with the population variance.
-        x = inputs[0]
+        x, k = inputs[0], len(a.derived)
         dt = a.x.np_dtype
-        mean = reduce_mean_last(g, x)
+        mean = reduce_mean_last(g, x, k)
         d = g.op("Sub", [x, mean])
-        var = reduce_mean_last(g, g.op("Pow", [d, g.const(np.asarray(2.0, dtype=dt), hint="two")]))
+        var = reduce_mean_last(g, g.op("Pow", [d, g.const(np.asarray(2.0, dtype=dt), hint="two")]), k)
         std = g.op("Sqrt", [g.op("Add", [var, g.const(np.asarray(float(a.attrs["eps"]), dtype=dt), hint="eps")])])
         return [g.op("Add", [g.op("Mul", [g.op("Div", [d, std]), g.param("weight")]), g.param("bias")])]
 
     def forward(self, a, ctx, inputs, params):
-        return [F.layer_norm(inputs[0], params["weight"], params["bias"], (-1,), a.attrs["eps"])]
+        return [F.layer_norm(inputs[0], params["weight"], params["bias"], tuple(range(-len(a.derived), 0)),
+                             a.attrs["eps"])]
 
 
-def reduce_mean_last(g, x):
-    """ReduceMean over the last axis, keeping it. Only emitted below opset 17 (LayerNormalization
-    is native from 17), where ReduceMean still takes `axes` as an attribute (an input from 18)."""
-    return g.op("ReduceMean", [x], axes=[-1], keepdims=1)
+def _show(v) -> str:
+    return "(" + ", ".join(map(str, v)) + ")" if isinstance(v, tuple) else str(v)
+
+
+def reduce_mean_last(g, x, k: int = 1):
+    """ReduceMean over the last k axes, keeping them. Only emitted below opset 17
+    (LayerNormalization is native from 17), where ReduceMean still takes `axes` as an attribute
+    (an input from 18)."""
+    return g.op("ReduceMean", [x], axes=list(range(-k, 0)), keepdims=1)

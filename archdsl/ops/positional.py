@@ -104,7 +104,8 @@ class PositionalEncoding(_AddPositions):
     """x * scale + sinusoidal positions (Vaswani et al.), then dropout (training only). No
     parameters. `scale=sqrt(d)` is the paper's scaling of the embeddings before the sum."""
     name = "PositionalEncoding"
-    args = (Arg("max_len", "int", 5000), Arg("dropout", "float", 0.0), Arg("scale", "float", 1.0))
+    args = (Arg("max_len", "int", 5000), Arg("dropout", "float", 0.0, keyword_only=True),
+            Arg("scale", "float", 1.0, keyword_only=True))
     samples = (Sample("x: f32[N, T, 6] -> PositionalEncoding(max_len=16, scale=2.0)"),
                Sample("x: f32[N, 4, 5] -> PositionalEncoding(max_len=4)"))
 
@@ -157,7 +158,7 @@ class PositionalEmbedding(_AddPositions):
     """x + weight[:T]: learned absolute positions (GPT-2's wpe, BERT's position embeddings).
     weight [max_len, d] ~ N(0, std) (0.02 as in BERT and GPT-2)."""
     name = "PositionalEmbedding"
-    args = (Arg("max_len", "int"), Arg("d", "int", None), Arg("std", "float", 0.02))
+    args = (Arg("max_len", "int"), Arg("d", "int", None), Arg("std", "float", 0.02, keyword_only=True))
     samples = (Sample("x: f32[N, T, 4] -> PositionalEmbedding(8)"),
                Sample("x: f32[N, 3, 2] -> PositionalEmbedding(3, d=2, std=0.5)"))
 
