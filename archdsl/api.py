@@ -60,6 +60,12 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
+def _section_checkers() -> dict:
+    """What each kind of section checks beyond its keys (a gan section: its pair of models)."""
+    from .gan.pair import check_gan_sections
+    return {"gan": check_gan_sections}
+
+
 class Spec:
     """A compiled .arch file: its models (elaborated on demand, cached) and sections."""
 
@@ -72,7 +78,7 @@ class Spec:
             with collect_errors(errors):
                 self.model(name, **self.applicable(name, overrides or {}))
         with collect_errors(errors):
-            self.sections = check_sections(ns, self)
+            self.sections = check_sections(ns, self, _section_checkers())
         raise_errors(errors)
 
     def applicable(self, name: str, overrides: dict) -> dict:

@@ -59,7 +59,10 @@ def value(e: A.Node):
     raise ArchError("section values are numbers, strings, names, lists or calls like Adam(lr=1e-3)", e.span)
 
 
-def check_sections(ns, spec) -> dict[str, list[Section]]:
+def check_sections(ns, spec, checkers: dict | None = None) -> dict[str, list[Section]]:
+    """Every section's keys against its kind, then `checkers[kind](spec, sections)` for the
+    kinds that check more (a gan section its pair of models: archdsl/gan/pair.py), all errors
+    together."""
     out: dict[str, list[Section]] = {"train": [], "gan": []}
     errors: list[ArchError] = []
     for s in ns.sections:
@@ -80,10 +83,64 @@ def check_sections(ns, spec) -> dict[str, list[Section]]:
             out[s.kind].append(Section(s.kind, s.name, s.span, entries, spans))
         except ArchError as e:
             errors.append(e)
-    if out["gan"] and spec is not None:
-        # settings, both models and the pair's types (archdsl/gan/pair.py; imported only when needed)
-        from ..gan.pair import check_gan_sections
-        with collect_errors(errors):
-            check_gan_sections(spec, out["gan"])
+    for kind, check in (checkers or {}).items():
+        if out.get(kind) and spec is not None:
+            with collect_errors(errors):
+                check(spec, out[kind])
     raise_errors(errors)
     return out
+
+
+# -- reading section values (train and gan sections) --------------------------------------------
+
+def plain(v, span=None):
+    """Section value -> JSON-able Python value (names become strings)."""
+    if isinstance(v, Ref):
+        return v.name
+    if isinstance(v, tuple):
+        return [plain(x, span) for x in v]
+    if isinstance(v, Call):
+        raise ArchError(f"unexpected call {v.func}(...) here", v.span or span)
+    return v
+
+
+def call_parts(v, what: str, span) -> tuple[str, tuple, dict, Span | None]:
+    if isinstance(v, Call):
+        return v.func, v.args, v.kwargs, v.span or span
+    if isinstance(v, Ref):
+        return v.name, (), {}, v.span
+    raise ArchError(f"{what} must be written like a call, e.g. {what}(...), got {v!r}", span)
+
+
+def call_kwargs(func, args, kwargs, allowed, span, what) -> dict:
+    out = {}
+    if len(args) > len(allowed):
+        raise ArchError(f"{func} takes at most {len(allowed)} positional argument(s), got {len(args)}", span)
+    for name, v in zip(allowed, args):
+        out[name] = plain(v, span)
+    for k, v in kwargs.items():
+        if k not in allowed:
+            raise ArchError(f"{what} {func} has no argument '{k}'", span,
+                            did_you_mean(k, allowed) or f"arguments: {', '.join(allowed)}")
+        if k in out:
+            raise ArchError(f"{func}: argument '{k}' given twice", span)
+        out[k] = plain(v, span)
+    return out
+
+
+def number(v, key, span, kind=float, lo=None, hi=None, lo_open=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
+        raise ArchError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {plain(v)!r}", span)
+    if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
+        rng = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
+        raise ArchError(f"{key} must be {rng}, got {v}", span)
+    return kind(v)
+
+
+def mapping(v, key, span) -> dict:
+    """`dict(image="x")` or `[(image, "x")]` -> {"image": "x"}."""
+    if isinstance(v, Call) and v.func == "dict" and not v.args:
+        return {k: str(plain(x, span)) for k, x in v.kwargs.items()}
+    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in v):
+        return {str(plain(a, span)): str(plain(b, span)) for a, b in v}
+    raise ArchError(f"{key} maps names to arrays in the data file, e.g. {key} = dict(image=\"x\")", span)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from ..elaborate.sections import Call, Ref, Section
+from ..elaborate.sections import Call, Ref, Section, call_kwargs, call_parts, number, plain
 from ..errors import ArchError, ArchErrors, did_you_mean
 from ..train.settings import SavedSettings
 
@@ -90,7 +90,6 @@ def _model_ref(v, role: str, sec: Section, span) -> tuple[str, tuple, dict]:
 
 def _model_args(ns, name: str, args: tuple, kwargs: dict, role: str, sec: Section, span) -> dict:
     """Positional and keyword arguments of `generator = G(...)` -> model parameter overrides."""
-    from ..train.config import _plain as plain
     params = [p.name for p in ns.models[name].params]
     if len(args) > len(params):
         raise ArchError(f"gan {sec.name}: model {name} takes {len(params)} parameter"
@@ -120,13 +119,12 @@ def _name(v, key: str, span, choices) -> str:
 
 
 def _optimizer(v, key: str, span) -> dict:
-    from ..train.config import _call, _kwargs
     from ..train.optim import OPTIMIZER_ARGS, OPTIMIZERS
-    func, args, kwargs, ospan = _call(v, key, span)
+    func, args, kwargs, ospan = call_parts(v, key, span)
     if func not in OPTIMIZERS:
         raise ArchError(f"unknown optimizer '{func}'", ospan,
                         did_you_mean(func, OPTIMIZERS) or f"optimizers: {', '.join(OPTIMIZERS)}")
-    opt = {"name": func, **_kwargs(func, args, kwargs, OPTIMIZER_ARGS[func], ospan, "optimizer")}
+    opt = {"name": func, **call_kwargs(func, args, kwargs, OPTIMIZER_ARGS[func], ospan, "optimizer")}
     opt.setdefault("lr", DEFAULT_OPTIMIZER["lr"] if func != "SGD" else 0.01)
     if func != "SGD" and "betas" not in opt:
         opt["betas"] = list(DEFAULT_OPTIMIZER["betas"])
@@ -182,7 +180,6 @@ def config_from_section(ns, sec: Section, errors: list | None = None) -> GanConf
 
 
 def _setting(cfg: GanConfig, key: str, v, span) -> None:
-    from ..train.config import _number
     if key == "noise":
         if isinstance(v, Call):
             dist = _name(v.func, "noise", v.span or span, NOISES)
@@ -193,7 +190,7 @@ def _setting(cfg: GanConfig, key: str, v, span) -> None:
             if len(v.args) != 1:
                 raise ArchError(f"noise {dist}(size) takes one argument, the number of values per sample, "
                                 f"got {len(v.args)}", v.span or span)
-            size = _number(v.args[0], "the noise size", v.span or span, int, 1)
+            size = number(v.args[0], "the noise size", v.span or span, int, 1)
         else:
             dist, size = _name(v, "noise", span, NOISES), None
         cfg.noise = {"dist": dist, "size": size}
@@ -202,21 +199,20 @@ def _setting(cfg: GanConfig, key: str, v, span) -> None:
     elif key in ("g_optimizer", "d_optimizer"):
         setattr(cfg, key, _optimizer(v, key, span))
     elif key == "d_steps":
-        cfg.d_steps = _number(v, "d_steps", span, int, 1)
+        cfg.d_steps = number(v, "d_steps", span, int, 1)
     elif key in ("batch", "epochs", "steps"):
-        setattr(cfg, key, _number(v, key, span, int, 1))
+        setattr(cfg, key, number(v, key, span, int, 1))
     elif key == "seed":
-        cfg.seed = _number(v, "seed", span, int, 0)
+        cfg.seed = number(v, "seed", span, int, 0)
     elif key == "schedule":
-        from ..train.config import _call, _kwargs
         from ..train.optim import SCHEDULE_ARGS, SCHEDULES
         cfg.schedule = []
         for it in (v if isinstance(v, tuple) else (v,)):
-            func, args, kwargs, sspan = _call(it, "schedule", span)
+            func, args, kwargs, sspan = call_parts(it, "schedule", span)
             if func not in SCHEDULES:
                 raise ArchError(f"unknown schedule '{func}'", sspan,
                                 did_you_mean(func, SCHEDULES) or f"schedules: {', '.join(SCHEDULES)}")
-            cfg.schedule.append({"name": func, **_kwargs(func, args, kwargs, SCHEDULE_ARGS[func], sspan, "schedule")})
+            cfg.schedule.append({"name": func, **call_kwargs(func, args, kwargs, SCHEDULE_ARGS[func], sspan, "schedule")})
     elif key == "data":
         if not isinstance(v, (str, Ref)):
             raise ArchError("data names the array of real samples in the .npz, e.g. data = \"x\"", span)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..elaborate.sections import Call, Ref, Section
-from ..errors import ArchError, Span, did_you_mean
+from ..elaborate.sections import Section, call_kwargs, call_parts, mapping, number, plain
+from ..errors import ArchError, did_you_mean
 from ..ir.graph import Model
 from .losses import LOSS_KWARGS, LOSSES
 from .metrics import METRIC_KINDS, METRICS
@@ -71,59 +71,6 @@ class TrainConfig(SavedSettings):
 
 # -- reading a train section ---------------------------------------------------------------------
 
-def _plain(v, span=None):
-    """Section value -> JSON-able Python value (names become strings)."""
-    if isinstance(v, Ref):
-        return v.name
-    if isinstance(v, tuple):
-        return [_plain(x, span) for x in v]
-    if isinstance(v, Call):
-        raise ArchError(f"unexpected call {v.func}(...) here", v.span or span)
-    return v
-
-
-def _call(v, what: str, span) -> tuple[str, tuple, dict, Span | None]:
-    if isinstance(v, Call):
-        return v.func, v.args, v.kwargs, v.span or span
-    if isinstance(v, Ref):
-        return v.name, (), {}, v.span
-    raise ArchError(f"{what} must be written like a call, e.g. {what}(...), got {v!r}", span)
-
-
-def _kwargs(func, args, kwargs, allowed, span, what) -> dict:
-    out = {}
-    if len(args) > len(allowed):
-        raise ArchError(f"{func} takes at most {len(allowed)} positional argument(s), got {len(args)}", span)
-    for name, v in zip(allowed, args):
-        out[name] = _plain(v, span)
-    for k, v in kwargs.items():
-        if k not in allowed:
-            raise ArchError(f"{what} {func} has no argument '{k}'", span,
-                            did_you_mean(k, allowed) or f"arguments: {', '.join(allowed)}")
-        if k in out:
-            raise ArchError(f"{func}: argument '{k}' given twice", span)
-        out[k] = _plain(v, span)
-    return out
-
-
-def _number(v, key, span, kind=float, lo=None, hi=None, lo_open=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
-        raise ArchError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {_plain(v)!r}", span)
-    if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
-        rng = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
-        raise ArchError(f"{key} must be {rng}, got {v}", span)
-    return kind(v)
-
-
-def _mapping(v, key, span) -> dict:
-    """`dict(image="x")` or `[(image, "x")]` -> {"image": "x"}."""
-    if isinstance(v, Call) and v.func == "dict" and not v.args:
-        return {k: str(_plain(x, span)) for k, x in v.kwargs.items()}
-    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in v):
-        return {str(_plain(a, span)): str(_plain(b, span)) for a, b in v}
-    raise ArchError(f"{key} maps names to arrays in the data file, e.g. {key} = dict(image=\"x\")", span)
-
-
 def section_for(spec, model_name: str) -> Section | None:
     for s in getattr(spec, "sections", {}).get("train", []):
         if s.name == model_name:
@@ -135,50 +82,50 @@ def config_from_section(sec: Section, base_dir: str | None = None) -> TrainConfi
     e, sp = sec.entries, sec.spans
     if "loss" not in e:
         raise ArchError(f"train {sec.name} needs a loss, e.g. loss = cross_entropy(logits, label)", sec.span)
-    func, args, kwargs, lspan = _call(e["loss"], "loss", sp["loss"])
+    func, args, kwargs, lspan = call_parts(e["loss"], "loss", sp["loss"])
     if func not in LOSSES:
         raise ArchError(f"unknown loss '{func}'", lspan, did_you_mean(func, LOSSES) or f"losses: {', '.join(LOSSES)}")
     if len(args) != 2:
         raise ArchError(f"{func} takes the model output and the target: {func}(output, target)", lspan)
     kind = LOSSES[func][1]
-    loss = {"name": func, "output": str(_plain(args[0], lspan)), "target": str(_plain(args[1], lspan)),
-            "kwargs": _kwargs(func, (), kwargs, LOSS_KWARGS[kind], lspan, "loss")}
+    loss = {"name": func, "output": str(plain(args[0], lspan)), "target": str(plain(args[1], lspan)),
+            "kwargs": call_kwargs(func, (), kwargs, LOSS_KWARGS[kind], lspan, "loss")}
     cfg = TrainConfig(loss=loss, spans=dict(sp))
     if "optimizer" in e:
-        func, args, kwargs, ospan = _call(e["optimizer"], "optimizer", sp["optimizer"])
+        func, args, kwargs, ospan = call_parts(e["optimizer"], "optimizer", sp["optimizer"])
         if func not in OPTIMIZERS:
             raise ArchError(f"unknown optimizer '{func}'", ospan,
                             did_you_mean(func, OPTIMIZERS) or f"optimizers: {', '.join(OPTIMIZERS)}")
-        cfg.optimizer = {"name": func, **_kwargs(func, args, kwargs, OPTIMIZER_ARGS[func], ospan, "optimizer")}
+        cfg.optimizer = {"name": func, **call_kwargs(func, args, kwargs, OPTIMIZER_ARGS[func], ospan, "optimizer")}
         cfg.optimizer.setdefault("lr", 1e-3 if func != "SGD" else 0.01)
     if "batch" in e:
-        cfg.batch = _number(e["batch"], "batch", sp["batch"], int, 1)
+        cfg.batch = number(e["batch"], "batch", sp["batch"], int, 1)
     if "epochs" in e:
-        cfg.epochs = _number(e["epochs"], "epochs", sp["epochs"], int, 1)
+        cfg.epochs = number(e["epochs"], "epochs", sp["epochs"], int, 1)
     if "seed" in e:
-        cfg.seed = _number(e["seed"], "seed", sp["seed"], int, 0)
+        cfg.seed = number(e["seed"], "seed", sp["seed"], int, 0)
     if "val_split" in e:
-        cfg.val_split = _number(e["val_split"], "val_split", sp["val_split"], float, 0.0, 0.99)
+        cfg.val_split = number(e["val_split"], "val_split", sp["val_split"], float, 0.0, 0.99)
     if "clip_norm" in e:
-        cfg.clip_norm = _number(e["clip_norm"], "clip_norm", sp["clip_norm"], float, 0.0, lo_open=True)
+        cfg.clip_norm = number(e["clip_norm"], "clip_norm", sp["clip_norm"], float, 0.0, lo_open=True)
     if "metrics" in e:
         ms = e["metrics"] if isinstance(e["metrics"], tuple) else (e["metrics"],)
-        cfg.metrics = [str(_plain(m, sp["metrics"])) for m in ms]
+        cfg.metrics = [str(plain(m, sp["metrics"])) for m in ms]
     if "schedule" in e:
         items = e["schedule"] if isinstance(e["schedule"], tuple) else (e["schedule"],)
         for it in items:
-            func, args, kwargs, sspan = _call(it, "schedule", sp["schedule"])
+            func, args, kwargs, sspan = call_parts(it, "schedule", sp["schedule"])
             if func not in SCHEDULES:
                 raise ArchError(f"unknown schedule '{func}'", sspan,
                                 did_you_mean(func, SCHEDULES) or f"schedules: {', '.join(SCHEDULES)}")
-            cfg.schedule.append({"name": func, **_kwargs(func, args, kwargs, SCHEDULE_ARGS[func], sspan, "schedule")})
+            cfg.schedule.append({"name": func, **call_kwargs(func, args, kwargs, SCHEDULE_ARGS[func], sspan, "schedule")})
     if "freeze" in e:
         from ..passes.freeze import freeze_names
         cfg.freeze = freeze_names(e["freeze"])
     if "inputs" in e:
-        cfg.inputs = _mapping(e["inputs"], "inputs", sp["inputs"])
+        cfg.inputs = mapping(e["inputs"], "inputs", sp["inputs"])
     if "targets" in e:
-        cfg.targets = _mapping(e["targets"], "targets", sp["targets"])
+        cfg.targets = mapping(e["targets"], "targets", sp["targets"])
     if "init" in e:
         if not isinstance(e["init"], str):
             raise ArchError("init must be a checkpoint path in quotes", sp["init"])
