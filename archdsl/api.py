@@ -129,6 +129,12 @@ class Spec:
     def models(self) -> list["CompiledModel"]:
         return [self.model(n) for n in self.ns.own_models]
 
+    def target(self, name: str | None = None, training: bool = False, **overrides):
+        """What a command acts on (archdsl/targets.py): the gan section or model `name` means,
+        by default the file's gan section or its default model."""
+        from .targets import resolve
+        return resolve(self, name, overrides, training=training)
+
 
 class CompiledModel:
     """One model's IR with the things people do with it."""

@@ -23,24 +23,12 @@ def _add_model_args(p, set_help=True):
                    help="override a model parameter, e.g. --set classes=10")
 
 
-def _model(args, spec=None):
+def _target(args, training: bool = False):
+    """What the command acts on: the file compiled once, then one rule (archdsl/targets.py)."""
     from .api import compile, parse_set
-    overrides = parse_set(args.set)
-    spec = spec if spec is not None else compile(Path(args.file))
-    name = args.model
-    if name is None or any(s.name == name for s in spec.sections.get("gan", [])):
-        # a gan spec exports its generator (or, with --discriminator, its discriminator)
-        from .gan.cli import is_gan_spec
-        if is_gan_spec(spec, name):
-            pair = spec.gan(name)
-            member = pair.discriminator if getattr(args, "discriminator", False) else pair.generator
-            name = member.name
-    if getattr(args, "discriminator", False) and name == args.model:
-        raise ArchError(f"--discriminator needs a spec with a gan section ({args.file} has none"
-                        f"{'' if args.model is None else ' named ' + args.model})",
-                        hint="name the model to export with --model")
-    model = spec.model(name, **overrides)
-    return spec, model
+    from .targets import resolve
+    spec = compile(Path(args.file))
+    return resolve(spec, args.model, parse_set(getattr(args, "set", [])), training=training)
 
 
 def cmd_check(args) -> int:
@@ -63,63 +51,28 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
-def _dims(items) -> dict:
-    from .api import parse_set
-    d = parse_set(items)
-    for k, v in d.items():
-        if not isinstance(v, int) or v <= 0:
-            raise ArchError(f"--dim {k}= needs a positive int, got {v!r}")
-    return d
-
-
 def cmd_summary(args) -> int:
-    from .api import compile
-    from .gan.cli import gan_dispatch
-    spec = compile(Path(args.file))                  # once, for the gan check and the model
-    rc = gan_dispatch(args, "summary", spec)
-    if rc is not None:
-        return rc
-    spec, model = _model(args, spec)
-    dims = _dims(args.dim)
-    report = model.cost(dims=dims, batch=args.batch)
+    from .cliargs import dims
+    target = _target(args)
+    d = dims(args.dim)
     if args.json:
-        from .summary import summary_json
-        print(json.dumps(summary_json(report, model.ir), indent=2))
-    elif args.explain:
-        from .authoring.explain import explain_model
-        print(explain_model(model, dims=dims, batch=args.batch), end="")
+        print(json.dumps(target.summary_json(d, args.batch), indent=2))
     else:
-        from .summary import format_summary
-        print(format_summary(report, model.ir))
+        print(target.summary(d, args.batch, explain=args.explain), end="")
     return 0
 
 
 def cmd_render(args) -> int:
-    from .api import compile
-    from .gan.cli import gan_dispatch
-    spec = compile(Path(args.file))                  # once, for the gan check and the model
-    rc = gan_dispatch(args, "render", spec)
-    if rc is not None:
-        return rc
-    spec, model = _model(args, spec)
-    if args.unroll is not None or args.receptive_field:
-        from .authoring.cli import render_special
-        out = render_special(model, args.output, unroll=args.unroll, receptive_field=args.receptive_field,
-                             rankdir=args.rankdir)
-    else:
-        out = model.render(args.output, rankdir=args.rankdir, collapse=args.collapse)
+    out = _target(args).render(args.output, rankdir=args.rankdir, collapse=args.collapse, unroll=args.unroll,
+                               receptive_field=args.receptive_field)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_export(args) -> int:
     from .backends.onnx.export import DEFAULT_OPSET
-    spec, model = _model(args)
-    weights = None
-    if args.weights:
-        from .gan.cli import export_weights      # a GAN checkpoint or an ordinary one
-        weights = export_weights(args.weights, model.ir)
-    proto = model.to_onnx(args.output, opset=args.opset, seed=args.seed, weights=weights)
+    proto, model = _target(args).export(args.output, opset=args.opset, seed=args.seed, weights=args.weights,
+                                        role="discriminator" if args.discriminator else None)
     print(f"wrote {args.output}: model {model.name}, opset {DEFAULT_OPSET if args.opset is None else args.opset}, "
           f"{len(proto.graph.node)} nodes, {model.param_count:,} parameters"
           f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")

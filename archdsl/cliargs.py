@@ -55,3 +55,14 @@ def temperature(s: str) -> float:
     if not v >= 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a temperature >= 0 (0 = greedy), got {s}")
     return v
+
+
+def dims(items) -> dict:
+    """`--dim T=128` flags -> {"T": 128}: values of symbolic dims, each a positive int."""
+    from .api import parse_set
+    from .errors import ArchError
+    d = parse_set(items)
+    for k, v in d.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ArchError(f"--dim {k}= needs a positive int, got {v!r}")
+    return d

@@ -2,7 +2,6 @@
 drawing, and which model `export` picks."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -203,35 +202,23 @@ def test_export_picks_the_generator_and_model_picks_the_discriminator(tmp_path):
     assert [o.name for o in onnx.load(tmp_path / "d.onnx").graph.output] == ["score"]
 
 
-def test_gan_cli_summary_and_render_functions(tmp_path, capsys):
-    import types
-    from archdsl.gan.cli import render_command, summary_command
-    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model=None, set=[], dim=[], batch=1,
-                               json=True)
-    assert summary_command(ns) == 0
-    js = json.loads(capsys.readouterr().out)
+def test_targets_summary_and_render_of_a_gan(tmp_path):
+    from archdsl.targets import GanTarget, ModelTarget, resolve
+    spec = archdsl.compile(ROOT / "specs" / "gan_ring.arch")
+    target = resolve(spec)                                           # no name: the file's gan section
+    assert isinstance(target, GanTarget) and target.name == "Ring"
+    js = target.summary_json()
     assert js["generator"]["total_params"] + js["discriminator"]["total_params"] == 35_971
-    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model=None, set=[],
-                               output=str(tmp_path / "ring.dot"), rankdir="TB", collapse=False)
-    assert render_command(ns) == 0
+    assert 'Model: "Generator"' in target.summary() and 'Model: "Discriminator"' in target.summary()
+    target.render(tmp_path / "ring.dot")
     assert "generated f32[N, 2]" in (tmp_path / "ring.dot").read_text()
-
-
-def test_gan_dispatch_for_the_cli(tmp_path, capsys):
-    import types
-    from archdsl.gan.cli import gan_dispatch
-    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "lenet5.arch"), model=None, set=[])
-    assert gan_dispatch(ns, "summary") is None                      # not a gan spec: the caller goes on
-    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model="Generator", set=[])
-    assert gan_dispatch(ns, "summary") is None                      # one model asked for by name
-    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model="Ring", set=[], dim=[], batch=1,
-                               json=False)
-    assert gan_dispatch(ns, "summary") == 0
-    out = capsys.readouterr().out
-    assert 'Model: "Generator"' in out and 'Model: "Discriminator"' in out
-    ns = types.SimpleNamespace(file=str(ROOT / "specs" / "gan_ring.arch"), model=None, set=[],
-                               output=str(tmp_path / "r.dot"), rankdir="LR", collapse=False)
-    assert gan_dispatch(ns, "render") == 0 and "generated f32[N, 2]" in (tmp_path / "r.dot").read_text()
+    assert isinstance(resolve(spec, "Ring"), GanTarget)              # the section by name
+    one = resolve(spec, "Generator")                                 # one model asked for by name
+    assert isinstance(one, ModelTarget) and one.models()[0].name == "Generator"
+    assert isinstance(resolve(archdsl.compile(ROOT / "specs" / "lenet5.arch")), ModelTarget)
+    assert resolve(spec).export_model("discriminator").name == "Discriminator"
+    with pytest.raises(ArchError, match="--discriminator needs a spec with a gan section"):
+        resolve(archdsl.compile(ROOT / "specs" / "lenet5.arch")).export_model("discriminator")
 
 
 def test_cli_summary_render_and_export_of_a_gan_spec(tmp_path):

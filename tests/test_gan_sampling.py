@@ -34,6 +34,11 @@ def args(**kw):
     return types.SimpleNamespace(**base)
 
 
+def sample(a) -> int:
+    """`archdsl sample` on the gan of a.file, as the CLI's target does it."""
+    return sample_command(a, archdsl.compile(a.file).gan(a.model))
+
+
 def test_onnx_generator_equals_numpy_generator(digits_run, tmp_path):
     pair, d = digits_run
     from archdsl.gan.checkpoint import load_member
@@ -56,16 +61,16 @@ def test_onnx_generator_equals_numpy_generator(digits_run, tmp_path):
 def test_sample_command_npy_and_png(digits_run, tmp_path, capsys):
     pair, d = digits_run
     ck = d / "run" / "checkpoint.npz"
-    assert sample_command(args(weights=str(ck), n=10, output=str(tmp_path / "s.npy"))) == 0
+    assert sample(args(weights=str(ck), n=10, output=str(tmp_path / "s.npy"))) == 0
     out = capsys.readouterr().out
     assert "wrote" in out and "NumPy engine" in out and "generator Generator of gan Digits" in out
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (10, 1, 8, 8) and -1 <= s.min() and s.max() <= 1
-    assert sample_command(args(weights=str(d / "run" / "generator.npz"), n=10, output=str(tmp_path / "t.npy"),
+    assert sample(args(weights=str(d / "run" / "generator.npz"), n=10, output=str(tmp_path / "t.npy"),
                                device="cpu")) == 0
     assert "ONNX Runtime on cpu" in capsys.readouterr().out
     np.testing.assert_allclose(np.load(tmp_path / "t.npy"), s, atol=1e-4)
-    assert sample_command(args(weights=str(ck), n=64, output=str(tmp_path / "grid.png"))) == 0
+    assert sample(args(weights=str(ck), n=64, output=str(tmp_path / "grid.png"))) == 0
     assert "image grid of 64 samples (8 per row" in capsys.readouterr().out
     img = read_png(tmp_path / "grid.png")
     assert img.shape == (8 * 33 + 1, 8 * 33 + 1) and img.dtype == np.uint8   # 8x8 tiles of 32 px + 1 px gaps
@@ -79,9 +84,9 @@ def test_sample_command_from_an_exported_onnx_file(digits_run, tmp_path, capsys)
                         "--weights", str(d / "run" / "generator.npz"), "-o", str(tmp_path / "g.onnx")],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert sample_command(args(weights=str(tmp_path / "g.onnx"), n=12, output=str(tmp_path / "o.npy"))) == 0
+    assert sample(args(weights=str(tmp_path / "g.onnx"), n=12, output=str(tmp_path / "o.npy"))) == 0
     assert "ONNX Runtime" in capsys.readouterr().out
-    assert sample_command(args(weights=str(d / "run" / "checkpoint.npz"), n=12, output=str(tmp_path / "n.npy"))) == 0
+    assert sample(args(weights=str(d / "run" / "checkpoint.npz"), n=12, output=str(tmp_path / "n.npy"))) == 0
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), np.load(tmp_path / "n.npy"), atol=1e-4)
 
 
@@ -89,18 +94,18 @@ def test_sample_command_errors(digits_run, tmp_path):
     pair, d = digits_run
     ck = str(d / "run" / "checkpoint.npz")
     with pytest.raises(ArchError, match="needs the trained generator: --weights"):
-        sample_command(args(output=str(tmp_path / "x.npy")))
+        sample(args(output=str(tmp_path / "x.npy")))
     with pytest.raises(ArchError, match="unknown format '.jpg'"):
-        sample_command(args(weights=ck, output=str(tmp_path / "x.jpg")))
+        sample(args(weights=ck, output=str(tmp_path / "x.jpg")))
     with pytest.raises(ArchError, match="unknown device 'gpu'"):
-        sample_command(args(weights=ck, output=str(tmp_path / "x.npy"), device="gpu"))
+        sample(args(weights=ck, output=str(tmp_path / "x.npy"), device="gpu"))
     with pytest.raises(ArchError, match="does not fit model Generator"):
-        sample_command(args(weights=str(d / "run" / "discriminator.npz"), output=str(tmp_path / "x.npy")))
+        sample(args(weights=str(d / "run" / "discriminator.npz"), output=str(tmp_path / "x.npy")))
     with pytest.raises(ArchError, match="no ONNX file"):
-        sample_command(args(weights=str(tmp_path / "missing.onnx"), output=str(tmp_path / "x.npy")))
+        sample(args(weights=str(tmp_path / "missing.onnx"), output=str(tmp_path / "x.npy")))
     ring = str(ROOT / "specs" / "gan_ring.arch")
     with pytest.raises(ArchError, match="does not fit model Generator"):
-        sample_command(args(file=ring, weights=ck, output=str(tmp_path / "x.npy")))
+        sample(args(file=ring, weights=ck, output=str(tmp_path / "x.npy")))
 
 
 def test_ring_samples_draw_as_a_scatter_plot(tmp_path, capsys):
@@ -109,7 +114,7 @@ def test_ring_samples_draw_as_a_scatter_plot(tmp_path, capsys):
     np.savez(tmp_path / "g.npz", **w)
     a = args(file=str(ROOT / "specs" / "gan_ring.arch"), weights=str(tmp_path / "g.npz"), n=500,
              output=str(tmp_path / "ring.png"))
-    assert sample_command(a) == 0
+    assert sample(a) == 0
     assert "scatter plot of 500 2-D samples" in capsys.readouterr().out
     img = read_png(tmp_path / "ring.png")
     assert img.shape == (480, 480) and (img < 100).any()

@@ -296,7 +296,7 @@ def test_archdsl_train_runs_the_gan_loop_and_resumes(tmp_path):
 
 
 def test_progress_line_format():
-    from archdsl.gan.loop import _fmt
+    from archdsl.gan.loop import format_record as _fmt
     s = _fmt({"d_loss": 1.2, "g_loss": 0.7, "d_real": 0.61, "d_fake": 0.4})
     assert s == "d_loss 1.2000  g_loss 0.7000  D(x) 0.610  D(G(z)) 0.400"
 

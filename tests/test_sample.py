@@ -289,7 +289,7 @@ def test_model_and_vocabulary_sizes_must_agree():
 def test_gan_specs_go_to_the_gan_sampler(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake(args):
+    def fake(args, pair):
         seen.update(n=args.n, output=args.output, weights=args.weights, device=args.device, seed=args.seed)
         return 0
 

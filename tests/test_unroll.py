@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import archdsl
-from archdsl.authoring.cli import render_special
+from archdsl.authoring.views import render_special
 from archdsl.authoring.receptive import (receptive_cone, receptive_field_dot, receptive_field_text,
                                          receptive_fields)
 from archdsl.authoring.unroll import recurrence, unroll_dot

@@ -2,7 +2,7 @@
 
 `add_commands(sub)` registers them (archdsl/cli.py calls it, as it does train/cli.py). The
 flags of existing commands (`summary --explain`, `render --unroll K / --receptive-field LAYER`)
-are wired in archdsl/cli.py and call `explain_model` and `render_special` from here.
+are wired in archdsl/cli.py (through archdsl/targets.py, which draws with authoring/views.py).
 """
 from __future__ import annotations
 
@@ -108,22 +108,6 @@ def cmd_report(args) -> int:
     out = write_report(compile(Path(args.file)), args.output, model=args.model, overrides=parse_set(args.set))
     print(f"wrote {out}")
     return 0
-
-
-def render_special(model, output, unroll: int | None = None, receptive_field: str | None = None,
-                   rankdir: str = "TB") -> Path:
-    """`archdsl render --unroll K` / `--receptive-field LAYER`: draw and write (format by the
-    extension, atomically). Returns the path written."""
-    from .drawing import save_graph
-    if unroll is not None and receptive_field is not None:
-        raise ArchError("--unroll and --receptive-field draw different pictures: choose one")
-    if unroll is not None:
-        from .unroll import unroll_dot
-        g = unroll_dot(model, unroll)
-    else:
-        from .receptive import receptive_field_dot
-        g = receptive_field_dot(model, receptive_field, rankdir=rankdir)
-    return save_graph(g, output)
 
 
 def add_commands(sub) -> None:

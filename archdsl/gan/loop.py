@@ -114,7 +114,8 @@ class _Accum:
         return {"sums": self.sums, "n": self.n, "seconds": self.seconds}
 
 
-def _fmt(vals: dict) -> str:
+def format_record(vals: dict) -> str:
+    """A step or epoch record as the progress shows it: both losses, D(x), D(G(z))."""
     names = {"d_loss": "d_loss", "g_loss": "g_loss", "d_real": "D(x)", "d_fake": "D(G(z))"}
     parts = []
     for k, label in names.items():
@@ -272,7 +273,7 @@ class GanTrainer:
                     if bar is not None:
                         bar.update(1)
                         if step % SHOW_EVERY == 0 or step == total:
-                            bar.set_postfix_str(_fmt(rec), refresh=False)
+                            bar.set_postfix_str(format_record(rec), refresh=False)
                     if self.on_step is not None:
                         self.on_step(self, step, rec)
                     if self._stop and step < total:
@@ -283,7 +284,7 @@ class GanTrainer:
                 rec = {"epoch": epoch + 1, "step": step, **acc.values(), "seconds": round(acc.seconds, 3)}
                 history.append(rec)
                 width = len(str(n_epochs))
-                say(f"epoch {epoch + 1:>{width}}/{n_epochs}  step {step}  {_fmt(rec)}  {rec['seconds']:.1f}s")
+                say(f"epoch {epoch + 1:>{width}}/{n_epochs}  step {step}  {format_record(rec)}  {rec['seconds']:.1f}s")
                 if in_epoch >= spe:
                     epoch += 1
                     in_epoch = 0

@@ -103,15 +103,11 @@ def write_samples(path, samples: np.ndarray) -> str:
                     hint="use .npy (the samples) or .png (an image grid)")
 
 
-def sample_command(args) -> int:
-    """`archdsl sample` for a spec with a gan section. args: file, weights (a checkpoint, a run
-    directory, plain generator weights or an .onnx file), onnx (an .onnx file, instead of
-    weights), n, output, seed, device (numpy|cpu|cuda|auto|None), model (a gan section's name,
-    or its generator's or discriminator's; default: the first gan section)."""
-    import archdsl
+def sample_command(args, pair) -> int:
+    """`archdsl sample` for a gan section's `pair`. args: weights (a checkpoint, a run directory,
+    plain generator weights or an .onnx file), onnx (an .onnx file, instead of weights), n,
+    output, seed, device (numpy|cpu|cuda|auto|None)."""
     from .checkpoint import load_member
-    spec = archdsl.compile(Path(args.file))
-    pair = spec.gan(getattr(args, "model", None))
     wpath = getattr(args, "weights", None)
     onnx_file = getattr(args, "onnx", None)
     if onnx_file:

@@ -8,33 +8,15 @@ from ..cliargs import fraction, positive_float, positive_int, seed
 
 def cmd_train(args) -> int:
     from ..api import compile, parse_set
-    from .config import config_for
-    from .loop import train
-
-    spec = compile(Path(args.file))
-    from ..gan.cli import train_command, wants_gan
-    if wants_gan(spec, args.model):          # a gan section: the alternating loop (archdsl/gan/)
-        return train_command(args, spec)
-    model = spec.model(args.model, **parse_set(args.set))
-    overrides = dict(epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
-                     val_split=args.val_split, freeze=args.freeze or None)
-    config = None if args.resume else config_for(spec, model.name, **overrides)
-    result = train(model, args.data, config, run_dir=args.output, resume=args.resume, init=args.init,
-                   quiet=args.quiet, threads=args.threads, **(overrides if args.resume else {}))
+    from ..targets import resolve
+    target = resolve(compile(Path(args.file)), args.model, parse_set(args.set), training=True)
+    result = target.train(args.data, args.output, resume=args.resume, init=args.init, quiet=args.quiet,
+                          threads=args.threads, epochs=args.epochs, steps=args.steps, batch=args.batch,
+                          lr=args.lr, seed=args.seed, val_split=args.val_split, freeze=args.freeze or None)
     if result.interrupted:
         return 130
-    last = result.last
-    n = result.epochs_done
-    parts = [f"trained {model.name}: {n} epoch{'s' if n != 1 else ''}, {result.steps} steps in {result.seconds:.1f}s"]
-    for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        if last.get(k) is not None:
-            parts.append(f"{k} {100 * last[k]:.2f}%" if k.endswith("accuracy") else f"{k} {last[k]:.4f}")
-    print(", ".join(parts))
-    wrote = [str(p) for p in (result.checkpoint, result.best) if p is not None]
-    if wrote:
-        print(f"wrote {', '.join(wrote)}, {Path(args.output) / 'metrics.jsonl'}")
-        print(f"export with: archdsl export {args.file}{' --model ' + args.model if args.model else ''} "
-              f"--weights {result.best or result.checkpoint} -o {model.name.lower()}.onnx")
+    for line in target.describe_run(result, args.file, Path(args.output), args.model):
+        print(line)
     return 0
 
 
