@@ -89,7 +89,7 @@ def generator_on_both(pair, weights, onnx_path: Path, n: int, threads: int):
     """n samples of a GAN's generator from the same noise (seed 0) on the NumPy engine and on ONNX
     Runtime (the generator exported to onnx_path): (numpy samples, ORT samples, ORT info, max |diff|)."""
     from archdsl.gan import generate
-    from archdsl.train.loop import blas_threads
+    from archdsl.train.run import blas_threads
     pair.generator.to_onnx(onnx_path, weights=weights)
     with blas_threads(threads):
         np_samples, _ = generate(pair, weights, n=n, seed=0, device="numpy")

@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     import archdsl
     from archdsl.gan import train_gan
     from archdsl.gan.image import image_grid, write_png
-    from archdsl.train.loop import blas_threads
+    from archdsl.train.run import blas_threads
 
     out = _common.output_dir(args.out)
     real = real_digits()

@@ -128,3 +128,15 @@ def test_export_cli_uses_load_weights(tmp_path):
     assert not np.allclose(got, A.executor(seed=0).run({"x": x})["y"])
     assert main(["export", str(spec_file), "--model", "B", "--weights", str(tmp_path / "ck.npz"),
                  "-o", str(tmp_path / "b.onnx")]) == 1
+
+
+def test_version_1_checkpoints_are_read_with_named_streams():
+    """Before runs were shared (checkpoint version 1) the supervised loop stored its dropout stream
+    as `rng` with the shuffle apart, and the GAN loop its position as `in_epoch`."""
+    from archdsl.train.run import upgrade_meta
+    state = np.random.default_rng(3).bit_generator.state
+    shuffle = np.random.default_rng(2).bit_generator.state
+    up = upgrade_meta({"epoch": 1, "batch": 2, "step": 9, "rng": state, "shuffle": shuffle})
+    assert up["rng"] == {"dropout": state, "shuffle": shuffle}
+    gan = {"epoch": 0, "in_epoch": 3, "step": 3, "rng": {"noise": state, "shuffle": shuffle}}
+    assert upgrade_meta(gan)["batch"] == 3 and upgrade_meta(gan)["rng"] == gan["rng"]

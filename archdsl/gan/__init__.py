@@ -10,8 +10,8 @@ both, and samples from the generator on the NumPy engine or ONNX Runtime.
     samples = generate(pair, result.generator_weights, n=2000, seed=0)
 
 Modules: config (the section's settings), pair (the pair check, summary, drawing), objectives,
-loop (the alternating loop), checkpoint (both models in one file), sampling (`archdsl sample`),
-image (PNG grids), cli (`archdsl train` / summary / render for gan specs).
+loop (the GAN policy of a training run), checkpoint (both models in one file), sampling,
+image (PNG grids). Commands reach a gan section through archdsl/targets.py.
 """
 from ..lazy import lazy_exports
 

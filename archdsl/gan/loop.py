@@ -15,8 +15,8 @@ update, as in Goodfellow et al.'s Algorithm 1 and PyTorch's DCGAN example:
                            through D (whose weights are held) into G; update G
 
 The last fake is generated once and reused by the generator update, as PyTorch does with
-`fake.detach()`: its tape is set aside while the discriminator's backward pass runs (the tape is
-global, one forward per backward) and put back before the generator's. When D has no BatchNorm
+`fake.detach()`: it is recorded on a tape of its own, which the discriminator's backward pass
+does not touch, and the generator's update goes on recording on it. When D has no BatchNorm
 (nothing couples the examples of a batch), real and generated samples go through D in one pass
 of 2B rows: the same loss and gradients with half the per-op overhead.
 
@@ -31,6 +31,9 @@ Ctrl-C (which finishes the current step first):
     discriminator.npz  D's weights alone
     metrics.jsonl      one JSON line per epoch: step, d_loss, g_loss, d_real, d_fake, seconds
 
+The run itself (position, random streams, resume, Ctrl-C, checkpoints, progress, metrics.jsonl)
+is archdsl/train/run.py's `Run`; this module is its GAN policy: what one step does.
+
 Determinism: G's weights come from the seed, D's from seed + 1; the real data order from
 (seed, 2), dropout in G from (seed, 3) and in D from (seed, 5), the noise from (seed, 4); all
 of them are in the checkpoint, so a run resumed from any checkpoint ends with exactly the
@@ -39,27 +42,23 @@ weights of the uninterrupted run (same machine and BLAS thread count).
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..version import __version__
 from ..autodiff import Tape, backward, clear_tape, no_grad
 from ..backends.numpy.executor import NumpyExecutor
 from ..errors import ArchError
 from ..passes.init import initialize
 from ..train.checkpoint import check_weights
-from ..train.data import Dataset, load_data, read_npz, shuffle_rng
-from ..train.loop import build_optimizer, build_schedules, last_good_note, make_run_dir, training_run, write_metrics
+from ..train.data import Dataset, load_data, read_npz
+from ..train.loop import build_optimizer, build_schedules
 from ..train.optim import schedule_factor
+from ..train.run import Accum, Run, non_finite
 from . import objectives as O
 from .checkpoint import read_gan_checkpoint, save_gan_checkpoint, save_weights
 from .config import GanConfig
-
-SHOW_EVERY = 10          # progress-bar postfix refresh, in steps
 
 
 @dataclass
@@ -93,27 +92,6 @@ def _couples_batch(ir) -> bool:
     return any(n.op.batch_coupled(n.app) for n in ir.nodes)
 
 
-class _Accum:
-    KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
-
-    def __init__(self, state: dict | None = None):
-        state = state or {}
-        self.sums = {k: float(state.get("sums", {}).get(k, 0.0)) for k in self.KEYS}
-        self.n = int(state.get("n", 0))
-        self.seconds = float(state.get("seconds", 0.0))
-
-    def add(self, **vals) -> None:
-        for k, v in vals.items():
-            self.sums[k] += v
-        self.n += 1
-
-    def values(self) -> dict:
-        return {k: (s / self.n if self.n else None) for k, s in self.sums.items()}
-
-    def state(self) -> dict:
-        return {"sums": self.sums, "n": self.n, "seconds": self.seconds}
-
-
 def format_record(vals: dict) -> str:
     """A step or epoch record as the progress shows it: both losses, D(x), D(G(z))."""
     names = {"d_loss": "d_loss", "g_loss": "g_loss", "d_real": "D(x)", "d_fake": "D(G(z))"}
@@ -125,6 +103,9 @@ def format_record(vals: dict) -> str:
 
 
 class GanTrainer:
+    """GAN training, a policy of a Run: d_steps discriminator updates, then one generator update."""
+    KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+
     def __init__(self, pair, config: GanConfig | None = None, *, quiet: bool = False, log=None,
                  threads: int | None = None, on_step=None):
         """pair: a GanPair (spec.gan()); config: defaults to the pair's section.
@@ -133,18 +114,22 @@ class GanTrainer:
         self.pair = pair
         self.cfg = config if config is not None else pair.config
         self.quiet = quiet
-        self._plain_log = log is None
-        self.log = log or (lambda s: print(s, flush=True))
+        self.log = log
         self.threads = threads
-        self.on_step = on_step
-        self._stop = False
+        self.user_on_step = on_step
         self.g_ir = pair.generator.ir
         self.d_ir = pair.discriminator.ir
         self.gen: NumpyExecutor | None = None
         self.disc: NumpyExecutor | None = None
+        self.run: Run | None = None
+
+    @property
+    def name(self) -> str:
+        return f"gan {self.pair.name}"
 
     def request_stop(self) -> None:
-        self._stop = True
+        if self.run is not None:
+            self.run.request_stop()
 
     # -- data -------------------------------------------------------------------------------------
     def load(self, data) -> Dataset:
@@ -163,239 +148,156 @@ class GanTrainer:
         key = self.cfg.data or din
         if key not in files and self.cfg.data is None and len(files) == 1:
             key = next(iter(files))
-        ds = load_data(path, self.d_ir, [], inputs_map={din: key}, files=files)
-        return ds
+        return load_data(path, self.d_ir, [], inputs_map={din: key}, files=files)
 
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None) -> GanResult:
-        with training_run(self):
-            try:
-                return self._fit(data, run_dir, resume)
-            finally:
-                clear_tape()
-
-    def _fit(self, data, run_dir, resume) -> GanResult:
-        cfg, pair = self.cfg, self.pair
-        t_start = time.perf_counter()
         ck = None
         if resume is not None:
-            ck, ck_w, ck_o = read_gan_checkpoint(resume)
+            ck, self._ck_w, self._ck_o = read_gan_checkpoint(resume)
             for role, ir in (("generator", self.g_ir), ("discriminator", self.d_ir)):
                 if ck.meta.get(role) != ir.name:
                     raise ArchError(f"'{ck.path}' is a checkpoint of gan {ck.meta.get('gan')} with {role} "
                                     f"{ck.meta.get(role)}, not {ir.name}")
-        ds = self.load(data)
+        self._data = data
+        self.run = run = Run(self, run_dir, resume=resume, quiet=self.quiet, log=self.log, threads=self.threads,
+                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed)
+        run.fit(ck)
+        return GanResult(self.gen, self.disc, run.history, run.step, run.epoch, run.seconds,
+                         interrupted=run.interrupted, run_dir=run.out_dir, checkpoint=run.checkpoint, config=self.cfg)
+
+    def _on_step(self, run: Run, rec: dict) -> None:
+        self.user_on_step(self, run.step, rec)
+
+    def open(self, run: Run, ck) -> None:
+        cfg, pair = self.cfg, self.pair
+        ds = self.load(self._data)
         B = cfg.batch
         if len(ds) < B * cfg.d_steps:
             raise ArchError(f"{ds.path}: {len(ds)} real samples, fewer than one step needs "
                             f"(batch {B} x d_steps {cfg.d_steps})", hint="lower the batch size")
-        din, dout = pair.real_input.name, pair.score_output.name
-        zin, gout = pair.noise_input.name, pair.sample_output.name
-        real = ds.arrays[din]
-
+        self.din, self.dout = pair.real_input.name, pair.score_output.name
+        self.zin, self.gout = pair.noise_input.name, pair.sample_output.name
+        self.real = ds.arrays[self.din]
         if ck is not None:
-            gw = check_weights(ck_w["generator"], self.g_ir, f"{ck.path} (generator)")
-            dw = check_weights(ck_w["discriminator"], self.d_ir, f"{ck.path} (discriminator)")
+            gw = check_weights(self._ck_w["generator"], self.g_ir, f"{ck.path} (generator)")
+            dw = check_weights(self._ck_w["discriminator"], self.d_ir, f"{ck.path} (discriminator)")
         else:
             gw, dw = initialize(self.g_ir, cfg.seed), initialize(self.d_ir, cfg.seed + 1)
-        gen = NumpyExecutor(self.g_ir, gw, seed=cfg.seed)
-        disc = NumpyExecutor(self.d_ir, dw, seed=cfg.seed)
-        gen.ctx.rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 3])
-        disc.ctx.rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 5])
-        self.gen, self.disc = gen, disc
+        gen = self.gen = NumpyExecutor(self.g_ir, gw, seed=cfg.seed)
+        disc = self.disc = NumpyExecutor(self.d_ir, dw, seed=cfg.seed)
+        gen.ctx.rng = run.stream("generator", 3)
+        disc.ctx.rng = run.stream("discriminator", 5)
+        self.noise_rng = run.stream("noise", 4)
         g_params, d_params = gen.trainable(), disc.trainable()
         for what, ps, ir in (("generator", g_params, self.g_ir), ("discriminator", d_params, self.d_ir)):
             if not ps:
                 raise ArchError(f"nothing to train: the {what} {ir.name} has no trainable parameters")
-        g_opt = self.g_opt = build_optimizer(cfg.g_optimizer, g_params)
-        d_opt = self.d_opt = build_optimizer(cfg.d_optimizer, d_params)
+        self.g_opt = build_optimizer(cfg.g_optimizer, g_params)
+        self.d_opt = build_optimizer(cfg.d_optimizer, d_params)
         try:
-            g_sched = build_schedules(cfg.schedule, g_opt.base_lr)
-            d_sched = build_schedules(cfg.schedule, d_opt.base_lr)
+            self.g_sched = build_schedules(cfg.schedule, self.g_opt.base_lr)
+            self.d_sched = build_schedules(cfg.schedule, self.d_opt.base_lr)
         except ArchError as e:
             raise ArchError(e.message, cfg.spans.get("schedule")) from None
-        noise_rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 4])
-        shuffler = shuffle_rng(cfg.seed)
-
-        spe = max(1, len(ds) // (B * cfg.d_steps))
-        total = cfg.steps if cfg.steps is not None else cfg.epochs * spe
-        n_epochs = -(-total // spe)
-        history: list[dict] = []
-        step, epoch, in_epoch, partial = 0, 0, 0, None
         if ck is not None:
-            m = ck.meta
-            g_opt.load_state(ck_o["generator"], m["g_optimizer"])
-            d_opt.load_state(ck_o["discriminator"], m["d_optimizer"])
-            gen.ctx.rng.bit_generator.state = m["rng"]["generator"]
-            disc.ctx.rng.bit_generator.state = m["rng"]["discriminator"]
-            noise_rng.bit_generator.state = m["rng"]["noise"]
-            step, epoch, in_epoch = int(m["step"]), int(m["epoch"]), int(m["in_epoch"])
-            shuffler.bit_generator.state = m["rng"]["shuffle"]
-            history = [h for h in m.get("history", []) if h["epoch"] <= epoch]
-            partial = m.get("partial") if in_epoch else None
-            self.log(f"resuming gan {pair.name} from {ck.path}: step {step}, epoch {epoch + 1}")
-            if step >= total:
-                self.log(f"nothing to do: the checkpoint already ran {step} of {total} steps")
+            self.g_opt.load_state(self._ck_o["generator"], ck.meta["g_optimizer"])
+            self.d_opt.load_state(self._ck_o["discriminator"], ck.meta["d_optimizer"])
+            ck.meta["path"] = str(ck.path)
+        spe = max(1, len(ds) // (B * cfg.d_steps))
+        run.setup(len(ds), ds.path, spe, cfg.steps if cfg.steps is not None else cfg.epochs * spe)
+        self.joint = not _couples_batch(self.d_ir)
+        self.d_list = list(d_params.values())
 
-        out_dir = make_run_dir(run_dir)
-        ck_path = out_dir / "checkpoint.npz" if out_dir is not None else None
+    def accumulator(self, state):
+        return Accum(self.KEYS, state)
 
-        joint = not _couples_batch(self.d_ir)
-        obj = cfg.objective
-        d_steps = cfg.d_steps
-        d_list = list(d_params.values())
-        bar = None
-        if not self.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-            bar = tqdm(total=total, initial=step, desc=f"gan {pair.name}", file=sys.stderr, dynamic_ncols=True,
-                       unit="step", leave=False)
-        say = self.log
-        if bar is not None and self._plain_log:      # epoch lines above the bar, not through it
-            say = lambda s: bar.write(s, file=sys.stdout)      # noqa: E731
-        result = GanResult(gen, disc, history, step, epoch, 0.0, run_dir=out_dir, config=cfg)
-        try:
-            while step < total:                  # one epoch per iteration
-                shuffle_state = shuffler.bit_generator.state   # (a mid-epoch resume restored it)
-                order = shuffler.permutation(len(ds))
-                acc = _Accum(partial)
-                partial = None
-                t0 = time.perf_counter() - acc.seconds
-                ep_end = min(spe, total - epoch * spe)
-                while in_epoch < ep_end:
-                    if g_sched:
-                        g_opt.lr = g_opt.base_lr * schedule_factor(g_sched, step, total, spe)
-                        d_opt.lr = d_opt.base_lr * schedule_factor(d_sched, step, total, spe)
-                    rec = self._step(gen, disc, g_opt, d_opt, d_list, real, order, in_epoch, noise_rng,
-                                     B, d_steps, zin, gout, din, dout, obj, joint, step, ck_path)
-                    step += 1
-                    in_epoch += 1
-                    acc.add(**rec)
-                    if bar is not None:
-                        bar.update(1)
-                        if step % SHOW_EVERY == 0 or step == total:
-                            bar.set_postfix_str(format_record(rec), refresh=False)
-                    if self.on_step is not None:
-                        self.on_step(self, step, rec)
-                    if self._stop and step < total:
-                        acc.seconds = time.perf_counter() - t0
-                        meta = self._meta(noise_rng, step, epoch, in_epoch, history, acc, shuffle_state, ds.path)
-                        return self._interrupted(result, meta, ck_path, step, t_start)
-                acc.seconds = time.perf_counter() - t0
-                rec = {"epoch": epoch + 1, "step": step, **acc.values(), "seconds": round(acc.seconds, 3)}
-                history.append(rec)
-                width = len(str(n_epochs))
-                say(f"epoch {epoch + 1:>{width}}/{n_epochs}  step {step}  {format_record(rec)}  {rec['seconds']:.1f}s")
-                if in_epoch >= spe:
-                    epoch += 1
-                    in_epoch = 0
-                    meta = self._meta(noise_rng, step, epoch, 0, history, None, shuffler.bit_generator.state,
-                                      ds.path)
-                else:        # `steps` ended the run inside an epoch: a longer resumed run goes on in it
-                    meta = self._meta(noise_rng, step, epoch, in_epoch, history, acc, shuffle_state, ds.path)
-                if ck_path is not None:
-                    self._save(ck_path, meta)
-                result.epochs_done = epoch
-        finally:
-            if bar is not None:
-                bar.close()
-        result.steps = step
-        result.epochs_done = epoch
-        result.seconds = time.perf_counter() - t_start
-        result.checkpoint = ck_path
-        return result
+    def end_epoch(self, run: Run, acc: Accum) -> dict:
+        return acc.values()
 
-    def _step(self, gen, disc, g_opt, d_opt, d_list, real, order, in_epoch, noise_rng, B, d_steps,
-              zin, gout, din, dout, obj, joint, step, ck_path) -> dict:
+    def after_epoch(self, run: Run, rec: dict) -> None:
+        pass
+
+    def format(self, rec: dict) -> str:
+        return (f"step {rec['step']}  " if "step" in rec else "") + format_record(rec)
+
+    def step(self, run: Run, in_epoch: int) -> dict:
+        if self.g_sched:
+            self.g_opt.lr = self.g_opt.base_lr * schedule_factor(self.g_sched, run.step, run.total, run.steps_per_epoch)
+            self.d_opt.lr = self.d_opt.base_lr * schedule_factor(self.d_sched, run.step, run.total, run.steps_per_epoch)
+        cfg, B = self.cfg, self.cfg.batch
+        gen, disc, obj = self.gen, self.disc, cfg.objective
         d_real_p = d_fake_p = d_lv = 0.0
         fake = None
         g_tape = Tape()     # the generator's forward, kept for its update while D trains
-        for k in range(d_steps):
-            z = self.pair.noise(B, noise_rng)
-            if k == d_steps - 1:           # the fake the generator update reuses: on its own tape
+        for k in range(cfg.d_steps):
+            z = self.pair.noise(B, self.noise_rng)
+            if k == cfg.d_steps - 1:           # the fake the generator update reuses: on its own tape
                 with g_tape:
-                    fake = gen.forward({zin: z}, training=True)[gout]
+                    fake = gen.forward({self.zin: z}, training=True)[self.gout]
                 fake_data = fake.data
             else:
                 with no_grad():
-                    fake_data = gen.forward({zin: z}, training=True)[gout].data
-            i0 = (in_epoch * d_steps + k) * B
-            x = real[order[i0:i0 + B]]
-            if joint:
-                scores = disc.forward({din: np.concatenate([x, fake_data])}, training=True)[dout]
+                    fake_data = gen.forward({self.zin: z}, training=True)[self.gout].data
+            i0 = (in_epoch * cfg.d_steps + k) * B
+            x = self.real[run.order[i0:i0 + B]]
+            if self.joint:
+                scores = disc.forward({self.din: np.concatenate([x, fake_data])}, training=True)[self.dout]
                 loss = O.d_loss_joint(obj, scores, B)
-                s = scores.data
-                sr, sf = s[:B], s[B:]
+                sc = scores.data
+                sr, sf = sc[:B], sc[B:]
             else:
-                sr_t = disc.forward({din: x}, training=True)[dout]
-                sf_t = disc.forward({din: fake_data}, training=True)[dout]
+                sr_t = disc.forward({self.din: x}, training=True)[self.dout]
+                sf_t = disc.forward({self.din: fake_data}, training=True)[self.dout]
                 loss = O.d_loss(obj, sr_t, sf_t)
                 sr, sf = sr_t.data, sf_t.data
             lv = float(loss.data)
             if not math.isfinite(lv):
                 clear_tape()
-                self._non_finite("discriminator", lv, step, ck_path)
+                self._non_finite(run, "discriminator", lv)
             backward(loss)
-            d_opt.step()
-            d_opt.zero_grad()
+            self.d_opt.step()
+            self.d_opt.zero_grad()
             d_lv += lv
             d_real_p += O.probability(obj, sr)
             d_fake_p += O.probability(obj, sf)
 
         # generator update: gradients flow through D (held) into G
-        for p in d_list:
+        for p in self.d_list:
             p.requires_grad = False
         try:
             with g_tape:
-                sg = disc.forward({din: fake}, training=True)[dout]
+                sg = disc.forward({self.din: fake}, training=True)[self.dout]
                 gl = O.g_loss(obj, sg)
                 glv = float(gl.data)
                 if not math.isfinite(glv):
                     clear_tape()
-                    self._non_finite("generator", glv, step, ck_path)
+                    self._non_finite(run, "generator", glv)
                 backward(gl)
         finally:
-            for p in d_list:
+            for p in self.d_list:
                 p.requires_grad = True
-        g_opt.step()
-        g_opt.zero_grad()
-        return {"d_loss": d_lv / d_steps, "g_loss": glv, "d_real": d_real_p / d_steps, "d_fake": d_fake_p / d_steps}
+        self.g_opt.step()
+        self.g_opt.zero_grad()
+        n = cfg.d_steps
+        return {"d_loss": d_lv / n, "g_loss": glv, "d_real": d_real_p / n, "d_fake": d_fake_p / n}
 
-    def _non_finite(self, who: str, value: float, step: int, ck_path) -> None:
-        what = "NaN" if math.isnan(value) else "inf"
-        raise ArchError(f"training stopped at step {step + 1}: the {who} loss became {what}", None,
-                        "lower the learning rates (g_optimizer / d_optimizer)" + last_good_note(ck_path))
+    def _non_finite(self, run: Run, who: str, value: float) -> None:
+        raise ArchError(f"training stopped at step {run.step + 1}: the {who} loss became {non_finite(value)}", None,
+                        "lower the learning rates (g_optimizer / d_optimizer)" + run.last_good_note())
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _meta(self, noise_rng, step, epoch, in_epoch, history, acc, shuffle_state, data_path) -> dict:
-        return {"archdsl": __version__, "gan": self.pair.name, "spec": str(self.pair.spec.file),
-                "generator": self.g_ir.name, "discriminator": self.d_ir.name, "model": self.g_ir.name,
-                "data": str(data_path), "step": step, "epoch": epoch, "in_epoch": in_epoch,
-                "rng": {"generator": self.gen.ctx.rng.bit_generator.state,
-                        "discriminator": self.disc.ctx.rng.bit_generator.state,
-                        "noise": noise_rng.bit_generator.state, "shuffle": shuffle_state},
-                "g_optimizer": self.g_opt.state_meta(), "d_optimizer": self.d_opt.state_meta(),
-                "config": self.cfg.to_json(), "history": history,
-                "partial": acc.state() if acc is not None else None}
+    def meta(self, run: Run) -> dict:
+        return {"gan": self.pair.name, "spec": str(self.pair.spec.file), "generator": self.g_ir.name,
+                "discriminator": self.d_ir.name, "model": self.g_ir.name, "g_optimizer": self.g_opt.state_meta(),
+                "d_optimizer": self.d_opt.state_meta(), "config": self.cfg.to_json()}
 
-    def _save(self, path: Path, meta: dict) -> None:
+    def save(self, run: Run, path: Path, meta: dict) -> None:
         save_gan_checkpoint(path, {"generator": self.gen.weights(), "discriminator": self.disc.weights()},
                             {"generator": self.g_opt.state_arrays(), "discriminator": self.d_opt.state_arrays()},
                             meta)
         save_weights(path.parent / "generator.npz", self.gen.weights())
         save_weights(path.parent / "discriminator.npz", self.disc.weights())
-        write_metrics(path.parent, meta["history"])
-
-    def _interrupted(self, result: GanResult, meta: dict, ck_path, step: int, t_start: float) -> GanResult:
-        result.interrupted = True
-        result.steps = step
-        result.seconds = time.perf_counter() - t_start
-        if ck_path is not None:
-            self._save(ck_path, meta)
-            result.checkpoint = ck_path
-            self.log(f"interrupted at step {step}; saved {ck_path} (continue with --resume {ck_path})")
-        else:
-            self.log(f"interrupted at step {step}")
-        return result
 
 
 def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resume=None, quiet: bool = False,

@@ -1,4 +1,5 @@
-"""Training on the NumPy engine: losses, optimizers, data, checkpoints and the loop.
+"""Training on the NumPy engine: losses, optimizers, data, checkpoints, the run (run.py: what every
+kind of training shares) and the supervised policy (loop.py).
 
     import archdsl
     from archdsl.train import train
@@ -12,7 +13,7 @@ not pay for the training stack.
 from ..lazy import lazy_exports
 
 _EXPORTS = {
-    "train": "loop", "Trainer": "loop", "TrainResult": "loop",
+    "train": "loop", "Trainer": "loop", "TrainResult": "loop", "Run": "run",
     "TrainConfig": "config", "config_for": "config",
     "Dataset": "data", "load_data": "data",
     "load_weights": "checkpoint", "read_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",

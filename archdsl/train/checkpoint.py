@@ -27,7 +27,7 @@ from ..fileio import atomic_path
 from ..ir.graph import Model
 
 FORMAT = "archdsl-checkpoint"
-VERSION = 1
+VERSION = 2         # 2: the run's random streams by name (train/run.py reads version 1 too)
 META_KEY = "__meta__"
 
 
