@@ -315,3 +315,42 @@ def test_dcgan_generator_and_discriminator_gradients_in_training_mode():
     model_grads(small.generator.ir, {"noise": rng.standard_normal((3, 4, 1, 1)).astype(np.float32)}, training=True)
     model_grads(small.discriminator.ir, {"image": np.tanh(rng.standard_normal((3, 1, 8, 8))).astype(np.float32)},
                 training=True)
+
+
+# -- PacGAN: the discriminator judges `pack` samples at once -------------------------------------------
+PACKED = MLP.replace("input x: f32[N, 2]", "input x: f32[N, 6]").replace("batch = 16", "batch = 15  pack = 3")
+
+
+def test_pack_feeds_the_discriminator_groups_of_samples(tmp_path):
+    pair = archdsl.compile(PACKED).gan()
+    assert pair.config.pack == 3
+    seen = []
+    disc_forward = NumpyExecutor.forward
+
+    def spy(self, inputs, **kw):
+        if self.model.name == "D":
+            seen.append(next(iter(inputs.values())).shape)
+        return disc_forward(self, inputs, **kw)
+    NumpyExecutor.forward = spy
+    try:
+        res = train_gan(pair, points(), run_dir=tmp_path, **quiet())
+    finally:
+        NumpyExecutor.forward = disc_forward
+    assert res.steps == 3 * (100 // 15) and np.isfinite(res.last["d_loss"])
+    assert seen and all(s[1] == 6 for s in seen)                       # 3 samples of 2 values each
+    assert {s[0] for s in seen} <= {5, 10}                              # 15 // 3 groups (twice when joint)
+    # resume stays bit for bit with packing
+    part = train_gan(pair, points(), run_dir=tmp_path / "p", on_step=_stop_at(7), **quiet())
+    assert part.interrupted
+    train_gan(pair, points(), run_dir=tmp_path / "p", resume=tmp_path / "p", **quiet())
+    _same_state(tmp_path / "checkpoint.npz", tmp_path / "p" / "checkpoint.npz")
+
+
+def test_pack_errors_name_the_packed_type():
+    bad = MLP.replace("batch = 16", "batch = 16  pack = 3")            # D still takes f32[N, 2]
+    with pytest.raises(ArchError) as e:
+        archdsl.compile(bad)
+    assert "judges 3 samples of f32[N, 2] at once, as f32[N, 6]" in e.value.message
+    assert "declare D's input as f32[N, 6]" in e.value.hint
+    with pytest.raises(ArchError, match="batch 16 is not a multiple of pack 3"):
+        train_gan(archdsl.compile(PACKED.replace("batch = 15", "batch = 16")).gan(), points(), **quiet())

@@ -12,7 +12,7 @@ from ..syntax import ast as A
 
 TRAIN_KEYS = ("loss", "optimizer", "batch", "epochs", "metrics", "schedule", "clip_norm", "freeze",
               "val_split", "seed", "inputs", "targets", "init")
-GAN_KEYS = ("generator", "discriminator", "noise", "objective", "d_steps", "g_optimizer", "d_optimizer",
+GAN_KEYS = ("generator", "discriminator", "noise", "objective", "d_steps", "pack", "g_optimizer", "d_optimizer",
             "batch", "epochs", "steps", "seed", "data", "schedule")      # read by archdsl/gan/config.py
 
 

@@ -8,6 +8,9 @@ every checkpoint (as JSON) so that `--resume` continues the same run.
                                            #   values per sample the generator's input takes
       objective     = non_saturating       # (default) or minimax, least_squares
       d_steps       = 1                    # discriminator updates per generator update
+      pack          = 1                    # samples the discriminator judges together (PacGAN,
+                                           #   Lin et al. 2018): its input takes `pack` samples
+                                           #   concatenated along dim 1, e.g. f32[N, 2 * pack]
       g_optimizer   = Adam(lr=2e-4, betas=(0.5, 0.999))    # the defaults for both
       d_optimizer   = Adam(lr=2e-4, betas=(0.5, 0.999))
       batch         = 64                   # real (and generated) samples per update
@@ -50,6 +53,7 @@ class GanConfig(SavedSettings):
     noise: dict = field(default_factory=lambda: {"dist": "normal", "size": None})
     objective: str = "non_saturating"
     d_steps: int = 1
+    pack: int = 1                                 # samples per discriminator decision (PacGAN)
     g_optimizer: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_OPTIMIZER))
     d_optimizer: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_OPTIMIZER))
     batch: int = 64
@@ -167,7 +171,7 @@ def config_from_section(ns, sec: Section, errors: list | None = None) -> GanConf
         raise ArchErrors(problems)
     cfg = GanConfig(sec.name, refs["generator"][0], refs["discriminator"][0],
                     refs["generator"][1], refs["discriminator"][1], spans=dict(sp))
-    for key in ("noise", "objective", "g_optimizer", "d_optimizer", "d_steps", "batch", "epochs", "steps", "seed",
+    for key in ("noise", "objective", "g_optimizer", "d_optimizer", "d_steps", "pack", "batch", "epochs", "steps", "seed",
                 "data", "schedule"):
         if key in e:
             try:
@@ -200,6 +204,8 @@ def _setting(cfg: GanConfig, key: str, v, span) -> None:
         setattr(cfg, key, _optimizer(v, key, span))
     elif key == "d_steps":
         cfg.d_steps = number(v, "d_steps", span, int, 1)
+    elif key == "pack":
+        cfg.pack = number(v, "pack", span, int, 1, 64)
     elif key in ("batch", "epochs", "steps"):
         setattr(cfg, key, number(v, key, span, int, 1))
     elif key == "seed":

@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -52,6 +53,7 @@ from ..backends.numpy.executor import NumpyExecutor
 from ..errors import ArchError
 from ..passes.init import initialize
 from ..train.checkpoint import check_weights
+from ..ir.graph import Value
 from ..train.data import Dataset, load_data, read_npz
 from ..train.loop import build_optimizer, build_schedules
 from ..train.optim import schedule_factor
@@ -59,6 +61,7 @@ from ..train.run import Accum, Run, non_finite
 from . import objectives as O
 from .checkpoint import read_gan_checkpoint, save_gan_checkpoint, save_weights
 from .config import GanConfig
+from .pair import pack_rows
 
 
 @dataclass
@@ -148,7 +151,9 @@ class GanTrainer:
         key = self.cfg.data or din
         if key not in files and self.cfg.data is None and len(files) == 1:
             key = next(iter(files))
-        return load_data(path, self.d_ir, [], inputs_map={din: key}, files=files)
+        # real samples have the generated samples' type (the discriminator may take them packed)
+        samples = SimpleNamespace(inputs=[Value(din, self.pair.sample_output.type)])
+        return load_data(path, samples, [], inputs_map={din: key}, files=files)
 
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None) -> GanResult:
@@ -176,6 +181,9 @@ class GanTrainer:
         if len(ds) < B * cfg.d_steps:
             raise ArchError(f"{ds.path}: {len(ds)} real samples, fewer than one step needs "
                             f"(batch {B} x d_steps {cfg.d_steps})", hint="lower the batch size")
+        if B % cfg.pack:
+            raise ArchError(f"gan {pair.name}: batch {B} is not a multiple of pack {cfg.pack} (the discriminator "
+                            f"judges groups of {cfg.pack} samples)", cfg.spans.get("pack"))
         self.din, self.dout = pair.real_input.name, pair.score_output.name
         self.zin, self.gout = pair.noise_input.name, pair.sample_output.name
         self.real = ds.arrays[self.din]
@@ -225,7 +233,7 @@ class GanTrainer:
         if self.g_sched:
             self.g_opt.lr = self.g_opt.base_lr * schedule_factor(self.g_sched, run.step, run.total, run.steps_per_epoch)
             self.d_opt.lr = self.d_opt.base_lr * schedule_factor(self.d_sched, run.step, run.total, run.steps_per_epoch)
-        cfg, B = self.cfg, self.cfg.batch
+        cfg, B, pk = self.cfg, self.cfg.batch, self.cfg.pack
         gen, disc, obj = self.gen, self.disc, cfg.objective
         d_real_p = d_fake_p = d_lv = 0.0
         fake = None
@@ -240,12 +248,13 @@ class GanTrainer:
                 with no_grad():
                     fake_data = gen.forward({self.zin: z}, training=True)[self.gout].data
             i0 = (in_epoch * cfg.d_steps + k) * B
-            x = self.real[run.order[i0:i0 + B]]
+            x = pack_rows(self.real[run.order[i0:i0 + B]], pk)
+            fake_data = pack_rows(fake_data, pk)
             if self.joint:
                 scores = disc.forward({self.din: np.concatenate([x, fake_data])}, training=True)[self.dout]
-                loss = O.d_loss_joint(obj, scores, B)
+                loss = O.d_loss_joint(obj, scores, B // pk)
                 sc = scores.data
-                sr, sf = sc[:B], sc[B:]
+                sr, sf = sc[:B // pk], sc[B // pk:]
             else:
                 sr_t = disc.forward({self.din: x}, training=True)[self.dout]
                 sf_t = disc.forward({self.din: fake_data}, training=True)[self.dout]
@@ -267,7 +276,7 @@ class GanTrainer:
             p.requires_grad = False
         try:
             with g_tape:
-                sg = disc.forward({self.din: fake}, training=True)[self.dout]
+                sg = disc.forward({self.din: pack_rows(fake, pk)}, training=True)[self.dout]
                 gl = O.g_loss(obj, sg)
                 glv = float(gl.data)
                 if not math.isfinite(glv):

@@ -191,12 +191,21 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
         raise ArchError(f"{where}: generator {gname}'s output {x.name}: {x.type} needs concrete sizes after "
                         f"the batch dim", gspan)
     problems: list[ArchError] = []
-    if not _same_type(x.type, xin.type):
-        diff = _first_difference(x.type, xin.type)
-        problems.append(ArchError(
-            f"{where}: generator {gname} outputs {x.name}: {x.type}, but discriminator {dname} takes "
-            f"{xin.name}: {xin.type}{diff}", dspan,
-            f"generated samples go into the discriminator: make {gname}'s output type equal {dname}'s input type"))
+    judged = packed_type(x.type, cfg.pack)
+    if not _same_type(judged, xin.type):
+        diff = _first_difference(judged, xin.type)
+        if cfg.pack == 1:
+            problems.append(ArchError(
+                f"{where}: generator {gname} outputs {x.name}: {x.type}, but discriminator {dname} takes "
+                f"{xin.name}: {xin.type}{diff}", dspan,
+                f"generated samples go into the discriminator: make {gname}'s output type equal {dname}'s "
+                f"input type"))
+        else:
+            problems.append(ArchError(
+                f"{where}: with pack = {cfg.pack} discriminator {dname} judges {cfg.pack} samples of "
+                f"{x.type} at once, as {judged}, but it takes {xin.name}: {xin.type}{diff}",
+                sec.spans.get("pack", dspan),
+                f"the samples are concatenated along dim 1: declare {dname}'s input as {judged}"))
     per_sample = math.prod(int(s) for s in z.type.shape[1:])
     size = cfg.noise.get("size")
     if size is None:
@@ -216,6 +225,23 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
                                   "end it with Linear(1) (after Flatten for images)"))
     if problems:
         raise problems[0] if len(problems) == 1 else ArchErrors(problems)
+
+
+def packed_type(t: TensorType, pack: int) -> TensorType:
+    """What the discriminator takes when it judges `pack` samples of type t at once: the samples
+    concatenated along dim 1 (PacGAN), e.g. f32[N, 2] -> f32[N, 2 * pack]."""
+    if pack == 1 or t.rank < 2:
+        return t
+    return t.with_shape((t.shape[0], t.shape[1] * pack) + tuple(t.shape[2:]))
+
+
+def pack_rows(x, pack: int):
+    """Consecutive groups of `pack` samples [B, C, ...] -> [B // pack, pack * C, ...] (arrays or
+    engine Tensors: a reshape, so gradients flow back to each sample)."""
+    if pack == 1:
+        return x
+    shape = tuple(x.shape)
+    return x.reshape((shape[0] // pack, pack * shape[1]) + shape[2:])
 
 
 def _first_difference(a: TensorType, b: TensorType) -> str:
