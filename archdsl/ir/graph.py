@@ -41,6 +41,8 @@ class ParamSpec:
     """A parameter an op needs, declared by the op: shape and initialiser.
 
     init: 'uniform' (U(-bound, bound)), 'normal' (N(0, std)), 'zeros', 'ones', 'xavier_uniform'.
+    initializer: a spec's own choice (`init=`, `bias_init=`, a `param`'s value: an
+    ir.initializers.Initializer); it replaces `init` when set.
     buffer: state that is not trained and not counted as a parameter (BatchNorm running stats).
     zero_row: a row set to zeros after initialising (an embedding's padding id).
     """
@@ -52,6 +54,7 @@ class ParamSpec:
     fan_out: int = 0
     buffer: bool = False
     zero_row: int | None = None
+    initializer: Any = None
 
 
 @dataclass(eq=False)
@@ -118,6 +121,8 @@ class Model:
     nodes: list[Node] = field(default_factory=list)
     parameters: dict[str, Param] = field(default_factory=dict)
     scopes: dict[str, Scope] = field(default_factory=dict)
+    # conditions on the input sizes the shape rules recorded (ir/constraints.py)
+    constraints: list = field(default_factory=list)
 
     @property
     def graph(self) -> nx.MultiDiGraph:
