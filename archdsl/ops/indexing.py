@@ -91,7 +91,7 @@ class Index(Op):
         x = a.x
         shape = list(x.shape)
         for it in a.derived:
-            shape[it.axis] = None if it.pick else self._length(a, it, x.shape[it.axis])
+            shape[it.axis] = self._length(a, it, x.shape[it.axis])      # None for a pick
         return [x.with_shape(tuple(d for d in shape if d is not None))]
 
     def _length(self, a, it: AxisIndex, d):

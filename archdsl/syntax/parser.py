@@ -326,8 +326,11 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> ArchSyntaxError
         expected = _describe_expected(e.accepts or e.expected)
         if expected:
             msg += f"; expected {expected}"
+        prev = (getattr(e, "token_history", None) or [None])[-1]
         if str(tok) in KEYWORDS and "NAME" in (e.accepts or e.expected):
             hint = f"'{tok}' is a keyword and cannot be used as a name"
+        elif prev is not None and str(prev) in KEYWORDS and str(tok) in ("=", ",", "->"):
+            hint = f"'{prev}' is a keyword and cannot be used as a name"
     elif isinstance(e, UnexpectedCharacters):
         ch = source[e.pos_in_stream] if 0 <= e.pos_in_stream < len(source) else "?"
         msg = f"unexpected character {ch!r}"
