@@ -304,3 +304,60 @@ model M(depth: int = 0) {
     xs = random_inputs(m.ir)
     np.testing.assert_array_equal(check_parity(m.ir, xs)["y"], xs["x"])
     assert compile_model(m.spec.ns.source, depth=2).param_count == 2 * 20
+
+
+# -- the README's tour shows these exact lines; they compile and run ----------------------------------
+README_VAE = """\
+mu = h -> Linear(z)
+logvar = h -> Linear(z)
+output sample = mu + exp(0.5 * logvar) * eps        # input eps: f32[N, z]
+"""
+README_PARAMS = """\
+param cls: f32[1, 1, d] = zeros                      # ViT's class token
+param pos: f32[1, 197, d] = normal(std=0.02)         # its position table: h = tokens + pos
+
+block LayerScaled(d: int) {                          # CaiT / ConvNeXt layer scale
+  input x
+  param gamma: f32[d] = constant(1e-6)
+  output x + gamma * (x -> LayerNorm(d) -> Linear(4 * d) -> GELU -> Linear(d))
+}
+
+block WindowAttention(heads: int, n: int) {          # Swin: a learned bias per head and pair
+  input q
+  input k
+  input v
+  param bias: f32[heads, n, n] = trunc_normal(std=0.02)
+  scores = (q @ (k -> Transpose((0, 1, 3, 2)))) * dim(q, 3) ** -0.5 + bias
+  output (scores -> Softmax) @ v
+}
+"""
+README_INITS = ["x -> Conv2d(64, 3, padding=1, bias=false, init=kaiming_normal(mode='fan_out', nonlinearity='relu'))",
+                "x -> Linear(classes, init=normal(std=0.01), bias_init=zeros)"]
+
+
+def test_the_readme_tour_snippets_compile_and_run():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for snippet in [README_VAE, README_PARAMS] + README_INITS:
+        assert snippet in readme, snippet
+    indent = lambda text: "".join(f"  {ln}\n" for ln in text.splitlines())    # noqa: E731
+    vae = compile_model("model VAE(z: int = 4) {\n  input x: f32[N, 12]\n  input eps: f32[N, z]\n"
+                        "  h = x -> Linear(8) -> ReLU\n" + indent(README_VAE) + "}\n")
+    xs = random_inputs(vae.ir)
+    got = check_parity(vae.ir, xs)["sample"]
+    assert got.shape == (2, 4)
+    check_grads(vae.ir, xs)
+    blocks = README_PARAMS.split("\n\n", 1)[1]
+    params = README_PARAMS.split("\n\n", 1)[0]
+    vit = compile_model(blocks + "\nmodel ViT(d: int = 8) {\n  input tokens: f32[N, 197, 8]\n  input q: f32[N, 2, 5, 4]\n"
+                        + indent(params) + "  h = tokens + pos + cls -> LayerScaled(d)\n"
+                        "  output y = h\n  output a = (q, q, q) -> WindowAttention(2, 5)\n}\n")
+    assert {"cls", "pos", "layerscaled_1.gamma", "windowattention_1.bias"} <= set(vit.ir.parameters)
+    assert tuple(vit.ir.parameters["windowattention_1.bias"].shape) == (2, 5, 5)
+    check_parity(vit.ir, random_inputs(vit.ir))
+    inits = compile_model("model C(classes: int = 3) {\n  input x: f32[N, 3, 8, 8]\n"
+                          f"  h = {README_INITS[0]}\n  output y = h -> Flatten -> Linear(classes, "
+                          "init=normal(std=0.01), bias_init=zeros)\n}\n")
+    w = inits.init_weights()
+    assert w["conv2d_1.weight"].std() == pytest.approx(np.sqrt(2 / (64 * 9)), rel=0.05)
+    assert not w["linear_1.bias"].any() and w["linear_1.weight"].std() == pytest.approx(0.01, rel=0.05)

@@ -136,6 +136,21 @@ class Index(Op):
             raise self.fail(f"the slice of dim {it.axis} (size {d}) is always empty ({a.x})")
         return n
 
+    def explain(self, a):
+        x, y = a.x, a.out_types[0]
+        parts = []
+        for it in a.derived:
+            d = x.shape[it.axis]
+            if it.pick:
+                parts.append(f"dim {it.axis} ({d}): position {it.start}, dropped")
+                continue
+            n = y.shape[it.axis - sum(p.pick for p in a.derived if p.axis < it.axis)]
+            if n != d:
+                spelled = format_index(((it.start, it.stop, it.step),))[1:-1]
+                parts.append(f"dim {it.axis}: {spelled} keeps {n} of {d}")
+        return [f"Index {format_index(a.attrs['index'])}: {x} \u2192 {y}"
+                + (f"; {'; '.join(parts)}" if parts else "")]
+
     def describe(self, attrs):
         index = attrs["index"]
         return format_index(index) if isinstance(index, tuple) else repr(index)

@@ -324,7 +324,7 @@ def _dims(shape) -> str:
 
 
 class Add(_Binary):
-    """a + b, broadcast like NumPy (what `a + b` between tensors makes)."""
+    """a + b, broadcast like NumPy, or a tensor plus a number (what `a + b` and `x + 1` make)."""
     name = "Add"
     onnx_op = "Add"
     samples = (Sample("(a: f32[N, 3, 4], b: f32[4]) -> Add"), Sample("(a: f32[N, T, 1], b: f32[N, 1, 3]) -> Add"),
@@ -334,7 +334,7 @@ class Add(_Binary):
 
 
 class Sub(_Binary):
-    """a - b, broadcast like NumPy (what `a - b` between tensors makes)."""
+    """a - b, broadcast like NumPy, or with a number on either side (what `a - b`, `1 - x` make)."""
     name = "Sub"
     onnx_op = "Sub"
     samples = (Sample("(a: f32[N, 3], b: f32[N, 3]) -> Sub"), Sample("(a: f32[3, 1], b: f32[N, 1, 4]) -> Sub"),
@@ -344,7 +344,7 @@ class Sub(_Binary):
 
 
 class Mul(_Binary):
-    """a * b, elementwise, broadcast like NumPy (what `a * b` between tensors makes)."""
+    """a * b, elementwise, broadcast like NumPy, or a tensor times a number (what `a * b`, `0.5 * x` make)."""
     name = "Mul"
     onnx_op = "Mul"
     samples = (Sample("(a: f32[N, 2, 5], b: f32[N, 2, 5]) -> Mul"), Sample("(a: f32[N, T, 4], b: f32[N, 1, 4]) -> Mul"),
