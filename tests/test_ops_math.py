@@ -144,6 +144,7 @@ def test_errors_name_the_operands_with_a_position(expr, inputs, message):
     with pytest.raises(ArchError, match=message) as e:
         model(expr, inputs)
     assert e.value.span is not None and e.value.span.line == inputs.count("\n") + 2
+    assert e.value.hint
 
 
 def test_number_functions_still_work_on_numbers():

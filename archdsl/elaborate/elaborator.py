@@ -486,7 +486,9 @@ class Elaborator:
             return v
         if e.op == "not":
             if not isinstance(v, bool):
-                raise ArchError(f"'not' needs a bool, got {show(v)}", e.operand.span)
+                raise ArchError(f"'not' needs a bool, got {show(v)}", e.operand.span,
+                                "flip a mask with the opposite comparison: x <= 0 for not x > 0"
+                                if isinstance(v, TensorRef) else None)
             return not v
         if isinstance(v, TensorRef):
             return self.apply(OpKind(self.ops["Neg"]), [v], frame, e.span) if e.op == "-" else v
@@ -543,10 +545,11 @@ class Elaborator:
         """`exp(x)`, `where(mask, a, b)`, ... with a tensor argument: the op applied to it."""
         if f.tensor != "where":
             if len(pos) != 1:
-                raise ArchError(f"{f.name}() takes 1 argument, got {len(pos)}", e.span)
+                raise ArchError(f"{f.name}() takes 1 argument, got {len(pos)}", e.span, f"write {f.name}(x)")
             return self.apply(OpKind(self.ops[f.tensor]), pos, frame, e.span)
         if len(pos) != 3:
-            raise ArchError(f"where() takes 3 arguments (cond, a, b), got {len(pos)}", e.span)
+            raise ArchError(f"where() takes 3 arguments (cond, a, b), got {len(pos)}", e.span,
+                            "e.g. where(x > 0, x, 0.0)")
         cond, *operands = pos
         if not isinstance(cond, TensorRef):
             raise ArchError(f"where() needs a bool tensor as its condition, got {show(cond)}", e.args[0].span,
@@ -558,7 +561,8 @@ class Elaborator:
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 attrs[key] = v
             else:
-                raise ArchError(f"where() takes tensors or numbers as a and b, got {show(v)}", arg.span)
+                raise ArchError(f"where() takes tensors or numbers as a and b, got {show(v)}", arg.span,
+                                "e.g. where(keep, scores, -1e9)")
         op = self.ops["Where"]
         return self.apply(LayerInstance(op, self._bind(op, [], attrs, e.span, {}), e.span), tensors, frame, e.span)
 
@@ -580,12 +584,14 @@ class Elaborator:
             raise ArchError(f"cannot index {show(v)}", e.value.span,
                             "tensors and tuples (e.g. several outputs of a layer) can be indexed")
         if len(e.items) != 1 or isinstance(e.items[0], (A.Slice, A.EllipsisExpr)):
-            raise ArchError(f"a tuple takes one integer index, e.g. outs[0]", e.span)
+            raise ArchError("a tuple takes one integer index", e.span,
+                            "e.g. outs[0]; subscripts with ':' and '...' work on tensors")
         i = self.eval(e.items[0], frame, symbolic, defn, idx)
         if isinstance(i, Poison):
             return POISON
         if not isinstance(i, int) or isinstance(i, bool) or not -len(v) <= i < len(v):
-            raise ArchError(f"index {show(i)} is out of range for a tuple of {len(v)}", e.items[0].span)
+            raise ArchError(f"index {show(i)} is out of range for a tuple of {len(v)}", e.items[0].span,
+                            f"valid indices are {-len(v)}..{len(v) - 1}")
         return v[i]
 
     def subscript(self, e, t: TensorRef, frame, symbolic, defn, idx):
@@ -593,7 +599,8 @@ class Elaborator:
         rank = t.value.type.rank
         ellipses = [it for it in e.items if isinstance(it, A.EllipsisExpr)]
         if len(ellipses) > 1:
-            raise ArchError("subscripts take at most one '...'", ellipses[1].span)
+            raise ArchError("subscripts take at most one '...'", ellipses[1].span,
+                            "'...' stands for all the axes not named")
         n = len(e.items) - len(ellipses)
         if n > rank:
             raise ArchError(f"{n} subscripts for the {rank}-D tensor {t.value.type}", e.span,

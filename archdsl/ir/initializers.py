@@ -100,7 +100,7 @@ def make(kind: str, positional: list, keywords: dict) -> Initializer:
                             hint=did_you_mean(k, names) or (f"{kind}() takes: {', '.join(names)}" if names
                                                              else f"{kind}() takes no arguments"))
         if k in given:
-            raise ArchError(f"{kind}() got argument '{k}' twice")
+            raise ArchError(f"{kind}() got argument '{k}' twice", hint="give each argument once")
         given[k] = v
     args = []
     for name, default in schema:
@@ -122,19 +122,23 @@ def _check(kind: str, name: str, v):
                             f"got {_show(v)}", hint=did_you_mean(str(v), _FAN[name]))
         return v
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ArchError(f"{kind}() argument '{name}' must be a number, got {_show(v)}")
+        raise ArchError(f"{kind}() argument '{name}' must be a number, got {_show(v)}",
+                        hint=f"e.g. {kind}({name}=0.02)")
     v = float(v)
     if not math.isfinite(v) or abs(v) > _F32_MAX:
-        raise ArchError(f"{kind}() argument '{name}' must be a finite float32 number, got {v}")
+        raise ArchError(f"{kind}() argument '{name}' must be a finite float32 number, got {v}",
+                        hint="parameters are float32: at most about 3.4e38 in size")
     return v
 
 
 def _check_ranges(init: Initializer) -> None:
     k = init.kind
     if k in ("normal", "trunc_normal") and not 0.0 <= init["std"] <= MAX_INIT_STD:
-        raise ArchError(f"{k}() needs 0 <= std <= {MAX_INIT_STD:g}, got std={init['std']}")
+        raise ArchError(f"{k}() needs 0 <= std <= {MAX_INIT_STD:g}, got std={init['std']}",
+                        hint="std is a standard deviation, e.g. std=0.02")
     if k in ("uniform", "trunc_normal") and not init["a"] < init["b"]:
-        raise ArchError(f"{k}() needs a < b, got a={init['a']}, b={init['b']}")
+        raise ArchError(f"{k}() needs a < b, got a={init['a']}, b={init['b']}",
+                        hint="a is the lower bound, b the upper one")
     if k == "trunc_normal":
         if init["std"] > 0:
             lo, hi = ((init[x] - init["mean"]) / init["std"] for x in ("a", "b"))
@@ -145,9 +149,11 @@ def _check_ranges(init: Initializer) -> None:
                             f"N({init['mean']}, {init['std']}^2)",
                             hint="the cut-offs a and b are absolute values, as in PyTorch, not multiples of std")
     if k.startswith("xavier") and not 0.0 <= init["gain"] <= MAX_INIT_STD:
-        raise ArchError(f"{k}() needs 0 <= gain <= {MAX_INIT_STD:g}, got gain={init['gain']}")
+        raise ArchError(f"{k}() needs 0 <= gain <= {MAX_INIT_STD:g}, got gain={init['gain']}",
+                        hint="the gain of torch.nn.init.calculate_gain: 1 for linear layers")
     if k.startswith("kaiming") and not abs(init["a"]) <= MAX_INIT_STD:
-        raise ArchError(f"{k}() needs |a| <= {MAX_INIT_STD:g}, got a={init['a']}")
+        raise ArchError(f"{k}() needs |a| <= {MAX_INIT_STD:g}, got a={init['a']}",
+                        hint="a is the negative slope of a leaky ReLU, e.g. a=0.01")
 
 
 def _normal_mass(lo: float, hi: float) -> float:

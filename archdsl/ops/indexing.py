@@ -74,7 +74,7 @@ class Index(Op):
             raise self.fail(f"index must be one int or (start, stop, step) per axis, got {index!r}",
                             "write subscripts: x[:, 0], x[..., 1:-1]")
         if len(index) > x.rank:
-            raise self.fail(f"{len(index)} subscripts for the {x.rank}-D tensor {x}")
+            raise self.fail(f"{len(index)} subscripts for the {x.rank}-D tensor {x}", "give at most one per axis")
         out = []
         for axis, it in enumerate(index):
             if isinstance(it, int):
@@ -83,7 +83,7 @@ class Index(Op):
             start, stop, step = it
             step = 1 if step is None else step
             if step == 0:
-                raise self.fail("a slice step cannot be zero")
+                raise self.fail("a slice step cannot be zero", "x[::2] takes every second position, x[::-1] reverses")
             out.append(AxisIndex(axis, False, start, stop, step))
         return tuple(out)
 
@@ -101,13 +101,14 @@ class Index(Op):
             k = it.start
             need = k + 1 if k >= 0 else -k
             if not self.at_least(a, d, need, f"{where} needs a dim of at least {need}"):
-                raise self.fail(f"index {k} is out of range for dim {it.axis} of size {d} ({a.x})")
+                raise self.fail(f"index {k} is out of range for dim {it.axis} of size {d} ({a.x})",
+                                f"valid indices are {-d}..{d - 1}" if is_static(d) else "count from the end with -1")
             return None
         if is_static(d):
             n = len(range(*slice(it.start, it.stop, it.step).indices(int(d))))
             if n == 0:
                 raise self.fail(f"the slice {format_index(((it.start, it.stop, it.step),))[1:-1]} of dim "
-                                f"{it.axis} (size {d}) is empty")
+                                f"{it.axis} (size {d}) is empty", "a slice must keep at least one position")
             return n
         # a symbolic dim: positions as expressions of d, valid when they need no clipping
         step, (start, stop) = it.step, (it.start, it.stop)
@@ -130,10 +131,12 @@ class Index(Op):
             span, step = lo - hi, -step
         for k in needs:
             if not self.at_least(a, d, k, f"{where} needs a dim of at least {k}"):
-                raise self.fail(f"the slice is out of range for dim {it.axis} of size {d} ({a.x})")
+                raise self.fail(f"the slice is out of range for dim {it.axis} of size {d} ({a.x})",
+                                "negative bounds count from the end")
         n = (span + step - 1) // step
         if not self.at_least(a, n, 1, f"{where} must not be empty"):
-            raise self.fail(f"the slice of dim {it.axis} (size {d}) is always empty ({a.x})")
+            raise self.fail(f"the slice of dim {it.axis} (size {d}) is always empty ({a.x})",
+                            "a slice must keep at least one position")
         return n
 
     def explain(self, a):

@@ -40,7 +40,7 @@ class _Unary(Op):
         if self.dtypes == "float":
             self.expect_float(x)
         elif x.dtype == "bool":
-            raise self.fail(f"takes numbers, not the bool tensor {x}")
+            raise self.fail(f"takes numbers, not the bool tensor {x}", "a mask selects values with where(mask, a, b)")
         return [x]
 
     def lower(self, a, g, inputs):
@@ -244,7 +244,7 @@ class Where(Op):
                                 "write where(cond, a, b)")
         if tensors:
             raise self.fail(f"takes cond and two operands, got {len(a.in_types)} tensors and "
-                            f"{sum(a.attrs[k] is not None for k in ('x', 'y'))} numbers")
+                            f"{sum(a.attrs[k] is not None for k in ('x', 'y'))} numbers", "write where(cond, a, b)")
         return tuple(slots)
 
     def _dtype(self, a) -> str:
@@ -258,7 +258,7 @@ class Where(Op):
                             "make a mask with a comparison: where(x > 0, x, 0.0)")
         ts = [a.in_types[i] for kind, i in a.derived if kind == "tensor"]
         if len(ts) == 2 and ts[0].dtype != ts[1].dtype:
-            raise self.fail(f"a and b have different dtypes: {ts[0]} and {ts[1]}")
+            raise self.fail(f"a and b have different dtypes: {ts[0]} and {ts[1]}", "both must have the same dtype")
         dt = self._dtype(a)
         for kind, v in a.derived:
             if kind == "number" and fit_number(v, dt) is None:
@@ -267,7 +267,8 @@ class Where(Op):
         shape = self.broadcast(a, [cond.shape] + [t.shape for t in ts], "condition and operands")
         if shape is None:
             raise self.fail(f"cannot broadcast the condition {cond} with "
-                            + " and ".join(f"[{_dims(t.shape)}]" for t in ts))
+                            + " and ".join(f"[{_dims(t.shape)}]" for t in ts),
+                            "dims are matched from the right; each must be equal or 1")
         return [TensorType(dt, shape)]
 
     def _operands(self, a, inputs, const):
@@ -304,9 +305,10 @@ class MatMul(Op):
         for t, what in ((x, "left"), (y, "right")):
             self.expect_float(t, f"{what} operand")
             if t.rank == 0:
-                raise self.fail(f"the {what} operand must have at least 1 dim, got {t}")
+                raise self.fail(f"the {what} operand must have at least 1 dim, got {t}",
+                                "scale by a number with '*' instead")
         if x.dtype != y.dtype:
-            raise self.fail(f"operands have different dtypes: {x} @ {y}")
+            raise self.fail(f"operands have different dtypes: {x} @ {y}", "both must have the same dtype")
         xs = x.shape if x.rank > 1 else (1,) + x.shape
         ys = y.shape if y.rank > 1 else y.shape + (1,)
         if not self.same_dim(a, xs[-1], ys[-2], "the last dim of the left operand must equal the "
@@ -317,7 +319,8 @@ class MatMul(Op):
         batch = self.broadcast(a, [xs[:-2], ys[:-2]], "batch dims of the operands")
         if batch is None:
             raise self.fail(f"cannot broadcast the batch dims [{_dims(xs[:-2])}] and [{_dims(ys[:-2])}] "
-                            f"of {x} @ {y}")
+                            f"of {x} @ {y}", "the dims before the last two are matched from the right; "
+                                             "each must be equal or 1")
         out = batch + ((xs[-2],) if x.rank > 1 else ()) + ((ys[-1],) if y.rank > 1 else ())
         return [x.with_shape(out)]
 

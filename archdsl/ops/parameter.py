@@ -28,7 +28,8 @@ class Parameter(Op):
     def infer(self, a):
         shape = tuple(a.attrs["shape"])
         if any(d <= 0 for d in shape):
-            raise self.fail(f"every dim must be positive, got [{', '.join(map(str, shape))}]")
+            raise self.fail(f"every dim must be positive, got [{', '.join(map(str, shape))}]",
+                            "declare it with: param w: f32[4, 8] = zeros")
         return [TensorType("f32", shape)]
 
     def params(self, a):

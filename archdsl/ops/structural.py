@@ -254,7 +254,8 @@ class _Binary(Op):
         v, x = a.attrs["value"], a.x
         if len(a.in_types) == 2:
             if v is not None or a.attrs["reverse"]:
-                raise self.fail("takes either two tensors or one tensor and value=, not both")
+                raise self.fail("takes either two tensors or one tensor and value=, not both",
+                                f"write a {self.symbol} b, or x {self.symbol} 2.0")
             return None
         if v is None:
             raise self.fail("needs a second operand: two tensors, or one tensor and value=",
@@ -287,7 +288,9 @@ class _Binary(Op):
 
     def _check_dtype(self, t):
         if self.dtypes == "float" and not t.is_float:
-            raise self.fail(f"takes floating-point operands, got {t}")
+            raise self.fail(f"takes floating-point operands, got {t}",
+                            "integer tensors take + - * ** and comparisons" if t.dtype != "bool" else
+                            "a mask selects values with where(mask, a, b)")
         if self.dtypes == "numeric" and t.dtype == "bool":
             raise self.fail(f"takes numbers, not the bool tensor {t}",
                             "a mask selects values with where(mask, a, b)")
