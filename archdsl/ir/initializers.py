@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ArchError, did_you_mean
+from ..errors import show_value as _show
 from .graph import MAX_INIT_STD
 
 _REQUIRED = object()
@@ -178,13 +179,3 @@ def gain(nonlinearity: str, a: float = 0.0) -> float:
     if nonlinearity == "selu":
         return 0.75
     return 1.0
-
-
-def _show(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return repr(v)
-    if hasattr(v, "describe_value"):
-        return v.describe_value()
-    return str(v)
