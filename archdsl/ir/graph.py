@@ -41,20 +41,21 @@ class ParamSpec:
     """A parameter an op needs, declared by the op: shape and initialiser.
 
     init: 'uniform' (U(-bound, bound)), 'normal' (N(0, std)), 'zeros', 'ones', 'xavier_uniform'.
-    initializer: a spec's own choice (`init=`, `bias_init=`, a `param`'s value: an
-    ir.initializers.Initializer); it replaces `init` when set.
     buffer: state that is not trained and not counted as a parameter (BatchNorm running stats).
     zero_row: a row set to zeros after initialising (an embedding's padding id).
+
+    initializer: a spec's own choice (`init=`, `bias_init=`, a `param`'s value: an
+    ir.initializers.Initializer); it replaces `init` when set.
     """
     shape: tuple
     init: str = "zeros"
+    initializer: Any = field(default=None, kw_only=True)
     bound: float = 0.0
     std: float = 0.0
     fan_in: int = 0
     fan_out: int = 0
     buffer: bool = False
     zero_row: int | None = None
-    initializer: Any = None
 
 
 @dataclass(eq=False)

@@ -1,6 +1,5 @@
 """Structural ops: Flatten, Reshape, Transpose (alias Permute), Concat, and the elementwise
-binary Add, Sub, Mul that the elaborator makes of `a + b`, `a - b`, `a * b` (a number on either
-side too: `x * 0.5`, `1 - x`); the other elementwise math is in math.py.
+binary Add, Sub, Mul that the elaborator makes of `a + b`, `a - b`, `a * b`.
 
 Shape rules work with symbolic dims; negative axes are normalised against the input rank.
 """
