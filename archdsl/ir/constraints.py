@@ -26,6 +26,7 @@ from ..errors import Span
 from .types import DimExpr, ExprName, Sym, is_static, resolve_dim
 
 SEARCH_POINTS = 4096        # size combinations tried to decide whether a relation can hold
+MAX_SEARCH_DEPTH = 100      # expressions nested deeper are not searched (they count as differing)
 METADATA_KEY = "archdsl.constraints"
 
 
@@ -52,7 +53,20 @@ def _assignments(symbols: list[str]):
         yield dict(zip(symbols, values))
 
 
+def _depth(d) -> int:
+    """How deeply expressions nest in a dim (measured without recursion, up to MAX_SEARCH_DEPTH + 1)."""
+    deepest, todo = 0, [(d, 0)]
+    while todo and deepest <= MAX_SEARCH_DEPTH:
+        d, k = todo.pop()
+        deepest = max(deepest, k)
+        if not is_static(d):
+            todo += [(a, k + 1) for name in d.terms if isinstance(name, ExprName) for a in name.expr.args]
+    return deepest
+
+
 def _sometimes(pred, *dims) -> bool:
+    if any(_depth(d) > MAX_SEARCH_DEPTH for d in dims):
+        return False        # too deep to evaluate safely; treated as never
     for b in _assignments(_symbols(*dims)):
         if pred(b):
             return True
