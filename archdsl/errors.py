@@ -133,3 +133,14 @@ def did_you_mean(name: str, candidates) -> str | None:
     if not close:
         return None
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+def show_value(v) -> str:
+    """A value of the language as a message shows it: true, 'fan_out', 0.5, Linear layer."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return repr(v)
+    if hasattr(v, "describe_value"):
+        return v.describe_value()
+    return str(v)

@@ -8,7 +8,9 @@
 Every mistake a user can make (a missing or corrupt file, a misspelt input name, the
 wrong dtype, a shape that does not fit, asking for CUDA where there is none) is an
 ArchError raised *before* ONNX Runtime is asked to do anything, so the CLI prints a
-diagnostic instead of a C++ stack trace.
+diagnostic instead of a C++ stack trace. That includes the shape constraints an archdsl
+export records in its metadata (a U-Net needs H to be a multiple of 16: ir/constraints.py),
+checked against the sizes of the inputs; ONNX Runtime's own log lines are never printed.
 
 Device selection. ONNX Runtime silently falls back to the CPU when the CUDA provider
 is compiled in but its libraries (CUDA, cuDNN) cannot be loaded; `get_available_providers()`
@@ -34,6 +36,7 @@ import onnxruntime as ort
 
 from archdsl.errors import ArchError, did_you_mean, raise_errors
 from archdsl.installed import ort_package
+from archdsl.ir.constraints import METADATA_KEY, explain, loads, violated
 
 __all__ = ["Session", "IOInfo", "load_inputs", "format_shape", "GPU_HINT"]
 
@@ -192,6 +195,10 @@ class Session:
         self.inputs: list[IOInfo] = [_io_info(a, a.name not in unknown) for a in ins]
         self.outputs: list[IOInfo] = [_io_info(a) for a in sess.get_outputs()]
         self._in = {i.name: i for i in self.inputs}
+        meta = sess.get_modelmeta()
+        # what an archdsl export says the input sizes must satisfy (none for other files)
+        self.constraints = loads(meta.custom_metadata_map.get(METADATA_KEY, "[]"))
+        self.model_name = meta.custom_metadata_map.get("model") or meta.graph_name or self.name
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -233,7 +240,7 @@ class Session:
     @staticmethod
     def _default_options():
         so = ort.SessionOptions()
-        so.log_severity_level = 3  # errors only; CUDA fallbacks are reported by us
+        so.log_severity_level = 4  # ONNX Runtime's log lines never: failures are reported by us
         return so
 
     def _load_error(self, e: Exception) -> ArchError:
@@ -310,8 +317,25 @@ class Session:
                 errors.append(err)
                 continue
             out[info.name] = arr
+        if not errors:
+            errors += self._check_constraints(dims)
         raise_errors(errors)
         return out
+
+    def _check_constraints(self, dims: dict) -> list[ArchError]:
+        """The recorded shape constraints at these sizes: one error per set of symbols."""
+        bindings = {k: v[0] for k, v in dims.items()}
+        errors, seen = [], set()
+        for c in violated(self.constraints, bindings):
+            syms = tuple(c.symbols())
+            if syms in seen:
+                continue
+            seen.add(syms)
+            message, hint = explain(c, self.constraints, bindings)
+            _, name, shape = dims[syms[0]]
+            errors.append(ArchError(f"input '{name}' (shape {_got_shape(shape)}) does not fit model "
+                                    f"{self.model_name}: {message}", hint=hint))
+        return errors
 
     def run(self, feeds: Mapping[str, object], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run the model. feeds: input name -> array. outputs: names to compute (default: all).
@@ -322,14 +346,18 @@ class Session:
             if n not in self.output_names:
                 raise ArchError(f"unknown output '{n}' (the model's outputs: {', '.join(self.output_names)})",
                                 hint=did_you_mean(n, self.output_names))
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4        # the failure is reported below, not as a raw log line
         try:
-            results = self._sess.run(names, arrays)
+            results = self._sess.run(names, arrays, quiet)
         except Exception as e:
-            # The inputs passed every check we can make; what remains is data-dependent
-            # (e.g. a token id outside the embedding table) or a bug in the exported graph.
+            # The inputs passed every check we can make; what remains is data-dependent (a token
+            # id outside the embedding table), a size condition the file does not record (it was
+            # not exported by archdsl), or a bug in the exported graph.
             raise ArchError(f"ONNX Runtime failed running '{self.name}' on {self.device}: {_first_line(e)}",
-                            hint="if the inputs are right (e.g. integer ids within range), this is an "
-                                 "archdsl export bug; please report it") from None
+                            hint="check the inputs: integer ids within their range, sizes the model's "
+                                 "layers can take. If they are right, please report this as an archdsl "
+                                 "bug, with the .onnx file") from None
         return dict(zip(names, results))
 
     __call__ = run

@@ -63,6 +63,16 @@ class Chooser:
 # -- grammar-aware generation --------------------------------------------------------------------
 ACT = ["ReLU", "Tanh", "Sigmoid", "GELU", "Identity", "LeakyReLU(0.1)", "ELU", "Softmax", "LogSoftmax(axis=1)",
        "Dropout(0.1)", "GELU(approximate='tanh')"]
+INITS = ["zeros", "ones", "constant(0.5)", "normal(std=0.02)", "uniform(a=-0.1, b=0.1)", "trunc_normal(std=0.02)",
+         "kaiming_normal(mode='fan_out', nonlinearity='relu')", "kaiming_uniform(a=2.2)", "xavier_uniform",
+         "xavier_normal(gain=2.0)", "normal(0.02)", "constant", "trunc_normal(std=1.0, a=5.0, b=6.0)", "3"]
+# tensor expressions over a tensor `{x}` of some rank: (text, rank after, or None when it depends)
+MATH = [("-{x}", 0), ("{x} * 0.5", 0), ("1.0 - {x}", 0), ("{x} / 2", 0), ("2 / ({x} * {x} + 1.0)", 0),
+        ("{x} ** 2", 0), ("exp({x} * 0.5)", 0), ("log(abs({x}) + 1.0)", 0), ("sqrt(abs({x}))", 0),
+        ("rsqrt({x} * {x} + 1e-5)", 0), ("tanh({x}) + sigmoid({x})", 0), ("where({x} > 0, {x}, 0.0)", 0),
+        ("where({x} <= 0.5, -1e9, {x})", 0), ("{x} @ {x}", None), ("{x}[:, 0]", -1), ("{x}[..., :2]", 0),
+        ("{x}[:, 1:-1:2]", 0), ("{x}[-1]", -1), ("{x}[:, ::-1]", 0), ("{x}[0, 0, 0, 0, 0, 0]", None),
+        ("{x} == {x}", None), ("{x} * {x} // 2", None), ("{x} + 'a'", None), ("{x}[:, 5:5]", None)]
 
 
 class _Gen:
@@ -129,7 +139,7 @@ class _Gen:
             r = c.int(0, 4)
             if r <= 2:
                 bias = c.choice(["", ", bias=false", ", bias=true"])
-                return f"Linear({self.int_expr()}{bias})", 2
+                return f"Linear({self.int_expr()}{bias}{self.init_kw()})", 2
             if r == 3:
                 return c.choice(["LayerNorm", "BatchNorm1d", "BatchNorm"]), 2
             return f"Reshape((-1, {c.choice([1, 2])}, {self.int_expr()}))", 3
@@ -161,7 +171,7 @@ class _Gen:
                 k = c.choice([1, 3, "(3, 1)"])
                 extra = c.choice(["", ", padding=1", ", stride=2", ", padding='same'", ", bias=false",
                                   f", groups={c.choice([1, 2])}", ", dilation=2"])
-                return f"Conv2d({self.int_expr()}, {k}{extra})", 4
+                return f"Conv2d({self.int_expr()}, {k}{extra}{self.init_kw()})", 4
             if r == 3:
                 return f"{c.choice(['MaxPool2d', 'AvgPool2d'])}({c.choice([1, 2, 3])}{c.choice(['', ', stride=1', ', padding=1', ', ceil_mode=true'])})", 4
             if r == 4:
@@ -170,6 +180,13 @@ class _Gen:
                 return f"ConvTranspose2d({self.int_expr()}, {c.choice([2, 3])}, stride={c.choice([1, 2])})", 4
             return c.choice(["Flatten", "GlobalAvgPool -> Flatten", "GlobalMaxPool -> Flatten"]), 2
         return c.choice(["Flatten", "Identity", "ReLU"]), rank
+
+    def init_kw(self) -> str:
+        """Mostly nothing; sometimes `init=` / `bias_init=` with an initialiser, valid or not."""
+        c = self.c
+        if not c.chance(0.15):
+            return ""
+        return f", {c.choice(['init', 'init', 'bias_init'])}={c.choice(INITS)}"
 
     def any_op(self) -> str:
         """Any registered op, arguments generated from its schema (so new ops are fuzzed too)."""
@@ -271,8 +288,17 @@ class _Gen:
         for i in range(c.int(1, 5)):
             name = f"h{i}"
             src, srank, sdtype = c.choice(tensors)
-            r = c.int(0, 9)
-            if r <= 4:
+            r = c.int(0, 11)
+            if r == 10:         # a free parameter, broadcast against the tensor
+                dims = c.choice(["1", "4", "1, 1", "2, 3", "0", "T", "p0" if self.params else "2"])
+                lines.append(f"  param w{i}: {c.choice(['f32', 'f32', 'i64'])}[{dims}] = {c.choice(INITS)}\n")
+                lines.append(f"  {name} = {src} {c.choice(['+', '*', '-'])} w{i}\n")
+                nrank = srank
+            elif r == 11:       # tensor math and subscripts
+                text, delta = c.choice(MATH)
+                lines.append(f"  {name} = {text.format(x=src)}\n")
+                nrank = srank + delta if delta is not None else srank
+            elif r <= 4:
                 body, nrank = self.chain(srank, sdtype)
                 lines.append(f"  {name} = {src} -> {body}\n")
             elif r == 5:
@@ -374,7 +400,8 @@ def op_program(c: Chooser, op_name: str | None = None) -> str:
 TOKEN_RE = re.compile(r"""\s+|\#[^\n]*|"[^"\n]*"|'[^'\n]*'|[A-Za-z_][A-Za-z_0-9]*|[0-9][0-9_.eE]*|->|\*\*|//|[=!<>]=|.""",
                       re.S)
 VOCAB = ["model", "block", "input", "output", "import", "repeat", "as", "if", "else", "and", "or", "not", "true",
-         "false", "train", "gan", "(", ")", "[", "]", "{", "}", ",", "=", ":", "->", "+", "-", "*", "/", "//",
+         "false", "train", "gan", "param", "@", "...", "exp(x)", "where(", "x[:, 0]", "normal(std=0.02)", "init=",
+         "(", ")", "[", "]", "{", "}", ",", "=", ":", "->", "+", "-", "*", "/", "//",
          "%", "**", "==", "<", "x", "N", "T", "f32", "i64", "Linear", "Conv2d(", "ReLU", "0", "-1", "1.5",
          '"s"', "'", '"', "#", "\n", "std", "channels(x)", "Concat", "tied=", "name=", "repeat 3 {", "1e400"]
 HUGE = ["9" * 20, "9" * 400, "9" * 5000, "1e999", "2 ** 62", "2 ** 63", "123456789012345678901234567890.5",

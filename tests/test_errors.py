@@ -79,11 +79,11 @@ def test_use_before_definition_and_cycle():
     assert e.message.startswith("cycle:")
 
 
-def test_repeat_count_must_be_a_positive_int():
-    for count, shown in (("0", "0"), ("2.5", "2.5"), ('"3"', "'3'")):
+def test_repeat_count_must_be_a_nonnegative_int():
+    for count, shown in (("-1", "-1"), ("2.5", "2.5"), ('"3"', "'3'")):
         e = err(f"model M {{\n  input x: f32[N, 3]\n  output y = x -> repeat {count} {{ Linear(3) }}\n}}")
         at(e, 3, 26)
-        assert e.message == f"a repeat count must be a positive int, got {shown}"
+        assert e.message == f"a repeat count must be an int >= 0, got {shown}"
 
 
 def test_import_cycle(tmp_path):

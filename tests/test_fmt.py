@@ -154,7 +154,8 @@ def ir_signature(m) -> dict:
         nodes=[(n.name, n.kind, _value(n.attrs), [v.name for v in n.inputs],
                 [(v.name, str(v.type)) for v in n.outputs], sorted(n.params.items()), tuple(n.scope), n.instance)
                for n in ir.nodes],
-        params={k: (tuple(p.shape), p.spec.init, p.spec.buffer, p.trainable) for k, p in ir.parameters.items()},
+        params={k: (tuple(p.shape), p.spec.init, str(p.spec.initializer), p.spec.buffer, p.trainable)
+                for k, p in ir.parameters.items()},
         scopes={k: s.label for k, s in ir.scopes.items()},
         param_count=ir.param_count())
 
@@ -309,3 +310,55 @@ def test_archdsl_fmt_end_to_end(tmp_path):
     p = subprocess.run([sys.executable, "-m", "archdsl", "fmt", str(f)], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
     assert p.returncode == 0 and f.read_text() == CANONICAL
+
+
+REACH = """\
+block Scaled(d: int) {
+  input x
+  param  gamma : f32[ d ]=constant( 1e-6 )
+  output x+gamma*(x->Linear(d,init=kaiming_normal(mode='fan_out'),bias_init=zeros))
+}
+model M(d: int = 4) {
+  input x: f32[N, T, 4]
+  input eps : f32[N, T, 4]
+  param cls: f32[1,1,d] = normal(std = 0.02)
+  z = x+exp( 0.5*x )*eps
+  s = (x@(z->Transpose((0,2,1))))/sqrt(4.0)
+  m = where(s>0,s,-1e9)
+  h = x -> repeat 0 { Scaled(d) } -> Scaled(d)
+  output y = z[ :,1 : -1 : 2 ]+cls[...,:d][ : , 0:1]-h[:, 1:-1:2, ::-1]**2
+  output w = -m[:, -1]
+}
+"""
+
+REACH_CANONICAL = """\
+block Scaled(d: int) {
+  input x
+  param gamma: f32[d] = constant(1e-6)
+  output x + gamma * (x -> Linear(d, init=kaiming_normal(mode="fan_out"), bias_init=zeros))
+}
+
+model M(d: int = 4) {
+  input x: f32[N, T, 4]
+  input eps: f32[N, T, 4]
+  param cls: f32[1, 1, d] = normal(std=0.02)
+  z = x + exp(0.5 * x) * eps
+  s = (x @ (z -> Transpose((0, 2, 1)))) / sqrt(4.0)
+  m = where(s > 0, s, -1e9)
+  h = x -> repeat 0 { Scaled(d) } -> Scaled(d)
+  output y = z[:, 1:-1:2] + cls[..., :d][:, 0:1] - h[:, 1:-1:2, ::-1] ** 2
+  output w = -m[:, -1]
+}
+"""
+
+
+def test_params_initialisers_tensor_math_and_subscripts_format_and_keep_the_ir(tmp_path):
+    assert format_source(REACH) == REACH_CANONICAL
+    assert format_source(REACH_CANONICAL) == REACH_CANONICAL
+    sig = lambda toks: [(t.type, t.text) for t in toks]     # noqa: E731
+    for seed in (1, 2, 3):
+        out = format_source(relayout(REACH, seed))
+        assert format_source(out) == out and sig(tokens(out)) == sig(tokens(REACH))
+    before, after = archdsl.compile(REACH).model("M"), archdsl.compile(REACH_CANONICAL).model("M")
+    assert ir_signature(before) == ir_signature(after)
+    assert [c.text() for c in before.ir.constraints] == [c.text() for c in after.ir.constraints]

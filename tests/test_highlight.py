@@ -72,6 +72,19 @@ def test_token_kinds():
     assert k["->"] in Operator and k["=="] in Operator
 
 
+def test_params_initialisers_tensor_math_and_subscripts():
+    k = kinds("model M {\n  input x: f32[N, T, 4]\n  param g: f32[4] = normal(std=0.02)\n"
+              "  y = x -> Linear(4, init=kaiming_uniform)\n  output exp(x[..., :2]) @ where(x > 0, x, y)\n}\n")
+    assert k["param"] in Keyword
+    assert k["normal"] is Name.Builtin.Pseudo and k["kaiming_uniform"] is Name.Builtin.Pseudo
+    assert k["exp"] is Name.Builtin.Pseudo and k["where"] is Name.Builtin.Pseudo
+    assert k["init"] is Name.Attribute and k["std"] is Name.Attribute
+    assert k["@"] in Operator and k["..."] in Operator
+    s = scopes_of("  param g: f32[4] = zeros  y = x[..., 1:] @ w")
+    assert s["param"] == "keyword.control.arch" and s["@"] == "keyword.operator.arch"
+    assert s["..."] == "keyword.operator.arch"
+
+
 def test_every_registered_op_is_a_layer():
     for name in load_all():
         toks = [(t, v) for t, v in ArchLexer().get_tokens(f"y = x -> {name}(3)") if v == name]

@@ -47,19 +47,24 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 
 def sample_model(name: str, i: int):
-    """The sample as a one-op model: its inputs, the call, every output of the op."""
+    """The sample as a one-op model: its inputs, the call (or expression), every output of the op."""
     sample = OPS[name].samples[i]
-    lhs, call = (s.strip() for s in _split_top(sample.call, "->"))
+    if sample.expr:       # an op the language writes with syntax: `x[:, 1:]`, a `param`
+        lhs, call = sample.call.strip(), None
+    else:
+        lhs, call = (s.strip() for s in _split_top(sample.call, "->"))
     if lhs.startswith("("):
         lhs = lhs[1:-1]
     decls = [d.strip() for d in _split_top(lhs, ",")]
     names = [d.split(":")[0].strip() for d in decls]
     src = "(" + ", ".join(names) + ")" if len(names) > 1 else names[0]
     head = "model OpSample {\n" + "".join(f"  input {d}\n" for d in decls)
-    probe = archdsl.compile(head + f"  r = {src} -> {call}\n  output z = {names[0]}\n}}\n").model().ir
+    head += "".join(f"  {line.strip()}\n" for line in sample.setup.splitlines() if line.strip())
+    value = sample.expr or f"{src} -> {call}"
+    probe = archdsl.compile(head + f"  r = {value}\n  output z = {names[0]}\n}}\n").model().ir
     k = len(next(n for n in probe.nodes if n.kind == name).outputs)
     outs = [f"y{j}" for j in range(k)]
-    body = f"  {', '.join(outs)} = {src} -> {call}\n" + "".join(f"  output {o}\n" for o in outs)
+    body = f"  {', '.join(outs)} = {value}\n" + "".join(f"  output {o}\n" for o in outs)
     return archdsl.compile(head + body + "}\n").model(), sample
 
 

@@ -31,7 +31,8 @@ The layout, in the style of the shipped specs:
 - the `=` of section settings on consecutive lines line up (`batch     = 64`);
 - spacing: one space around binary operators, `->` and `=` (none around a keyword argument's
   `=`), none inside brackets or before `,` and `:`, one after them, none between a callee and
-  its `(` or a tensor type's dtype and its `[`, none after a unary minus;
+  its `(`, a tensor type's dtype and its `[`, or a subscripted value and its `[`, none after a
+  unary minus, none around the `:` of a slice (`x[:, 1:-1:2]`);
 - comments are kept where they are: a trailing comment keeps its column when that is at least
   two spaces past the code (so hand-aligned comment columns survive), else gets two spaces; a
   comment on its own line takes the indentation of the code line that follows it.
@@ -195,6 +196,10 @@ def _entry_key_widths(toks: list[_Tok]) -> dict[int, int]:
 
 def _space(a: _Tok, b: _Tok) -> bool:
     """Is there a space between the consecutive tokens a and b of one line?"""
+    if b.type == "COLON" and b.rule == "slice":     # x[1:-1:2], x[..., :d]
+        return a.type == "COMMA"
+    if a.type == "COLON" and a.rule == "slice":
+        return False
     if b.type in ("RPAR", "RSQB", "COMMA", "COLON"):
         return False
     if a.type in ("LPAR", "LSQB"):

@@ -64,7 +64,7 @@ def grammar() -> dict:
                            {"include": "#expression"}]},
             "operator": {"patterns": [
                 {"match": "->", "name": "keyword.operator.pipe.arch"},
-                {"match": r"\*\*|//|==|!=|<=|>=|[-+*/%<>=]", "name": "keyword.operator.arch"}]},
+                {"match": r"\*\*|//|==|!=|<=|>=|\.\.\.|[-+*/%<>=@]", "name": "keyword.operator.arch"}]},
             "punctuation": {"match": r"[\[\]{},:]", "name": "punctuation.separator.arch"},
         },
     }

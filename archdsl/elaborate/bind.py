@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import ArchError, Span, did_you_mean
+from ..errors import show_value as _show
 from ..ir.types import DTYPES
 from ..ops.base import Arg, Op
 
@@ -79,13 +80,3 @@ def bind_args(op: Op, positional: list, keywords: dict, span: Span | None = None
             raise ArchError(f"{op.name} argument '{a.name}' must be one of {', '.join(map(repr, a.choices))}, got {_show(v)}",
                             where, did_you_mean(str(v), [str(c) for c in a.choices]))
     return attrs
-
-
-def _show(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return repr(v)
-    if hasattr(v, "describe_value"):
-        return v.describe_value()
-    return str(v)

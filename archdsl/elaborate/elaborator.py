@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import ArchError, ArchErrors, ShapeError, Span, did_you_mean
 from ..ir.graph import Model, Node, Param, Scope, Value
+from ..ir.initializers import SCHEMAS as INIT_SCHEMAS
+from ..ir.initializers import Initializer, make as make_init
 from ..ir.types import DTYPES, Sym, TensorType
 from ..ops.base import Op, load_all
 from ..syntax import ast as A
 from .bind import bind_args
 from .loader import Namespace
-from .values import (CALLABLES, POISON, BlockInstance, BlockKind, Builtin, Composed, LayerInstance,
+from .values import (CALLABLES, POISON, BlockInstance, BlockKind, Builtin, Composed, InitFactory, LayerInstance,
                      OpKind, Poison, RepeatCallable, TensorRef, show)
 
 # Limits that bound the work and stack any spec can demand; each error names its constant.
@@ -103,18 +106,32 @@ def _builtins() -> dict:
                 raise ArchError(f"{name}() needs numbers, got {', '.join(show(x) for x in xs) or 'nothing'}")
             try:
                 r = fn(*xs)
-            except (ValueError, OverflowError):     # sqrt(-1), float(10**400)
+            except (ValueError, OverflowError, ZeroDivisionError):     # sqrt(-1), float(10**400), rsqrt(0)
                 raise ArchError(f"{name}({', '.join(show(x) for x in xs)}) has no finite real value") from None
             if isinstance(r, int) and abs(r) > MAX_INT:
                 raise ArchError(f"{name}() result is too large")
             return r
         return f
 
-    return {"channels": Builtin("channels", channels), "dim": Builtin("dim", dim),
-            "rank": Builtin("rank", rank), "shape": Builtin("shape", shape), "len": Builtin("len", _len),
-            "min": Builtin("min", _num(min, "min", unary=False)), "max": Builtin("max", _num(max, "max", unary=False)),
-            "int": Builtin("int", _num(int, "int")), "float": Builtin("float", _num(float, "float")),
-            "abs": Builtin("abs", _num(abs, "abs")), "sqrt": Builtin("sqrt", _num(math.sqrt, "sqrt"))}
+    def where(*xs):
+        raise ArchError("where() needs a bool tensor as its condition, e.g. where(x > 0, x, 0.0)",
+                        hint="to choose between numbers write: a if cond else b")
+
+    def sigmoid(v):
+        return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+
+    # functions of numbers that apply an op to a tensor argument (exp(x) -> Exp)
+    maths = {"abs": (abs, "Abs"), "sqrt": (math.sqrt, "Sqrt"), "exp": (math.exp, "Exp"), "log": (math.log, "Log"),
+             "rsqrt": (lambda v: 1.0 / math.sqrt(v), "Rsqrt"), "tanh": (math.tanh, "Tanh"),
+             "sigmoid": (sigmoid, "Sigmoid")}
+    out = {"channels": Builtin("channels", channels), "dim": Builtin("dim", dim),
+           "rank": Builtin("rank", rank), "shape": Builtin("shape", shape), "len": Builtin("len", _len),
+           "min": Builtin("min", _num(min, "min", unary=False)), "max": Builtin("max", _num(max, "max", unary=False)),
+           "int": Builtin("int", _num(int, "int")), "float": Builtin("float", _num(float, "float")),
+           "where": Builtin("where", where, tensor="where")}
+    out.update({name: Builtin(name, _num(fn, name), tensor=op) for name, (fn, op) in maths.items()})
+    out.update({kind: InitFactory(kind) for kind in INIT_SCHEMAS})     # zeros, normal(std=...), ...
+    return out
 
 
 def _tensor_arg(x, fname) -> TensorType:
@@ -140,6 +157,7 @@ class Elaborator:
         self.errors = []
         self.depth = self.expansions = 0
         self.m = Model(name=name, file=defn.span.file, span=defn.span, args={})
+        self.constraint_keys: set = set()
         frame = Frame(env={}, path="", scopes=())
         with _recursion_headroom(_FRAMES_PER_LEVEL * MAX_EVAL_DEPTH):
             try:
@@ -225,6 +243,8 @@ class Elaborator:
                         frame.env[stmt.name] = ref
                 elif isinstance(stmt, A.Assign):
                     self.assign(stmt, frame, defn, idx)
+                elif isinstance(stmt, A.ParamDecl):
+                    self.declare_param(stmt, frame)
                 elif isinstance(stmt, A.Output):
                     v = self.eval(stmt.value, frame, defn=defn, idx=idx)
                     outputs.append(self.output(stmt, v, frame, is_model))
@@ -232,7 +252,7 @@ class Elaborator:
                 if isinstance(stmt, A.Assign):
                     for t in stmt.targets:
                         frame.env[t] = POISON
-                elif isinstance(stmt, A.Input):
+                elif isinstance(stmt, (A.Input, A.ParamDecl)):
                     frame.env[stmt.name] = POISON
                 else:
                     outputs.append(POISON)
@@ -243,7 +263,7 @@ class Elaborator:
                 if isinstance(stmt, A.Assign):
                     for t in stmt.targets:
                         frame.env[t] = POISON
-                elif isinstance(stmt, A.Input):
+                elif isinstance(stmt, (A.Input, A.ParamDecl)):
                     frame.env[stmt.name] = POISON
         if is_model:
             if not any(isinstance(s, A.Output) for s in defn.body):
@@ -270,6 +290,46 @@ class Elaborator:
         v = Value(stmt.name, t, None, 0, stmt.span)
         self.m.inputs.append(v)
         frame.env[stmt.name] = TensorRef(v, f"input {stmt.name}")
+
+    def declare_param(self, stmt: A.ParamDecl, frame: Frame):
+        """`param name: f32[...] = init`: a Parameter node; the parameter is named after the
+        statement, qualified by the enclosing block instance or repeat copy (one per instance)."""
+        if stmt.name in frame.taken:
+            raise ArchError(f"'{stmt.name}' already names a layer or parameter here", stmt.span,
+                            "give the parameter a name of its own")
+        t = self.tensor_type(stmt.type, frame, symbolic=False)
+        for d, dexpr in zip(t.shape, stmt.type.dims):
+            if not isinstance(d, int):
+                raise ArchError(f"a parameter's dims must be ints, got {d}", dexpr.span,
+                                "a parameter has one fixed shape; symbolic dims belong to inputs")
+        if t.dtype != "f32":
+            raise ArchError(f"parameter '{stmt.name}' must be f32, got {t.dtype}", stmt.type.dtype_span,
+                            "parameters are trained and stored in float32")
+        if stmt.init is None:
+            raise ArchError(f"parameter '{stmt.name}' needs an initialiser", stmt.span,
+                            f"write e.g. param {stmt.name}: {t} = zeros  (or normal(std=0.02), constant(1.0), ...)")
+        init = self.initializer(self.eval(stmt.init, frame), "a parameter's value", stmt.init.span)
+        if isinstance(init, Poison):
+            raise _Collected()
+        op = self.ops["Parameter"]
+        inst = LayerInstance(op, self._bind(op, [tuple(t.shape)], {}, stmt.span, {}), stmt.span, name=stmt.name)
+        inst.init, inst.init_spans["init"] = init, stmt.init.span
+        ref = self.apply_layer(inst, [], frame, stmt.span)
+        ref.origin = f"param {stmt.name} at line {stmt.span.line}"
+        frame.env[stmt.name] = ref
+
+    def initializer(self, v, what: str, span: Span):
+        """An initialiser value (`normal(std=0.02)`, or a bare name: `zeros`) -> Initializer."""
+        if isinstance(v, (Initializer, Poison)):
+            return v
+        if isinstance(v, InitFactory):
+            try:
+                return make_init(v.kind, [], {})
+            except ArchError as err:
+                raise ArchError(err.message, span, err.hint) from None
+        raise ArchError(f"{what} must be an initialiser, got {show(v)}", span,
+                        "e.g. kaiming_normal(mode='fan_out', nonlinearity='relu'), normal(std=0.02), zeros, "
+                        "constant(1e-6)")
 
     def tensor_type(self, tt: A.TensorTypeExpr, frame: Frame, symbolic: bool = True) -> TensorType:
         if tt.dtype not in DTYPES:
@@ -426,8 +486,12 @@ class Elaborator:
             return v
         if e.op == "not":
             if not isinstance(v, bool):
-                raise ArchError(f"'not' needs a bool, got {show(v)}", e.operand.span)
+                raise ArchError(f"'not' needs a bool, got {show(v)}", e.operand.span,
+                                "flip a mask with the opposite comparison: x <= 0 for not x > 0"
+                                if isinstance(v, TensorRef) else None)
             return not v
+        if isinstance(v, TensorRef):
+            return self.apply(OpKind(self.ops["Neg"]), [v], frame, e.span) if e.op == "-" else v
         if isinstance(v, bool) or not isinstance(v, (int, float, Sym)):
             raise ArchError(f"unary '{e.op}' needs a number, got {show(v)}", e.operand.span)
         return -v if e.op == "-" else v
@@ -438,7 +502,8 @@ class Elaborator:
             if isinstance(a, Poison):
                 return a
             if not isinstance(a, bool):
-                raise ArchError(f"'{e.op}' needs bools, got {show(a)}", e.left.span)
+                raise ArchError(f"'{e.op}' needs bools, got {show(a)}", e.left.span,
+                                "masks combine with where(): where(a, b, a)" if isinstance(a, TensorRef) else None)
             if (e.op == "and" and not a) or (e.op == "or" and a):
                 return a
             b = self.eval(e.right, frame, symbolic, defn, idx)
@@ -454,14 +519,52 @@ class Elaborator:
         return _arith(e, a, b)
 
     def tensor_binop(self, e, a, b, frame):
-        kinds = {"+": "Add", "-": "Sub", "*": "Mul"}
-        if e.op not in kinds:
-            raise ArchError(f"tensors support + - * (elementwise), not '{e.op}'", e.span)
-        if not (isinstance(a, TensorRef) and isinstance(b, TensorRef)):
-            other = b if isinstance(a, TensorRef) else a
-            raise ArchError(f"'{e.op}' between a tensor and {show(other)} is not supported", e.span,
-                            "both sides must be tensors")
-        return self.apply(OpKind(self.ops[kinds[e.op]]), [a, b], frame, e.span)
+        """An operator with a tensor on one side: an op applied to both tensors, or to the tensor
+        with the number as its `value` (`reverse` when the number comes first: `1 - x`)."""
+        both = isinstance(a, TensorRef) and isinstance(b, TensorRef)
+        if e.op == "@":
+            if not both:
+                raise ArchError(f"'@' multiplies two tensors, got {show(a)} and {show(b)}", e.span,
+                                "scale a tensor by a number with '*'")
+            return self.apply(OpKind(self.ops["MatMul"]), [a, b], frame, e.span)
+        if e.op not in TENSOR_OPERATORS:
+            raise ArchError(f"'{e.op}' is not defined on tensors", e.span,
+                            "tensors take + - * / ** @ and comparisons; // and % work on numbers")
+        op = self.ops[TENSOR_OPERATORS[e.op]]
+        if both:
+            return self.apply(OpKind(op), [a, b], frame, e.span)
+        t, num, reverse = (a, b, False) if isinstance(a, TensorRef) else (b, a, True)
+        if isinstance(num, bool) or not isinstance(num, (int, float)):
+            what = f"the symbolic dim {num}" if isinstance(num, Sym) else show(num)
+            raise ArchError(f"'{e.op}' between a tensor and {what} is not supported", e.span,
+                            "the other side must be a tensor or a number")
+        attrs = self._bind(op, [], {"value": num, "reverse": reverse}, e.span, {})
+        return self.apply(LayerInstance(op, attrs, e.span), [t], frame, e.span)
+
+    def tensor_builtin(self, f: Builtin, pos: list, frame, e):
+        """`exp(x)`, `where(mask, a, b)`, ... with a tensor argument: the op applied to it."""
+        if f.tensor != "where":
+            if len(pos) != 1:
+                raise ArchError(f"{f.name}() takes 1 argument, got {len(pos)}", e.span, f"write {f.name}(x)")
+            return self.apply(OpKind(self.ops[f.tensor]), pos, frame, e.span)
+        if len(pos) != 3:
+            raise ArchError(f"where() takes 3 arguments (cond, a, b), got {len(pos)}", e.span,
+                            "e.g. where(x > 0, x, 0.0)")
+        cond, *operands = pos
+        if not isinstance(cond, TensorRef):
+            raise ArchError(f"where() needs a bool tensor as its condition, got {show(cond)}", e.args[0].span,
+                            "make a mask with a comparison: where(x > 0, x, 0.0)")
+        tensors, attrs = [cond], {}
+        for key, v, arg in zip(("x", "y"), operands, e.args[1:]):
+            if isinstance(v, TensorRef):
+                tensors.append(v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                attrs[key] = v
+            else:
+                raise ArchError(f"where() takes tensors or numbers as a and b, got {show(v)}", arg.span,
+                                "e.g. where(keep, scores, -1e9)")
+        op = self.ops["Where"]
+        return self.apply(LayerInstance(op, self._bind(op, [], attrs, e.span, {}), e.span), tensors, frame, e.span)
 
     def e_IfExp(self, e, frame, symbolic, defn, idx):
         c = self.eval(e.cond, frame, symbolic, defn, idx)
@@ -473,15 +576,58 @@ class Elaborator:
 
     def e_Index(self, e, frame, symbolic, defn, idx):
         v = self.eval(e.value, frame, symbolic, defn, idx)
-        i = self.eval(e.index, frame, symbolic, defn, idx)
-        if isinstance(v, Poison) or isinstance(i, Poison):
+        if isinstance(v, Poison):
             return POISON
+        if isinstance(v, TensorRef):
+            return self.subscript(e, v, frame, symbolic, defn, idx)
         if not isinstance(v, tuple):
             raise ArchError(f"cannot index {show(v)}", e.value.span,
-                            "only tuples (e.g. several outputs of a layer) can be indexed")
+                            "tensors and tuples (e.g. several outputs of a layer) can be indexed")
+        if len(e.items) != 1 or isinstance(e.items[0], (A.Slice, A.EllipsisExpr)):
+            raise ArchError("a tuple takes one integer index", e.span,
+                            "e.g. outs[0]; subscripts with ':' and '...' work on tensors")
+        i = self.eval(e.items[0], frame, symbolic, defn, idx)
+        if isinstance(i, Poison):
+            return POISON
         if not isinstance(i, int) or isinstance(i, bool) or not -len(v) <= i < len(v):
-            raise ArchError(f"index {show(i)} is out of range for a tuple of {len(v)}", e.index.span)
+            raise ArchError(f"index {show(i)} is out of range for a tuple of {len(v)}", e.items[0].span,
+                            f"valid indices are {-len(v)}..{len(v) - 1}")
         return v[i]
+
+    def subscript(self, e, t: TensorRef, frame, symbolic, defn, idx):
+        """`x[:, 0]`, `x[..., 1:-1:2]`: the Index op, one int or (start, stop, step) per axis."""
+        rank = t.value.type.rank
+        ellipses = [it for it in e.items if isinstance(it, A.EllipsisExpr)]
+        if len(ellipses) > 1:
+            raise ArchError("subscripts take at most one '...'", ellipses[1].span,
+                            "'...' stands for all the axes not named")
+        n = len(e.items) - len(ellipses)
+        if n > rank:
+            raise ArchError(f"{n} subscripts for the {rank}-D tensor {t.value.type}", e.span,
+                            f"give at most {rank} (one per axis)")
+
+        def bound(node):
+            if node is None:
+                return None
+            b = self.eval(node, frame, symbolic, defn, idx)
+            if isinstance(b, Poison):
+                raise _Collected()
+            if isinstance(b, bool) or not isinstance(b, int):
+                raise ArchError(f"a subscript must be an int, got {show(b)}", node.span,
+                                "negative ints count from the end: x[:, -1], x[:, 1:-1]")
+            return b
+
+        index: list = []
+        for it in e.items:
+            if isinstance(it, A.EllipsisExpr):
+                index += [(None, None, None)] * (rank - n)
+            elif isinstance(it, A.Slice):
+                index.append((bound(it.start), bound(it.stop), bound(it.step)))
+            else:
+                index.append(bound(it))
+        op = self.ops["Index"]
+        return self.apply(LayerInstance(op, self._bind(op, [tuple(index)], {}, e.span, {}), e.span), [t],
+                          frame, e.span)
 
     def e_Call(self, e, frame, symbolic, defn, idx):
         f = self.eval(e.func, frame, symbolic, defn, idx)
@@ -504,8 +650,18 @@ class Elaborator:
                 kw[a.name] = v
         if isinstance(f, OpKind):
             name = self._take_name(kw, spans)
+            inits = {k: self.initializer(kw.pop(k), f"{k}=", spans[k]) for k in ("init", "bias_init")
+                     if k in kw and k not in [a.name for a in f.op.args]}
             attrs = self._bind(f.op, pos, kw, e.span, spans)
-            return LayerInstance(f.op, attrs, e.span, name=name)
+            inst = LayerInstance(f.op, attrs, e.span, name=name)
+            inst.init, inst.bias_init = inits.get("init"), inits.get("bias_init")
+            inst.init_spans = {k: spans[k] for k in inits}
+            return inst
+        if isinstance(f, InitFactory):
+            try:
+                return make_init(f.kind, pos, kw)
+            except ArchError as err:
+                raise ArchError(err.message, e.span, err.hint) from None
         if isinstance(f, BlockKind):
             name = self._take_name(kw, spans) if "name" not in [p.name for p in f.defn.params] else None
             args = self.bind_params(f.defn, pos, kw, e.span, kw_spans=spans)
@@ -513,6 +669,8 @@ class Elaborator:
         if isinstance(f, Builtin):
             if kw:
                 raise ArchError(f"{f.name}() takes no keyword arguments", e.span)
+            if f.tensor is not None and any(isinstance(v, TensorRef) for v in pos):
+                return self.tensor_builtin(f, pos, frame, e)
             try:
                 return f.fn(*pos)
             except ArchError as err:
@@ -537,8 +695,9 @@ class Elaborator:
         n = self.eval(e.count, frame, symbolic, defn, idx)
         if isinstance(n, Poison):
             return n
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ArchError(f"a repeat count must be a positive int, got {show(n)}", e.count.span)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ArchError(f"a repeat count must be an int >= 0, got {show(n)}", e.count.span,
+                            "repeat 0 { ... } passes its input through unchanged")
         if n > MAX_REPEAT:
             raise ArchError(f"repeat count {n} exceeds the limit of {MAX_REPEAT}", e.count.span,
                             "raise archdsl.elaborate.elaborator.MAX_REPEAT if you really mean it")
@@ -612,8 +771,10 @@ class Elaborator:
         lo, hi = (op.n_inputs, op.n_inputs) if isinstance(op.n_inputs, int) else op.n_inputs
         if len(tensors) < lo or (hi != -1 and len(tensors) > hi):
             want = f"{lo}" if lo == hi else f"at least {lo}" if hi == -1 else f"{lo} to {hi}"
+            hint = ("pipe a tuple for several inputs: (a, b) -> " + op.name if lo > 1
+                    else "declare a learnable tensor with: param w: f32[...] = normal(std=0.02)" if hi == 0 else None)
             raise ArchError(f"{op.name} takes {want} input tensor{'s' if want != '1' else ''}, got {len(tensors)}", span,
-                            "pipe a tuple for several inputs: (a, b) -> " + op.name if lo > 1 else None)
+                            hint)
         if len(self.m.nodes) >= MAX_NODES:
             raise ArchError(f"model has more than {MAX_NODES} layers", span,
                             "raise archdsl.elaborate.elaborator.MAX_NODES if you really mean it")
@@ -636,8 +797,11 @@ class Elaborator:
         node = Node(node_name, app, [t.value for t in tensors], span=span, scope=frame.scopes,
                     instance=inst.path)
         tied = inst.attrs.get("tied")
+        if tied is not None and inst.init is not None and "weight" in app.params:
+            raise ArchError(f"init= cannot set the weight {op.name} shares with {tied.name or tied.op.name} (tied=)",
+                            inst.init_spans["init"], "initialise the layer it is tied to instead")
         for local, spec in app.params.items():
-            pname = f"{inst.path}.{local}"
+            pname = f"{inst.path}.{local}" if local else inst.path   # '': named after the instance
             if tied is not None and local == "weight":
                 if tied.path is None or "weight" not in tied.params:
                     raise ArchError(f"tied layer {tied.name or tied.op.name} must be applied before the layer tied to it",
@@ -651,9 +815,17 @@ class Elaborator:
                                      f"{op.name} needs {list(spec.shape)} (input {', '.join(map(str, in_types))})",
                                      span, "a shared layer must see inputs of the same size each time")
             else:
-                self.m.parameters[pname] = Param(pname, spec)
+                existing = self.m.parameters[pname] = Param(pname, self._initialised(inst, local, spec, pname))
+            app.params[local] = existing.spec
             node.params[local] = pname
             inst.params.setdefault(local, pname)
+        if first:
+            self._check_inits_used(inst, app)
+        for c in app.constraints:
+            if c.key() not in self.constraint_keys:
+                self.constraint_keys.add(c.key())
+                c.span, c.layer = span, node_name
+                self.m.constraints.append(c)
         origin = f"{op.name} at line {span.line}"
         out_types = app.out_types
         node.outputs = [Value(node_name if len(out_types) == 1 else f"{node_name}:{i}", t, node, i, span)
@@ -661,6 +833,29 @@ class Elaborator:
         self.m.nodes.append(node)
         refs = [TensorRef(v, origin) for v in node.outputs]
         return refs[0] if len(refs) == 1 else tuple(refs)
+
+    def _initialised(self, inst: LayerInstance, local: str, spec, pname: str):
+        """The op's parameter spec, with the layer's `init=` (weights) or `bias_init=` (biases)."""
+        key = "bias_init" if _is_bias(local) else "init"
+        init = getattr(inst, key)
+        if init is None or spec.buffer:
+            return spec
+        try:
+            init.check_shape(tuple(spec.shape), pname)
+        except ArchError as err:
+            raise ArchError(err.message, inst.init_spans.get(key), err.hint) from None
+        return replace(spec, initializer=init)
+
+    def _check_inits_used(self, inst: LayerInstance, app) -> None:
+        """`init=` on a layer without weights (or `bias_init=` without a bias) is a mistake."""
+        trained = [local for local, s in app.params.items() if not s.buffer]
+        for key, want, init in (("init", "weights", inst.init), ("bias_init", "bias", inst.bias_init)):
+            if init is None or any(_is_bias(local) == (key == "bias_init") for local in trained):
+                continue
+            no_bias = key == "bias_init" and inst.attrs.get("bias") is False
+            raise ArchError(f"{inst.op.name} has no {want} for {key}= to initialise", inst.init_spans[key],
+                            "it was made with bias=false" if no_bias else
+                            "init= sets a layer's weights, bias_init= its biases")
 
     def apply_block(self, inst: BlockInstance, tensors: list, frame: Frame, span: Span):
         if frame.depth >= MAX_BLOCK_DEPTH:
@@ -685,6 +880,8 @@ class Elaborator:
         return out
 
     def apply_repeat(self, rep: RepeatCallable, tensors: list, frame: Frame, span: Span):
+        if rep.count == 0:          # no copies: the input passes through (a stage of depth 0)
+            return tensors[0] if len(tensors) == 1 else tuple(tensors)
         if rep.path is None:
             local = frame.unique(rep.name or "repeat", auto=rep.name is None)
             rep.path = frame.qualify(local)
@@ -783,9 +980,22 @@ def _arith(e: A.BinOp, a, b):
 def _targets_of(stmt) -> set:
     if isinstance(stmt, A.Assign):
         return set(stmt.targets)
-    if isinstance(stmt, A.Output) and stmt.name:
+    if isinstance(stmt, (A.Output, A.ParamDecl)) and stmt.name:
         return {stmt.name}
     return set()
+
+
+_BIAS = re.compile(r"(^|[._])bias($|[._])")
+
+
+def _is_bias(local: str) -> bool:
+    """A bias by its name (bias, bias_ih_l0, q_bias): what bias_init= sets; init= sets the rest."""
+    return bool(_BIAS.search(local))
+
+
+# operators between tensors (or a tensor and a number) -> ops
+TENSOR_OPERATORS = {"+": "Add", "-": "Sub", "*": "Mul", "/": "Div", "**": "Pow", "==": "Equal",
+                    "!=": "NotEqual", "<": "Less", "<=": "LessOrEqual", ">": "Greater", ">=": "GreaterOrEqual"}
 
 
 def _assigned_later(defn: A.Definition, idx: int, name: str):

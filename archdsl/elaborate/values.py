@@ -38,6 +38,9 @@ class LayerInstance:
     path: str | None = None    # qualified, fixed at first application
     applied: int = 0
     params: dict = field(default_factory=dict)    # local -> Param.name
+    init: Any = None           # `init=`: an Initializer for the layer's weights
+    bias_init: Any = None      # `bias_init=`: one for its biases
+    init_spans: dict = field(default_factory=dict)
     is_layer_instance = True
 
     def describe_value(self) -> str:
@@ -100,11 +103,24 @@ class RepeatCallable:
 
 @dataclass(eq=False)
 class Builtin:
+    """A function of the language. `tensor`: what it makes of a tensor argument (an op name, or
+    'where'); None for functions of numbers only."""
     name: str
     fn: Any
+    tensor: str | None = None
 
     def describe_value(self) -> str:
         return f"function {self.name}"
+
+
+@dataclass(eq=False)
+class InitFactory:
+    """An initialiser's name (`kaiming_normal`); called, it makes an Initializer, and standing
+    alone it means the initialiser with its defaults (`init=zeros`)."""
+    kind: str
+
+    def describe_value(self) -> str:
+        return f"initialiser {self.kind}"
 
 
 class Poison:

@@ -43,9 +43,13 @@ class ParamSpec:
     init: 'uniform' (U(-bound, bound)), 'normal' (N(0, std)), 'zeros', 'ones', 'xavier_uniform'.
     buffer: state that is not trained and not counted as a parameter (BatchNorm running stats).
     zero_row: a row set to zeros after initialising (an embedding's padding id).
+
+    initializer: a spec's own choice (`init=`, `bias_init=`, a `param`'s value: an
+    ir.initializers.Initializer); it replaces `init` when set.
     """
     shape: tuple
     init: str = "zeros"
+    initializer: Any = field(default=None, kw_only=True)
     bound: float = 0.0
     std: float = 0.0
     fan_in: int = 0
@@ -118,6 +122,8 @@ class Model:
     nodes: list[Node] = field(default_factory=list)
     parameters: dict[str, Param] = field(default_factory=dict)
     scopes: dict[str, Scope] = field(default_factory=dict)
+    # conditions on the input sizes the shape rules recorded (ir/constraints.py)
+    constraints: list = field(default_factory=list)
 
     @property
     def graph(self) -> nx.MultiDiGraph:

@@ -221,6 +221,20 @@ class TensorType:
         return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
 
 
+def fit_number(v, dtype: str) -> int | float | None:
+    """The number `v` as a value of `dtype` (a whole number for an integer dtype), or None when it
+    does not fit: a fraction for an integer dtype, or beyond the dtype's range."""
+    if dtype in INT_DTYPES:
+        if not float(v).is_integer():
+            return None
+        info = np.iinfo(DTYPES[dtype][0])
+        v = int(v)
+        return v if info.min <= v <= info.max else None
+    if dtype in FLOAT_DTYPES:
+        return float(v) if abs(float(v)) <= float(np.finfo(DTYPES[dtype][0]).max) else None
+    return None
+
+
 def resolve_dim(d, bindings: dict[str, int]) -> int | None:
     """Value of a dim given values for its symbols (expressions evaluated), or None when a
     symbol it needs is unbound."""

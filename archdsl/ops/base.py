@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ArchError, ShapeError, Span
+from ..ir.constraints import Constraint, at_least, relate
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType
 
@@ -77,6 +78,7 @@ class Application:
     derived: Any = None              # what the op's `derive` worked out (geometry, layout, ...)
     out_types: tuple = ()
     params: dict = field(default_factory=dict)     # local name -> ParamSpec
+    constraints: list = field(default_factory=list)  # conditions on input sizes (Op.same_dim)
 
     @property
     def x(self) -> TensorType:
@@ -95,11 +97,17 @@ class Sample:
     Conv2d(4, 3)`, or `(q: f32[N, T, 8], m: f32[N, S, 8]) -> Op(...)`. N=2, T=5, S=4.
 
     values: input name -> (lo, hi) for integer inputs (ids drawn in [lo, hi)); default [0, 5).
+    A float input given a range gets whole numbers in it (positive inputs for Log, Sqrt, ...).
     grad: run the gradient check (False only where the op has no gradient to check).
+    expr: for an op the language writes with syntax rather than a call (`x[:, 1:]`, a `param`),
+    `call` holds only the inputs (`x: f32[N, T, 6]`) and `expr` the expression whose value is the
+    op's output; `setup` holds statements before it (`param p: f32[2, 3] = zeros`).
     """
     call: str
     values: dict = field(default_factory=dict)
     grad: bool = True
+    expr: str = ""
+    setup: str = ""
 
 
 @dataclass(frozen=True)
@@ -286,6 +294,38 @@ class Op:
             want = " or ".join(f"{r}-D" for r in ranks)
             raise self.fail(f"expects a {want} {what}, got {t}",
                             "did you mean to Flatten first?" if t.rank > max(ranks) else None)
+
+    def same_dim(self, a: Application, d1, d2, what: str) -> bool:
+        """Whether dims d1 and d2 may be equal. When they are equal for some input sizes only
+        (a U-Net's skip: H against (H//2)*2), a constraint is recorded on the application and
+        checked against the real sizes before the model runs (ir/constraints.py)."""
+        rel = relate(d1, d2)
+        if rel == "maybe":
+            a.constraints.append(Constraint(d1, "==", d2, what, self.name))
+        return rel != "differ"
+
+    def at_least(self, a: Application, d, k: int, what: str) -> bool:
+        """Whether dim d may be >= k; records a constraint when that holds for some sizes only."""
+        rel = at_least(d, k)
+        if rel == "maybe":
+            a.constraints.append(Constraint(d, ">=", k, what, self.name))
+        return rel != "never"
+
+    def broadcast(self, a: Application, shapes, what: str = "operands") -> tuple | None:
+        """NumPy broadcasting of several shapes with symbolic dims (None when impossible); two
+        dims equal for some sizes only broadcast under a recorded constraint (`same_dim`)."""
+        rank = max(len(s) for s in shapes)
+        out = []
+        for i in range(1, rank + 1):
+            dims = [s[-i] for s in shapes if i <= len(s)]
+            big = [d for d in dims if d != 1]
+            d0 = big[0] if big else 1
+            for d in big[1:]:
+                if not self.same_dim(a, d, d0, f"the {what} must agree in dim {rank - i} (from the left "
+                                               f"of the broadcast shape), or be 1"):
+                    return None
+            out.append(d0)
+        return tuple(reversed(out))
 
     def expect_float(self, t: TensorType, what: str = "input") -> None:
         if not t.is_float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import reduce
 
 from ..autodiff import functional as F
-from ..ir.types import Sym, broadcast_shapes, is_static
+from ..ir.types import Sym, TensorType, fit_number, is_static
 from .base import Arg, Op, Sample
 
 
@@ -215,7 +215,8 @@ class Concat(Op):
             if t.rank != x0.rank:
                 raise self.fail(f"input {i} {t} has {t.rank} dims but input 0 {x0} has {x0.rank}")
             for d in range(x0.rank):
-                if d != ax and t.shape[d] != x0.shape[d]:
+                if d != ax and not self.same_dim(a, t.shape[d], x0.shape[d],
+                                                 f"input {i} must agree with input 0 in dim {d}"):
                     raise self.fail(f"input {i} {t} differs from input 0 {x0} in dim {d} "
                                     f"({t.shape[d]} vs {x0.shape[d]}); only dim {ax} (the concat axis) may differ")
             total = total + t.shape[ax]
@@ -229,36 +230,95 @@ class Concat(Op):
 
 
 class _Binary(Op):
-    """Elementwise binary op with NumPy broadcasting."""
+    """Elementwise binary op with NumPy broadcasting, between two tensors or between a tensor and a
+    number (`value`; `reverse=true` when the number is the left operand, as in `1 - x`).
+
+    Dtypes: two tensors must share one; a number takes the tensor's dtype (an integer tensor takes
+    whole numbers only). Bool tensors take no arithmetic."""
     family = "structural"
-    n_inputs = 2
+    n_inputs = (1, 2)
+    args = (Arg("value", "float", None, doc="a number in place of the second operand", keyword_only=True),
+            Arg("reverse", "bool", False, doc="the number is the left operand", keyword_only=True))
     onnx_op = ""
     symbol = ""
     engine_fn = None      # the autodiff primitive computing it
+    out_dtype = None      # None: the operands' dtype
+    dtypes = "numeric"    # which operand dtypes it takes: 'numeric', 'float' or 'any'
 
     def time_local(self, a):
         return True
 
-    def forward(self, a, ctx, inputs, params):
-        return [type(self).engine_fn(inputs[0], inputs[1])]
+    def derive(self, a):
+        """The number operand in the tensor's dtype (None between two tensors)."""
+        v, x = a.attrs["value"], a.x
+        if len(a.in_types) == 2:
+            if v is not None or a.attrs["reverse"]:
+                raise self.fail("takes either two tensors or one tensor and value=, not both",
+                                f"write a {self.symbol} b, or x {self.symbol} 2.0")
+            return None
+        if v is None:
+            raise self.fail("needs a second operand: two tensors, or one tensor and value=",
+                            f"e.g. x {self.symbol} 2.0")
+        self._check_dtype(x)
+        n = fit_number(v, x.dtype)
+        if n is None:
+            raise self.fail(f"the number {_num(v)} does not fit the tensor {x}",
+                            "a number takes the tensor's dtype: whole numbers for integer tensors, "
+                            "and within the dtype's range")
+        return n
 
     def infer(self, a):
         in_types = a.in_types
-        if len(in_types) != 2:
-            raise self.fail(f"takes exactly 2 inputs, got {len(in_types)}")
-        a, c = in_types
-        if a.dtype != c.dtype:
-            raise self.fail(f"operands have different dtypes: {a} {self.symbol} {c}",
-                            "both sides must have the same dtype")
-        shape = broadcast_shapes(a.shape, c.shape)
+        x = in_types[0]
+        if len(in_types) == 2:
+            c = in_types[1]
+            if x.dtype != c.dtype:
+                raise self.fail(f"operands have different dtypes: {x} {self.symbol} {c}",
+                                "both sides must have the same dtype")
+        self._check_dtype(x)
+        if len(in_types) == 1:
+            return [TensorType(self.out_dtype or x.dtype, x.shape)]
+        shape = self.broadcast(a, [x.shape, c.shape])
         if shape is None:
-            raise self.fail(f"cannot broadcast {a} {self.symbol} {c}: shapes [{_dims(a.shape)}] and "
+            raise self.fail(f"cannot broadcast {x} {self.symbol} {c}: shapes [{_dims(x.shape)}] and "
                             f"[{_dims(c.shape)}] differ in a dim where neither is 1",
                             "dims are matched from the right; each pair must be equal or contain a 1")
-        return [a.with_shape(shape)]
+        return [TensorType(self.out_dtype or x.dtype, shape)]
+
+    def _check_dtype(self, t):
+        if self.dtypes == "float" and not t.is_float:
+            raise self.fail(f"takes floating-point operands, got {t}",
+                            "integer tensors take + - * ** and comparisons" if t.dtype != "bool" else
+                            "a mask selects values with where(mask, a, b)")
+        if self.dtypes == "numeric" and t.dtype == "bool":
+            raise self.fail(f"takes numbers, not the bool tensor {t}",
+                            "a mask selects values with where(mask, a, b)")
+
+    def operands(self, a, inputs: list, const) -> list:
+        """The two operands: both inputs, or the input and `const(number)` in the written order."""
+        if len(inputs) == 2:
+            return list(inputs)
+        c = const(a.derived)
+        return [c, inputs[0]] if a.attrs["reverse"] else [inputs[0], c]
+
+    def forward(self, a, ctx, inputs, params):
+        return [type(self).engine_fn(*self.operands(a, inputs, lambda v: v))]
 
     def lower(self, a, g, inputs):
-        return [g.op(self.onnx_op, inputs)]
+        return [g.op(self.onnx_op, self.operands(a, inputs, lambda v: g.const(v, dtype=a.x.np_dtype, hint="value")))]
+
+    def describe(self, attrs):
+        if attrs.get("value") is None:
+            return ""
+        v = attrs["value"]
+        return f"{_num(v)} {self.symbol} x" if attrs.get("reverse") else f"x {self.symbol} {_num(v)}"
+
+
+def _num(v) -> str:
+    """A number as a summary shows it: 2, 0.5, -1e+09."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def _dims(shape) -> str:
@@ -266,27 +326,30 @@ def _dims(shape) -> str:
 
 
 class Add(_Binary):
-    """a + b, broadcast like NumPy (what `a + b` between tensors makes)."""
+    """a + b, broadcast like NumPy, or a tensor plus a number (what `a + b` and `x + 1` make)."""
     name = "Add"
     onnx_op = "Add"
-    samples = (Sample("(a: f32[N, 3, 4], b: f32[4]) -> Add"), Sample("(a: f32[N, T, 1], b: f32[N, 1, 3]) -> Add"))
+    samples = (Sample("(a: f32[N, 3, 4], b: f32[4]) -> Add"), Sample("(a: f32[N, T, 1], b: f32[N, 1, 3]) -> Add"),
+               Sample("x: f32[N, 3] -> Add(value=0.5)"), Sample("x: i64[N, T] -> Add(value=1)", grad=False))
     symbol = "+"
     engine_fn = F.add
 
 
 class Sub(_Binary):
-    """a - b, broadcast like NumPy (what `a - b` between tensors makes)."""
+    """a - b, broadcast like NumPy, or with a number on either side (what `a - b`, `1 - x` make)."""
     name = "Sub"
     onnx_op = "Sub"
-    samples = (Sample("(a: f32[N, 3], b: f32[N, 3]) -> Sub"), Sample("(a: f32[3, 1], b: f32[N, 1, 4]) -> Sub"))
+    samples = (Sample("(a: f32[N, 3], b: f32[N, 3]) -> Sub"), Sample("(a: f32[3, 1], b: f32[N, 1, 4]) -> Sub"),
+               Sample("x: f32[N, 3] -> Sub(value=1.0, reverse=true)"))
     symbol = "-"
     engine_fn = F.sub
 
 
 class Mul(_Binary):
-    """a * b, elementwise, broadcast like NumPy (what `a * b` between tensors makes)."""
+    """a * b, elementwise, broadcast like NumPy, or a tensor times a number (what `a * b`, `0.5 * x` make)."""
     name = "Mul"
     onnx_op = "Mul"
-    samples = (Sample("(a: f32[N, 2, 5], b: f32[N, 2, 5]) -> Mul"), Sample("(a: f32[N, T, 4], b: f32[N, 1, 4]) -> Mul"))
+    samples = (Sample("(a: f32[N, 2, 5], b: f32[N, 2, 5]) -> Mul"), Sample("(a: f32[N, T, 4], b: f32[N, 1, 4]) -> Mul"),
+               Sample("x: f32[N, T, 4] -> Mul(value=0.5)"))
     symbol = "*"
     engine_fn = F.mul

@@ -5,11 +5,13 @@ layer does not change the initial weights of the others, and the same seed gives
 """
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
 
 from ..ir.graph import Model, ParamSpec
+from ..ir.initializers import Initializer, fans, gain
 
 
 def _generator(seed: int, name: str) -> np.random.Generator:
@@ -18,7 +20,9 @@ def _generator(seed: int, name: str) -> np.random.Generator:
 
 def init_param(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
     shape = tuple(int(d) for d in spec.shape)
-    if spec.init == "zeros":
+    if spec.initializer is not None:
+        a = draw(spec.initializer, shape, rng)
+    elif spec.init == "zeros":
         a = np.zeros(shape)
     elif spec.init == "ones":
         a = np.ones(shape)
@@ -36,6 +40,44 @@ def init_param(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
     if spec.zero_row is not None:
         a[spec.zero_row] = 0.0
     return a.astype(np.float32)
+
+
+def draw(init: Initializer, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    """Values for a spec's initialiser (PyTorch's torch.nn.init formulas), in float64."""
+    k = init.kind
+    if k == "zeros":
+        return np.zeros(shape)
+    if k == "ones":
+        return np.ones(shape)
+    if k == "constant":
+        return np.full(shape, init["value"])
+    if k == "normal":
+        return rng.normal(init["mean"], init["std"], shape)
+    if k == "uniform":
+        return rng.uniform(init["a"], init["b"], shape)
+    if k == "trunc_normal":
+        return _trunc_normal(rng, init["mean"], init["std"], init["a"], init["b"], shape)
+    fan_in, fan_out = fans(shape)
+    if k.startswith("xavier"):
+        std = init["gain"] * math.sqrt(2.0 / max(1, fan_in + fan_out))
+    else:
+        fan = fan_in if init["mode"] == "fan_in" else fan_out
+        std = gain(init["nonlinearity"], init["a"]) / math.sqrt(max(1, fan))
+    if k.endswith("_normal"):
+        return rng.normal(0.0, std, shape)
+    bound = math.sqrt(3.0) * std        # U(-b, b) has variance b^2 / 3
+    return rng.uniform(-bound, bound, shape)
+
+
+def _trunc_normal(rng, mean, std, lo, hi, shape) -> np.ndarray:
+    """N(mean, std^2) restricted to [lo, hi]: draws outside are drawn again (make() refuses a
+    window holding less than 0.1% of the mass, so this ends quickly)."""
+    a = rng.normal(mean, std, shape)
+    bad = (a < lo) | (a > hi)
+    while bad.any():
+        a[bad] = rng.normal(mean, std, int(bad.sum()))
+        bad = (a < lo) | (a > hi)
+    return a
 
 
 def initialize(model: Model, seed: int = 0) -> dict[str, np.ndarray]:

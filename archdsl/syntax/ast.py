@@ -82,9 +82,23 @@ class Call(Node):
 
 
 @dataclass(frozen=True)
+class Slice(Node):
+    """`start:stop:step` in subscripts; any part may be None."""
+    start: Node | None
+    stop: Node | None
+    step: Node | None
+
+
+@dataclass(frozen=True)
+class EllipsisExpr(Node):
+    """`...` in subscripts: as many whole axes as needed."""
+
+
+@dataclass(frozen=True)
 class Index(Node):
+    """`value[items]`: a tuple's element, or subscripts on a tensor (expressions, Slice, EllipsisExpr)."""
     value: Node
-    index: Node
+    items: tuple
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,14 @@ class TensorTypeExpr(Node):
 class Input(Node):
     name: str
     type: TensorTypeExpr | None
+
+
+@dataclass(frozen=True)
+class ParamDecl(Node):
+    """`param name: f32[...] = initialiser`: a free learnable tensor."""
+    name: str
+    type: TensorTypeExpr
+    init: Node | None
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,14 @@ MAX_NESTING = 100              # brackets ( [ { open at once
 MAX_EXPR_DEPTH = 200           # nesting of operators, calls, conditionals, ... in one statement
 MAX_LITERAL_DIGITS = 100       # digits in one number literal
 
-KEYWORDS = {"model", "block", "input", "output", "import", "repeat", "as", "if", "else", "and",
+KEYWORDS = {"model", "block", "input", "output", "param", "import", "repeat", "as", "if", "else", "and",
             "or", "not", "true", "false", "train", "gan"}
 
 _TOKEN_WORDS = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
     "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*', '/', '//' or '%'", "SECTION_KIND": "'train' or 'gan'", "__ANON_0": "'->'",
+    "MUL_OP": "'*', '/', '//', '%' or '@'", "ELLIPSIS": "'...'", "SECTION_KIND": "'train' or 'gan'", "__ANON_0": "'->'",
     "$END": "end of file",
 }
 
@@ -156,7 +156,15 @@ class _ToAst(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def index(self, meta, c):
-        return A.Index(self._span(meta), c[0], c[1])
+        return A.Index(self._span(meta), c[0], tuple(x for x in c[1:] if x is not None))
+
+    @v_args(meta=True)
+    def slice(self, meta, c):
+        return A.Slice(self._span(meta), c[0], c[1], c[2])
+
+    @v_args(meta=True)
+    def ellipsis(self, meta, c):
+        return A.EllipsisExpr(self._span(meta))
 
     @v_args(meta=True)
     def arg(self, meta, c):
@@ -175,6 +183,10 @@ class _ToAst(Transformer_NonRecursive):
     @v_args(meta=True)
     def input_stmt(self, meta, c):
         return A.Input(self._span(meta), str(c[0]), c[1])
+
+    @v_args(meta=True)
+    def param_stmt(self, meta, c):
+        return A.ParamDecl(self._span(meta), str(c[0]), c[1], c[2])
 
     @v_args(meta=True)
     def output_stmt(self, meta, c):
@@ -314,8 +326,11 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> ArchSyntaxError
         expected = _describe_expected(e.accepts or e.expected)
         if expected:
             msg += f"; expected {expected}"
+        prev = (getattr(e, "token_history", None) or [None])[-1]
         if str(tok) in KEYWORDS and "NAME" in (e.accepts or e.expected):
             hint = f"'{tok}' is a keyword and cannot be used as a name"
+        elif prev is not None and str(prev) in KEYWORDS and str(tok) in ("=", ",", "->"):
+            hint = f"'{prev}' is a keyword and cannot be used as a name"
     elif isinstance(e, UnexpectedCharacters):
         ch = source[e.pos_in_stream] if 0 <= e.pos_in_stream < len(source) else "?"
         msg = f"unexpected character {ch!r}"

@@ -5,6 +5,7 @@ import numpy as np
 
 from ...autodiff import Tensor, no_grad
 from ...errors import ArchError
+from ...ir.constraints import check_inputs
 from ...ir.graph import Model
 from .context import ExecContext
 
@@ -59,6 +60,7 @@ class NumpyExecutor:
                        tuple(slot[id(v)] for v in n.outputs),
                        {k: self.params[v] for k, v in n.params.items()}) for n in model.nodes]
         self._outputs = [(v.name, slot[id(v)]) for v in model.outputs]
+        self._fitting: set = set()      # input shapes known to satisfy the model's constraints
 
     def trainable(self) -> dict[str, Tensor]:
         return {n: t for n, t in self.params.items() if t.requires_grad}
@@ -76,6 +78,12 @@ class NumpyExecutor:
             if not isinstance(a, Tensor):
                 a = Tensor(np.asarray(a).astype(dtype if is_float else np_dtype, copy=False))
             env[i] = a
+        if self.model.constraints:
+            shapes = {name: env[i].shape for name, i, *_ in self._inputs}
+            key = tuple(shapes.values())
+            if key not in self._fitting:
+                check_inputs(self.model, shapes)
+                self._fitting.add(key)
         return env
 
     def forward(self, inputs: dict, training: bool = False, check_finite: bool = False) -> dict[str, Tensor]:

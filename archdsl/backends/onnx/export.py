@@ -21,6 +21,8 @@ import onnx
 from onnx import helper
 
 from ...errors import ArchError
+from ...ir.constraints import METADATA_KEY as CONSTRAINTS_KEY
+from ...ir.constraints import dumps as dump_constraints
 from ...ir.graph import Model
 from ...ir.types import DTYPES, is_static
 from ...ops.base import MIN_OPSET
@@ -195,6 +197,8 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
             _add_initializer(g, name, arr)
     meta = {"archdsl_version": _version(), "spec_file": model.file, "model": model.name}
     meta.update({f"param.{k}": str(v) for k, v in model.args.items()})
+    if model.constraints:       # checked by archdsl.runtime.Session before ONNX Runtime runs
+        meta[CONSTRAINTS_KEY] = dump_constraints(model.constraints, b.source)
     meta.update(metadata or {})
     helper.set_model_props(m, meta)
     return m
