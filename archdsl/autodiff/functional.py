@@ -2,7 +2,8 @@
 import functional as F``), gathered from the modules that define them by theme:
 
     tensor         arithmetic, matmul, reductions, indexing, reshapes: Tensor's operators
-    elementwise    sqrt, maximum/minimum, where, clip, leaky_relu, elu, erf, gelu
+    elementwise    sqrt, maximum/minimum, where, clip, leaky_relu, elu, erf, gelu, silu, hardswish,
+                   hardsigmoid, mish, softplus, softsign, log_sigmoid, prelu
     linear         the dense layer
     reductions     logsumexp, softmax, log_softmax
     losses         softmax_cross_entropy, binary_cross_entropy_with_logits, mse
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 from ._arrays import pad_array
 from .convolution import adaptive_avg_pool2d, avg_pool, conv, conv_transpose, global_pool, max_pool, min_pool
-from .elementwise import clip, elu, erf, erf_array, gelu, leaky_relu, maximum, minimum, sqrt, where
+from .elementwise import (
+    clip, elu, erf, erf_array, gelu, hardsigmoid, hardswish, leaky_relu, log_sigmoid, maximum, minimum, mish, prelu,
+    silu, softplus, softsign, sqrt, where,
+)
 from .linear import linear
 from .losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
 from .normalization import batch_norm, dropout, layer_norm
@@ -30,6 +34,7 @@ from .tensor import (
 __all__ = [
     "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "pow", "abs",
     "tanh", "sigmoid", "relu", "leaky_relu", "elu", "gelu", "erf", "erf_array",
+    "silu", "hardswish", "hardsigmoid", "mish", "softplus", "softsign", "log_sigmoid", "prelu",
     "maximum", "minimum", "where", "clip", "astype",
     "matmul", "linear",
     "sum", "mean", "max", "min", "logsumexp",
