@@ -9,7 +9,8 @@ import functional as F``), gathered from the modules that define them by theme:
     losses         softmax_cross_entropy, binary_cross_entropy_with_logits, mse
     shapes         concat, stack, split, squeeze, expand_dims, broadcast_to, take, pad
     convolution    conv, conv_transpose, pooling
-    normalization  batch_norm, layer_norm, dropout
+    normalization  batch_norm, layer_norm, group_norm, instance_norm, rms_norm, local_response_norm,
+                   dropout
 
 Nothing inside archdsl/autodiff imports this module, so it closes no import cycle.
 """
@@ -23,7 +24,7 @@ from .elementwise import (
 )
 from .linear import linear
 from .losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
-from .normalization import batch_norm, dropout, layer_norm
+from .normalization import batch_norm, dropout, group_norm, instance_norm, layer_norm, local_response_norm, rms_norm
 from .reductions import log_softmax, logsumexp, softmax
 from .shapes import broadcast_to, concat, expand_dims, pad, split, squeeze, stack, take
 from .tensor import (
@@ -43,5 +44,6 @@ __all__ = [
     "softmax", "log_softmax",
     "softmax_cross_entropy", "binary_cross_entropy_with_logits", "mse",
     "conv", "conv_transpose", "max_pool", "min_pool", "avg_pool", "global_pool",
-    "adaptive_avg_pool2d", "batch_norm", "layer_norm", "dropout", "pad_array",
+    "adaptive_avg_pool2d", "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
+    "local_response_norm", "dropout", "pad_array",
 ]
