@@ -1,4 +1,5 @@
-"""Attention: MultiHeadAttention, ScaledDotProductAttention and AdditiveAttention (Bahdanau).
+"""Attention: MultiHeadAttention, ScaledDotProductAttention, AdditiveAttention (Bahdanau) and
+RotaryEmbedding.
 
 Input conventions (the attributes decide what the inputs are; a mismatch is a shape error that
 says which inputs were expected):
@@ -11,8 +12,20 @@ says which inputs were expected):
                        token), false = padding. NOTE: the opposite of PyTorch's key_padding_mask
                        (true = ignore); this is ONNX Attention's boolean-mask convention.
       + mask='lengths' one more input LAST: lengths: i32/i64[N], keys 0..lengths[n]-1 are real.
+      + attn_bias=true one more float input after the query/key/value inputs (before a mask),
+                       added to the scaled scores: [H, T, S] relative positions or ALiBi, [T, S],
+                       [N, H, T, S], ... (each dim 1 or the scores' size); a 4-D bias whose first
+                       dim P is neither 1 nor the batch repeats every P rows of the batch (Swin's
+                       shifted-window mask [windows, 1, T, T] over a batch of windows).
+      kv_heads=k       grouped-query attention: k_weight/v_weight have k * d_model/heads rows;
+                       query head i reads key/value head i // (heads/k) (1: multi-query).
+      rotary=true      queries and keys rotated by position (RoPE; pairs (i, i + d/2), base
+                       rope_theta), queries at 0..T-1, keys at 0..S-1.
+      scale=s          the scores' factor instead of 1/sqrt(d_model/heads) (T5: 1).
     ScaledDotProductAttention: (q [N, H, T, dk], k [N, H, S, dk], v [N, H, S, dv]) plus the same
-      optional last mask input; no parameters.
+      optional bias (attn_bias=true) and last mask input; enable_gqa=true lets k and v have fewer
+      heads than q; no parameters.
+    RotaryEmbedding: x [N, H, T, d] -> the same, rotated by position (for attention by hand).
     AdditiveAttention(units): (query [N, T, dq], keys [N, S, dk]) plus the same optional mask
       input -> context [N, T, dk]; the keys are also the values (Bahdanau).
 
@@ -26,13 +39,18 @@ weights, not NaN: ONNX Attention's rule, used by every path here.
 Parameters of MultiHeadAttention follow PyTorch's nn.MultiheadAttention, with its packed
 in_proj_weight [3d, d] kept as three matrices: q_weight [d, d], k_weight [d, kdim], v_weight
 [d, vdim], q_bias/k_bias/v_bias [d], out_weight [d, d], out_bias [d] (no biases with
-bias=false). Counts therefore match nn.MultiheadAttention, BERT and GPT-2
+bias=false; with kv_heads, k and v have kv_heads * d/heads rows, as Llama's k_proj/v_proj). Counts therefore match nn.MultiheadAttention, BERT and GPT-2
 (4 d^2 + 4 d with biases). Initialisation as PyTorch: Xavier-uniform over the packed
 projection, zero biases, out_weight U(+-1/sqrt(d)).
 
 ONNX: at opset >= 23 the attention core lowers to the native `Attention` op (3-D inputs with
-q_num_heads for MultiHeadAttention, 4-D for ScaledDotProductAttention); below 23 to MatMul /
-Softmax. Findings with ONNX Runtime 1.31 (CPU), each covered by a parity test:
+q_num_heads and kv_num_heads for MultiHeadAttention, 4-D for ScaledDotProductAttention), a
+float bias as its attn_mask, rotary=true to `RotaryEmbedding` (3-D, num_heads; the cos/sin
+tables computed in the graph for the runtime length and expanded over the batch); below 23 to
+MatMul / Softmax (key/value heads repeated for their query groups with Expand, the bias added
+to the scores, a periodic bias tiled to the batch) and Split / Mul / Concat rotations. A float
+bias beside a boolean mask (padding, or lengths that become one) lowers to the decomposition.
+Findings with ONNX Runtime 1.31 (CPU), each covered by a parity test:
   * a boolean attn_mask must have the full query length in its second-last dim (ORT rejects
     [N, 1, 1, S] although the spec allows broadcasting), so the padding mask is Expand-ed to
     [N, 1, T, S];
