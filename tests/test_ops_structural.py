@@ -319,3 +319,18 @@ def test_shape_ops_symbolic_dims():
     m = single_op_model("Pad", [f32(N, 3, T)], (2, 1), "reflect")
     for dims in ({"N": 1, "T": 4}, {"N": 3, "T": 9}):
         check_parity(m, random_inputs(m, dims=dims))
+
+
+def test_resampling_ops_declare_their_windows_to_the_receptive_field_pass():
+    import archdsl
+    from archdsl.authoring.receptive import receptive_fields
+    m = archdsl.compile("""model M {
+  input x: f32[N, 2, 16, 16]
+  output y = x -> Conv2d(4, 3) -> Pad((1, 1, 1, 1), 'reflect') -> Upsample(scale_factor=2, mode='bilinear')
+               -> PixelUnshuffle(2) -> Conv2d(4, 3) -> PixelShuffle(2)
+}""").model()
+    rf = {k.split("_")[0]: (v.size, v.jump) for k, v in receptive_fields(m).items()}
+    assert rf["pad"][0] == (3, 3)                            # padding widens nothing
+    assert rf["upsample"] == ((4, 4), (0.5, 0.5))            # two neighbours, half steps
+    assert rf["pixelunshuffle"] == ((5, 5), (1, 1))          # a 2x2 block of half steps
+    assert rf["pixelshuffle"][1] == (0.5, 0.5)

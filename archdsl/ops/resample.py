@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 
 import numpy as np
 
 from ..autodiff import functional as F
 from ..ir.types import is_static
-from .base import Arg, Op, Sample
+from .base import Arg, Op, Sample, Window
 from .conv import spatial_names
 
 _LINEAR = {"linear": 3, "bilinear": 4, "trilinear": 5}      # mode -> the input rank it takes
@@ -101,6 +102,22 @@ class Upsample(Op):
     def macs(self, a, in_shapes, out_shapes):
         return 0 if a.attrs["mode"] == "nearest" else math.prod(out_shapes[0]) * 2 ** (len(out_shapes[0]) - 2)
 
+    def window(self, a):
+        """Each output position reads 1 (nearest) or 2 (linear) input positions per dim, at steps
+        of in/out (the receptive-field pass's 'adaptive' window, a fractional stride)."""
+        x, y = a.x, a.out_types[0]
+        steps = []
+        for d_in, d_out, s in zip(x.shape[2:], y.shape[2:], a.derived):
+            if s is not None:
+                steps.append(1 / Fraction(s).limit_denominator(10 ** 6))
+            elif is_static(d_in):
+                steps.append(Fraction(int(d_in), int(d_out)))
+            else:
+                return None
+        n = x.rank - 2
+        k = 1 if a.attrs["mode"] == "nearest" else 2
+        return Window("adaptive", (k,) * n, tuple(steps), (1,) * n)
+
     def _align(self, a) -> bool:
         return bool(a.attrs["align_corners"])
 
@@ -142,6 +159,11 @@ class Upsample(Op):
 
 class _PixelShuffle(Op):
     family = "resample"
+    kind = ""        # the window: PixelShuffle spreads like a transposed conv, PixelUnshuffle gathers like a conv
+
+    def window(self, a):
+        r = a.attrs[self.args[0].name]
+        return Window(self.kind, (r, r), (r, r), (1, 1))
 
     def _factor(self, a) -> int:
         x, r = a.x, a.attrs[self.args[0].name]
@@ -155,6 +177,7 @@ class PixelShuffle(_PixelShuffle):
     """Rearranges [N, C*r^2, H, W] into [N, C, H*r, W*r] (sub-pixel convolution, Shi et al.):
     channel c*r^2 + i*r + j lands at row offset i, column offset j (ONNX DepthToSpace, CRD)."""
     name = "PixelShuffle"
+    kind = "transpose"
     args = (Arg("upscale_factor", "int"),)
     samples = (Sample("x: f32[N, 8, 3, 2] -> PixelShuffle(2)"), Sample("x: f32[N, 9, 2, 3] -> PixelShuffle(3)"))
 
@@ -178,6 +201,7 @@ class PixelShuffle(_PixelShuffle):
 class PixelUnshuffle(_PixelShuffle):
     """The inverse of PixelShuffle: [N, C, H*r, W*r] into [N, C*r^2, H, W]."""
     name = "PixelUnshuffle"
+    kind = "conv"
     args = (Arg("downscale_factor", "int"),)
     samples = (Sample("x: f32[N, 2, 4, 6] -> PixelUnshuffle(2)"),)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autodiff import functional as F
 from ..ir.types import Sym, broadcast_shapes, is_static
-from .base import Arg, Op, Sample
+from .base import Arg, Op, Sample, Window
 
 
 def _prod(dims):
@@ -428,6 +428,13 @@ class Pad(Op):
 
     def time_local(self, a):
         return a.x.rank >= 3 and not any(a.derived[0]) and not any(a.derived[1])
+
+    def window(self, a):
+        """Padding the spatial dims of [N, C, *S] moves positions but widens no receptive field."""
+        n = a.x.rank - 2
+        if n < 1 or any(a.derived[0]) or any(a.derived[1]):
+            return None
+        return Window("conv", (1,) * n, (1,) * n, (1,) * n)
 
     def infer(self, a):
         x, v = a.x, a.attrs["value"]
