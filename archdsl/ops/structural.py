@@ -528,9 +528,6 @@ class Tile(Op):
         shape = (1,) * (len(reps) - x.rank) + tuple(x.shape)
         return [x.with_shape(tuple(d * r if r != 1 else d for d, r in zip(shape, reps)))]
 
-    def macs(self, a, in_shapes, out_shapes):
-        return 0
-
     def lower(self, a, g, inputs):
         x, reps = inputs[0], a.derived
         extra = len(reps) - a.x.rank
