@@ -1,9 +1,9 @@
 """Errors a user can cause. Every one carries a source span and prints like a compiler diagnostic:
 
-    specs/bad.arch:7:22: error: Linear expects a 2-D or 3-D input, got f32[N, 16, 5, 5]
-      7 |   x = x -> Flatten -> Linear(120) -> Linear(84)
-        |                      ^^^^^^^^^^^
-      hint: did you mean to Flatten first?
+    bad.arch:3:27: error: BatchNorm2d: expects a [N, C, H, W] input, got f32[N, 120]
+      3 |   x = x -> Linear(120) -> BatchNorm2d
+        |                           ^^^^^^^^^^^
+      hint: use BatchNorm1d (or BatchNorm) for a 2-D input
 """
 from __future__ import annotations
 

@@ -122,6 +122,51 @@ def check_grads(model, inputs: dict, weights=None, seed=0, n_coords=6, eps=1e-6,
     return checked
 
 
+def check_torch(model, inputs: dict, fn, weights=None, seed=0, atol=1e-7, rtol=1e-6, training=False) -> dict:
+    """The NumPy engine against PyTorch in float64, same weights and inputs: every output, and the
+    gradients of a random projection of the outputs for every float input and every parameter.
+
+    fn(torch, xs, ps) -> a torch tensor or a tuple of them (the model's outputs in order), where
+    xs are the model inputs and ps the parameters by local name ('weight'), as float64 torch
+    tensors (float ones require grad). Returns our outputs (name -> array)."""
+    import torch
+    weights = weights if weights is not None else initialize(model, seed)
+    ex = NumpyExecutor(model, {k: v.astype(np.float64) for k, v in weights.items()}, dtype=np.float64)
+    feed = {k: (Tensor(v.astype(np.float64), requires_grad=True) if np.issubdtype(v.dtype, np.floating) else v)
+            for k, v in inputs.items()}
+    outs = ex.forward(feed, training=training)
+    tx = {k: (torch.tensor(v.data, requires_grad=True) if isinstance(v, Tensor) else torch.tensor(v))
+          for k, v in feed.items()}
+    local = {name.rsplit(".", 1)[-1]: name for name in model.parameters}
+    tp = {k: torch.tensor(ex.params[n].data.copy(), requires_grad=ex.params[n].requires_grad)
+          for k, n in local.items()}
+    theirs = fn(torch, tx, tp)
+    theirs = list(theirs) if isinstance(theirs, (tuple, list)) else [theirs]
+    assert len(theirs) == len(model.outputs)
+    rng = np.random.default_rng(seed + 11)
+    ours_total, theirs_total = None, None
+    for v, b in zip(model.outputs, theirs):
+        a = outs[v.name]
+        np.testing.assert_allclose(a.data, b.detach().numpy(), atol=atol, rtol=rtol, err_msg=f"output {v.name}")
+        if not np.issubdtype(a.data.dtype, np.floating):
+            continue
+        probe = rng.standard_normal(a.shape)
+        ours_total = (a * probe).sum() if ours_total is None else ours_total + (a * probe).sum()
+        t = (b * torch.tensor(probe)).sum()
+        theirs_total = t if theirs_total is None else theirs_total + t
+    backward(ours_total)
+    theirs_total.backward()
+    for k, n in local.items():
+        if tp[k].requires_grad:
+            np.testing.assert_allclose(ex.params[n].grad, tp[k].grad.numpy(), atol=atol, rtol=rtol,
+                                       err_msg=f"gradient of {n}")
+    for k, t in feed.items():
+        if isinstance(t, Tensor):
+            np.testing.assert_allclose(t.grad, tx[k].grad.numpy(), atol=atol, rtol=rtol,
+                                       err_msg=f"gradient of input {k}")
+    return {k: t.data for k, t in outs.items()}
+
+
 def run_authoring(capsys, *argv):
     """Run an authoring subcommand (`archdsl fmt`, `show`, ...) in this process, as the CLI would:
     (exit code, stdout, stderr), an ArchError printed and exit code 1."""

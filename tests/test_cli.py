@@ -25,11 +25,11 @@ def test_check_prints_one_line_per_model():
 
 def test_check_reports_errors_with_position_and_exit_1(tmp_path):
     bad = tmp_path / "bad.arch"
-    bad.write_text("model M {\n  input x: f32[N, 16, 5, 5]\n  x = x -> Linear(120)\n  output y = x\n}\n")
+    bad.write_text("model M {\n  input x: f32[N, 400]\n  x = x -> Linear(120) -> BatchNorm2d\n  output y = x\n}\n")
     p = run("check", bad)
     assert p.returncode == 1
-    assert f"{bad}:3:12: error: Linear: expects a 2-D or 3-D input, got f32[N, 16, 5, 5]" in p.stderr
-    assert "^^^^^^^^^^^" in p.stderr and "hint: did you mean to Flatten first?" in p.stderr
+    assert f"{bad}:3:27: error: BatchNorm2d: expects a [N, C, H, W] input, got f32[N, 120]" in p.stderr
+    assert "^^^^^^^^^^^" in p.stderr and "hint: use BatchNorm1d (or BatchNorm) for a 2-D input" in p.stderr
 
 
 def test_missing_file_is_an_error_not_a_traceback(tmp_path):

@@ -118,7 +118,7 @@ def test_color_only_for_a_terminal(monkeypatch):
 def test_error_excerpts_are_highlighted_with_carets_in_place(tmp_path):
     import archdsl
     bad = tmp_path / "bad.arch"
-    bad.write_text("model M {\n  input x: f32[N, 16, 5, 5]\n  x = x -> Linear(120)\n  output y = x\n}\n")
+    bad.write_text("model M {\n  input x: f32[N, 400]\n  x = x -> Linear(120) -> BatchNorm2d\n  output y = x\n}\n")
     with pytest.raises(ArchError) as err:
         archdsl.compile(bad)
     excerpt = err.value.span.excerpt()

@@ -8,7 +8,6 @@ import pytest
 import archdsl
 from archdsl.errors import ArchError
 from archdsl.ir.types import Sym
-from archdsl.passes.init import initialize
 from archdsl.train.checkpoint import load_weights
 from archdsl.train.loop import train
 from harness import check_grads, check_parity, random_inputs

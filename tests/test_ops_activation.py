@@ -8,6 +8,7 @@ from archdsl.ir.types import Sym, TensorType
 from archdsl.ops.base import get_op
 from archdsl.backends.numpy.executor import NumpyExecutor
 from archdsl.backends.onnx.export import to_onnx
+from archdsl.passes.init import initialize
 from harness import check_grads, check_parity, random_inputs
 
 N, T = Sym.named("N"), Sym.named("T")
@@ -171,3 +172,70 @@ def test_dropout_p_zero_training_is_identity():
     m = single_op_model("Dropout", [TensorType("f32", (3, 4))], p=0.0)
     x = random_inputs(m)
     np.testing.assert_array_equal(NumpyExecutor(m, {}).run(x, training=True)["y"], x["x"])
+
+
+# -- the activations of modern CNNs and LLMs, against PyTorch (forward and gradients) ------------
+
+TORCH_ACTIVATIONS = [
+    ("ReLU6", (), lambda t, x: t.nn.functional.relu6(x)),
+    ("Hardtanh", (), lambda t, x: t.nn.functional.hardtanh(x)),
+    ("Hardtanh", (-0.5, 2.0), lambda t, x: t.nn.functional.hardtanh(x, -0.5, 2.0)),
+    ("SiLU", (), lambda t, x: t.nn.functional.silu(x)),
+    ("Swish", (), lambda t, x: t.nn.functional.silu(x)),
+    ("Hardswish", (), lambda t, x: t.nn.functional.hardswish(x)),
+    ("Hardsigmoid", (), lambda t, x: t.nn.functional.hardsigmoid(x)),
+    ("Mish", (), lambda t, x: t.nn.functional.mish(x)),
+    ("Softplus", (), lambda t, x: t.nn.functional.softplus(x)),
+    ("Softplus", (2.0, 3.0), lambda t, x: t.nn.functional.softplus(x, 2.0, 3.0)),
+    ("Softsign", (), lambda t, x: t.nn.functional.softsign(x)),
+    ("LogSigmoid", (), lambda t, x: t.nn.functional.logsigmoid(x)),
+]
+
+
+@pytest.mark.parametrize("name,pos,ref", TORCH_ACTIVATIONS, ids=[f"{c[0]}{c[1]}" for c in TORCH_ACTIVATIONS])
+def test_new_activations_match_torch(name, pos, ref):
+    pytest.importorskip("torch")
+    from harness import check_torch
+    m = single_op_model(name, [TensorType("f32", (3, 4, 50))], *pos)
+    x = {"x": np.random.default_rng(5).standard_normal((3, 4, 50)).astype(np.float32) * 4}
+    check_torch(m, x, lambda t, xs, ps: ref(t, xs["x"]))
+    check_parity(m, x)                   # ORT at 17 and the newest opset, on the wide range too
+
+
+@pytest.mark.parametrize("shape,n", [((3, 4, 5, 6), 4), ((3, 7), 1), ((2, 5, 9), 5)])
+def test_prelu_matches_torch(shape, n):
+    pytest.importorskip("torch")
+    from harness import check_torch
+    m = single_op_model("PReLU", [TensorType("f32", shape)], n, 0.3)
+    w = {k: np.random.default_rng(1).uniform(-1, 1, v.shape).astype(np.float32)
+         for k, v in initialize(m).items()}
+    x = random_inputs(m)
+    check_torch(m, x, lambda t, xs, ps: t.nn.functional.prelu(xs["x"], ps["weight"]), weights=w)
+    check_parity(m, x, weights=w)
+
+
+def test_prelu_params_and_channel_check():
+    m = single_op_model("PReLU", [TensorType("f32", (N, 8, 4, 4))], 8)
+    (spec,) = [p.spec for p in m.parameters.values()]
+    assert spec.shape == (8,) and np.all(initialize(m)["prelu.weight"] == np.float32(0.25))
+    assert m.param_count() == 8
+    with pytest.raises(ShapeError, match=r"num_parameters is 6 but the input has 8 channels") as e:
+        single_op_model("PReLU", [TensorType("f32", (N, 8, 4, 4))], 6)
+    assert "PReLU(8)" in e.value.hint
+
+
+def test_lowerings_of_the_new_activations():
+    ops = {}
+    for name in ("ReLU6", "Mish", "SiLU", "Hardswish", "Softplus"):
+        m = single_op_model(name, [TensorType("f32", (N, 5))])
+        ops[name] = {o: [n.op_type for n in to_onnx(m, initialize(m), opset=o).graph.node] for o in (17, 18)}
+    assert "Clip" in ops["ReLU6"][17]
+    assert "Mish" in ops["Mish"][18] and "Mish" not in ops["Mish"][17] and "Softplus" in ops["Mish"][17]
+    assert ops["SiLU"][17][:2] == ["Sigmoid", "Mul"]
+    assert ops["Hardswish"][17][0] == "HardSwish"
+    assert {"Softplus", "Where"} <= set(ops["Softplus"][17])
+
+
+def test_hardtanh_bounds_must_be_ordered():
+    with pytest.raises(ShapeError, match=r"Hardtanh: min_val 1.0 must be below max_val 0.0"):
+        single_op_model("Hardtanh", [TensorType("f32", (N, 5))], 1.0, 0.0)

@@ -209,3 +209,36 @@ def test_matches_torch(op, shape, args, kw, ref):
     assert tuple(m.outputs[0].type.shape) == want.shape
     np.testing.assert_allclose(NumpyExecutor(m, w).run({"x": x})["y"], want, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(ort_run(to_onnx(m, w), {"x": x})["y"], want, atol=1e-4, rtol=1e-4)
+
+
+# -- 3-D: the same n-d kernels, against PyTorch (forward and gradients) -----------------------------
+
+TORCH_3D = [
+    ("Conv3d", (2, 4, 5, 6, 5), (6, 3), {"stride": (1, 2, 2), "padding": 1, "groups": 2},
+     lambda t, x, p: t.nn.functional.conv3d(x, p["weight"], p["bias"], (1, 2, 2), 1, 1, 2)),
+    ("Conv3d", (2, 3, 4, 5, 6), (2, (2, 3, 1)), {"dilation": (2, 1, 1), "bias": False, "padding": "same"},
+     lambda t, x, p: t.nn.functional.conv3d(x, p["weight"], None, 1, "same", (2, 1, 1))),
+    ("ConvTranspose3d", (2, 4, 3, 2, 3), (2, 3), {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2},
+     lambda t, x, p: t.nn.functional.conv_transpose3d(x, p["weight"], p["bias"], 2, 1, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("op, shape, args, kw, ref", TORCH_3D, ids=[c[0] + str(i) for i, c in enumerate(TORCH_3D)])
+def test_3d_matches_torch(op, shape, args, kw, ref):
+    m = single_op_model(op, [f32(*shape)], *args, **kw)
+    w = initialize(m, 3)
+    x = random_inputs(m, seed=4)
+    check_parity(m, x, weights=w)
+    pytest.importorskip("torch")
+    from harness import check_torch
+    check_torch(m, x, lambda t, xs, ps: ref(t, xs["x"], ps), weights=w)
+
+
+def test_conv3d_explain_and_symbolic_depth():
+    m = single_op_model("Conv3d", [f32(N, 2, T, 8, 8)], 4, 3, stride=(1, 2, 2), padding=1)
+    assert m.outputs[0].type.shape == (N, 4, T, 4, 4)
+    (line, params) = m.nodes[0].op.explain(m.nodes[0].app)
+    assert line.startswith("Conv3d k=3 s=(1, 2, 2) p=1: D = (T + 2\u00b71 \u2212 3)/1 + 1 = T; H = ")
+    assert params.startswith("params: 4\u00b7(2\u00b73\u00b73\u00b73) + 4 = 220")
+    for dims in ({"N": 1, "T": 3}, {"N": 2, "T": 6}):
+        check_parity(m, random_inputs(m, dims=dims))

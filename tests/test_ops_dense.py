@@ -62,8 +62,8 @@ def test_linear_matches_torch():
 
 
 @pytest.mark.parametrize("t,kw,msg,hint", [
-    (TensorType("f32", (N, 16, 5, 5)), {}, r"Linear: expects a 2-D or 3-D input, got f32\[N, 16, 5, 5\]", "Flatten"),
-    (TensorType("f32", (N,)), {}, r"expects a 2-D or 3-D input, got f32\[N\]", None),
+    (TensorType("f32", (N,)), {}, r"Linear: expects an input of rank >= 2 \(\[N, ..., features\]\), got f32\[N\]",
+     None),
     (TensorType("i64", (N, T)), {}, r"expects a floating-point input, got i64\[N, T\]", "Embedding"),
     (TensorType("f32", (N, T)), {}, r"last dim of the input must be concrete, got f32\[N, T\]", None),
 ])
@@ -77,3 +77,16 @@ def test_linear_errors(t, kw, msg, hint):
 def test_linear_out_features_positive():
     with pytest.raises(ShapeError, match="out_features must be positive, got 0"):
         single_op_model("Linear", [TensorType("f32", (N, 3))], 0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (2, 2, 3, 2, 5)])
+def test_linear_on_any_rank_matches_torch(shape):
+    """ConvNeXt's pointwise Linear layers on channels-last maps: MatMul above 2-D, as PyTorch."""
+    m = single_op_model("Linear", [TensorType("f32", shape)], 4)
+    assert m.outputs[0].type.shape == shape[:-1] + (4,)
+    x = random_inputs(m)
+    check_parity(m, x)
+    assert [n.op_type for n in to_onnx(m, initialize(m)).graph.node][:2] == ["MatMul", "Add"]
+    pytest.importorskip("torch")
+    from harness import check_torch
+    check_torch(m, x, lambda t, xs, ps: t.nn.functional.linear(xs["x"], ps["weight"], ps["bias"]))

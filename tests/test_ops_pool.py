@@ -269,3 +269,25 @@ def test_matches_torch(op, shape, args, kw, ref):
     for opset in (17, max_opset()):
         proto = to_onnx(m, {}, opset=opset)
         np.testing.assert_allclose(ort_run(proto, {"x": x})["y"], want, atol=1e-5, rtol=1e-5)
+
+
+# -- 3-D pools, against PyTorch (forward and gradients) ---------------------------------------------
+
+TORCH_3D = [
+    ("MaxPool3d", (2, 3, 5, 6, 5), (3,), {"stride": 2, "padding": 1, "ceil_mode": True},
+     lambda t, x: t.nn.functional.max_pool3d(x, 3, 2, 1, ceil_mode=True)),
+    ("MaxPool3d", (2, 2, 4, 4, 6), (2,), {}, lambda t, x: t.nn.functional.max_pool3d(x, 2)),
+    ("AvgPool3d", (2, 3, 5, 4, 6), ((3, 2, 3),), {"stride": 2, "padding": 1, "count_include_pad": False},
+     lambda t, x: t.nn.functional.avg_pool3d(x, (3, 2, 3), 2, 1, count_include_pad=False)),
+    ("AvgPool3d", (2, 2, 5, 5, 5), (2,), {"ceil_mode": True}, lambda t, x: t.nn.functional.avg_pool3d(x, 2, ceil_mode=True)),
+]
+
+
+@pytest.mark.parametrize("op, shape, args, kw, ref", TORCH_3D, ids=[c[0] + str(i) for i, c in enumerate(TORCH_3D)])
+def test_3d_pools_match_torch(op, shape, args, kw, ref):
+    m = model(op, shape, *args, **kw)
+    x = random_inputs(m, seed=5)
+    check_parity(m, x)
+    pytest.importorskip("torch")
+    from harness import check_torch
+    check_torch(m, x, lambda t, xs, ps: ref(t, xs["x"]))

@@ -198,3 +198,139 @@ def test_structural_ops_keep_float64():
     r = np.random.default_rng(0)
     y = NumpyExecutor(m, {}, dtype=np.float64).run({"x0": r.random((2, 3)), "x1": r.random((2, 1))})["y"]
     assert y.dtype == np.float64
+
+
+# -- Split, Chunk, Squeeze, Unsqueeze, Pad, Roll, Tile, Expand; Upsample, PixelShuffle -----------
+
+def _ours_vs_torch(name, shape, pos, kw, ref, seed=2):
+    """Parity with ORT (17 and newest), then forward and gradients against PyTorch."""
+    m = single_op_model(name, [f32(*shape)], *pos, **kw)
+    x = random_inputs(m, seed=seed)
+    check_parity(m, x)
+    pytest.importorskip("torch")
+    from harness import check_torch
+    check_torch(m, x, lambda t, xs, ps: ref(t, xs["x"]))
+    return m
+
+
+SHAPE_OPS = [
+    ("Split", (2, 7, 3), (3,), {"dim": 1}, lambda t, x: t.split(x, 3, dim=1)),
+    ("Split", (2, 4, 6), ((1, 3, 2),), {"dim": -1}, lambda t, x: t.split(x, (1, 3, 2), dim=-1)),
+    ("Chunk", (2, 3, 8), (2,), {"dim": -1}, lambda t, x: t.chunk(x, 2, dim=-1)),
+    ("Chunk", (6, 3), (4,), {}, lambda t, x: t.chunk(x, 4)),                     # 3 pieces of 2, as torch
+    ("Squeeze", (2, 1, 4, 1), (), {}, lambda t, x: x.squeeze()),
+    ("Squeeze", (2, 1, 3, 1), ((1, 3),), {}, lambda t, x: x.squeeze((1, 3))),
+    ("Unsqueeze", (2, 4), (1,), {}, lambda t, x: x.unsqueeze(1)),
+    ("Unsqueeze", (2, 3, 4), (-1,), {}, lambda t, x: x.unsqueeze(-1)),
+    ("Pad", (2, 3, 4, 5), ((1, 2, 0, 3),), {"value": 0.5}, lambda t, x: t.nn.functional.pad(x, (1, 2, 0, 3), value=0.5)),
+    ("Pad", (2, 3, 5, 4), ((2, 1, 3, 3), "reflect"), {}, lambda t, x: t.nn.functional.pad(x, (2, 1, 3, 3), "reflect")),
+    ("Pad", (2, 3, 6), ((2, 3), "replicate"), {}, lambda t, x: t.nn.functional.pad(x, (2, 3), "replicate")),
+    ("Pad", (2, 2, 3, 4, 3), ((1, 1, 2, 0, 0, 1), "replicate"), {},
+     lambda t, x: t.nn.functional.pad(x, (1, 1, 2, 0, 0, 1), "replicate")),
+    ("Roll", (2, 5, 6, 3), ((-2, 3), (1, 2)), {}, lambda t, x: t.roll(x, (-2, 3), (1, 2))),
+    ("Roll", (2, 4, 7), (9, -1), {}, lambda t, x: t.roll(x, 9, -1)),
+    ("Tile", (2, 2, 3), ((1, 2, 3),), {}, lambda t, x: t.tile(x, (1, 2, 3))),
+    ("Tile", (3, 4), ((2, 1, 2),), {}, lambda t, x: t.tile(x, (2, 1, 2))),
+    ("Expand", (2, 1, 4), ((-1, 3, -1),), {}, lambda t, x: x.expand(-1, 3, -1)),
+    ("Expand", (1, 3), ((2, 4, 3),), {}, lambda t, x: x.expand(2, 4, 3)),
+    ("PixelShuffle", (2, 8, 3, 2), (2,), {}, lambda t, x: t.nn.functional.pixel_shuffle(x, 2)),
+    ("PixelUnshuffle", (2, 3, 6, 4), (2,), {}, lambda t, x: t.nn.functional.pixel_unshuffle(x, 2)),
+]
+
+
+@pytest.mark.parametrize("name,shape,pos,kw,ref", SHAPE_OPS, ids=[f"{c[0]}-{i}" for i, c in enumerate(SHAPE_OPS)])
+def test_shape_ops_match_torch(name, shape, pos, kw, ref):
+    _ours_vs_torch(name, shape, pos, kw, ref)
+
+
+UPSAMPLE = [
+    ((2, 3, 4, 5), {"scale_factor": 2}, {"scale_factor": 2}),
+    ((2, 3, 4, 5), {"scale_factor": (1.5, 3)}, {"scale_factor": (1.5, 3)}),
+    ((2, 3, 4, 5), {"size": (7, 3)}, {"size": (7, 3)}),
+    ((2, 3, 4, 5), {"scale_factor": 2, "mode": "bilinear"}, {"scale_factor": 2, "mode": "bilinear"}),
+    ((2, 3, 4, 5), {"size": (9, 7), "mode": "bilinear", "align_corners": True},
+     {"size": (9, 7), "mode": "bilinear", "align_corners": True}),
+    ((2, 3, 6, 5), {"size": (4, 3), "mode": "bilinear"}, {"size": (4, 3), "mode": "bilinear"}),
+    ((2, 3, 4, 5), {"scale_factor": 2.5, "mode": "bilinear"}, {"scale_factor": 2.5, "mode": "bilinear"}),
+    ((2, 3, 7), {"scale_factor": 3, "mode": "linear", "align_corners": True},
+     {"scale_factor": 3, "mode": "linear", "align_corners": True}),
+    ((2, 2, 3, 4, 2), {"scale_factor": 2, "mode": "trilinear"}, {"scale_factor": 2, "mode": "trilinear"}),
+    ((2, 2, 3, 4, 2), {"size": (4, 4, 5)}, {"size": (4, 4, 5)}),
+]
+
+
+@pytest.mark.parametrize("shape,kw,tkw", UPSAMPLE, ids=[str(i) for i in range(len(UPSAMPLE))])
+def test_upsample_matches_torch(shape, kw, tkw):
+    _ours_vs_torch("Upsample", shape, (), kw, lambda t, x: t.nn.functional.interpolate(x, **tkw))
+
+
+def test_upsample_symbolic_spatial_dims_on_one_export():
+    m = single_op_model("Upsample", [f32(N, 3, T, T)], scale_factor=2, mode="bilinear")
+    assert m.outputs[0].type.shape == (N, 3, T * 2, T * 2)
+    for dims in ({"N": 1, "T": 3}, {"N": 2, "T": 6}):
+        check_parity(m, random_inputs(m, dims=dims))
+    m = single_op_model("Upsample", [f32(N, 3, T, 4)], size=(5, 6))
+    for dims in ({"N": 1, "T": 3}, {"N": 3, "T": 7}):
+        check_parity(m, random_inputs(m, dims=dims))
+
+
+def test_split_outputs_in_the_language():
+    import archdsl
+    m = archdsl.compile("""
+model SwiGLU {
+  input x: f32[N, T, 8]
+  gate, up = x -> Linear(16) -> Chunk(2, dim=-1)
+  output y = gate -> SiLU
+  output z = up
+}
+""").model()
+    assert [str(v.type) for v in m.ir.outputs] == ["f32[N, T, 8]", "f32[N, T, 8]"]
+    check_parity(m.ir, random_inputs(m.ir))
+
+
+@pytest.mark.parametrize("name,shape,pos,kw,msg", [
+    ("Split", (N, 7), ((3, 3),), {"dim": 1}, r"sections \(3, 3\) add up to 6, but dim 1 of f32\[N, 7\] is 7"),
+    ("Chunk", (N, T), (2,), {"dim": 1}, r"dim 1 of the input must be concrete to split it, got f32\[N, T\]"),
+    ("Chunk", (N, 4), (2,), {"dim": 2}, r"dim 2 is out of range for the 2-D input f32\[N, 4\]"),
+    ("Squeeze", (N, 3, 1), (1,), {}, r"dim 1 of f32\[N, 3, 1\] has size 3; Squeeze removes only dims of size 1"),
+    ("Unsqueeze", (N, 3), (3,), {}, r"dim 3 is out of range for the 2-D input"),
+    ("Pad", (N, 3, 4), ((1, 2, 3),), {}, r"pad \(1, 2, 3\) must hold \(left, right\) pairs"),
+    ("Pad", (N, 3, 4), ((4, 0), "reflect"), {}, r"reflect padding of 4 needs dim 2 to be longer than that"),
+    ("Roll", (N, T, 4), (1, 1), {}, r"dim 1 of the input must be concrete to roll it"),
+    ("Roll", (N, 5, 4), ((1, 2), 1), {}, r"shifts \(1, 2\) and dims 1 differ in length"),
+    ("Tile", (N, 3), ((0, 2),), {}, r"repeat counts must be >= 1"),
+    ("Expand", (N, 3), ((-1, 4),), {}, r"cannot expand dim 1 of f32\[N, 3\] \(size 3\) to 4"),
+    ("Upsample", (N, 3, 4, 4), (), {}, r"give exactly one of size and scale_factor"),
+    ("Upsample", (N, 3, 4, 4), (), {"scale_factor": 2, "mode": "linear"}, r"mode 'linear' takes a 3-D input"),
+    ("Upsample", (N, 3, 4, 4), (), {"scale_factor": 2, "align_corners": True}, r"align_corners applies to the linear"),
+    ("Upsample", (N, 3, T, 4), (), {"scale_factor": 1.5}, r"a fractional scale_factor 1.5 needs a concrete height"),
+    ("PixelShuffle", (N, 6, 4, 4), (2,), {}, r"the channels of f32\[N, 6, 4, 4\] must be a multiple of upscale_factor"),
+    ("PixelUnshuffle", (N, 2, 5, 4), (2,), {}, r"the height 5 of f32\[N, 2, 5, 4\] is not divisible by downscale_factor 2"),
+])
+def test_shape_op_errors(name, shape, pos, kw, msg):
+    with pytest.raises(ShapeError, match=rf"{name}: {msg}"):
+        single_op_model(name, [f32(*shape)], *pos, **kw)
+
+
+def test_shape_ops_symbolic_dims():
+    assert single_op_model("Pad", [f32(N, 3, T)], (1, 2)).outputs[0].type.shape == (N, 3, T + 3)
+    assert single_op_model("Tile", [f32(N, T)], (1, 2)).outputs[0].type.shape == (N, T * 2)
+    assert single_op_model("Squeeze", [f32(N, 1, T)]).outputs[0].type.shape == (N, T)
+    m = single_op_model("Pad", [f32(N, 3, T)], (2, 1), "reflect")
+    for dims in ({"N": 1, "T": 4}, {"N": 3, "T": 9}):
+        check_parity(m, random_inputs(m, dims=dims))
+
+
+def test_resampling_ops_declare_their_windows_to_the_receptive_field_pass():
+    import archdsl
+    from archdsl.authoring.receptive import receptive_fields
+    m = archdsl.compile("""model M {
+  input x: f32[N, 2, 16, 16]
+  output y = x -> Conv2d(4, 3) -> Pad((1, 1, 1, 1), 'reflect') -> Upsample(scale_factor=2, mode='bilinear')
+               -> PixelUnshuffle(2) -> Conv2d(4, 3) -> PixelShuffle(2)
+}""").model()
+    rf = {k.split("_")[0]: (v.size, v.jump) for k, v in receptive_fields(m).items()}
+    assert rf["pad"][0] == (3, 3)                            # padding widens nothing
+    assert rf["upsample"] == ((4, 4), (0.5, 0.5))            # two neighbours, half steps
+    assert rf["pixelunshuffle"] == ((5, 5), (1, 1))          # a 2x2 block of half steps
+    assert rf["pixelshuffle"][1] == (0.5, 0.5)

@@ -1,5 +1,9 @@
 """Elementwise primitives beyond Tensor's operators: sqrt, maximum/minimum (a tie goes to the
-first argument), where, clip, and the activations leaky_relu, elu, erf and gelu."""
+first argument), where, clip, and the activations leaky_relu, elu, erf, gelu, silu, hardswish,
+hardsigmoid, mish, softplus, softsign, log_sigmoid and prelu.
+
+The smooth activations form their derivative in the forward pass when the call is recorded
+(`_unary`), so the backward is one multiply and nothing else is kept."""
 from __future__ import annotations
 
 import math
@@ -8,7 +12,8 @@ import numpy as np
 
 from .tensor import Tensor, _GRAD, _const, _scalar_op, _ub, _wrap, _wrap_like, record
 
-__all__ = ['maximum', 'minimum', 'where', 'sqrt', 'leaky_relu', 'elu', 'erf_array', 'erf', 'gelu', 'clip']
+__all__ = ['maximum', 'minimum', 'where', 'sqrt', 'leaky_relu', 'elu', 'erf_array', 'erf', 'gelu', 'clip',
+           'silu', 'hardswish', 'hardsigmoid', 'mish', 'softplus', 'softsign', 'log_sigmoid', 'prelu']
 
 
 def maximum(a, b):
@@ -222,3 +227,149 @@ def clip(x, lo=None, hi=None):
             m = m & (xd <= hi)
         return (g * m,)
     return _scalar_op(x, out, vjp)
+
+
+# -- activations with their derivative formed in the forward pass ------------------------------
+
+def _unary(x, fn):
+    """fn(xd, grad) -> (out, derivative or None): a recorded call keeps only the derivative."""
+    x = _wrap(x)
+    grad = x.requires_grad and _GRAD[0]
+    out, d = fn(x.data, grad)
+    if not grad:
+        return _const(out)
+    return record(out, (x,), lambda g: (g * d,))
+
+
+def _sigmoid_array(z):
+    """1 / (1 + exp(-z)) as 0.5 + 0.5 tanh(z / 2): no overflow for large |z|."""
+    s = np.tanh(z * 0.5)
+    s *= 0.5
+    s += 0.5
+    return s
+
+
+def _softplus_array(z):
+    """log(1 + exp(z)) without overflow: max(z, 0) + log1p(exp(-|z|))."""
+    out = np.negative(np.abs(z))
+    np.exp(out, out=out)
+    np.log1p(out, out=out)
+    out += np.maximum(z, 0)
+    return out
+
+
+def silu(x):
+    """x * sigmoid(x) (SiLU, Swish); derivative s (1 + x (1 - s))."""
+    def fn(xd, grad):
+        s = _sigmoid_array(xd)
+        out = xd * s
+        if not grad:
+            return out, None
+        d = out - out * s           # x s (1 - s)
+        d += s
+        return out, d
+    return _unary(x, fn)
+
+
+def hardswish(x):
+    """x * relu6(x + 3) / 6, with PyTorch's derivative: 0 below -3, (2x + 3)/6 up to 3, then 1."""
+    def fn(xd, grad):
+        out = np.clip(xd + 3.0, 0.0, 6.0)
+        out *= xd
+        out *= 1.0 / 6.0
+        if not grad:
+            return out, None
+        d = np.where(xd < -3.0, 0.0, np.where(xd <= 3.0, xd * (1.0 / 3.0) + 0.5, 1.0)).astype(xd.dtype, copy=False)
+        return out, d
+    return _unary(x, fn)
+
+
+def hardsigmoid(x):
+    """relu6(x + 3) / 6; derivative 1/6 strictly between -3 and 3 (PyTorch's)."""
+    def fn(xd, grad):
+        out = np.clip(xd + 3.0, 0.0, 6.0)
+        out *= 1.0 / 6.0
+        if not grad:
+            return out, None
+        return out, ((xd > -3.0) & (xd < 3.0)) * np.asarray(1.0 / 6.0, xd.dtype)
+    return _unary(x, fn)
+
+
+def mish(x):
+    """x * tanh(softplus(x)); derivative t + x sigmoid(x) (1 - t^2), t = tanh(softplus(x))."""
+    def fn(xd, grad):
+        t = np.tanh(_softplus_array(xd))
+        out = xd * t
+        if not grad:
+            return out, None
+        d = 1.0 - t * t
+        d *= xd
+        d *= _sigmoid_array(xd)
+        d += t
+        return out, d
+    return _unary(x, fn)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's rule);
+    derivative sigmoid(beta x) (1 above the threshold)."""
+    def fn(xd, grad):
+        z = xd * beta if beta != 1.0 else xd
+        lin = z > threshold
+        out = _softplus_array(z)
+        if beta != 1.0:
+            out *= 1.0 / beta
+        np.copyto(out, xd, where=lin)
+        if not grad:
+            return out, None
+        d = _sigmoid_array(z)
+        d[lin] = 1.0
+        return out, d
+    return _unary(x, fn)
+
+
+def softsign(x):
+    """x / (1 + |x|); derivative 1 / (1 + |x|)^2."""
+    def fn(xd, grad):
+        den = np.abs(xd)
+        den += 1.0
+        out = xd / den
+        if not grad:
+            return out, None
+        np.multiply(den, den, out=den)
+        np.divide(1.0, den, out=den)
+        return out, den
+    return _unary(x, fn)
+
+
+def log_sigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), stably; derivative sigmoid(-x)."""
+    def fn(xd, grad):
+        out = -_softplus_array(-xd)
+        return out, (_sigmoid_array(-xd) if grad else None)
+    return _unary(x, fn)
+
+
+def prelu(x, w):
+    """x where x > 0, else w x, with w [C] (or [1]) along the channel dim 1 (dim 0 of a 1-D x)."""
+    x, w = _wrap(x), _wrap(w)
+    xd, wd = x.data, w.data
+    axis = 1 if xd.ndim >= 2 else 0
+    wb = wd.reshape((-1,) + (1,) * (xd.ndim - axis - 1)) if wd.size > 1 else wd.reshape(())
+    pos = xd > 0
+    out = np.where(pos, xd, xd * wb)
+    rx, rw = x.requires_grad, w.requires_grad
+    if not ((rx or rw) and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        gx = np.where(pos, g, g * wb) if rx else None
+        gw = None
+        if rw:
+            neg = np.where(pos, 0.0, g * xd)
+            if wd.size > 1:
+                gw = np.moveaxis(neg, axis, 0).reshape(wd.size, -1).sum(axis=1).reshape(wd.shape)
+            else:
+                gw = np.asarray(neg.sum(), dtype=wd.dtype).reshape(wd.shape)
+        return gx, gw
+    return record(out, (x, w), vjp)

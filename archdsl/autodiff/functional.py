@@ -2,13 +2,16 @@
 import functional as F``), gathered from the modules that define them by theme:
 
     tensor         arithmetic, matmul, reductions, indexing, reshapes: Tensor's operators
-    elementwise    sqrt, maximum/minimum, where, clip, leaky_relu, elu, erf, gelu
+    elementwise    sqrt, maximum/minimum, where, clip, leaky_relu, elu, erf, gelu, silu, hardswish,
+                   hardsigmoid, mish, softplus, softsign, log_sigmoid, prelu
     linear         the dense layer
     reductions     logsumexp, softmax, log_softmax
     losses         softmax_cross_entropy, binary_cross_entropy_with_logits, mse
-    shapes         concat, stack, split, squeeze, expand_dims, broadcast_to, take, pad
+    shapes         concat, stack, split, squeeze, expand_dims, broadcast_to, take, pad, roll, tile,
+                   resample
     convolution    conv, conv_transpose, pooling
-    normalization  batch_norm, layer_norm, dropout
+    normalization  batch_norm, layer_norm, group_norm, instance_norm, rms_norm, local_response_norm,
+                   dropout
 
 Nothing inside archdsl/autodiff imports this module, so it closes no import cycle.
 """
@@ -16,12 +19,15 @@ from __future__ import annotations
 
 from ._arrays import pad_array
 from .convolution import adaptive_avg_pool2d, avg_pool, conv, conv_transpose, global_pool, max_pool, min_pool
-from .elementwise import clip, elu, erf, erf_array, gelu, leaky_relu, maximum, minimum, sqrt, where
+from .elementwise import (
+    clip, elu, erf, erf_array, gelu, hardsigmoid, hardswish, leaky_relu, log_sigmoid, maximum, minimum, mish, prelu,
+    silu, softplus, softsign, sqrt, where,
+)
 from .linear import linear
 from .losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
-from .normalization import batch_norm, dropout, layer_norm
+from .normalization import batch_norm, dropout, group_norm, instance_norm, layer_norm, local_response_norm, rms_norm
 from .reductions import log_softmax, logsumexp, softmax
-from .shapes import broadcast_to, concat, expand_dims, pad, split, squeeze, stack, take
+from .shapes import broadcast_to, concat, expand_dims, pad, resample, resample_matrix, roll, split, squeeze, stack, take, tile
 from .tensor import (
     abs, add, astype, div, exp, flatten, getitem, log, matmul, max, mean, min, mul, neg, pow, relu, reshape,
     sigmoid, sub, sum, tanh, transpose,
@@ -30,13 +36,15 @@ from .tensor import (
 __all__ = [
     "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "pow", "abs",
     "tanh", "sigmoid", "relu", "leaky_relu", "elu", "gelu", "erf", "erf_array",
+    "silu", "hardswish", "hardsigmoid", "mish", "softplus", "softsign", "log_sigmoid", "prelu",
     "maximum", "minimum", "where", "clip", "astype",
     "matmul", "linear",
     "sum", "mean", "max", "min", "logsumexp",
     "reshape", "transpose", "concat", "split", "stack", "getitem", "pad",
-    "broadcast_to", "expand_dims", "squeeze", "flatten", "take",
+    "broadcast_to", "expand_dims", "squeeze", "flatten", "take", "roll", "tile", "resample", "resample_matrix",
     "softmax", "log_softmax",
     "softmax_cross_entropy", "binary_cross_entropy_with_logits", "mse",
     "conv", "conv_transpose", "max_pool", "min_pool", "avg_pool", "global_pool",
-    "adaptive_avg_pool2d", "batch_norm", "layer_norm", "dropout", "pad_array",
+    "adaptive_avg_pool2d", "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
+    "local_response_norm", "dropout", "pad_array",
 ]

@@ -7,7 +7,7 @@ import numpy as np
 from ._arrays import col_sum, row_sum
 from .tensor import Tensor, _GRAD, _NOGRAD, _const, as_tensor, record, unbroadcast
 
-__all__ = ["batch_norm", "layer_norm", "dropout"]
+__all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "local_response_norm", "dropout"]
 
 
 def _grad_flags(x, g_t, b_t):
@@ -220,6 +220,133 @@ def _layer_norm_rows(x, g_t, b_t, x2, eps):
             gx = gx.reshape(shape)
         return gx, ggam, gbet
     return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+
+
+def _affine_channels(y, gamma, beta):
+    """y [N, C, *] * gamma[C] + beta[C] (each may be None), broadcast along the channel dim."""
+    bshape = (1, -1) + (1,) * (y.data.ndim - 2)
+    if gamma is not None:
+        y = y * as_tensor(gamma).reshape(bshape)
+    if beta is not None:
+        y = y + as_tensor(beta).reshape(bshape)
+    return y
+
+
+def group_norm(x, groups, gamma=None, beta=None, eps=1e-5):
+    """Group normalisation of [N, C, *]: each sample's channels split into `groups` groups, each
+    normalised over its channels and positions (biased variance), then scaled and shifted per
+    channel. The statistics run on rows [N*G, C/G * positions] through layer_norm's fused row
+    kernel; the affine is an ordinary broadcast multiply-add."""
+    x = as_tensor(x)
+    shape = x.data.shape
+    rows = layer_norm(x.reshape(shape[0] * groups, -1), None, None, -1, eps)
+    return _affine_channels(rows.reshape(shape), gamma, beta)
+
+
+def instance_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Instance normalisation of [N, C, *]: each (sample, channel) normalised over its positions.
+    With running statistics (ndarrays or Tensors) and use_input_stats, they are updated in place
+    as PyTorch does (the per-instance statistics averaged over the batch, unbiased variance);
+    without use_input_stats the running statistics normalise (batch_norm's inference)."""
+    x = as_tensor(x)
+    if not use_input_stats:
+        return batch_norm(x, gamma, beta, running_mean, running_var, False, momentum, eps)
+    xd = x.data
+    n, c = xd.shape[:2]
+    rm, rv = _data(running_mean), _data(running_var)
+    if rm is not None or rv is not None:
+        flat = xd.reshape(n, c, -1)
+        count = flat.shape[-1]
+        if count <= 1:
+            raise ValueError(f"instance_norm with running statistics needs more than one value per channel, "
+                             f"got {xd.shape}")
+        if rm is not None:
+            rm *= 1.0 - momentum
+            rm += momentum * flat.mean(axis=2).mean(axis=0)
+        if rv is not None:
+            rv *= 1.0 - momentum
+            rv += momentum * flat.var(axis=2, ddof=1).mean(axis=0)
+    return group_norm(x, c, gamma, beta, eps)
+
+
+def rms_norm(x, gamma=None, k=1, eps=1e-6):
+    """RMS normalisation over the last k dims (T5, Llama): x / sqrt(mean(x^2) + eps) * gamma,
+    gamma shaped like those dims (or None). Fused on rows [M, D]: the mean square is a row dot,
+    the backward two gemvs with gamma, as layer_norm's row kernel."""
+    x = as_tensor(x)
+    xd = x.data
+    g_t = as_tensor(gamma) if gamma is not None else None
+    shape = xd.shape
+    dn = 1
+    for s_ in shape[len(shape) - k:]:
+        dn *= s_
+    x2 = xd.reshape(-1, dn)
+    inv_d = 1.0 / dn
+    ms = np.einsum("ij,ij->i", x2, x2)
+    ms *= inv_d
+    ms += eps
+    r = np.sqrt(ms, out=ms)
+    np.divide(1.0, r, out=r)
+    xhat = x2 * r[:, None]
+    gam = g_t.data.reshape(dn) if g_t is not None else None
+    out = (xhat * gam if gam is not None else xhat).reshape(shape)
+    recorded, rx, rg, _ = _grad_flags(x, g_t, None)
+    if not recorded:
+        return _const(out)
+
+    def vjp(g):
+        g2 = g.reshape(-1, dn)
+        gxh = g2 * xhat
+        ggam = col_sum(gxh).reshape(g_t.data.shape) if rg else None
+        gx = None
+        if rx:
+            # gx = r (gh - xhat mean(gh xhat)), gh = g gamma; mean(gh xhat) = (g xhat) @ gamma / D
+            if gam is not None:
+                a = gxh @ gam
+                gx = g2 * gam
+            else:
+                a = row_sum(gxh)
+                gx = g2.copy()
+            a *= inv_d
+            gx -= np.multiply(xhat, a[:, None], out=gxh)
+            gx *= r[:, None]
+            gx = gx.reshape(shape)
+        return gx, ggam
+    return record(out, (x, g_t if g_t is not None else _NOGRAD), vjp)
+
+
+def _window_sum(a, before: int, after: int):
+    """Sum over channel windows [c - before, c + after] of a [N, C, *] (zeros beyond the ends)."""
+    c = a.shape[1]
+    cs = np.zeros((a.shape[0], c + before + after + 1) + a.shape[2:], dtype=a.dtype)
+    np.cumsum(a, axis=1, out=cs[:, before + 1:before + 1 + c])
+    cs[:, before + 1 + c:] = cs[:, before + c:before + 1 + c]
+    return cs[:, before + after + 1:] - cs[:, :c]
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """PyTorch's local response normalisation of [N, C, *] (AlexNet):
+    y = x / (k + alpha/size * sum of x^2 over channels c - size//2 .. c + (size-1)//2)^beta."""
+    x = as_tensor(x)
+    xd = x.data
+    front, back = size // 2, (size - 1) // 2
+    den = _window_sum(xd * xd, front, back)
+    den *= alpha / size
+    den += k
+    dpow = np.power(den, -beta)
+    out = xd * dpow
+    if not (x.requires_grad and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        # dy_c/dx_j = [c = j] D_c^-beta - 2 alpha beta / size x_c D_c^(-beta-1) x_j  (j in c's window);
+        # the sum over the c whose window holds j is the window transposed: (back, front)
+        t = g * out / den
+        gx = g * dpow
+        gx -= (2.0 * alpha * beta / size) * xd * _window_sum(t, back, front)
+        return (gx,)
+    return record(out, (x,), vjp)
 
 
 def dropout(x, p, training, rng=None):

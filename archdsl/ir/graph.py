@@ -40,7 +40,8 @@ MAX_INIT_STD = 1e6
 class ParamSpec:
     """A parameter an op needs, declared by the op: shape and initialiser.
 
-    init: 'uniform' (U(-bound, bound)), 'normal' (N(0, std)), 'zeros', 'ones', 'xavier_uniform'.
+    init: 'uniform' (U(-bound, bound)), 'normal' (N(0, std)), 'zeros', 'ones', 'constant' (every
+    element `value`: PReLU's 0.25), 'xavier_uniform'.
     buffer: state that is not trained and not counted as a parameter (BatchNorm running stats).
     zero_row: a row set to zeros after initialising (an embedding's padding id).
 
@@ -56,6 +57,7 @@ class ParamSpec:
     fan_out: int = 0
     buffer: bool = False
     zero_row: int | None = None
+    value: float = 0.0
 
 
 @dataclass(eq=False)

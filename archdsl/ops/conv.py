@@ -1,6 +1,6 @@
-"""Convolutions: Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d (PyTorch layouts and defaults).
+"""Convolutions: Conv1d/2d/3d, ConvTranspose1d/2d/3d (PyTorch layouts and defaults).
 
-Layouts: input [N, C, L] or [N, C, H, W]; weight [C_out, C_in/groups, *k] for a convolution and
+Layouts: input [N, C, L], [N, C, H, W] or [N, C, D, H, W]; weight [C_out, C_in/groups, *k] for a convolution and
 [C_in, C_out/groups, *k] for a transposed one (what PyTorch and ONNX both use, so a checkpoint
 loads unchanged). Spatial dims may be symbolic (a Conv1d(k=3) over T gives T-2); the channel
 dim must be concrete, since it sizes the weight.
@@ -274,6 +274,14 @@ class Conv2d(_Conv):
                Sample("x: f32[N, 2, 6, 6] -> Conv2d(2, (2, 3), padding='same', groups=2)"))
 
 
+class Conv3d(_Conv):
+    """3-D convolution over [N, C, D, H, W] (video, volumetric scans)."""
+    name = "Conv3d"
+    ndim = 3
+    samples = (Sample("x: f32[N, 2, 4, 5, 4] -> Conv3d(3, 3, padding=1)"),
+               Sample("x: f32[N, 4, 5, 6, 5] -> Conv3d(2, (2, 3, 1), stride=(1, 2, 2), dilation=(2, 1, 1), groups=2)"))
+
+
 class _ConvTranspose(_ConvBase):
     """The gradient of a convolution with respect to its input (a learned upsampling):
     out = (in - 1)*s - 2p + d*(k-1) + output_padding + 1; weight [C_in, C_out/groups, *k]."""
@@ -388,3 +396,12 @@ class ConvTranspose2d(_ConvTranspose):
     ndim = 2
     samples = (Sample("x: f32[N, 4, 3, 3] -> ConvTranspose2d(2, 4, stride=2, padding=1)"),
                Sample("x: f32[N, 2, 4, 3] -> ConvTranspose2d(4, (3, 2), stride=(2, 1), groups=2, bias=false)"))
+
+
+class ConvTranspose3d(_ConvTranspose):
+    """Transposed 3-D convolution over [N, C, D, H, W] (3-D U-Net decoders)."""
+    name = "ConvTranspose3d"
+    ndim = 3
+    samples = (Sample("x: f32[N, 3, 2, 3, 2] -> ConvTranspose3d(2, 2, stride=2)"),
+               Sample("x: f32[N, 2, 3, 2, 3] -> ConvTranspose3d(4, 3, stride=(1, 2, 2), padding=1, "
+                      "output_padding=(0, 1, 1), groups=2, bias=false)"))

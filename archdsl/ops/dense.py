@@ -10,7 +10,8 @@ from .base import DOT, Arg, Op, Sample, numel
 
 
 class Linear(Op):
-    """y = x W^T + b over the last dim (PyTorch layout: weight [out, in]).
+    """y = x W^T + b over the last dim of an input of any rank >= 2 (PyTorch layout: weight
+    [out, in]); ONNX Gemm for 2-D inputs, MatMul + Add above.
 
     `tied=emb` shares the weight of an Embedding(out, in) instance (output projection tied to
     the input embedding); the elaborator maps the parameter, this op needs no special case.
@@ -18,14 +19,16 @@ class Linear(Op):
     name = "Linear"
     family = "dense"
     args = (Arg("out_features", "int"), Arg("bias", "bool", True), Arg("tied", "layer", None))
-    samples = (Sample("x: f32[N, 6] -> Linear(4)"), Sample("x: f32[N, T, 6] -> Linear(3, bias=false)"))
+    samples = (Sample("x: f32[N, 6] -> Linear(4)"), Sample("x: f32[N, T, 6] -> Linear(3, bias=false)"),
+               Sample("x: f32[N, 3, 4, 5] -> Linear(2)"))
 
     def time_local(self, a):
         return True
 
     def infer(self, a):
         x = a.x
-        self.expect_rank(x, (2, 3))
+        if x.rank < 2:
+            raise self.fail(f"expects an input of rank >= 2 ([N, ..., features]), got {x}")
         self.expect_float(x)
         if not is_static(x.shape[-1]):
             raise self.fail(f"the last dim of the input must be concrete, got {x}")

@@ -1,4 +1,4 @@
-"""Pooling: Max/Avg/MinPool{1d,2d}, Global{Max,Avg,Min}Pool, AdaptiveAvgPool2d.
+"""Pooling: Max/Avg/MinPool{1d,2d}, MaxPool3d, AvgPool3d, Global{Max,Avg,Min}Pool, AdaptiveAvgPool2d.
 
 Windowed pools follow PyTorch: stride defaults to the kernel, padding is symmetric and at most
 half the kernel, ceil_mode rounds the output size up but never starts a window in the right
@@ -147,6 +147,13 @@ class MaxPool2d(_Pool):
                Sample("x: f32[N, 3, 7, 7] -> MaxPool2d(3, stride=2, padding=1)"))
 
 
+class MaxPool3d(_Pool):
+    """Max over windows of [N, C, D, H, W]."""
+    name, ndim, kind = "MaxPool3d", 3, "max"
+    samples = (Sample("x: f32[N, 2, 4, 4, 6] -> MaxPool3d(2)"),
+               Sample("x: f32[N, 2, 5, 5, 4] -> MaxPool3d(3, stride=2, padding=1, ceil_mode=true)"))
+
+
 class MinPool1d(_Pool):
     """Min over windows of [N, C, L] (ONNX: Neg -> MaxPool -> Neg)."""
     name, ndim, kind = "MinPool1d", 1, "min"
@@ -175,6 +182,14 @@ class AvgPool2d(_Pool):
     args = _AVG_ARGS
     samples = (Sample("x: f32[N, 2, 6, 6] -> AvgPool2d(2)"),
                Sample("x: f32[N, 2, 7, 5] -> AvgPool2d(3, stride=2, padding=1, ceil_mode=true)"))
+
+
+class AvgPool3d(_Pool):
+    """Mean over windows of [N, C, D, H, W]."""
+    name, ndim, kind = "AvgPool3d", 3, "avg"
+    args = _AVG_ARGS
+    samples = (Sample("x: f32[N, 2, 4, 4, 4] -> AvgPool3d(2)"),
+               Sample("x: f32[N, 2, 5, 4, 5] -> AvgPool3d((3, 2, 3), stride=2, padding=1, count_include_pad=false)"))
 
 
 class _GlobalPool(Op):

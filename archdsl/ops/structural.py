@@ -1,15 +1,20 @@
-"""Structural ops: Flatten, Reshape, Transpose (alias Permute), Concat, and the elementwise
-binary Add, Sub, Mul that the elaborator makes of `a + b`, `a - b`, `a * b`.
+"""Structural ops: Flatten, Reshape, Transpose (alias Permute), Concat, Split and Chunk (several
+outputs), Squeeze, Unsqueeze, Pad, Roll, Tile, Expand, and the elementwise binary Add, Sub, Mul
+that the elaborator makes of `a + b`, `a - b`, `a * b`.
 
-Shape rules work with symbolic dims; negative axes are normalised against the input rank.
+Shape rules work with symbolic dims; negative dims are normalised against the input rank. The
+ops taken from PyTorch keep its argument names and meanings (`Chunk(2, dim=-1)`,
+`Roll(shifts, dims)`, `Pad(pad)` with F.pad's pairs from the last dim backwards).
 """
 from __future__ import annotations
 
 from functools import reduce
 
+import numpy as np
+
 from ..autodiff import functional as F
 from ..ir.types import Sym, TensorType, fit_number, is_static
-from .base import Arg, Op, Sample
+from .base import Arg, Op, Sample, Window
 
 
 def _prod(dims):
@@ -227,6 +232,356 @@ class Concat(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [F.concat(list(inputs), a.derived)]
+
+
+def norm_dim(op: Op, x, d: int, what: str = "dim", extra: int = 0) -> int:
+    """dim d of x (extra = 1 for a position to insert at) in 0..rank-1+extra, or a clear error."""
+    r = x.rank + extra
+    if not -r <= d < r:
+        raise op.fail(f"{what} {d} is out of range for the {x.rank}-D input {x}",
+                      f"choose {what} in {-r}..{r - 1}" if r else None)
+    return d % r
+
+
+def _static_dim(op: Op, x, d: int, why: str) -> int:
+    if not is_static(x.shape[d]):
+        raise op.fail(f"dim {d} of the input must be concrete {why}, got {x}")
+    return int(x.shape[d])
+
+
+class _Pieces(Op):
+    """Splits one input along `dim` into several outputs (`a, b = x -> Chunk(2, dim=-1)`)."""
+    family = "structural"
+
+    def sizes(self, a, n: int) -> list[int]:
+        raise NotImplementedError
+
+    def derive(self, a) -> tuple[int, tuple]:
+        """(the dim, the piece sizes)."""
+        x = a.x
+        if x.rank == 0:
+            raise self.fail(f"cannot split a 0-D input {x}")
+        d = norm_dim(self, x, a.attrs["dim"])
+        n = _static_dim(self, x, d, "to split it")
+        return d, tuple(self.sizes(a, n))
+
+    def time_local(self, a):
+        return a.x.rank >= 3 and a.derived[0] >= 2
+
+    def infer(self, a):
+        d, sizes = a.derived
+        x = a.x
+        return [x.with_shape(x.shape[:d] + (k,) + x.shape[d + 1:]) for k in sizes]
+
+    def explain(self, a):
+        d, sizes = a.derived
+        return [f"{self.name}: dim {d} of {a.x} ({sum(sizes)}) into {len(sizes)} pieces of "
+                f"{', '.join(map(str, sizes))}"]
+
+    def lower(self, a, g, inputs):
+        d, sizes = a.derived
+        if len(sizes) == 1:
+            return [inputs[0]]
+        outs = g.op("Split", [inputs[0], g.ints(list(sizes), "split")], n_out=len(sizes), axis=d)
+        return list(outs)
+
+    def forward(self, a, ctx, inputs, params):
+        d, sizes = a.derived
+        if len(sizes) == 1:
+            return [inputs[0]]
+        return list(F.split(inputs[0], list(sizes), d))
+
+
+class Split(_Pieces):
+    """Splits along `dim` into pieces of split_size_or_sections elements (the last piece takes
+    the rest) or, given a tuple, of those sizes: torch.split. One output per piece."""
+    name = "Split"
+    args = (Arg("split_size_or_sections", "ints"), Arg("dim", "int", 0))
+    samples = (Sample("x: f32[N, 7, 3] -> Split(3, dim=1)"), Sample("x: f32[N, T, 6] -> Split((1, 3, 2), dim=-1)"))
+
+    def sizes(self, a, n):
+        v = a.attrs["split_size_or_sections"]
+        if isinstance(v, tuple):
+            if any(k < 1 for k in v):
+                raise self.fail(f"section sizes must be positive, got {_tuple(v)}")
+            if sum(v) != n:
+                raise self.fail(f"sections {_tuple(v)} add up to {sum(v)}, but dim {a.attrs['dim']} of {a.x} is {n}",
+                                "the sections must add up to the dim's size")
+            return list(v)
+        if v < 1:
+            raise self.fail(f"split_size must be positive, got {v}")
+        return [v] * (n // v) + ([n % v] if n % v else [])
+
+
+class Chunk(_Pieces):
+    """Splits along `dim` into `chunks` pieces of ceil(size / chunks) elements, the last one
+    smaller (torch.chunk; like it, fewer pieces when the size runs out: 6 in 4 chunks gives 3)."""
+    name = "Chunk"
+    args = (Arg("chunks", "int"), Arg("dim", "int", 0))
+    samples = (Sample("x: f32[N, T, 8] -> Chunk(2, dim=-1)"), Sample("x: f32[N, 7, 2] -> Chunk(3, dim=1)"))
+
+    def sizes(self, a, n):
+        c = a.attrs["chunks"]
+        if c < 1:
+            raise self.fail(f"chunks must be positive, got {c}")
+        if n == 0:
+            raise self.fail(f"cannot chunk dim {a.attrs['dim']} of size 0 ({a.x})")
+        size = -(-n // c)
+        return [size] * (n // size) + ([n % size] if n % size else [])
+
+
+def _tuple(v) -> str:
+    return "(" + ", ".join(map(str, v)) + ")" if isinstance(v, tuple) else str(v)
+
+
+class Squeeze(Op):
+    """Removes size-1 dims: `dim` (an int or a tuple), or every dim of concrete size 1 without
+    one. Unlike PyTorch, naming a dim whose size is not 1 is an error, not a no-op."""
+    name = "Squeeze"
+    family = "structural"
+    args = (Arg("dim", "ints", None),)
+    samples = (Sample("x: f32[N, 1, 4, 1] -> Squeeze"), Sample("x: f32[N, T, 1] -> Squeeze(-1)"),
+               Sample("x: f32[N, 1, 3, 1] -> Squeeze((1, 3))"))
+
+    def derive(self, a) -> tuple:
+        """The removed dims, sorted."""
+        x, d = a.x, a.attrs["dim"]
+        if d is None:
+            return tuple(i for i, v in enumerate(x.shape) if is_static(v) and v == 1)
+        dims = tuple(d) if isinstance(d, tuple) else (d,)
+        out = sorted({norm_dim(self, x, v) for v in dims})
+        for i in out:
+            if not (is_static(x.shape[i]) and x.shape[i] == 1):
+                raise self.fail(f"dim {i} of {x} has size {x.shape[i]}; Squeeze removes only dims of size 1",
+                                "to drop a dim of another size, index or reshape instead")
+        return tuple(out)
+
+    def time_local(self, a):
+        return a.x.rank >= 3 and all(i >= 2 for i in a.derived)
+
+    def infer(self, a):
+        return [a.x.with_shape(tuple(v for i, v in enumerate(a.x.shape) if i not in a.derived))]
+
+    def lower(self, a, g, inputs):
+        if not a.derived:
+            return [inputs[0]]
+        return [g.op("Squeeze", [inputs[0], g.ints(list(a.derived), "axes")])]
+
+    def forward(self, a, ctx, inputs, params):
+        return [F.squeeze(inputs[0], a.derived) if a.derived else inputs[0]]
+
+
+class Unsqueeze(Op):
+    """Inserts a dim of size 1 at position `dim` of the output (torch.unsqueeze)."""
+    name = "Unsqueeze"
+    family = "structural"
+    args = (Arg("dim", "int"),)
+    samples = (Sample("x: f32[N, 4] -> Unsqueeze(1)"), Sample("x: f32[N, T, 3] -> Unsqueeze(-1)"))
+
+    def derive(self, a) -> int:
+        return norm_dim(self, a.x, a.attrs["dim"], extra=1)
+
+    def time_local(self, a):
+        return a.x.rank >= 2 and a.derived >= 2
+
+    def infer(self, a):
+        d, x = a.derived, a.x
+        return [x.with_shape(x.shape[:d] + (1,) + x.shape[d:])]
+
+    def lower(self, a, g, inputs):
+        return [g.op("Unsqueeze", [inputs[0], g.ints([a.derived], "axes")])]
+
+    def forward(self, a, ctx, inputs, params):
+        return [F.expand_dims(inputs[0], a.derived)]
+
+
+class Pad(Op):
+    """Pads with F.pad's convention: `pad` = (left, right) pairs starting from the last dim
+    ((1, 1, 2, 2) pads the last dim by 1 and the one before by 2), mode 'constant' (filled with
+    `value`), 'reflect' (mirrored, edge not repeated) or 'replicate' (edge repeated)."""
+    name = "Pad"
+    family = "structural"
+    args = (Arg("pad", "shape"), Arg("mode", "str", "constant", choices=("constant", "reflect", "replicate")),
+            Arg("value", "float", 0.0, keyword_only=True))
+    samples = (Sample("x: f32[N, 3, 4, 5] -> Pad((1, 2, 0, 1))"),
+               Sample("x: f32[N, 2, 5, 4] -> Pad((2, 1, 3, 3), 'reflect')"),
+               Sample("x: f32[N, 3, T] -> Pad((2, 1), 'replicate')"))
+
+    def derive(self, a) -> tuple:
+        """(before, after) per dim of the input, first dim first."""
+        x, p, mode = a.x, a.attrs["pad"], a.attrs["mode"]
+        if len(p) % 2 or not p or len(p) > 2 * x.rank:
+            raise self.fail(f"pad {_tuple(p)} must hold (left, right) pairs for at most the {x.rank} dims of {x}",
+                            "(1, 1) pads the last dim on both sides, (1, 1, 2, 2) the last two")
+        if any(v < 0 for v in p):
+            raise self.fail(f"pad amounts must be >= 0, got {_tuple(p)}")
+        k = len(p) // 2
+        pairs = [(0, 0)] * (x.rank - k) + [(p[2 * i], p[2 * i + 1]) for i in range(k)][::-1]
+        for i, ((b, e), size) in enumerate(zip(pairs, x.shape)):
+            if not (b or e) or not is_static(size):
+                continue
+            if mode == "reflect" and max(b, e) >= size:
+                raise self.fail(f"reflect padding of {max(b, e)} needs dim {i} to be longer than that; it is {size} ({x})",
+                                "use mode 'replicate', or pad less")
+            if mode == "replicate" and size == 0:
+                raise self.fail(f"replicate padding of dim {i} needs at least one element to repeat ({x})")
+        return tuple(pairs)
+
+    def time_local(self, a):
+        return a.x.rank >= 3 and not any(a.derived[0]) and not any(a.derived[1])
+
+    def window(self, a):
+        """Padding the spatial dims of [N, C, *S] moves positions but widens no receptive field."""
+        n = a.x.rank - 2
+        if n < 1 or any(a.derived[0]) or any(a.derived[1]):
+            return None
+        return Window("conv", (1,) * n, (1,) * n, (1,) * n)
+
+    def infer(self, a):
+        x, v = a.x, a.attrs["value"]
+        if v != 0.0:
+            if x.is_float and not abs(v) <= float(np.finfo(x.np_dtype).max):
+                raise self.fail(f"value {v} does not fit the input's dtype {x.dtype}")
+            if not x.is_float and (x.dtype == "bool" or v != int(v) or not
+                                   np.iinfo(x.np_dtype).min <= v <= np.iinfo(x.np_dtype).max):
+                raise self.fail(f"value {v} is not a {x.dtype} (the input's dtype {x})")
+        return [x.with_shape(tuple(d + b + e for d, (b, e) in zip(x.shape, a.derived)))]
+
+    def lower(self, a, g, inputs):
+        pads = [b for b, _ in a.derived] + [e for _, e in a.derived]
+        mode = {"replicate": "edge"}.get(a.attrs["mode"], a.attrs["mode"])
+        ins = [inputs[0], g.ints(pads, "pads")]
+        if mode == "constant" and a.attrs["value"] != 0.0:
+            ins.append(g.const(np.asarray(a.attrs["value"], a.x.np_dtype), hint="value"))
+        return [g.op("Pad", ins, mode=mode)]
+
+    def forward(self, a, ctx, inputs, params):
+        return [F.pad(inputs[0], list(a.derived), a.attrs["value"], a.attrs["mode"])]
+
+
+class Roll(Op):
+    """Shifts elements along `dims` by `shifts`, wrapping around (torch.roll; Swin's shifted
+    windows). The rolled dims must be concrete."""
+    name = "Roll"
+    family = "structural"
+    args = (Arg("shifts", "ints"), Arg("dims", "ints"))
+    samples = (Sample("x: f32[N, 5, 6, 3] -> Roll((-2, -2), (1, 2))"), Sample("x: f32[N, T, 7] -> Roll(3, -1)"))
+
+    def derive(self, a) -> tuple:
+        """((dim, shift normalised to 0..size-1), ...)."""
+        x, sh, dims = a.x, a.attrs["shifts"], a.attrs["dims"]
+        sh = sh if isinstance(sh, tuple) else (sh,)
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        if len(sh) != len(dims):
+            raise self.fail(f"shifts {_tuple(a.attrs['shifts'])} and dims {_tuple(a.attrs['dims'])} differ in length",
+                            "give one shift per rolled dim")
+        out = []
+        for s, d in zip(sh, dims):
+            d = norm_dim(self, x, d)
+            n = _static_dim(self, x, d, "to roll it")
+            out.append((d, s % n if n else 0))
+        if len({d for d, _ in out}) != len(out):
+            raise self.fail(f"dims {_tuple(a.attrs['dims'])} name a dim twice")
+        return tuple(out)
+
+    def time_local(self, a):
+        return a.x.rank >= 3 and all(d >= 2 or s == 0 for d, s in a.derived)
+
+    def infer(self, a):
+        return [a.x]
+
+    def lower(self, a, g, inputs):
+        # the last s elements first, then the rest: two Slices and a Concat per rolled dim
+        y = inputs[0]
+        for d, s in a.derived:
+            if s == 0:
+                continue
+            n = int(a.x.shape[d])
+            ax = g.ints([d], "axes")
+            tail = g.op("Slice", [y, g.ints([n - s], "starts"), g.ints([n], "ends"), ax])
+            head = g.op("Slice", [y, g.ints([0], "starts"), g.ints([n - s], "ends"), ax])
+            y = g.op("Concat", [tail, head], axis=d)
+        return [y]
+
+    def forward(self, a, ctx, inputs, params):
+        return [F.roll(inputs[0], [s for _, s in a.derived], [d for d, _ in a.derived])]
+
+
+class Tile(Op):
+    """Repeats the input `dims[i]` times along each dim (torch.tile; PyTorch's x.repeat):
+    with more entries than input dims, the input gains leading dims of size 1 first."""
+    name = "Tile"
+    family = "structural"
+    args = (Arg("dims", "shape"),)
+    samples = (Sample("x: f32[N, 2, 3] -> Tile((1, 2, 3))"), Sample("x: f32[3, 4] -> Tile((2, 1, 2))"))
+
+    def derive(self, a) -> tuple:
+        """The repeats, one per output dim."""
+        x, reps = a.x, tuple(a.attrs["dims"])
+        if not reps:
+            raise self.fail("dims must name at least one repeat count", "Tile((1, 2)) doubles the last dim")
+        if any(r < 1 for r in reps):
+            raise self.fail(f"repeat counts must be >= 1, got {_tuple(reps)}")
+        return (1,) * (x.rank - len(reps)) + reps
+
+    def infer(self, a):
+        x, reps = a.x, a.derived
+        shape = (1,) * (len(reps) - x.rank) + tuple(x.shape)
+        return [x.with_shape(tuple(d * r if r != 1 else d for d, r in zip(shape, reps)))]
+
+    def lower(self, a, g, inputs):
+        x, reps = inputs[0], a.derived
+        extra = len(reps) - a.x.rank
+        if extra:
+            x = g.op("Unsqueeze", [x, g.ints(list(range(extra)), "axes")])
+        return [g.op("Tile", [x, g.ints(list(reps), "repeats")])]
+
+    def forward(self, a, ctx, inputs, params):
+        x, reps = inputs[0], a.derived
+        extra = len(reps) - x.ndim
+        if extra:
+            x = F.reshape(x, (1,) * extra + tuple(x.shape))
+        return [F.tile(x, reps)]
+
+
+class Expand(Op):
+    """Broadcasts size-1 dims to `size` (x.expand in PyTorch): -1 keeps a dim, extra leading
+    entries add dims. No data is copied in the ONNX graph's semantics; the gradient sums."""
+    name = "Expand"
+    family = "structural"
+    args = (Arg("size", "shape"),)
+    samples = (Sample("x: f32[N, 1, 4] -> Expand((-1, 3, -1))"), Sample("x: f32[1, 3] -> Expand((2, 4, 3))"))
+
+    def infer(self, a):
+        x, size = a.x, tuple(a.attrs["size"])
+        if len(size) < x.rank:
+            raise self.fail(f"size {_tuple(size)} has fewer entries than the {x.rank} dims of {x}")
+        lead = len(size) - x.rank
+        if any(v < 1 for v in size[:lead]):
+            raise self.fail(f"the new leading dims of size {_tuple(size)} must be positive (-1 keeps an existing dim)")
+        out = list(size[:lead])
+        for i, (d, v) in enumerate(zip(x.shape, size[lead:])):
+            if v == -1 or v == d:
+                out.append(d)
+            elif is_static(d) and d == 1 and v >= 0:
+                out.append(v)
+            else:
+                raise self.fail(f"cannot expand dim {i} of {x} (size {d}) to {v}: only size-1 dims expand",
+                                "write -1 to keep a dim")
+        return [x.with_shape(tuple(out))]
+
+    def lower(self, a, g, inputs):
+        x, y = a.x, a.out_types[0]
+        lead = y.rank - x.rank
+        shape = [int(v) for v in y.shape[:lead]] + [int(o) if is_static(d) and d == 1 else 1
+                                                    for d, o in zip(x.shape, y.shape[lead:])]
+        return [g.op("Expand", [inputs[0], g.ints(shape)])]
+
+    def forward(self, a, ctx, inputs, params):
+        x, size = inputs[0], a.attrs["size"]
+        lead = len(size) - x.ndim
+        shape = tuple(size[:lead]) + tuple(d if v == -1 else v for d, v in zip(x.shape, size[lead:]))
+        return [F.broadcast_to(x, shape)]
 
 
 class _Binary(Op):

@@ -26,6 +26,8 @@ def init_param(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
         a = np.zeros(shape)
     elif spec.init == "ones":
         a = np.ones(shape)
+    elif spec.init == "constant":
+        a = np.full(shape, spec.value)
     elif spec.init == "uniform":
         a = rng.uniform(-spec.bound, spec.bound, shape)
     elif spec.init == "normal":
