@@ -1,0 +1,188 @@
+"""The language server: LSP messages in, features.py's answers out (pygls, over stdio).
+
+    archdsl lsp          # what an editor starts; it speaks LSP on stdin/stdout
+
+Every handler runs to completion before the next message is read (none is async or threaded),
+so the server answers in the order it is asked: a request sent after a change is answered with
+that change's analysis, and that change's diagnostics are published before the answer.
+
+A bug in the server must not take the editor's session down with it: a handler that raises
+logs the traceback to the client (window/logMessage, type Error) and answers nothing; an
+analysis that raises publishes one "archdsl internal error" diagnostic instead of the errors.
+The tests count both as failures.
+"""
+from __future__ import annotations
+
+import functools
+import traceback
+
+from lsprotocol import types as T
+from pygls.lsp.server import LanguageServer
+
+from .. import __version__
+from . import features as F
+from .completion import complete
+from .workspace import Workspace, path_of
+
+TRIGGER_CHARACTERS = ["(", ",", "/", '"', ">", ":"]
+INTERNAL_ERROR = "archdsl internal error"
+
+
+class ArchLanguageServer(LanguageServer):
+    def __init__(self):
+        super().__init__("archdsl", __version__, text_document_sync_kind=T.TextDocumentSyncKind.Full)
+        self.ws = Workspace()
+        self.inlay_hints = True
+        self.snippets = True
+
+    def log_error(self, what: str) -> None:
+        self.window_log_message(T.LogMessageParams(type=T.MessageType.Error,
+                                                   message=f"{INTERNAL_ERROR} in {what}:\n{traceback.format_exc()}"))
+
+    def publish(self, uri: str) -> None:
+        a = self.ws.analyses.get(uri)
+        if a is not None:
+            diags = F.diagnostics(a, self.ws)
+            self.text_document_publish_diagnostics(T.PublishDiagnosticsParams(uri=uri, diagnostics=diags,
+                                                                              version=a.version))
+
+    def changed(self, uri: str, text: str, version: int | None) -> None:
+        """Analyse a new text and publish its diagnostics (and those of open files importing it)."""
+        try:
+            for a in self.ws.update(uri, text, version):
+                self.publish(a.uri)
+        except Exception:  # noqa: BLE001 - the server outlives its own bugs, and says so
+            self.log_error("analysis")
+            zero = T.Position(line=0, character=0)
+            self.text_document_publish_diagnostics(T.PublishDiagnosticsParams(uri=uri, version=version, diagnostics=[
+                T.Diagnostic(range=T.Range(start=zero, end=zero), message=f"{INTERNAL_ERROR}: see the server log",
+                             source=F.SOURCE, severity=T.DiagnosticSeverity.Error)]))
+
+    def analysis(self, uri: str):
+        a = self.ws.analyses.get(uri)
+        if a is None:       # a request for a file the client did not open: read it from disk
+            p = path_of(uri)
+            text = self.ws.source(p) if p is not None else None
+            if text is None:
+                return None
+            a = self.ws.update(uri, text, None)[0]
+        return a
+
+
+def _guarded(what: str):
+    """Run a request handler; an exception is logged as an internal error and answers None."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(ls: ArchLanguageServer, params):
+            try:
+                return fn(ls, params)
+            except F.RenameError:
+                raise
+            except Exception:  # noqa: BLE001
+                ls.log_error(what)
+                return None
+        return run
+    return wrap
+
+
+def make_server() -> ArchLanguageServer:
+    server = ArchLanguageServer()
+
+    @server.feature(T.INITIALIZE)
+    def initialize(ls: ArchLanguageServer, params: T.InitializeParams):
+        options = params.initialization_options if isinstance(params.initialization_options, dict) else {}
+        ls.inlay_hints = bool(options.get("inlayHints", True))
+        completion = params.capabilities.text_document and params.capabilities.text_document.completion
+        item = completion.completion_item if completion else None
+        ls.snippets = bool(item and item.snippet_support)
+        ls.ws.encoding = ls.workspace.position_encoding or T.PositionEncodingKind.Utf16
+        from pathlib import Path
+        roots = [f.uri for f in params.workspace_folders or []] or ([params.root_uri] if params.root_uri else [])
+        ls.ws.roots = [Path(p) for p in (path_of(u) for u in roots) if p is not None]
+
+    @server.feature(T.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: ArchLanguageServer, params: T.DidOpenTextDocumentParams):
+        d = params.text_document
+        ls.changed(d.uri, d.text, d.version)
+
+    @server.feature(T.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: ArchLanguageServer, params: T.DidChangeTextDocumentParams):
+        d = params.text_document
+        ls.changed(d.uri, ls.workspace.get_text_document(d.uri).source, d.version)
+
+    @server.feature(T.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: ArchLanguageServer, params: T.DidSaveTextDocumentParams):
+        # files that import this one read it from disk when it is not open: re-check them
+        saved = path_of(params.text_document.uri)
+        for uri, a in list(ls.ws.analyses.items()):
+            if uri != params.text_document.uri and saved in a.files:
+                text, version = ls.ws.documents[uri]
+                ls.changed(uri, text, version)
+
+    @server.feature(T.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: ArchLanguageServer, params: T.DidCloseTextDocumentParams):
+        ls.ws.close(params.text_document.uri)
+        ls.text_document_publish_diagnostics(T.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+
+    @server.feature(T.TEXT_DOCUMENT_HOVER)
+    @_guarded("hover")
+    def hover(ls: ArchLanguageServer, params: T.HoverParams):
+        a = ls.analysis(params.text_document.uri)
+        return F.hover(a, ls.ws, params.position) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_COMPLETION, T.CompletionOptions(trigger_characters=TRIGGER_CHARACTERS))
+    @_guarded("completion")
+    def completion(ls: ArchLanguageServer, params: T.CompletionParams):
+        a = ls.analysis(params.text_document.uri)
+        return complete(a, ls.ws, params.position, ls.snippets) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_DEFINITION)
+    @_guarded("definition")
+    def definition(ls: ArchLanguageServer, params: T.DefinitionParams):
+        a = ls.analysis(params.text_document.uri)
+        return F.definition(a, ls.ws, params.position) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_REFERENCES)
+    @_guarded("references")
+    def references(ls: ArchLanguageServer, params: T.ReferenceParams):
+        a = ls.analysis(params.text_document.uri)
+        return F.references(a, ls.ws, params.position, params.context.include_declaration) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_PREPARE_RENAME)
+    @_guarded("prepare rename")
+    def prepare_rename(ls: ArchLanguageServer, params: T.PrepareRenameParams):
+        a = ls.analysis(params.text_document.uri)
+        return F.prepare_rename(a, ls.ws, params.position) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_RENAME)
+    @_guarded("rename")
+    def rename(ls: ArchLanguageServer, params: T.RenameParams):
+        a = ls.analysis(params.text_document.uri)
+        return F.rename(a, ls.ws, params.position, params.new_name) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    @_guarded("document symbols")
+    def document_symbol(ls: ArchLanguageServer, params: T.DocumentSymbolParams):
+        a = ls.ws.parsed(params.text_document.uri) or ls.analysis(params.text_document.uri)
+        return F.document_symbols(a) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_FORMATTING)
+    @_guarded("formatting")
+    def formatting(ls: ArchLanguageServer, params: T.DocumentFormattingParams):
+        a = ls.analysis(params.text_document.uri)
+        return F.formatting(a) if a else None
+
+    @server.feature(T.TEXT_DOCUMENT_INLAY_HINT)
+    @_guarded("inlay hints")
+    def inlay_hint(ls: ArchLanguageServer, params: T.InlayHintParams):
+        if not ls.inlay_hints:
+            return []
+        a = ls.analysis(params.text_document.uri)
+        return F.inlay_hints(a, ls.ws, params.range) if a else None
+
+    return server
+
+
+def serve() -> None:
+    """Speak LSP on stdin/stdout until the client says exit."""
+    make_server().start_io()
