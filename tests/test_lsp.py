@@ -237,6 +237,20 @@ async def test_error_inside_an_imported_block_shows_at_its_use_and_clears_when_t
     user.close()
 
 
+async def test_an_imported_file_changed_on_disk_is_rechecked(lsp, workdir):
+    broken = "block Tail {\n  input x\n  output x -> Linear(2) -> Flatten -> LSTM(3)\n}\n"
+    disk = workfile(workdir, "diag_disk.arch", broken)
+    user = Doc(lsp, workfile(workdir, "diag_disk_user.arch", 'import "diag_disk.arch"\n'
+                                                               "model M {\n  input x: f32[N, 8]\n  output y = x -> Tail\n}\n"))
+    (d,) = await user.open()
+    assert "LSTM: expects a 3-D input" in d.message and d.range == user.range("Tail", nth=0)
+    disk.write_text(broken.replace(" -> LSTM(3)", ""), encoding="utf-8")
+    lsp.workspace_did_change_watched_files(T.DidChangeWatchedFilesParams(changes=[
+        T.FileEvent(uri=uris.from_fs_path(str(disk)), type=T.FileChangeType.Changed)]))
+    assert await user.sync() == []
+    user.close()
+
+
 # -- hover ---------------------------------------------------------------------------------------
 async def test_hover_on_tensors_layers_and_blocks(lsp, workdir):
     doc = Doc(lsp, workdir / "lenet5.arch")

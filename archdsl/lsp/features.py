@@ -14,13 +14,14 @@ from pygls.exceptions import JsonRpcException
 
 from ..authoring.explain import explain_node
 from ..authoring.fmt import format_source
-from ..elaborate.values import TensorRef
+from ..elaborate.loader import stdlib_dir
+from ..elaborate.values import LayerInstance, TensorRef
 from ..errors import ArchError
 from ..ops.base import load_all
 from ..syntax import ast as A
 from ..syntax.parser import KEYWORDS
 from . import describe as D
-from .index import LOCAL_KINDS, ModuleIndex
+from .index import LOCAL_KINDS, ModuleIndex, visible_definitions
 from .text import SourceText, contains, innermost
 from .workspace import Analysis, Workspace, uri_of
 
@@ -86,7 +87,6 @@ def _import_leading_to(file: str, a: Analysis, ws: Workspace):
     """The import statement of this document through which `file` is read."""
     if a.index is None:
         return None
-    from .index import visible_definitions
     for item, span in a.index.imports:
         target = ws.import_path(item, a.file)
         if target is None:
@@ -122,17 +122,13 @@ def _records(a: Analysis, ws: Workspace, table: str, line: int, col: int):
 
 
 def _uses(a: Analysis, ws: Workspace, span) -> list:
-    out = []
-    for trace in _traces(a, ws):
-        out.extend(trace.uses.get(span, ()))
-    return out
+    """What a name written at `span` evaluated to, each time it was evaluated."""
+    return [seen for trace in _traces(a, ws) for seen in trace.uses.get(span, ())]
 
 
 def _bindings(a: Analysis, ws: Workspace, span) -> list:
-    out = []
-    for trace in _traces(a, ws):
-        out.extend(trace.bindings.get(span, ()))
-    return out
+    """What the statement at `span` bound, each time it ran."""
+    return [seen for trace in _traces(a, ws) for seen in trace.bindings.get(span, ())]
 
 
 def hover(a: Analysis, ws: Workspace, pos: T.Position) -> T.Hover | None:
@@ -205,10 +201,18 @@ def _layer_hover(layers) -> str:
     return "\n\n".join(parts)
 
 
+def _defn(a: Analysis, file: str, name: str) -> A.Definition | None:
+    """The model or block `name` defined in `file` (this document's own first: a name defined
+    twice is in `visible` once)."""
+    if file == a.file:
+        own = next((s.defn for s in a.index.scopes if s.defn.name == name), None)
+        if own is not None:
+            return own
+    return a.index.visible.get(name)
+
+
 def _definition_hover(occ, a: Analysis, ws: Workspace, line: int, col: int) -> str:
-    d = a.index.visible.get(occ.name)
-    if d is None:       # a definition of this file shadowed in `visible` by an earlier one
-        d = next((s.defn for s in a.index.scopes if s.defn.name == occ.name), None)
+    d = _defn(a, occ.key[1], occ.name)
     if d is None:
         return ""
     parts = [f"```archdsl\n{D.block_signature(d)}\n```"]
@@ -245,13 +249,17 @@ def _name_hover(occ, a: Analysis, ws: Workspace) -> str:
         if not values:       # a block input or parameter: the values its uses saw
             for other in a.index.of(occ.key):
                 values.extend(s.value for s in _uses(a, ws, other.span))
+    layer = next((v for v in values if isinstance(v, LayerInstance)), None)
+    if layer is not None:       # `enc = Linear(32)`: the layer's applications, wherever they are
+        apps = [r for trace in _traces(a, ws) for r in trace.layers.get(layer.span, ())]
+        return f"layer `{occ.name}` in {occ.key[2]}\n\n" + (_layer_hover(apps) if apps else _op_hover(layer.op))
     types = D.tensor_types(values)
     label = {"local": "tensor", "param": "parameter", "repeat": "repeat index"}.get(kind, kind)
     if types:
         lines = [f"{occ.name}: {t}" for t in types[:MAX_SHOWN]]
         if len(types) > MAX_SHOWN:
             lines.append(f"# ... and {len(types) - MAX_SHOWN} more")
-        text = f"```archdsl\n" + "\n".join(lines) + "\n```\n" + f"{label} in {occ.key[2]}"
+        text = "```archdsl\n" + "\n".join(lines) + f"\n```\n{label} in {occ.key[2]}"
         if len(types) > 1:
             text += f" ({len(types)} shapes: one per application)"
         producer = next((v.value.producer for v in values if isinstance(v, TensorRef) and v.value.producer), None)
@@ -264,8 +272,7 @@ def _name_hover(occ, a: Analysis, ws: Workspace) -> str:
         if t is not None and t not in shown:
             shown.append(t)
     if kind == "param":
-        d = a.index.visible.get(occ.key[2]) if occ.key[1] != a.file else \
-            next((s.defn for s in a.index.scopes if s.defn.name == occ.key[2]), None)
+        d = _defn(a, occ.key[1], occ.key[2])
         p = next((p for p in d.params if p.name == occ.name), None) if d else None
         head = D.param_text(p) if p else occ.name
         return f"```archdsl\n{head}\n```\nparameter of {occ.key[2]}" + (
@@ -321,7 +328,7 @@ def _op_source(name: str) -> list[T.Location] | None:
     """An op's definition is its class in archdsl/ops/."""
     try:
         cls = type(load_all()[name])
-        lines, first = inspect.getsourcelines(cls)
+        first = inspect.getsourcelines(cls)[1]
         file = inspect.getsourcefile(cls)
     except (OSError, TypeError, KeyError):
         return None
@@ -341,13 +348,11 @@ def _occurrences(key, a: Analysis, ws: Workspace) -> list[tuple[str, ModuleIndex
     """Every occurrence of a symbol: in its own file and in every workspace file that uses it."""
     name = key[-1]
     out = []
-    files = ws.files()
-    if key[0] != "repeat" and key[1] not in files:
-        files.append(key[1])
-    if a.file not in files:
-        files.append(a.file)
-    if key[0] == "repeat":
+    if key[0] == "repeat":          # a repeat's index is known inside its body only
         files = [key[1]]
+    else:
+        files = ws.files()
+        files += [f for f in dict.fromkeys((key[1], a.file)) if f not in files]
     for f in files:
         text = ws.source(f) if f != a.file else a.text.text
         if text is None or name not in text:
@@ -389,7 +394,6 @@ def prepare_rename(a: Analysis, ws: Workspace, pos: T.Position):
 
 
 def _check_renamable(key) -> None:
-    from ..elaborate.loader import stdlib_dir
     if key[0] in ("op", "oparg", "builtin"):
         raise RenameError(f"'{key[-1]}' is built into archdsl and cannot be renamed")
     if key[0] == "import":

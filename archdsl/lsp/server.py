@@ -110,12 +110,12 @@ def make_server() -> ArchLanguageServer:
         d = params.text_document
         ls.changed(d.uri, ls.workspace.get_text_document(d.uri).source, d.version)
 
-    @server.feature(T.TEXT_DOCUMENT_DID_SAVE)
-    def did_save(ls: ArchLanguageServer, params: T.DidSaveTextDocumentParams):
-        # files that import this one read it from disk when it is not open: re-check them
-        saved = path_of(params.text_document.uri)
+    @server.feature(T.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def files_changed(ls: ArchLanguageServer, params: T.DidChangeWatchedFilesParams):
+        # a file changed on disk (not through the editor): re-check the open files that import it
+        changed = {path_of(c.uri) for c in params.changes}
         for uri, a in list(ls.ws.analyses.items()):
-            if uri != params.text_document.uri and saved in a.files:
+            if a.files & changed:
                 text, version = ls.ws.documents[uri]
                 ls.changed(uri, text, version)
 

@@ -57,9 +57,6 @@ class Trace:
     blocks: dict = field(default_factory=lambda: defaultdict(list))     # span written -> [BlockUse]
     models: list = field(default_factory=list)                          # every Model elaborated (some partial)
 
-    def in_file(self, table: dict, file: str) -> dict:
-        return {s: v for s, v in table.items() if s.file == file}
-
 
 class TracingElaborator(Elaborator):
     def __init__(self, ns, trace: Trace):

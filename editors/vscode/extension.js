@@ -15,6 +15,8 @@ async function activate(context) {
       { scheme: "untitled", language: "archdsl" },
     ],
     initializationOptions: { inlayHints: config.get("inlayHints.enabled", true) },
+    // imported files changed outside the editor (a git checkout): the server re-checks their users
+    synchronize: { fileEvents: vscode.workspace.createFileSystemWatcher("**/*.arch") },
   };
   client = new LanguageClient("archdsl", "archdsl language server", serverOptions, clientOptions);
   try {
