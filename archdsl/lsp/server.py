@@ -13,7 +13,6 @@ The tests count both as failures.
 """
 from __future__ import annotations
 
-import functools
 import traceback
 
 from lsprotocol import types as T
@@ -69,22 +68,6 @@ class ArchLanguageServer(LanguageServer):
         return a
 
 
-def _guarded(what: str):
-    """Run a request handler; an exception is logged as an internal error and answers None."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(ls: ArchLanguageServer, params):
-            try:
-                return fn(ls, params)
-            except F.RenameError:
-                raise
-            except Exception:  # noqa: BLE001
-                ls.log_error(what)
-                return None
-        return run
-    return wrap
-
-
 def make_server() -> ArchLanguageServer:
     server = ArchLanguageServer()
 
@@ -124,62 +107,33 @@ def make_server() -> ArchLanguageServer:
         ls.ws.close(params.text_document.uri)
         ls.text_document_publish_diagnostics(T.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
 
-    @server.feature(T.TEXT_DOCUMENT_HOVER)
-    @_guarded("hover")
-    def hover(ls: ArchLanguageServer, params: T.HoverParams):
-        a = ls.analysis(params.text_document.uri)
-        return F.hover(a, ls.ws, params.position) if a else None
+    def request(method: str, answer, options=None) -> None:
+        """Answer a request about one document with `answer(ls, analysis, params)`. A refused
+        rename is the client's error to show; any other exception is a bug: logged, no answer."""
+        @server.feature(method, options)
+        def handle(ls: ArchLanguageServer, params):
+            try:
+                a = ls.analysis(params.text_document.uri)
+                return answer(ls, a, params) if a is not None else None
+            except F.RenameError:
+                raise
+            except Exception:  # noqa: BLE001
+                ls.log_error(method)
+                return None
 
-    @server.feature(T.TEXT_DOCUMENT_COMPLETION, T.CompletionOptions(trigger_characters=TRIGGER_CHARACTERS))
-    @_guarded("completion")
-    def completion(ls: ArchLanguageServer, params: T.CompletionParams):
-        a = ls.analysis(params.text_document.uri)
-        return complete(a, ls.ws, params.position, ls.snippets) if a else None
-
-    @server.feature(T.TEXT_DOCUMENT_DEFINITION)
-    @_guarded("definition")
-    def definition(ls: ArchLanguageServer, params: T.DefinitionParams):
-        a = ls.analysis(params.text_document.uri)
-        return F.definition(a, ls.ws, params.position) if a else None
-
-    @server.feature(T.TEXT_DOCUMENT_REFERENCES)
-    @_guarded("references")
-    def references(ls: ArchLanguageServer, params: T.ReferenceParams):
-        a = ls.analysis(params.text_document.uri)
-        return F.references(a, ls.ws, params.position, params.context.include_declaration) if a else None
-
-    @server.feature(T.TEXT_DOCUMENT_PREPARE_RENAME)
-    @_guarded("prepare rename")
-    def prepare_rename(ls: ArchLanguageServer, params: T.PrepareRenameParams):
-        a = ls.analysis(params.text_document.uri)
-        return F.prepare_rename(a, ls.ws, params.position) if a else None
-
-    @server.feature(T.TEXT_DOCUMENT_RENAME)
-    @_guarded("rename")
-    def rename(ls: ArchLanguageServer, params: T.RenameParams):
-        a = ls.analysis(params.text_document.uri)
-        return F.rename(a, ls.ws, params.position, params.new_name) if a else None
-
-    @server.feature(T.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
-    @_guarded("document symbols")
-    def document_symbol(ls: ArchLanguageServer, params: T.DocumentSymbolParams):
-        a = ls.ws.parsed(params.text_document.uri) or ls.analysis(params.text_document.uri)
-        return F.document_symbols(a) if a else None
-
-    @server.feature(T.TEXT_DOCUMENT_FORMATTING)
-    @_guarded("formatting")
-    def formatting(ls: ArchLanguageServer, params: T.DocumentFormattingParams):
-        a = ls.analysis(params.text_document.uri)
-        return F.formatting(a) if a else None
-
-    @server.feature(T.TEXT_DOCUMENT_INLAY_HINT)
-    @_guarded("inlay hints")
-    def inlay_hint(ls: ArchLanguageServer, params: T.InlayHintParams):
-        if not ls.inlay_hints:
-            return []
-        a = ls.analysis(params.text_document.uri)
-        return F.inlay_hints(a, ls.ws, params.range) if a else None
-
+    request(T.TEXT_DOCUMENT_HOVER, lambda ls, a, p: F.hover(a, ls.ws, p.position))
+    request(T.TEXT_DOCUMENT_COMPLETION, lambda ls, a, p: complete(a, ls.ws, p.position, ls.snippets),
+            T.CompletionOptions(trigger_characters=TRIGGER_CHARACTERS))
+    request(T.TEXT_DOCUMENT_DEFINITION, lambda ls, a, p: F.definition(a, ls.ws, p.position))
+    request(T.TEXT_DOCUMENT_REFERENCES,
+            lambda ls, a, p: F.references(a, ls.ws, p.position, p.context.include_declaration))
+    request(T.TEXT_DOCUMENT_PREPARE_RENAME, lambda ls, a, p: F.prepare_rename(a, ls.ws, p.position))
+    request(T.TEXT_DOCUMENT_RENAME, lambda ls, a, p: F.rename(a, ls.ws, p.position, p.new_name))
+    # the outline of the latest text that parsed, so that it does not vanish while a line is typed
+    request(T.TEXT_DOCUMENT_DOCUMENT_SYMBOL,
+            lambda ls, a, p: F.document_symbols(ls.ws.parsed(p.text_document.uri) or a))
+    request(T.TEXT_DOCUMENT_FORMATTING, lambda ls, a, p: F.formatting(a))
+    request(T.TEXT_DOCUMENT_INLAY_HINT, lambda ls, a, p: F.inlay_hints(a, ls.ws, p.range) if ls.inlay_hints else [])
     return server
 
 
