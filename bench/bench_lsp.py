@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.benchlib import machine, write_results  # noqa: E402
+from benchlib import machine, write_results  # noqa: E402  (python puts the bench folder on sys.path)
 
 # (spec, the file's imports to copy, the edit and its undo, the error and its fix)
 EDITS = {

@@ -27,6 +27,7 @@ import fuzzlib
 from archdsl import compile as compile_spec
 from archdsl.authoring.fmt import format_source
 from archdsl.elaborate.loader import stdlib_dir
+from archdsl.errors import ArchErrors
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -202,9 +203,22 @@ async def test_every_error_is_reported_like_archdsl_check(lsp, workdir):
     assert "undefined name 'Conv2'" in diags[0].message and "did you mean 'Conv2d'" in diags[0].message
     assert "Linear argument 'bias' must be a bool" in diags[1].message
     # the same errors as the compiler's, in the same order
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ArchErrors) as err:
         compile_spec(bad)
     assert [e.message for e in err.value.errors] == [d.message.split(" (in ")[0].split("\nhint")[0] for d in diags]
+    doc.close()
+
+
+async def test_ranges_count_utf16_code_units(lsp, workdir):
+    """LSP columns are UTF-16 code units: a character outside the BMP counts two."""
+    text = 'model M {\n  input x: f32[N, 4]\n  output y = x -> Linear(3, name="\U0001d4c1") -> Conv2d(3, 3)\n}\n'
+    doc = Doc(lsp, workfile(workdir, "diag_utf16.arch", text))
+    (d,) = await doc.open()
+    line = text.split("\n")[2]
+    start = len(line[:line.index("Conv2d")].encode("utf-16-le")) // 2
+    assert start == line.index("Conv2d") + 1
+    assert d.range == T.Range(start=T.Position(line=2, character=start),
+                              end=T.Position(line=2, character=start + len("Conv2d(3, 3)")))
     doc.close()
 
 
@@ -364,6 +378,9 @@ async def test_rename_a_tensor_and_a_block_across_files(lsp, workdir):
     text = (ROOT / "specs/lenet5.arch").read_text()
     doc = Doc(lsp, workfile(workdir, "rename_lenet.arch", text))
     await doc.open()
+    prepared = await lsp.text_document_prepare_rename_async(T.PrepareRenameParams(
+        text_document=doc.id, position=doc.pos("x = x -> Conv2d(16", offset=1)))
+    assert prepared.placeholder == "x" and prepared.range == doc.range("x = x -> Conv2d(16", length=1)
     edit = await doc.rename(doc.pos("x = x -> Conv2d(16"), "h")
     (edits,) = edit.changes.values()
     assert len(edits) == len(re.findall(r"\bx\b", text)) == 6      # every binding and use of x

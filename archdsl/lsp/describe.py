@@ -44,6 +44,11 @@ def op_doc(op) -> str:
     return inspect.cleandoc(op.doc or type(op).__doc__ or "")
 
 
+def op_summary(op) -> str:
+    """The first paragraph of an op's doc."""
+    return op_doc(op).split("\n\n")[0]
+
+
 def arg_doc(arg) -> str:
     parts = [f"`{arg_text(arg)}`"]
     if arg.choices:

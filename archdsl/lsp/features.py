@@ -169,15 +169,14 @@ def _md(text: str | None, rng: T.Range) -> T.Hover | None:
 
 
 def _op_hover(op) -> str:
-    doc = D.op_doc(op).split("\n\n")[0]
     args = "\n".join(f"- {D.arg_doc(x)}" for x in op.args)
-    return f"```archdsl\n{D.op_signature(op)}\n```\n{doc}" + (f"\n\n{args}" if args else "")
+    return f"```archdsl\n{D.op_signature(op)}\n```\n{D.op_summary(op)}" + (f"\n\n{args}" if args else "")
 
 
 def _layer_hover(layers) -> str:
     """An op's signature and doc, then each distinct application: types, parameters, derivation."""
     op = layers[0].node.op
-    parts = [f"```archdsl\n{D.op_signature(op)}\n```\n{D.op_doc(op).split(chr(10) * 2)[0]}"]
+    parts = [f"```archdsl\n{D.op_signature(op)}\n```\n{D.op_summary(op)}"]
     shown: list = []
     for rec in layers:
         n = rec.node

@@ -58,14 +58,8 @@ class ArchLanguageServer(LanguageServer):
                              source=F.SOURCE, severity=T.DiagnosticSeverity.Error)]))
 
     def analysis(self, uri: str):
-        a = self.ws.analyses.get(uri)
-        if a is None:       # a request for a file the client did not open: read it from disk
-            p = path_of(uri)
-            text = self.ws.source(p) if p is not None else None
-            if text is None:
-                return None
-            a = self.ws.update(uri, text, None)[0]
-        return a
+        """The document's latest analysis (a file the client has not opened: read from disk)."""
+        return self.ws.analyses.get(uri) or self.ws.peek(uri)
 
 
 def make_server() -> ArchLanguageServer:

@@ -165,7 +165,21 @@ class Workspace:
         self.last_parsed.pop(uri, None)
 
     def analyze(self, uri: str) -> Analysis:
+        """Analyse an open document and keep the result."""
         text, version = self.documents[uri]
+        a = self._analyze(uri, text, version)
+        if a.module is not None:
+            self.last_parsed[uri] = a
+        self.analyses[uri] = a
+        return a
+
+    def peek(self, uri: str) -> Analysis | None:
+        """The analysis of a file the editor has not opened: read from disk, not kept."""
+        path = path_of(uri)
+        text = self.source(path) if path is not None else None
+        return self._analyze(uri, text, None) if text is not None else None
+
+    def _analyze(self, uri: str, text: str, version: int | None) -> Analysis:
         path = path_of(uri)
         file = path if path is not None else "<string>"
         a = Analysis(uri, file, version, SourceText(text, self.encoding), None, None)
@@ -181,8 +195,6 @@ class Workspace:
                 TracedSpec(ns, a.trace)
             except ArchError as e:
                 a.errors.extend(errors_of(e))
-            self.last_parsed[uri] = a
-        self.analyses[uri] = a
         return a
 
     def parsed(self, uri: str) -> Analysis | None:
