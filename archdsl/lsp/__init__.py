@@ -4,6 +4,9 @@
     trace.py        the elaborator, traced: source span -> values, IR nodes, block applications
     index.py        definitions and uses of names, from the AST
     text.py         spans <-> LSP positions
-    features.py     diagnostics, hover, completion, navigation, symbols, formatting, inlay hints
+    features.py     diagnostics, hover, definition, references, rename, symbols, inlay hints, formatting
+    completion.py   completion, from the text before the cursor
+    describe.py     how ops, blocks and values are shown
     server.py       the pygls server: LSP messages -> features
+    cli.py          the `archdsl lsp` subcommand
 """
