@@ -281,6 +281,12 @@ async def test_hover_on_tensors_layers_and_blocks(lsp, workdir):
     assert "classes: int = 10" in param
     doc.close()
 
+    bert = Doc(lsp, workdir / "bert.arch")
+    await bert.open()
+    named = await bert.hover(bert.pos("cross_entropy(mlm_logits", offset=len("cross_entropy(")))
+    assert "mlm_logits: f32[N, T, 64]" in named           # a train section's name for BertSmall's output
+    bert.close()
+
     res = Doc(lsp, workdir / "resnet18.arch")
     await res.open()
     stage = await res.hover(res.pos("BasicStage(128", offset=3))

@@ -240,14 +240,10 @@ def _name_hover(occ, a: Analysis, ws: Workspace) -> str:
     """A tensor, parameter, input or repeat index: what it is, with every type the elaborator gave it."""
     sym = _symbol(occ.key, a, ws)
     kind = sym.kind if sym else occ.key[0]
-    values = [s.value for s in _uses(a, ws, occ.span)]
-    if occ.binds is not None:
-        for seen in _bindings(a, ws, occ.binds):
-            if occ.name in seen.value:
-                values.append(seen.value[occ.name])
-        if not values:       # a block input or parameter: the values its uses saw
-            for other in a.index.of(occ.key):
-                values.extend(s.value for s in _uses(a, ws, other.span))
+    values = _values(occ, a, ws)
+    if not values:      # a block input, or a model's output named in a train section: the
+        # values of the symbol's other occurrences
+        values = [v for other in a.index.of(occ.key) for v in _values(other, a, ws)]
     layer = next((v for v in values if isinstance(v, LayerInstance)), None)
     if layer is not None:       # `enc = Linear(32)`: the layer's applications, wherever they are
         apps = [r for trace in _traces(a, ws) for r in trace.layers.get(layer.span, ())]
@@ -279,6 +275,14 @@ def _name_hover(occ, a: Analysis, ws: Workspace) -> str:
     if shown:
         return f"```archdsl\n{occ.name}: {shown[0]}\n```\n{label} in {occ.key[2]}"
     return f"```archdsl\n{occ.name}\n```\n{label} in {occ.key[2]}"
+
+
+def _values(occ, a: Analysis, ws: Workspace) -> list:
+    """What the name at this occurrence evaluated to, or the statement it is bound in bound it to."""
+    values = [s.value for s in _uses(a, ws, occ.span)]
+    if occ.binds is not None:
+        values += [seen.value[occ.name] for seen in _bindings(a, ws, occ.binds) if occ.name in seen.value]
+    return values
 
 
 def _import_hover(item: A.Import, a: Analysis, ws: Workspace) -> str:
