@@ -106,12 +106,15 @@ class Spec:
                             hint=did_you_mean(name, list(self.ns.models) + gans) or listing)
         key = (name, tuple(sorted(overrides.items())))
         if key not in self._cache:
-            ir = Elaborator(self.ns).model(name, overrides)
-            self._cache[key] = CompiledModel(ir, self)
+            self._cache[key] = CompiledModel(self.elaborate(name, overrides), self)
         if hasattr(self, "sections"):   # the train section's `freeze` list (once sections are checked)
             from .passes.freeze import apply_section_freeze
             apply_section_freeze(self, self._cache[key].ir)
         return self._cache[key]
+
+    def elaborate(self, name: str, overrides: dict) -> Model:
+        """Model `name`'s IR, elaborated afresh (the language server overrides this to trace it)."""
+        return Elaborator(self.ns).model(name, overrides)
 
     def _default_model(self) -> str:
         """With several models, the last one in the file (`archdsl train` picks the model its

@@ -21,3 +21,15 @@ def machine() -> str:
     """CPU, cores, OS and the 1-minute load average, for the reports' machine line."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, load avg {load:.2f}"
+
+
+def write_results(path: Path, name: str, text: str, title: str) -> None:
+    """Replace the block between `<!-- NAME results -->` and `<!-- /NAME results -->` in a report
+    (created with `title` when missing), written atomically."""
+    from archdsl.fileio import atomic_write
+    begin, end = f"<!-- {name} results -->", f"<!-- /{name} results -->"
+    doc = path.read_text(encoding="utf-8") if path.exists() else f"# {title}\n\n{begin}\n{end}\n"
+    if begin not in doc:
+        doc += f"\n{begin}\n{end}\n"
+    head, rest = doc.split(begin, 1)
+    atomic_write(path, f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")

@@ -35,19 +35,33 @@ class Namespace:
         return {k: d for k, d in self.definitions.items() if d.kind == "model"}
 
 
-def load(text: str | None = None, path: str | os.PathLike | None = None) -> Namespace:
+def load(text: str | None = None, path: str | os.PathLike | None = None, *,
+         buffers: dict | None = None, parse_file=None) -> Namespace:
+    """The namespace of a spec: `path` alone reads the file; `text` alone is a spec without a
+    file (imports relative to the working directory); both: `text` is the content of `path`
+    (an editor's unsaved buffer). `buffers` (resolved path -> text) are read instead of those
+    files, and `parse_file(text, file) -> Module` stands in for `parse` (the language server
+    passes its open documents and a cache of parsed modules)."""
     if path is not None:
-        p = Path(path)
-        text = _read(p, None)
+        if text is None:
+            text = _read(Path(path), None)
         file = str(path)
     else:
         file = "<string>"
     ns = Namespace(file, text)
     errors: list[ArchError] = []
     _load_into(ns, text, file, Path(file).resolve().parent if path is not None else Path.cwd(),
-               stack=[str(Path(file).resolve()) if path is not None else file], errors=errors, main=True)
+               stack=[str(Path(file).resolve()) if path is not None else file], errors=errors, main=True,
+               io=(buffers or {}, parse_file or parse))
     raise_errors(errors)
     return ns
+
+
+def import_target(path: str, base: Path) -> Path:
+    """The file `import "path"` names, from a file in folder `base` (`std/...`: the standard library)."""
+    if path.startswith(STDLIB_PREFIX):
+        return (stdlib_dir() / path[len(STDLIB_PREFIX):]).resolve()
+    return (base / path).resolve()
 
 
 def _read(p: Path, span: Span | None) -> str:
@@ -91,20 +105,18 @@ def _read(p: Path, span: Span | None) -> str:
 
 
 def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str],
-               errors: list[ArchError], main: bool) -> None:
-    module = parse(text, file)
+               errors: list[ArchError], main: bool, io=({}, parse)) -> None:
+    buffers, parse_file = io
+    module = parse_file(text, file)
     ns.files.append(file)
     ns.seen.add(stack[-1])
     for item in module.items:
         if isinstance(item, A.Import):
             try:
-                if item.path.startswith(STDLIB_PREFIX):
-                    target = (stdlib_dir() / item.path[len(STDLIB_PREFIX):]).resolve()
-                    if stdlib_dir().resolve() not in target.parents:
-                        errors.append(ArchError(f"'{item.path}' is outside the standard library", item.span))
-                        continue
-                else:
-                    target = (base / item.path).resolve()
+                target = import_target(item.path, base)
+                if item.path.startswith(STDLIB_PREFIX) and stdlib_dir().resolve() not in target.parents:
+                    errors.append(ArchError(f"'{item.path}' is outside the standard library", item.span))
+                    continue
             except (OSError, RuntimeError, ValueError) as e:   # a symlink loop (RuntimeError before
                 # Python 3.13); a NUL character in the path (ValueError)
                 errors.append(ArchError(f"cannot import '{item.path}': {getattr(e, 'strerror', None) or e}",
@@ -124,7 +136,7 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
                                         "archdsl.elaborate.loader.MAX_IMPORT_DEPTH"))
                 continue
             try:
-                sub = _read(target, item.span)
+                sub = buffers[key] if key in buffers else _read(target, item.span)
                 if not target.exists():
                     raise ArchError(f"no such file: {item.path}", item.span)
             except ArchError as e:
@@ -140,7 +152,7 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
                 errors.append(e)
                 continue
             try:
-                _load_into(ns, sub, str(target), target.parent, stack + [key], errors, main=False)
+                _load_into(ns, sub, str(target), target.parent, stack + [key], errors, main=False, io=io)
             except ArchError as e:
                 errors.append(e)
         elif isinstance(item, A.Definition):

@@ -265,6 +265,13 @@ def parse(source: str, file: str = "<string>") -> A.Module:
     return A.Module(file, source, items)
 
 
+def tokens(source: str) -> list[Token]:
+    """The tokens of a source that parses, as the parser's lexer reads them (comments dropped;
+    positions as in the AST's spans). The language server finds the names a statement binds
+    with them."""
+    return list(_parser().lex(source[1:] if source.startswith("\ufeff") else source))
+
+
 # A bracket, or something inside which brackets do not count (a comment or a string). Lark's
 # lexer reads these the same way, left to right.
 _BRACKET_SCAN = re.compile(r"#[^\n]*|\"[^\"\n]*\"|'[^'\n]*'|[(\[{}\])]")
