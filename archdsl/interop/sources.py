@@ -120,39 +120,22 @@ def _read_config(path: Path) -> dict:
 
 def read_safetensors(path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError, safe_open
-    out = {}
+    try:
+        import ml_dtypes  # noqa: F401  (onnx's dependency: gives NumPy bfloat16 and the float8s)
+    except ImportError:
+        pass
     try:
         with safe_open(str(path), framework="np") as f:
-            for k in f.keys():
-                try:
-                    out[k] = f.get_tensor(k)
-                except TypeError:            # bfloat16: NumPy has no such dtype
-                    out[k] = None
+            return {k: _widen(f.get_tensor(k)) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise ArchError(f"'{path}' is not a readable safetensors file (truncated or corrupt?): {e}") from None
-    missing = [k for k, v in out.items() if v is None]
-    if missing:
-        out.update(_bfloat16(path, missing))
-    return out
+    except TypeError as e:
+        raise ArchError(f"'{path}': a tensor's dtype is not one NumPy can hold ({e})") from None
 
 
-def _bfloat16(path, names) -> dict[str, np.ndarray]:
-    """bfloat16 tensors read from the raw file and widened to float32 (the upper 16 bits of a
-    float32 are a bfloat16). The format: an 8-byte little-endian header length, a JSON header
-    with each tensor's dtype, shape and byte offsets, then the data."""
-    with open(path, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-        out = {}
-        for k in names:
-            info = header[k]
-            if info["dtype"] != "BF16":
-                raise ArchError(f"'{path}': tensor {k} has dtype {info['dtype']}, which NumPy cannot hold")
-            start, end = info["data_offsets"]
-            fh.seek(8 + n + start)
-            raw = np.frombuffer(fh.read(end - start), dtype="<u2")
-            out[k] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-    return out
+def _widen(a: np.ndarray) -> np.ndarray:
+    """float32 for the floating types of an extension (bfloat16, float8), which BLAS cannot use."""
+    return a if a.dtype.kind in "fiub" else a.astype(np.float32)
 
 
 def torch_module():
