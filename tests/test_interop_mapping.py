@@ -41,6 +41,7 @@ mapping M from "torchvision.models.resnet18" {
   "ab.{a|b}" -> "ab" concat rows
   "*.scale" -> "scales.*"
   drop "**.num_batches_tracked"
+  alias "**.gamma" = "**.weight"
 }
 """
 
@@ -48,7 +49,7 @@ mapping M from "torchvision.models.resnet18" {
 def test_patterns_indices_offsets_pieces_and_stars():
     sec = parse_mapping(MAP, "m.map").sections[0]
     arrays = {"layer2.0.conv1.weight": np.ones((2, 2)), "layer2.3.conv2.weight": np.ones((2, 2)),
-              "bn.weight": np.ones(3), "bn.bias": np.zeros(3),
+              "bn.gamma": np.ones(3), "bn.bias": np.zeros(3),
               "qkv.weight": np.arange(12.0).reshape(2, 6), "ab.a": np.ones(2), "ab.b": np.zeros(2),
               "fc.scale": np.ones(1), "x.bn.num_batches_tracked": np.zeros((), np.int64), "what": np.ones(1)}
     conv = convert(arrays, sec, reading=True)
@@ -60,8 +61,8 @@ def test_patterns_indices_offsets_pieces_and_stars():
     # and backwards: the same names and arrays come back
     back = convert({k: p.array for k, p in conv.out.items()}, sec, reading=False)
     for k, p in back.out.items():
-        np.testing.assert_array_equal(p.array, arrays[k])
-    assert set(back.out) == set(arrays) - {"what", "x.bn.num_batches_tracked"}
+        np.testing.assert_array_equal(p.array, arrays.get(k, arrays.get("bn.gamma")))
+    assert set(back.out) == set(arrays) - {"what", "x.bn.num_batches_tracked", "bn.gamma"} | {"bn.weight"}
 
 
 def test_a_shifted_index_never_goes_negative():
@@ -87,6 +88,7 @@ def test_a_shifted_index_never_goes_negative():
     ('mapping M {\n  include N\n}', 2, 3, "include N: no mapping section for model 'N'"),
     ('mapping M { include N }\nmapping N { include M }', 2, 13, "include each other"),
     ('mapping M {\n  tied "a.{i}" = "b"\n}', 2, 3, "both sides need the same indices"),
+    ('mapping M {\n  alias "**.gamma" = "*.weight"\n}', 2, 3, "both sides need the same indices and wildcards"),
 ])
 def test_mistakes_in_a_mapping_point_at_line_and_column(text, line, col, message):
     with pytest.raises(ArchError) as e:

@@ -96,7 +96,7 @@ class Seq2SeqTransformer(nn.Module):
         self.decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(d, heads, ffn, batch_first=True), layers)
 
     def forward(self, src, tgt):
-        pos = lambda t: torch.from_numpy(sinusoid_table(t, self.embedding.embedding_dim, "float32"))  # noqa: E731
+        pos = lambda t: torch.tensor(sinusoid_table(t, self.embedding.embedding_dim, "float32"))  # noqa: E731
         memory = self.encoder(self.embedding(src) + pos(src.shape[1]))
         mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
         y = self.decoder(self.embedding(tgt) + pos(tgt.shape[1]), memory, tgt_mask=mask, tgt_is_causal=True)

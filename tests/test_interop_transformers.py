@@ -188,6 +188,12 @@ def test_bert_for_pretraining_to_onnx(tmp_path, capsys):
 def test_bert_model_and_the_encoder_of_a_pretraining_checkpoint(tmp_path, capsys):
     m = bert(transformers.BertModel)
     m.save_pretrained(tmp_path / "enc")
+    # as older checkpoints (bert-base-uncased) spell LayerNorm's parameters: gamma and beta
+    from safetensors.torch import save_file
+    old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+           for k, v in m.state_dict().items()}
+    assert "embeddings.LayerNorm.gamma" in old
+    save_file(old, str(tmp_path / "enc" / "model.safetensors"), metadata={"format": "pt"})
     rc, out, err = cli(capsys, "import-weights", SPECS / "bert.arch", tmp_path / "enc", "-m", "BertEncoder",
                        *sets(BERT), "-o", tmp_path / "enc.npz", "--verify")
     assert rc == 0, err

@@ -50,8 +50,14 @@ def targets(section: Section, name: str, reading: bool = True) -> tuple[Rule | N
 
 
 def canonical(section: Section, name: str) -> str:
-    """The source name as the section's rules spell it: with or without the `base` prefix (a
-    checkpoint of the base model, saved without the prefix its task model adds, or the other way)."""
+    """The source name as the section's rules spell it: an `alias` (an older spelling) renamed,
+    with or without the `base` prefix (a checkpoint of the base model, saved without the prefix
+    its task model adds, or the other way)."""
+    for a in section.aliases:
+        b = a.copy.match(name)
+        if b is not None:
+            name = a.of.format(b)
+            break
     base = section.base
     if not base or _known(section, name):
         return name

@@ -28,8 +28,10 @@ A rule reads `source -> archdsl`; writing (archdsl -> source) runs it backwards.
 Transforms run left to right when reading: `transpose` (2-D), `split rows|columns` into the
 pieces, `concat rows|columns` of the pieces. Rules are tried in order; the first that matches
 wins. `drop` patterns are ignored when reading; `tied A = B`: the source may hold A as a copy of
-B (it must then be equal), and writing emits it; `include SECTION under "prefix."` takes another
-section's rules with the prefix before their source names. Errors point at line and column.
+B (it must then be equal), and writing emits it; `alias OLD = NEW`: an older spelling read as
+the new one (BERT's LayerNorm.gamma); `include SECTION under "prefix."` takes another section's
+rules, drops, ties and configs with the prefix before their source names (not its base, aliases,
+inputs or outputs). Errors point at line and column.
 """
 from __future__ import annotations
 
@@ -93,7 +95,12 @@ class Pattern:
 
     @property
     def stars(self) -> int:
-        return sum(p == STAR for p in self.parts)
+        """How many wildcards (* and **): each carries its text to the other side, in order."""
+        return len(self.wildcards)
+
+    @property
+    def wildcards(self) -> tuple[str, ...]:
+        return tuple(p for p in self.parts if p in (STAR, ANY_PATH))
 
     @property
     def regex(self) -> re.Pattern:
@@ -105,11 +112,9 @@ class Pattern:
                     out.append(rf"(?P<i_{p.var}>\d+)")
                 elif isinstance(p, Group):
                     out.append("(?P<alt>" + "|".join(map(re.escape, p.alts)) + ")")
-                elif p == STAR:
-                    out.append(rf"(?P<s{k}>[A-Za-z0-9_]+)")
+                elif p in (STAR, ANY_PATH):
+                    out.append(rf"(?P<s{k}>{'[A-Za-z0-9_]+' if p == STAR else '.+'})")
                     k += 1
-                elif p == ANY_PATH:
-                    out.append(".+")
                 else:
                     out.append(re.escape(p))
             r = self.__dict__["_regex"] = re.compile("".join(out))
@@ -140,7 +145,7 @@ class Pattern:
                 out.append(str(v))
             elif isinstance(p, Group):
                 out.append(alt)
-            elif p == STAR:
+            elif p in (STAR, ANY_PATH):
                 out.append(b.stars[k])
                 k += 1
             else:
@@ -161,6 +166,7 @@ class Pattern:
 
 
 def parse_pattern(text: str, span: Span, allow_any_path: bool = False) -> Pattern:
+    """allow_any_path: `**` may stand for a dotted path (in drop and alias patterns)."""
     """A pattern string (without its quotes) -> Pattern; errors point into the string."""
     parts: list = []
     pos = 0
@@ -181,7 +187,7 @@ def parse_pattern(text: str, span: Span, allow_any_path: bool = False) -> Patter
                  "{i} is an index, {a|b|c} are pieces")
         elif tok == ANY_PATH:
             if not allow_any_path:
-                fail("'**' (any dotted path) is only allowed in `drop` patterns", m.start(), m.end(),
+                fail("'**' (any dotted path) is only allowed in `drop` and `alias` patterns", m.start(), m.end(),
                      "use * for one name, {i} for an index")
             parts.append(ANY_PATH)
         elif tok == STAR:
@@ -307,6 +313,7 @@ class Section:
     rules: list[Rule] = field(default_factory=list)
     drops: list[Pattern] = field(default_factory=list)
     ties: list[Tie] = field(default_factory=list)
+    aliases: list[Tie] = field(default_factory=list)     # older spellings: copy = the old, of = the new
     configs: list[Config] = field(default_factory=list)
     base: str | None = None
     inputs: list[Port] = field(default_factory=list)
@@ -444,10 +451,17 @@ class _Builder:
         sec.drops.extend(self.pattern(s, allow_any_path=True) for s in t.children)
 
     def tied(self, sec: Section, t: Tree) -> None:
-        a, b = (self.pattern(s) for s in t.children)
-        if sorted(a.vars) != sorted(b.vars) or a.stars != b.stars or a.group or b.group:
-            raise ArchError(f"tied \"{a}\" = \"{b}\": both sides need the same indices and '*'", self.span(t))
-        sec.ties.append(Tie(a, b, self.span(t)))
+        sec.ties.append(self._pair(t, "tied"))
+
+    def alias(self, sec: Section, t: Tree) -> None:
+        sec.aliases.append(self._pair(t, "alias", allow_any_path=True))
+
+    def _pair(self, t: Tree, what: str, allow_any_path: bool = False) -> Tie:
+        a, b = (self.pattern(s, allow_any_path) for s in t.children)
+        if sorted(a.vars) != sorted(b.vars) or a.wildcards != b.wildcards or a.group or b.group:
+            raise ArchError(f"{what} \"{a}\" = \"{b}\": both sides need the same indices and wildcards",
+                            self.span(t))
+        return Tie(a, b, self.span(t))
 
     def config(self, sec: Section, t: Tree) -> None:
         name, value = t.children

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ArchError, did_you_mean
 from ..ir.graph import Model
 from ..ir.types import resolve_dim
+from .convert import canonical
 from .mapping import Port, Section
 from .sources import torch_module
 
@@ -92,8 +93,9 @@ def source_module(section: Section, model: Model, config: dict | None = None):
 
 def load_source(module, tensors: dict[str, np.ndarray], section: Section | None = None, strict: bool = False):
     """Load named arrays into a torch module. strict: exactly its state dict (load_state_dict
-    strict=True); else every parameter must be found (under its name, with or without the
-    mapping's base prefix, or as the original of a tied copy) and missing buffers keep their values."""
+    strict=True); else every parameter must be found (under its name as the mapping spells it:
+    aliases renamed, with or without its base prefix; or as the original of a tied copy), and
+    missing buffers keep their values."""
     torch = torch_module()
     if strict:
         sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
@@ -103,9 +105,10 @@ def load_source(module, tensors: dict[str, np.ndarray], section: Section | None 
             raise ArchError(f"the source model does not load these tensors: {str(e).splitlines()[0]}") from None
         return module
     params = dict(module.named_parameters())
+    named = {canonical(section, k): v for k, v in tensors.items()} if section is not None else tensors
     sd, missing = {}, []
     for k, t in module.state_dict().items():
-        a = _find(k, tensors, section)
+        a = _find(k, named, section)
         if a is None:
             if k in params:
                 missing.append(k)
@@ -119,19 +122,13 @@ def load_source(module, tensors: dict[str, np.ndarray], section: Section | None 
 
 
 def _find(name, tensors, section):
-    if name in tensors:
-        return tensors[name]
-    if section is None:
-        return None
-    base = section.base
-    if base:
-        other = name[len(base):] if name.startswith(base) else base + name
-        if other in tensors:
-            return tensors[other]
+    """A tensor by the name the module gives it, or as the original of a tied copy."""
+    if name in tensors or section is None:
+        return tensors.get(name)
     for tie in section.ties:
         b = tie.copy.match(name)
         if b is not None:
-            return _find(tie.of.format(b), tensors, section)
+            return tensors.get(tie.of.format(b))
     return None
 
 
