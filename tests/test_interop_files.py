@@ -197,3 +197,12 @@ def test_command_errors_exit_1_without_a_traceback(tmp_path, capsys, hf_tensors)
     rc, out, err = cli(capsys, "export-weights", SPECS / "lenet5.arch", "--weights", tmp_path / "w.safetensors",
                        "-o", tmp_path / "x.safetensors")
     assert rc == 1 and "does not fit model LeNet5" in err
+
+
+def test_verify_without_pytorch_names_the_fix(tmp_path, capsys, monkeypatch, hf_tensors):
+    save_file(hf_tensors, str(tmp_path / "w.safetensors"))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    rc, out, err = cli(capsys, "import-weights", SPECS / "gpt.arch", tmp_path / "w.safetensors", "-m", "GPT2", *SMALL,
+                       "-o", tmp_path / "gpt.npz", "--verify")
+    assert rc == 1 and "--verify (running the source model) needs PyTorch" in err
+    assert "pip install 'archdsl[torch]'" in err and not (tmp_path / "gpt.npz").exists()

@@ -46,6 +46,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from ..cli import _model
     from ..train.checkpoint import load_weights
+    from .mapping import IDENTITY
     from .verify import load_source, source_module, verify
     from .weights import export_weights, save_exported
 
@@ -58,7 +59,7 @@ def cmd_export(args) -> int:
         print(report.describe())
         report.check()
     wrote = save_exported(tensors, section, model.ir, args.output)
-    how = "names as they are" if section.source is None and not section.rules else f"mapping {section.label}"
+    how = "names as they are" if section is IDENTITY else f"mapping {section.label}"
     print(f"wrote {', '.join(map(str, wrote))}: model {model.name}, {len(tensors)} tensors through the {how}")
     return 0
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ArchError
-from .mapping import IDENTITY, Rule, Section, StepError, run_steps
+from .mapping import IDENTITY, Rule, Section, StepError, run_steps, where
 
 
 @dataclass
@@ -146,6 +146,6 @@ def _resolve_ties(section: Section, work: dict, conv: Conversion, problems: list
                 continue
             other = work[of][0]
             if other.shape != arr.shape or not np.array_equal(other, arr):
-                problems.append(f"'{orig}' differs from '{work[of][1]}', but {tie.span.file.rsplit('/', 1)[-1]}:"
-                                f"{tie.span.line} says they are tied (the spec keeps one tensor for both)")
+                problems.append(f"'{orig}' differs from '{work[of][1]}', but {where(tie.span)} says they are "
+                                f"tied (the spec keeps one tensor for both)")
             conv.tied.append(orig)

@@ -279,7 +279,12 @@ class Rule:
         return self.target, self.source, tuple(s.inverse() for s in reversed(self.steps))
 
     def where(self) -> str:
-        return f"{Path(self.span.file).name}:{self.span.line}"
+        return where(self.span)
+
+
+def where(span: Span) -> str:
+    """'gpt.map:30': a line of a mapping file, for messages about the data it maps."""
+    return f"{Path(span.file).name}:{span.line}"
 
 
 @dataclass(eq=False)
@@ -322,7 +327,7 @@ class Section:
 
     @property
     def label(self) -> str:
-        return f"{Path(self.span.file).name}:{self.span.line} ({', '.join(self.models)})"
+        return f"{where(self.span)} ({', '.join(self.models)})"
 
     def config_args(self, model_args: dict) -> dict:
         """The source's configuration for a model's parameters: each `config` line's value."""

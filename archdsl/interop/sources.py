@@ -20,7 +20,7 @@ from ..errors import ArchError
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SUFFIXES = (".safetensors", ".onnx") + TORCH_SUFFIXES
-TORCH_HINT = "pip install 'archdsl[torch]' (PyTorch reads .pt/.pth/.bin files; safetensors needs nothing more)"
+TORCH_HINT = "pip install 'archdsl[torch]' (PyTorch reads .pt/.pth/.bin files and runs --verify; .safetensors needs nothing more)"
 # In a Hugging Face folder, in order of preference: (index of shards, single file).
 HF_WEIGHTS = (("model.safetensors.index.json", "model.safetensors"),
               ("pytorch_model.bin.index.json", "pytorch_model.bin"))
@@ -138,12 +138,11 @@ def _widen(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.kind in "fiub" else a.astype(np.float32)
 
 
-def torch_module():
+def torch_module(purpose: str = "reading PyTorch checkpoints"):
     try:
         import torch
     except ImportError:
-        raise ArchError("reading PyTorch checkpoints needs PyTorch, which is not installed",
-                        hint=TORCH_HINT) from None
+        raise ArchError(f"{purpose} needs PyTorch, which is not installed", hint=TORCH_HINT) from None
     return torch
 
 

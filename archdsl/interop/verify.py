@@ -71,7 +71,7 @@ def source_module(section: Section, model: Model, config: dict | None = None):
     if root not in LIBRARIES:
         raise ArchError(f"from \"{section.source}\": --verify builds models of {', '.join(LIBRARIES)} only",
                         section.span)
-    torch_module()
+    torch_module("--verify (running the source model)")
     import importlib
     try:
         mod = importlib.import_module(lib)

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ArchError, did_you_mean
 from ..ir.graph import Model
 from .convert import Conversion, canonical, convert, targets
-from .mapping import IDENTITY, MappingFile, Section, find_mapping, load_mapping
+from .mapping import IDENTITY, MappingFile, Section, find_mapping, load_mapping, where
 from .sources import Source, read_source, write_config, write_safetensors
 
 SHOW = 6          # entries of each kind in an error before "... (N more)"
@@ -102,7 +102,7 @@ def check_config(src: Source, sec: Section, model: Model) -> None:
                 sets.append(f"--set {c.param}={v}")
         elif not any(_same(v, lit) for lit in c.literals):
             want = " or ".join(repr(x) for x in c.literals)
-            bad.append(f"{c.field} = {v!r} in the config, but the spec computes {want} ({Path(c.span.file).name}:{c.span.line})")
+            bad.append(f"{c.field} = {v!r} in the config, but the spec computes {want} ({where(c.span)})")
     if bad:
         raise ArchError(f"'{src.config_path}' does not match model {model.name}:\n  " + "\n  ".join(bad),
                         hint=(f"set the spec's parameters to the checkpoint's: {' '.join(sets)}" if sets
