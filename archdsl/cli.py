@@ -156,10 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Later pipeline stages register their own subcommands.
     from .authoring import cli as authoring_cli
+    from .interop import cli as interop_cli
     from .lsp import cli as lsp_cli
     from .sample import cli as sample_cli
     from .train import cli as train_cli
-    for stage in (train_cli, sample_cli, authoring_cli, lsp_cli):
+    for stage in (train_cli, sample_cli, interop_cli, authoring_cli, lsp_cli):
         stage.add_commands(sub)
     return ap
 

@@ -71,7 +71,7 @@ def read_gan_checkpoint(path) -> tuple[Checkpoint, dict[str, dict], dict[str, di
 def load_member(path, model, role: str | None = None) -> dict[str, np.ndarray]:
     """The weights of `model` (an IR Model) from a GAN checkpoint (the member `role`, or the one
     whose model name matches), or from a plain weights file / an ordinary checkpoint."""
-    ck = read_checkpoint(path)
+    ck = read_checkpoint(path, model)
     if not is_gan(ck):
         return check_weights(ck.weights, model, ck.path)
     w, _ = split(ck)

@@ -9,7 +9,9 @@
 Files are written through `fileio.atomic_path`, so an interrupted save leaves the previous
 checkpoint intact, and read with `allow_pickle=False` always. `load_weights` is strict: missing,
 extra or mis-shaped parameters, and truncated or corrupt files, are ArchErrors that name them.
-A plain `.npz` of name -> array (no `__meta__`) is accepted as weights too.
+A plain `.npz` of name -> array (no `__meta__`) is accepted as weights too, and so are other
+frameworks' files (.safetensors, .pt/.pth/.bin, .onnx, Hugging Face folders): archdsl/interop
+reads them into the model's names through the mapping beside its spec.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ class Checkpoint:
 
     @property
     def is_full(self) -> bool:
-        """A training checkpoint (with metadata), not just a bag of weights."""
-        return self.meta.get("format") == FORMAT
+        """A training checkpoint (with metadata), not just a bag of weights (as import-weights writes)."""
+        return self.meta.get("format") == FORMAT and self.meta.get("kind") != "weights"
 
 
 def save_checkpoint(path, weights: dict[str, np.ndarray], optim: dict[str, np.ndarray] | None = None,
@@ -74,8 +76,13 @@ def _resolve(path) -> str:
     return p
 
 
-def read_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint (or a plain .npz of weights). A run directory means its checkpoint.npz."""
+def read_checkpoint(path, model: Model | None = None, strict: bool = True) -> Checkpoint:
+    """Read a checkpoint (or a plain .npz of weights). A run directory means its checkpoint.npz.
+    Another framework's weights are mapped onto `model` (strictly, or as far as they go for
+    --init); the source tensors that no rule takes are listed in meta["unused"]."""
+    from ..interop.sources import is_foreign
+    if is_foreign(path):
+        return _read_foreign(path, model, strict)
     p = _resolve(path)
     arrays: dict[str, np.ndarray] = {}
     try:
@@ -109,6 +116,16 @@ def read_checkpoint(path) -> Checkpoint:
     else:
         weights, optim = arrays, {}
     return Checkpoint(p, weights, optim, meta)
+
+
+def _read_foreign(path, model: Model | None, strict: bool) -> Checkpoint:
+    if model is None:
+        raise ArchError(f"'{path}' holds another framework's weights, not an archdsl checkpoint",
+                        hint="it is read where the model is known: --weights, --init, or "
+                             f"archdsl import-weights SPEC {path} -o weights.npz")
+    from ..interop import import_weights
+    imp = import_weights(path, model, strict=strict)
+    return Checkpoint(str(path), imp.weights, meta={"kind": "weights", "unused": imp.unused + imp.unexpected})
 
 
 def check_weights(weights: dict[str, np.ndarray], model: Model, path: str) -> dict[str, np.ndarray]:
@@ -148,7 +165,7 @@ def check_weights(weights: dict[str, np.ndarray], model: Model, path: str) -> di
 
 def load_weights(path, model: Model) -> dict[str, np.ndarray]:
     """name -> float32 array for every parameter and buffer of `model`, from a checkpoint."""
-    ck = read_checkpoint(path)   # names and shapes decide, not the model name in the metadata
+    ck = read_checkpoint(path, model)   # names and shapes decide, not the model name in the metadata
     return check_weights(ck.weights, model, ck.path)
 
 
@@ -170,7 +187,7 @@ class InitReport:
 def init_from(path, model: Model, weights: dict[str, np.ndarray]) -> InitReport:
     """Transfer learning: copy every checkpoint array whose name is a parameter of `model` into
     `weights` (in place). Shapes must agree; names that do not match are reported, not errors."""
-    ck = read_checkpoint(path)
+    ck = read_checkpoint(path, model, strict=False)
     matched, bad = [], []
     for name, p in model.parameters.items():
         if name in ck.weights:
@@ -193,7 +210,7 @@ def init_from(path, model: Model, weights: dict[str, np.ndarray]) -> InitReport:
                         hint=f"checkpoint has: {_names(list(ck.weights), 6)}; model has: "
                              f"{_names(list(model.parameters), 6)}")
     kept = [n for n in model.parameters if n not in ck.weights]
-    unused = [n for n in ck.weights if n not in model.parameters]
+    unused = [n for n in ck.weights if n not in model.parameters] + ck.meta.get("unused", [])
     return InitReport(matched, kept, unused)
 
 
