@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 import archdsl
 from archdsl.cli import main
 from archdsl.errors import ArchError
-from archdsl.interop import export_weights, import_weights, read_source
+from archdsl.interop import export_weights, read_source
 from archdsl.passes.init import initialize
 from archdsl.train.checkpoint import init_from, load_weights, read_checkpoint
 from harness import ort_run

@@ -179,17 +179,17 @@ async def test_shipped_specs_open_without_diagnostics(lsp, workdir):
 async def test_typed_error_has_its_range_related_producer_and_clears_when_fixed(lsp, workdir):
     doc = Doc(lsp, workfile(workdir, "diag_lenet.arch", (ROOT / "specs/lenet5.arch").read_text()))
     assert await doc.open() == []
-    broken = doc.text.replace("x = x -> Flatten -> Linear(120)", "x = x -> Linear(120)")
+    broken = doc.text.replace("x = x -> Flatten -> Linear(120)", "x = x -> BatchNorm1d -> Flatten -> Linear(120)")
     (d,) = await doc.change(broken)
-    assert d.range == doc.range("Linear(120)")
-    assert d.message.startswith("Linear: expects a 2-D or 3-D input, got f32[N, 16, 5, 5]")
-    assert "hint: did you mean to Flatten first?" in d.message
+    assert d.range == doc.range("BatchNorm1d")
+    assert d.message.startswith("BatchNorm1d: expects a [N, C] or [N, C, L] input, got f32[N, 16, 5, 5]")
+    assert "hint: use BatchNorm2d (or BatchNorm) for a 4-D input" in d.message
     assert d.severity == T.DiagnosticSeverity.Error and d.source == "archdsl" and d.code == "ShapeError"
     # the related location is the layer that produced the mismatched tensor: the AvgPool2d on the line before
     (rel,) = d.related_information
     assert rel.location.uri == doc.uri and rel.location.range == doc.range("AvgPool2d(2)", nth=1)
     assert "f32[N, 16, 5, 5]" in rel.message
-    assert await doc.change(broken.replace("x = x -> Linear(120)", "x = x -> Flatten -> Linear(120)")) == []
+    assert await doc.change(broken.replace("BatchNorm1d -> ", "")) == []
     doc.close()
 
 

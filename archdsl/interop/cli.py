@@ -10,8 +10,14 @@ from ..cliargs import positive_float
 from ..errors import ArchError
 
 
+def _model(args):
+    """The model the command reads or writes weights for (a gan spec: its generator)."""
+    from ..api import compile, parse_set
+    from ..targets import resolve
+    return resolve(compile(Path(args.file)), args.model, parse_set(args.set)).export_model()
+
+
 def cmd_import(args) -> int:
-    from ..cli import _model
     from ..train.checkpoint import save_checkpoint
     from .sources import describe
     from .verify import verify
@@ -20,7 +26,7 @@ def cmd_import(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".npz", ".onnx"):
         raise ArchError(f"cannot write '{out}': expected an archdsl checkpoint (.npz) or an ONNX file (.onnx)")
-    spec, model = _model(args)
+    model = _model(args)
     imp = import_weights(args.source, model.ir, mapping=args.map)
     print(describe(imp.source))
     print(imp.describe())
@@ -44,13 +50,12 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..cli import _model
     from ..train.checkpoint import load_weights
     from .mapping import IDENTITY
     from .verify import load_source, source_module, verify
     from .weights import export_weights, save_exported
 
-    spec, model = _model(args)
+    model = _model(args)
     weights = load_weights(args.weights, model.ir)
     tensors, section = export_weights(weights, model.ir, mapping=args.map)
     if args.verify:                         # the source framework loads the tensors strictly

@@ -375,11 +375,11 @@ def load_mapping(path) -> MappingFile:
 
 
 def parse_mapping(text: str, file: str = "<mapping>") -> MappingFile:
-    from ..syntax.parser import _syntax_error
+    from ..syntax.parser import syntax_error
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as e:
-        raise _syntax_error(e, text, file) from None
+        raise syntax_error(e, text, file) from None
     b = _Builder(file, text)
     sections = [b.section(t) for t in tree.children]
     _resolve_includes(sections)

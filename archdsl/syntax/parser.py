@@ -254,7 +254,7 @@ def parse(source: str, file: str = "<string>") -> A.Module:
     try:
         tree = _parser().parse(source)
     except UnexpectedInput as e:
-        raise _syntax_error(e, source, file) from None
+        raise syntax_error(e, source, file) from None
     _check_depth(tree, source, file)
     try:
         items = _ToAst(file, source).transform(tree)
@@ -315,7 +315,7 @@ def _check_depth(tree: Tree, source: str, file: str) -> None:
                 stack.append((c, d if same_chain else d + 1))
 
 
-def _syntax_error(e: UnexpectedInput, source: str, file: str) -> ArchSyntaxError:
+def syntax_error(e: UnexpectedInput, source: str, file: str) -> ArchSyntaxError:
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
     if line < 1:   # Lark reports -1 at end of input
         lines = source.split("\n")
