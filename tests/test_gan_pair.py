@@ -208,7 +208,7 @@ def test_targets_summary_and_render_of_a_gan(tmp_path):
     target = resolve(spec)                                           # no name: the file's gan section
     assert isinstance(target, GanTarget) and target.name == "Ring"
     js = target.summary_json()
-    assert js["generator"]["total_params"] + js["discriminator"]["total_params"] == 35_971
+    assert js["generator"]["total_params"] + js["discriminator"]["total_params"] == 36_227
     assert 'Model: "Generator"' in target.summary() and 'Model: "Discriminator"' in target.summary()
     target.render(tmp_path / "ring.dot")
     assert "generated f32[N, 2]" in (tmp_path / "ring.dot").read_text()
