@@ -369,12 +369,29 @@ class _MaskedAttention(Op):
         return block, dead, dmask
 
 
+class _DotProductLowerings:
+    """The three lowerings of the dot-product ops: ONNX's native Attention from opset 24 (lengths
+    as nonpad_kv_seqlen) and 23, the MatMul/Softmax decomposition below; `_lower` builds each."""
+
+    @lowering(since=24, when=native_fits_24)
+    def lower_native_lengths(self, a, g, inputs):
+        return self._lower(a, g, inputs, native=True, nonpad_ok=True)
+
+    @lowering(since=23, when=native_fits)
+    def lower_native(self, a, g, inputs):
+        return self._lower(a, g, inputs, native=True)
+
+    @lowering()
+    def lower_decomposed(self, a, g, inputs):
+        return self._lower(a, g, inputs, native=False)
+
+
 def _same(op, a, b, what_a, what_b):
     if a != b and (is_static(a) == is_static(b)):
         raise op.fail(f"{what_a} does not match {what_b}: {a} vs {b}")
 
 
-class MultiHeadAttention(_MaskedAttention):
+class MultiHeadAttention(_DotProductLowerings, _MaskedAttention):
     """Multi-head attention as nn.MultiheadAttention (batch first): self-attention on x, or
     cross-attention on (query, memory) or (query, key, value), with causal, padding and length
     masks. `kdim`/`vdim` are the feature sizes of the key and value inputs (default: the
@@ -571,18 +588,6 @@ class MultiHeadAttention(_MaskedAttention):
         return list(out) if attrs["need_weights"] else [out]
 
     # -- ONNX -------------------------------------------------------------------------------
-    @lowering(since=24, when=native_fits_24)
-    def lower_native_lengths(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True, nonpad_ok=True)
-
-    @lowering(since=23, when=native_fits)
-    def lower_native(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True)
-
-    @lowering()
-    def lower_decomposed(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=False)
-
     def _lower(self, a, b, inputs, native: bool, nonpad_ok: bool = False):
         attrs, lay = a.attrs, a.derived
         d, h, kvh = attrs["d_model"], attrs["heads"], lay.kv_heads
@@ -646,7 +651,7 @@ class MultiHeadAttention(_MaskedAttention):
         return [out, w] if attrs["need_weights"] else [out]
 
 
-class ScaledDotProductAttention(_MaskedAttention):
+class ScaledDotProductAttention(_DotProductLowerings, _MaskedAttention):
     """softmax(q k^T * scale + bias + mask) v on (q [N, H, T, dk], k [N, H, S, dk], v [N, H, S, dv])
     as F.scaled_dot_product_attention; scale 0 means 1/sqrt(dk). No parameters. attn_bias=true
     takes a float bias input after v (broadcast against [N, H, T, S], as MultiHeadAttention's);
@@ -736,18 +741,6 @@ class ScaledDotProductAttention(_MaskedAttention):
         out = sdpa(q, k, v, inputs[3] if lay.bias is not None else None, scale=self._scale(a), period=lay.period,
                    block=block, dead=dead, dmask=dmask, need_weights=a.attrs["need_weights"])
         return list(out) if a.attrs["need_weights"] else [out]
-
-    @lowering(since=24, when=native_fits_24)
-    def lower_native_lengths(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True, nonpad_ok=True)
-
-    @lowering(since=23, when=native_fits)
-    def lower_native(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True)
-
-    @lowering()
-    def lower_decomposed(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=False)
 
     def _lower(self, a, b, inputs, native: bool, nonpad_ok: bool = False):
         lay, attrs = a.derived, a.attrs
