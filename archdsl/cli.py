@@ -62,13 +62,42 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
-def _dims(items) -> dict:
+def _dims(items, models=()) -> dict:
+    """`--dim SYM=V` values; each must be a positive int and a symbol of one of `models` (IR
+    Models): a misspelt one would otherwise be ignored without a word."""
     from .api import parse_set
+    from .errors import did_you_mean
     d = parse_set(items)
     for k, v in d.items():
         if not isinstance(v, int) or v <= 0:
             raise ArchError(f"--dim {k}= needs a positive int, got {v!r}")
+    if models:
+        known = sorted(set().union(*(symbols(m) for m in models)))
+        for k in d:
+            if k not in known:
+                what = " and ".join(m.name for m in models)
+                raise ArchError(f"--dim {k}: model {what} has no symbolic dim '{k}'",
+                                hint=did_you_mean(k, known) or (f"its symbolic dims: {', '.join(known)}" if known
+                                                                else "its shapes are all fixed"))
     return d
+
+
+def symbols(ir) -> set[str]:
+    """The named symbolic dims (N, T, ...) of a model's inputs and outputs."""
+    from .ir.types import Sym
+    out = set()
+    for v in [*ir.inputs, *ir.outputs]:
+        for d in v.type.shape:
+            if isinstance(d, Sym):
+                out.update(k for k in d.terms if k.isidentifier())
+    return out
+
+
+def _say(path, text: str) -> None:
+    """A status line about a file written ("wrote x.onnx ..."): to stderr when the file is our own
+    stdout (`-o /dev/stdout`), so it does not mix with the data."""
+    from .fileio import writes_stdout
+    print(text, file=sys.stderr if writes_stdout(path) else sys.stdout)
 
 
 def cmd_summary(args) -> int:
@@ -79,7 +108,7 @@ def cmd_summary(args) -> int:
     if rc is not None:
         return rc
     spec, model = _model(args, spec)
-    dims = _dims(args.dim)
+    dims = _dims(args.dim, [model.ir])
     report = model.cost(dims=dims, batch=args.batch)
     if args.json:
         from .summary import summary_json
@@ -101,27 +130,33 @@ def cmd_render(args) -> int:
     if rc is not None:
         return rc
     spec, model = _model(args, spec)
+    from .fileio import refuse_overwriting_inputs
+    refuse_overwriting_inputs(args.output, spec.ns.files)
     if args.unroll is not None or args.receptive_field:
         from .authoring.cli import render_special
         out = render_special(model, args.output, unroll=args.unroll, receptive_field=args.receptive_field,
                              rankdir=args.rankdir)
     else:
         out = model.render(args.output, rankdir=args.rankdir, collapse=args.collapse)
-    print(f"wrote {out}")
+    _say(out, f"wrote {out}")
     return 0
 
 
 def cmd_export(args) -> int:
     from .backends.onnx.export import DEFAULT_OPSET
+    from .fileio import refuse_overwriting_inputs
     spec, model = _model(args)
+    for out in (args.output, args.output + ".data"):       # the model, and its external data
+        refuse_overwriting_inputs(out, [*spec.ns.files, args.weights])
     weights = None
     if args.weights:
         from .gan.cli import export_weights      # a GAN checkpoint or an ordinary one
         weights = export_weights(args.weights, model.ir)
-    proto = model.to_onnx(args.output, opset=args.opset, seed=args.seed, weights=weights)
-    print(f"wrote {args.output}: model {model.name}, opset {DEFAULT_OPSET if args.opset is None else args.opset}, "
-          f"{len(proto.graph.node)} nodes, {model.param_count:,} parameters"
-          f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")
+    graph = model.save_onnx(args.output, opset=args.opset, seed=args.seed, weights=weights)
+    _say(args.output, f"wrote {args.output}: model {model.name}, opset "
+                      f"{DEFAULT_OPSET if args.opset is None else args.opset}, {len(graph.graph.node)} nodes, "
+                      f"{model.param_count:,} parameters"
+                      f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")
     return 0
 
 
@@ -129,6 +164,11 @@ def cmd_run(args) -> int:
     import numpy as np
 
     from .runtime import Session, load_inputs
+    if args.output:
+        from .fileio import refuse_overwriting_inputs
+        inputs = [spec.partition("=")[2] for spec in args.input]
+        refuse_overwriting_inputs(args.output, [args.model_file, args.model_file + ".data", *inputs,
+                                                *(i.rpartition(":")[0] for i in inputs if ":" in i)])
     sess = Session(args.model_file, device=args.device)
     feeds = load_inputs(args.input)
     outs = sess.run(feeds)
@@ -142,7 +182,7 @@ def cmd_run(args) -> int:
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **outs)
-        print(f"wrote {args.output}")
+        _say(args.output, f"wrote {args.output}")
     return 0
 
 
@@ -154,6 +194,7 @@ def cmd_doctor(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .cliargs import output_file, positive_int
     ap = argparse.ArgumentParser(prog="archdsl", description="A compiler for neural-network architectures.")
     ap.add_argument("--version", action="version", version=f"archdsl {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -164,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="layer table with parameters, MACs and memory")
     _add_model_args(p)
-    p.add_argument("--batch", type=int, default=1, help="batch size for MACs and activation memory (default 1)")
+    p.add_argument("--batch", type=positive_int, default=1,
+                   help="batch size for MACs and activation memory (default 1)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=V", help="value of a symbolic dim, e.g. T=128")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--explain", action="store_true", help="show each layer's shape and parameter arithmetic")
@@ -172,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="draw the network with graphviz")
     _add_model_args(p)
-    p.add_argument("-o", "--output", required=True, help="OUT.svg, .png, .pdf or .dot")
+    p.add_argument("-o", "--output", required=True, type=output_file, help="OUT.svg, .png, .pdf or .dot")
     p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
     p.add_argument("--collapse", action="store_true", help="draw each block instance as one box")
     p.add_argument("--unroll", type=int, metavar="K", help="draw a recurrent model unrolled over K time steps")
@@ -182,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="lower to an ONNX file")
     _add_model_args(p)
-    p.add_argument("-o", "--output", required=True, help="model.onnx")
+    p.add_argument("-o", "--output", required=True, type=output_file, help="model.onnx")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--weights", help="a training checkpoint (.npz) to export instead of seeded weights")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default 0)")
@@ -193,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an ONNX file on ONNX Runtime")
     p.add_argument("model_file", help="model.onnx")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy")
-    p.add_argument("-o", "--output", help="write the outputs to an .npz")
+    p.add_argument("-o", "--output", type=output_file, help="write the outputs to an .npz")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(fn=cmd_run)
 
@@ -210,12 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not getattr(args, "fn", None):
-        ap.print_help()
-        return 2
+    # Everything, imports included, runs inside the handlers: a Ctrl-C while NumPy or ONNX load
+    # ends the command like any other Ctrl-C (exit 130), never with a traceback.
     try:
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        if not getattr(args, "fn", None):
+            ap.print_help()
+            return 2
         return args.fn(args)
     except ArchError as e:
         print(e.format(color=use_color(sys.stderr)), file=sys.stderr)

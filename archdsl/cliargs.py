@@ -6,6 +6,7 @@ so argparse reports the flag and the message instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _convert(s: str, convert, expected: str):
@@ -55,3 +56,21 @@ def temperature(s: str) -> float:
     if not v >= 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a temperature >= 0 (0 = greedy), got {s}")
     return v
+
+
+def output_file(s: str) -> str:
+    """`-o FILE`: a file name (not empty, not a directory: `x.onnx/` would otherwise be written as
+    `x.onnx`, and an empty name fails with an unrelated message). What else is refused (an
+    input file, a socket) is decided when writing (archdsl/fileio.py)."""
+    if not s:
+        raise argparse.ArgumentTypeError("expected a file name, got an empty one")
+    if s.endswith(("/", os.sep)) or os.path.basename(s) in (".", "..") or os.path.isdir(s):
+        raise argparse.ArgumentTypeError(f"expected a file name, got the directory {s!r}")
+    return s
+
+
+def output_dir(s: str) -> str:
+    """`-o RUN_DIR`: a directory name (not empty)."""
+    if not s:
+        raise argparse.ArgumentTypeError("expected a directory name, got an empty one")
+    return s

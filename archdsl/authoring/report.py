@@ -188,12 +188,15 @@ def _shown_path(f: str, main: str | Path) -> str:
         return str(f)
 
 
-def report_html(path: str | Path, model: str | None = None, overrides: dict | None = None) -> str:
-    """The report page of the spec at `path` (every model of the file, or just `model`)."""
+def report_html(path: str | Path, model: str | None = None, overrides: dict | None = None, spec=None) -> str:
+    """The report page of the spec at `path` (every model of the file, or just `model`);
+    `spec`: the file already compiled."""
     from .. import __version__
     from ..api import compile
+    from ..elaborate.loader import read_spec
+    from ..errors import ArchError
     from .highlight import highlight_html
-    spec = compile(Path(path))
+    spec = spec if spec is not None else compile(Path(path))
     overrides = overrides or {}
     if model:
         models = [spec.model(model, **overrides)]
@@ -213,8 +216,8 @@ def report_html(path: str | Path, model: str | None = None, overrides: dict | No
     files = list(dict.fromkeys(spec.ns.files or [str(path)]))
     for k, f in enumerate(files):
         try:
-            text = Path(f).read_text(encoding="utf-8") if k else spec.ns.source
-        except OSError:
+            text = read_spec(Path(f)) if k else spec.ns.source
+        except ArchError:
             continue
         code = highlight_html(text, linenos=True)
         if k == 0:
@@ -230,7 +233,13 @@ def report_html(path: str | Path, model: str | None = None, overrides: dict | No
 
 def write_report(path: str | Path, out: str | Path, model: str | None = None,
                  overrides: dict | None = None) -> Path:
-    """Write the report page atomically; returns the path written."""
-    page = report_html(path, model, overrides)
+    """Write the report page atomically (never over the spec or a file it imports); returns the
+    path written."""
+    from ..api import compile
+    from ..fileio import refuse_overwriting_inputs
+    refuse_overwriting_inputs(out, [path])          # before the work, then with the imports too
+    spec = compile(Path(path))
+    refuse_overwriting_inputs(out, spec.ns.files)
+    page = report_html(path, model, overrides, spec=spec)
     atomic_write(out, page)
     return Path(out)

@@ -38,7 +38,7 @@ class Namespace:
 def load(text: str | None = None, path: str | os.PathLike | None = None) -> Namespace:
     if path is not None:
         p = Path(path)
-        text = _read(p, None)
+        text = read_spec(p)
         file = str(path)
     else:
         file = "<string>"
@@ -50,7 +50,12 @@ def load(text: str | None = None, path: str | os.PathLike | None = None) -> Name
     return ns
 
 
-def _read(p: Path, span: Span | None) -> str:
+def read_spec(p: Path, span: Span | None = None) -> str:
+    """The text of a spec file, read through the one checked path every command uses: an
+    .arch file (also after following links), a regular file (a FIFO is opened without blocking and
+    refused, a device never read), at most 4 x MAX_SOURCE_CHARS bytes, valid UTF-8. `span`: the
+    import statement, for errors about an imported file."""
+    p = Path(p)
     if p.suffix != ".arch":
         raise ArchError(f"{p} is not an .arch file", span, "archdsl only reads .arch specs")
     limit = 4 * _parser.MAX_SOURCE_CHARS        # bytes (UTF-8 takes at most 4 a character)
@@ -124,7 +129,7 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
                                         "archdsl.elaborate.loader.MAX_IMPORT_DEPTH"))
                 continue
             try:
-                sub = _read(target, item.span)
+                sub = read_spec(target, item.span)
                 if not target.exists():
                     raise ArchError(f"no such file: {item.path}", item.span)
             except ArchError as e:

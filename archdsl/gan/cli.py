@@ -51,7 +51,7 @@ def train_command(args, spec=None) -> int:
     overrides = dict(epochs=args.epochs, steps=getattr(args, "steps", None), batch=args.batch, lr=args.lr,
                      seed=args.seed)
     result = train_gan(pair, args.data, run_dir=args.output, resume=args.resume, quiet=args.quiet,
-                       threads=args.threads, **overrides)
+                       threads=args.threads, overwrite=getattr(args, "overwrite", False), **overrides)
     if result.interrupted:
         return 130
     last = result.last
@@ -85,7 +85,7 @@ def summary_command(args, spec=None) -> int:
     """`archdsl summary` of a gan spec: the pair's settings, both layer tables, the pair totals."""
     from ..cli import _dims
     pair = _pair(args, spec)
-    dims = _dims(getattr(args, "dim", []))
+    dims = _dims(getattr(args, "dim", []), [pair.generator.ir, pair.discriminator.ir])
     batch = getattr(args, "batch", 1)
     if getattr(args, "json", False):
         print(json.dumps(pair.summary_json(dims, batch), indent=2))

@@ -51,9 +51,11 @@ from ..autodiff import backward, clear_tape, no_grad, put_back_tape, take_tape
 from ..backends.numpy.executor import NumpyExecutor
 from ..errors import ArchError
 from ..passes.init import initialize
+from ..passes.limits import check_resources
 from ..train.checkpoint import check_weights
 from ..train.data import Dataset, load_data, read_npz, shuffle_rng
-from ..train.loop import build_optimizer, build_schedules, last_good_note, make_run_dir, training_run, write_metrics
+from ..train.loop import (build_optimizer, build_schedules, corrupt_state, data_dims, last_good_note, run_directory,
+                          training_run, write_metrics)
 from ..train.optim import schedule_factor
 from . import objectives as O
 from .checkpoint import read_gan_checkpoint, save_gan_checkpoint, save_weights
@@ -166,10 +168,11 @@ class GanTrainer:
         return ds
 
     # -- the run ----------------------------------------------------------------------------------
-    def fit(self, data, run_dir=None, *, resume=None) -> GanResult:
-        with training_run(self):
+    def fit(self, data, run_dir=None, *, resume=None, overwrite: bool = False) -> GanResult:
+        reads = (data, self.pair.spec.file)
+        with training_run(self), run_directory(run_dir, resume=resume, overwrite=overwrite, reads=reads) as out:
             try:
-                return self._fit(data, run_dir, resume)
+                return self._fit(data, out, resume)
             finally:
                 clear_tape()
 
@@ -192,6 +195,10 @@ class GanTrainer:
         zin, gout = pair.noise_input.name, pair.sample_output.name
         real = ds.arrays[din]
 
+        # both models' parameters, optimizer state and activations at the batch (D sees real and
+        # generated samples together), before a weight is allocated (passes/limits.py)
+        check_resources(self.g_ir, batch=B)
+        check_resources(self.d_ir, batch=2 * B, dims=data_dims(self.d_ir, ds.arrays))
         if ck is not None:
             gw = check_weights(ck_w["generator"], self.g_ir, f"{ck.path} (generator)")
             dw = check_weights(ck_w["discriminator"], self.d_ir, f"{ck.path} (discriminator)")
@@ -225,18 +232,19 @@ class GanTrainer:
             m = ck.meta
             g_opt.load_state(ck_o["generator"], m["g_optimizer"])
             d_opt.load_state(ck_o["discriminator"], m["d_optimizer"])
-            gen.ctx.rng.bit_generator.state = m["rng"]["generator"]
-            disc.ctx.rng.bit_generator.state = m["rng"]["discriminator"]
-            noise_rng.bit_generator.state = m["rng"]["noise"]
-            step, epoch, in_epoch = int(m["step"]), int(m["epoch"]), int(m["in_epoch"])
-            shuffler.bit_generator.state = m["rng"]["shuffle"]
+            with corrupt_state(ck.path):
+                gen.ctx.rng.bit_generator.state = m["rng"]["generator"]
+                disc.ctx.rng.bit_generator.state = m["rng"]["discriminator"]
+                noise_rng.bit_generator.state = m["rng"]["noise"]
+                shuffler.bit_generator.state = m["rng"]["shuffle"]
+            step, epoch, in_epoch = m["step"], m["epoch"], m["in_epoch"]
             history = [h for h in m.get("history", []) if h["epoch"] <= epoch]
             partial = m.get("partial") if in_epoch else None
             self.log(f"resuming gan {pair.name} from {ck.path}: step {step}, epoch {epoch + 1}")
             if step >= total:
                 self.log(f"nothing to do: the checkpoint already ran {step} of {total} steps")
 
-        out_dir = make_run_dir(run_dir)
+        out_dir = run_dir          # created, locked and checked by run_directory()
         ck_path = out_dir / "checkpoint.npz" if out_dir is not None else None
 
         joint = not _couples_batch(self.d_ir)
@@ -398,7 +406,7 @@ class GanTrainer:
 
 
 def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resume=None, quiet: bool = False,
-              log=None, threads: int | None = None, on_step=None, **overrides) -> GanResult:
+              log=None, threads: int | None = None, on_step=None, overwrite: bool = False, **overrides) -> GanResult:
     """Train the pair (a GanPair, from spec.gan()) on real samples `data` (an .npz path, an array,
     a dict of arrays). `config` defaults to the pair's gan section; with `resume`, to the
     checkpoint's config (where only epochs / steps may change). Overrides: epochs, steps, batch,
@@ -423,4 +431,4 @@ def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resu
     if data is None:
         raise ArchError("no training data: pass --data REAL.npz (an array of real samples)")
     return GanTrainer(pair, config, quiet=quiet, log=log, threads=threads, on_step=on_step).fit(
-        data, run_dir, resume=resume)
+        data, run_dir, resume=resume, overwrite=overwrite)

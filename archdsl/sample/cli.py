@@ -22,13 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from ..cliargs import nonneg_int, positive_int, temperature
+from ..cliargs import nonneg_int, output_file, positive_int, temperature
 from ..errors import ArchError
 
 
 def cmd_sample(args) -> int:
     from ..api import compile, parse_set
 
+    _refuse_overwriting(args)
     spec = compile(Path(args.file))
     gans = spec.sections.get("gan", [])
     if gans and (args.model is None or any(s.name == args.model for s in gans)):
@@ -80,6 +81,7 @@ def sample_lm(args, spec, overrides: dict) -> int:
             print(f"wrote {path} ({'step model with carried state' if runner.mode == 'state' else 'model'}, "
                   f"vocabulary in its metadata)", file=sys.stderr)
     n = args.n or 1
+    _check_memory(runner, n, len(args.prompt), args.length)
     texts = generate(runner, vocab, args.prompt, args.length, args.temperature, args.top_k or None,
                      args.seed, n=n)
     secs = time.perf_counter() - t0
@@ -93,11 +95,35 @@ def sample_lm(args, spec, overrides: dict) -> int:
     out = "\n\n".join(args.prompt + (sep if args.prompt and t and not vocab.chars else "") + t for t in texts)
     if args.output:
         from ..fileio import atomic_write
-        atomic_write(Path(args.output), out + "\n")
+        atomic_write(args.output, out + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(out)
     return 0
+
+
+TEXT_BYTES_PER_TOKEN = 16       # a token's id (int64) and its share of the decoded text
+
+
+def _check_memory(runner, n: int, prompt: int, length: int) -> None:
+    """`-n` continuations of `--length` tokens: the ids and text of n x (prompt + length) tokens and
+    the model run at batch n (one step with carried state, else the window or the whole text)."""
+    from ..cli import symbols
+    from ..passes.limits import check_generation
+    steps = 1 if getattr(runner, "mode", None) == "state" else min(getattr(runner, "window", None)
+                                                                  or prompt + length, prompt + length)
+    dims = {s: steps for s in symbols(runner.ir) if s != "N"} if runner.ir is not None else None
+    check_generation(runner.ir, n, dims, TEXT_BYTES_PER_TOKEN * n * (prompt + length),
+                     f"sampling {n:,} x {length:,} tokens", "ask for fewer samples (-n) or fewer tokens (--length)")
+
+
+def _refuse_overwriting(args) -> None:
+    """-o and --save-onnx never replace a file the command reads."""
+    from ..fileio import refuse_overwriting_inputs
+    reads = [args.file, args.weights, args.vocab, args.onnx]
+    for flag, out in (("-o", args.output), ("--save-onnx", getattr(args, "save_onnx", None))):
+        if out:
+            refuse_overwriting_inputs(out, reads, flag=flag)
 
 
 def add_commands(sub) -> None:
@@ -116,7 +142,7 @@ def add_commands(sub) -> None:
     p.add_argument("-n", type=positive_int, default=None, dest="n",
                    help="how many samples (language models: continuations, generated as one batch; "
                         "default 1)")
-    p.add_argument("-o", "--output", metavar="OUT",
+    p.add_argument("-o", "--output", metavar="OUT", type=output_file,
                    help="write the samples to OUT (text for a language model; .npy/.png for a GAN)")
     lm = p.add_argument_group("language models")
     lm.add_argument("--prompt", "-p", help="the text to continue")
@@ -129,7 +155,7 @@ def add_commands(sub) -> None:
     lm.add_argument("--vocab", metavar="FILE", help="the vocabulary: .json list of tokens or .npz with an array 'vocab'")
     lm.add_argument("--onnx", metavar="FILE", help="run this ONNX file (from --save-onnx or archdsl export) "
                                                    "on ONNX Runtime instead of exporting the spec")
-    lm.add_argument("--save-onnx", metavar="FILE", dest="save_onnx",
+    lm.add_argument("--save-onnx", metavar="FILE", dest="save_onnx", type=output_file,
                     help="also write the model that is run (the step model, with the vocabulary) as ONNX")
     lm.add_argument("--opset", type=int, default=None, help="ONNX opset when exporting (default 17)")
     lm.add_argument("--window", type=positive_int, default=None, metavar="W",

@@ -30,10 +30,13 @@ aborts at once).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,10 +49,12 @@ from ..autodiff import backward, clear_tape, no_grad
 from ..backends.numpy.executor import NonFiniteError, NumpyExecutor
 from ..crashpoints import crash_point
 from ..errors import ArchError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, refuse_overwriting_inputs
 from ..ir.graph import Model
+from ..ir.types import Sym
 from ..passes.freeze import resolve_freeze
 from ..passes.init import initialize
+from ..passes.limits import check_resources
 from ..autodiff.allocator import keep_freed_memory
 from .checkpoint import check_weights, init_from, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
@@ -161,20 +166,119 @@ def _stop_on_sigint(trainer):
         signal.signal(signal.SIGINT, old)
 
 
-def make_run_dir(run_dir) -> Path | None:
-    """The run directory as a Path, created if missing (None: the run writes nothing)."""
-    out_dir = Path(run_dir) if run_dir is not None else None
-    if out_dir is not None:
+RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.jsonl", "generator.npz", "discriminator.npz")
+
+
+@contextlib.contextmanager
+def run_directory(run_dir, *, resume=None, overwrite: bool = False, reads=()):
+    """The run directory (a Path, created if missing; None: the run writes nothing), locked for
+    the whole run, with what would destroy files refused before any work is done:
+
+    - another run holding the directory (an exclusive `flock` on it, released by the kernel
+      when the process ends, also by SIGKILL): refused;
+    - a directory that is not empty: refused, unless the run resumes from a checkpoint in it,
+      or `overwrite` (the files a run writes, RUN_FILES, are then removed first, so no
+      `best.npz` of an earlier run is left beside the new checkpoint);
+    - a file the run reads (`reads`: data, --init, the spec) that the run would write: refused;
+    - a directory the run cannot write (read-only, no permission): refused now, not after the
+      first epoch.
+    """
+    if run_dir is None:
+        yield None
+        return
+    out = Path(run_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as e:
+        raise ArchError(f"cannot create run directory '{out}': {e.strerror or e}") from None
+    try:
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArchError(f"run directory '{out}' is in use by another training run",
+                            hint="wait for that run to finish, or train into another directory") from None
+        resuming_here = resume is not None and _holds(out, resume)
+        entries = sorted(os.listdir(out))
+        if entries and not overwrite and not resuming_here:
+            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+            raise ArchError(f"run directory '{out}' is not empty ({shown}): a new run would overwrite it",
+                            hint=f"continue that run with --resume {out}, train into a new directory, or "
+                                 "pass --overwrite to replace its run files")
+        for name in RUN_FILES:
+            refuse_overwriting_inputs(out / name, [f for f in reads if isinstance(f, (str, os.PathLike))],
+                                      flag=f"the run's {name}")
+        if overwrite and not resuming_here:
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    if not (out / name).is_dir():
+                        os.unlink(out / name)
+        try:                                  # a run that cannot save fails now, not after an epoch
+            probe, probe_path = tempfile.mkstemp(dir=out, prefix=".write-test.")
+            os.close(probe)
+            os.unlink(probe_path)
         except OSError as e:
-            raise ArchError(f"cannot create run directory '{out_dir}': {e.strerror or e}") from None
-    return out_dir
+            raise ArchError(f"cannot write into run directory '{out}': {e.strerror or e}",
+                            hint="choose a directory you can write to") from None
+        yield out
+    finally:
+        os.close(fd)
+
+
+def _holds(directory: Path, checkpoint) -> bool:
+    """Whether `checkpoint` (a file, or a run directory) lies in `directory`."""
+    p = Path(checkpoint)
+    where = p if p.is_dir() else p.parent
+    try:
+        return where.resolve() == directory.resolve() or where.samefile(directory)
+    except OSError:
+        return False
 
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl: one JSON line per finished epoch."""
     atomic_write(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+def data_dims(ir: Model, arrays: dict) -> dict[str, int]:
+    """The sizes of the symbolic dims of the model's inputs (T, S, ...) in the training arrays
+    (N, the example axis, is the batch and is left out)."""
+    dims: dict[str, int] = {}
+    for v in ir.inputs:
+        arr = arrays.get(v.name)
+        if arr is None or arr.ndim != len(v.type.shape):
+            continue
+        for d, n in zip(v.type.shape[1:], arr.shape[1:]):
+            if isinstance(d, Sym) and d.const == 0 and len(d.terms) == 1 and next(iter(d.terms.values())) == 1:
+                dims.setdefault(next(iter(d.terms)), int(n))
+    return dims
+
+
+def read_resumable(path, kind: str = "train"):
+    """The checkpoint `--resume` continues from, its metadata checked against the schema of a
+    `kind` ("train" or "gan") run (metaschema.py) before any field is used."""
+    from .metaschema import check_meta, gan_schema, train_schema
+    ck = read_checkpoint(path)
+    if not ck.is_full:
+        raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint",
+                        hint="use --init to start a new run from these weights")
+    is_gan = ck.meta.get("kind") == "gan"
+    if is_gan != (kind == "gan"):
+        raise ArchError(f"'{ck.path}' is a checkpoint of a {'gan' if is_gan else 'supervised'} run, "
+                        f"not of a {'gan' if kind == 'gan' else 'supervised'} one")
+    check_meta(ck.meta, gan_schema() if kind == "gan" else train_schema(), ck.path)
+    return ck
+
+
+@contextlib.contextmanager
+def corrupt_state(path):
+    """Restoring a generator's state from a checkpoint: what the schema cannot see (a bit
+    generator's own fields) is an ArchError too."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError) as e:
+        raise ArchError(f"'{path}': the checkpoint's metadata is corrupt: a random generator's state "
+                        f"cannot be restored ({e})") from None
 
 
 def last_good_note(ck_path) -> str:
@@ -286,19 +390,17 @@ class Trainer:
         return save_checkpoint(path, ex.weights(), opt.state_arrays(), meta)
 
     # -- the run ----------------------------------------------------------------------------------
-    def fit(self, data, run_dir=None, *, resume=None, init=None) -> TrainResult:
-        with training_run(self):
-            return self._fit(data, run_dir, resume, init)
+    def fit(self, data, run_dir=None, *, resume=None, init=None, overwrite: bool = False) -> TrainResult:
+        reads = (data, init, self.cfg.init, self.spec_file)
+        with training_run(self), run_directory(run_dir, resume=resume, overwrite=overwrite, reads=reads) as out:
+            return self._fit(data, out, resume, init)
 
     def _fit(self, data, run_dir, resume, init) -> TrainResult:
         cfg, ir = self.cfg, self.ir
         t_start = time.perf_counter()
         ck = None
         if resume is not None:
-            ck = read_checkpoint(resume)
-            if not ck.is_full:
-                raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint",
-                                hint="use --init to start a new run from these weights")
+            ck = read_resumable(resume)
             if ck.meta.get("model") != ir.name:
                 raise ArchError(f"'{ck.path}' is a checkpoint of model {ck.meta.get('model')}, not {ir.name}")
         ds = self.load(data)
@@ -308,6 +410,9 @@ class Trainer:
 
         frozen = set(resolve_freeze(ir, cfg.freeze, cfg.spans.get("freeze")))
         frozen |= {n for n, p in ir.parameters.items() if not p.trainable}
+        # parameters, optimizer state and activations at the batch and the data's dims, before a
+        # weight is allocated (passes/limits.py)
+        check_resources(ir, batch=min(cfg.batch, len(train_ds)), dims=data_dims(ir, ds.arrays))
         if ck is not None:
             weights = check_weights(ck.weights, ir, ck.path)
         else:
@@ -339,16 +444,17 @@ class Trainer:
         start_epoch, start_batch, partial = 0, 0, None
         if ck is not None:
             opt.load_state(ck.optim, ck.meta["optimizer"])
-            ex.ctx.rng.bit_generator.state = ck.meta["rng"]
-            shuffler.bit_generator.state = ck.meta["shuffle"]
-            start_epoch, start_batch = int(ck.meta["epoch"]), int(ck.meta["batch"])
+            with corrupt_state(ck.path):
+                ex.ctx.rng.bit_generator.state = ck.meta["rng"]
+                shuffler.bit_generator.state = ck.meta["shuffle"]
+            start_epoch, start_batch = ck.meta["epoch"], ck.meta["batch"]
             partial = ck.meta.get("partial") if start_batch else None
             history = [h for h in ck.meta.get("history", []) if h["epoch"] <= start_epoch]
             best = ck.meta.get("best_val_loss")
             self.log(f"resuming {ir.name} from {ck.path}: epoch {start_epoch + 1}, "
                      f"batch {start_batch}, step {opt.t}")
 
-        out_dir = make_run_dir(run_dir)
+        out_dir = run_dir          # created, locked and checked by run_directory()
         ck_path = out_dir / "checkpoint.npz" if out_dir else None
         best_path = out_dir / "best.npz" if out_dir and val_ds is not None else None
 
@@ -484,16 +590,15 @@ class Trainer:
 
 
 def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resume=None, init=None,
-          quiet: bool = False, log=None, threads: int | None = None, on_step=None, **overrides) -> TrainResult:
+          quiet: bool = False, log=None, threads: int | None = None, on_step=None, overwrite: bool = False,
+          **overrides) -> TrainResult:
     """Train `model` (a CompiledModel or IR Model) on `data` (an .npz path, a dict of arrays, or a
     Dataset). `config` defaults to the model's train section; with `resume`, to the checkpoint's
     config (where `epochs` may be raised). Overrides: epochs, batch, lr, seed, val_split, clip_norm,
     freeze (a list, added), init."""
     ir = _ir(model)
     if resume is not None and config is None:
-        ck = read_checkpoint(resume)
-        if not ck.is_full:
-            raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint")
+        ck = read_resumable(resume)
         config = TrainConfig.from_json(ck.meta["config"])
         changed = [k for k in ("batch", "lr", "seed", "val_split", "clip_norm")
                    if overrides.get(k) is not None
@@ -518,4 +623,4 @@ def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resum
         raise ArchError("no training data: pass --data DATA.npz")
     spec_file = getattr(getattr(model, "spec", None), "file", None)
     trainer = Trainer(model, config, quiet=quiet, log=log, threads=threads, spec_file=spec_file, on_step=on_step)
-    return trainer.fit(data, run_dir, resume=resume, init=init)
+    return trainer.fit(data, run_dir, resume=resume, init=init, overwrite=overwrite)
