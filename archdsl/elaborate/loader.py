@@ -149,6 +149,12 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
             except ArchError as e:
                 errors.append(e)
         elif isinstance(item, A.Definition):
+            if item.name in _builtin_layers():
+                # a name lookup finds the built-in layer first: the definition would be ignored
+                errors.append(ArchError(f"{item.kind} '{item.name}' has the name of a built-in layer",
+                                        item.name_span, f"rename it, e.g. 'My{item.name}': the built-in "
+                                        f"{item.name} keeps its name in every spec"))
+                continue
             prev = ns.definitions.get(item.name)
             if prev is not None:
                 errors.append(ArchError(f"'{item.name}' is defined twice (first at {prev.name_span})",
@@ -160,3 +166,8 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
         elif isinstance(item, A.Section):
             if main:
                 ns.sections.append(item)
+
+
+def _builtin_layers() -> dict:
+    from ..ops.base import load_all
+    return load_all()
