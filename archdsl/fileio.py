@@ -248,7 +248,10 @@ def refuse_overwriting_inputs(output, inputs: Iterable, flag: str = "-o") -> Non
     """ArchError when writing `output` would replace one of `inputs` (the same resolved path, or
     the same inode: a hard link or a symlink to it). Outputs that are written through (a pipe,
     a device) replace nothing and are not compared."""
-    if output is None or not os.fspath(output) or not is_regular_output(output):
+    try:
+        if output is None or not is_regular_output(output):
+            return
+    except ArchError:           # not writable at all: the writer says why, when it tries
         return
     out_real, out_id = _identity(output)
     for f in inputs:
