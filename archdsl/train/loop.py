@@ -208,6 +208,9 @@ def run_directory(run_dir, *, resume=None, overwrite: bool = False, reads=()):
         for name in RUN_FILES:
             refuse_overwriting_inputs(out / name, [f for f in reads if isinstance(f, (str, os.PathLike))],
                                       flag=f"the run's {name}")
+            if os.path.lexists(out / name) and not (out / name).is_file():
+                raise ArchError(f"run directory '{out}' holds a {name} that is not a regular file",
+                                hint="a run writes its files there: move that one away")
         if overwrite and not resuming_here:
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError):
