@@ -10,7 +10,7 @@ Writing (`atomic_path`, `atomic_write`):
   a character device (`/dev/null`, a terminal) and the paths that stand for open descriptors
   (`/dev/stdout`, `/proc/self/fd/N`) are written through: the bytes are produced in a temporary
   file elsewhere and then copied into the target. A directory, a socket, a block device or a pipe
-  without a reader is refused, and so is a new file under /dev or /proc.
+  without a reader is refused, and so is a new file in /dev or under /proc.
 - A full disk, a quota, a read-only filesystem or a file-size limit is an ArchError that names
   the file (the old file is unchanged), never a traceback.
 
@@ -41,7 +41,6 @@ from .errors import ArchError
 # Errors of the storage rather than of archdsl: reported as "cannot write", never a traceback.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM,
                 errno.EPIPE}
-SPECIAL_DIRS = ("/dev/", "/proc/")      # paths here are devices and descriptors, never files to replace
 MAX_LINKS = 40                          # as the kernel's limit on a chain of symlinks
 
 
@@ -79,18 +78,27 @@ def write_error(target, e: OSError, existed: bool = False) -> ArchError:
     return ArchError(f"cannot write '{target}': {reason}", hint=hint)
 
 
-def _special(path: str) -> bool:
-    """Whether `path`, or a symlink on the way from it to its target, lies under /dev or /proc."""
+def _descriptor(path: str) -> bool:
+    """Whether `path` stands for an open descriptor (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`):
+    on the way from it to its target, a link leads under /proc."""
     p = os.path.abspath(path)
     for _ in range(MAX_LINKS):
-        if any((p + "/").startswith(d) for d in SPECIAL_DIRS):
+        p = os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+        if p.startswith("/proc/"):
             return True
         try:
             link = os.readlink(p)
         except OSError:
             return False
-        p = os.path.normpath(os.path.join(os.path.dirname(p), link))
+        p = os.path.join(os.path.dirname(p), link)
     return False
+
+
+def _in_system_dir(path: str) -> bool:
+    """Whether the real directory of `path` is /dev itself or under /proc: never a place for a
+    temporary file or a new one (/dev/shm and the like are ordinary directories)."""
+    d = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    return d == "/dev" or (d + "/").startswith("/proc/")
 
 
 def _plan(path: str | os.PathLike) -> tuple[str, str]:
@@ -109,10 +117,10 @@ def _plan(path: str | os.PathLike) -> tuple[str, str]:
         st = None
     except OSError as e:        # a symlink loop, a name too long, a component that is a file
         raise ArchError(f"cannot write '{text}': {e.strerror or e}") from None
-    special = _special(text)
+    special = _descriptor(text) or _in_system_dir(os.path.realpath(text))
     if st is None:
         if special:
-            raise ArchError(f"cannot write '{text}': archdsl does not create files under /dev or /proc")
+            raise ArchError(f"cannot write '{text}': archdsl does not create files in /dev or /proc")
         return "replace", os.path.realpath(text)
     if stat.S_ISDIR(st.st_mode):
         raise ArchError(f"cannot write '{text}': it is a directory", hint="name a file inside it")

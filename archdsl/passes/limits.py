@@ -84,7 +84,8 @@ def parse_size(text: str, what: str = ENV_VAR) -> int | None:
 
 
 def machine_memory() -> int | None:
-    """Bytes of memory this process may use: physical memory, or a lower cgroup limit."""
+    """Bytes of memory this process may use: the smallest of physical memory, the cgroup limit
+    and the address space `ulimit -v` leaves it."""
     return _smallest(_memory_sources())[0]
 
 
