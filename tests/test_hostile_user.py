@@ -609,3 +609,22 @@ def test_dim_for_a_symbol_the_model_lacks_is_an_error(work, capsys):
     rc, _, err = cli(capsys, "summary", work / "tiny.arch", "--dim", "Q=3")
     assert rc == 1 and "model Tiny has no symbolic dim 'Q'" in err and "its symbolic dims: N" in err
     assert cli(capsys, "summary", work / "tiny.arch", "--dim", "N=3")[0] == 0
+
+
+def test_streamed_export_with_external_data_is_the_same_model(work, monkeypatch):
+    from archdsl.backends.onnx import export as E
+    from archdsl.runtime import Session
+    monkeypatch.setattr(E, "EXTERNAL_DATA_THRESHOLD", 10_000)
+    m = archdsl.compile(ROOT / "specs" / "lenet5.arch").model()
+    m.save_onnx(work / "lenet.onnx", seed=0)
+    assert (work / "lenet.onnx.data").stat().st_size > 200_000 and (work / "lenet.onnx").stat().st_size < 20_000
+    loaded, ref = onnx.load(str(work / "lenet.onnx")), m.to_onnx(seed=0)
+    assert {t.name: onnx.numpy_helper.to_array(t).tobytes() for t in loaded.graph.initializer} == \
+           {t.name: onnx.numpy_helper.to_array(t).tobytes() for t in ref.graph.initializer}
+    assert list(loaded.graph.node) == list(ref.graph.node)
+    onnx.checker.check_model(str(work / "lenet.onnx"), full_check=True)
+    x = {"image": np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)}
+    np.testing.assert_allclose(Session(work / "lenet.onnx", device="cpu").run(x)["logits"],
+                               m.executor().run(x)["logits"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ArchError, match="go to a '.data' file beside the model file"):
+        m.save_onnx("/dev/null", seed=0)        # a device has no "beside" (refused before writing)

@@ -257,19 +257,18 @@ def data_dims(ir: Model, arrays: dict) -> dict[str, int]:
     return dims
 
 
-def read_resumable(path, kind: str = "train"):
+def read_resumable(path):
     """The checkpoint `--resume` continues from, its metadata checked against the schema of a
-    `kind` ("train" or "gan") run (metaschema.py) before any field is used."""
-    from .metaschema import check_meta, gan_schema, train_schema
+    supervised run (metaschema.py) before any field is used."""
+    from .metaschema import check_meta, train_schema
     ck = read_checkpoint(path)
     if not ck.is_full:
         raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint",
                         hint="use --init to start a new run from these weights")
-    is_gan = ck.meta.get("kind") == "gan"
-    if is_gan != (kind == "gan"):
-        raise ArchError(f"'{ck.path}' is a checkpoint of a {'gan' if is_gan else 'supervised'} run, "
-                        f"not of a {'gan' if kind == 'gan' else 'supervised'} one")
-    check_meta(ck.meta, gan_schema() if kind == "gan" else train_schema(), ck.path)
+    if ck.meta.get("kind") == "gan":
+        raise ArchError(f"'{ck.path}' is a checkpoint of a gan run, not of a supervised one",
+                        hint="resume it with the spec's gan section")
+    check_meta(ck.meta, train_schema(), ck.path)
     return ck
 
 
