@@ -216,7 +216,7 @@ def _little_endian(arr) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")    # (ascontiguousarray makes 0-d 1-d)
 
 
 def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray) -> None:
