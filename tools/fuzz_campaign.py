@@ -52,6 +52,8 @@ def _worker(args) -> dict:
     wd = fuzzlib.Workdir()
     specs = [(f.name, f.read_text(encoding="utf-8")) for f in fuzzlib.spec_files()]
     fuzzlib.warm_up()
+    if mode in ("files", "both"):
+        fuzzlib.staged_files()           # the files every file attack starts from, made once
     outcomes: Counter = Counter()
     sources: Counter = Counter()
     findings: dict[str, dict] = {}
