@@ -56,9 +56,7 @@ class Type:
         self.types = types_
 
     def check(self, v, where):
-        if isinstance(v, bool) and bool not in self.types:
-            return f"{where} must be {self._name()}, not {_show(v)}"
-        if not isinstance(v, self.types):
+        if not isinstance(v, self.types) or (isinstance(v, bool) and bool not in self.types):
             return f"{where} must be {self._name()}, not {_show(v)}"
         return None
 
@@ -75,11 +73,7 @@ class List:
     def check(self, v, where):
         if not isinstance(v, list):
             return f"{where} must be a list, not {_show(v)}"
-        for i, x in enumerate(v):
-            p = self.item.check(x, f"{where}[{i}]")
-            if p:
-                return p
-        return None
+        return _first(self.item.check(x, f"{where}[{i}]") for i, x in enumerate(v))
 
 
 class Map:
@@ -89,11 +83,7 @@ class Map:
     def check(self, v, where):
         if not isinstance(v, dict):
             return f"{where} must be an object, not {_show(v)}"
-        for k, x in v.items():
-            p = self.value.check(x, f"{where}.{k}")
-            if p:
-                return p
-        return None
+        return _first(self.value.check(x, f"{where}.{k}") for k, x in v.items())
 
 
 class Dict:
@@ -104,18 +94,16 @@ class Dict:
     def check(self, v, where):
         if not isinstance(v, dict):
             return f"{where} must be an object, not {_show(v)}"
-        for k, s in self.fields.items():
-            if k not in v:
-                return f"{where}.{k} is missing"
-            p = s.check(v[k], f"{where}.{k}")
-            if p:
-                return p
-        for k, s in self.optional.items():
-            if k in v:
-                p = s.check(v[k], f"{where}.{k}")
-                if p:
-                    return p
-        return None
+        missing = next((k for k in self.fields if k not in v), None)
+        if missing is not None:
+            return f"{where}.{missing} is missing"
+        return _first(s.check(v[k], f"{where}.{k}") for k, s in [*self.fields.items(), *self.optional.items()]
+                      if k in v)
+
+
+def _first(problems) -> str | None:
+    """The first problem found (checks run lazily, in order), or None."""
+    return next((p for p in problems if p), None)
 
 
 def _schema(s):
