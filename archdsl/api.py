@@ -209,6 +209,19 @@ class CompiledModel:
             save(proto, path)
         return proto
 
+    def save_onnx(self, path: str | os.PathLike, opset: int | None = None, seed: int = 0,
+                  weights: dict | None = None):
+        """Write the ONNX file (atomically) holding about one weight in memory at a time: seeded
+        weights are made one by one as they are written (backends/onnx/export.py: write_onnx).
+        Returns the model without its initializers (the graph)."""
+        from .backends.onnx.export import DEFAULT_OPSET, write_onnx
+        from .passes.init import SeededWeights
+        from .passes.limits import check_resources
+        if weights is None:
+            check_resources(self.ir, for_training=False)
+            weights = SeededWeights(self.ir, seed)
+        return write_onnx(self.ir, weights, path, opset=DEFAULT_OPSET if opset is None else opset)
+
     def executor(self, weights: dict | None = None, seed: int = 0):
         from .backends.numpy.executor import NumpyExecutor
         return NumpyExecutor(self.ir, weights if weights is not None else self.init_weights(seed), seed=seed)

@@ -55,10 +55,11 @@ class Target:
 
     def export(self, path, opset: int | None = None, seed: int = 0, weights: str | None = None,
                role: str | None = None):
-        """Write the ONNX file; returns (proto, model)."""
+        """Write the ONNX file (streamed: about one weight in memory at a time); returns (the
+        graph without its initializers, model)."""
         model = self.export_model(role)
         w = self.export_weights(weights, model) if weights else None
-        return model.to_onnx(path, opset=opset, seed=seed, weights=w), model
+        return model.save_onnx(path, opset=opset, seed=seed, weights=w), model
 
     def train(self, data, run_dir, **options):
         raise NotImplementedError
@@ -110,7 +111,7 @@ class ModelTarget(Target):
         return load_member(path, model.ir)
 
     def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, steps=None,
-              **overrides):
+              overwrite=False, **overrides):
         from .train.config import config_for, section_for
         from .train.loop import train
         if section_for(self.spec, self.name) is None:
@@ -118,12 +119,12 @@ class ModelTarget(Target):
             if pair is not None:            # a gan member without a train section of its own: its pair
                 self._gan = GanTarget(self.spec, pair)
                 return self._gan.train(data, run_dir, resume=resume, init=init, quiet=quiet, threads=threads,
-                                       steps=steps, **overrides)
+                                       steps=steps, overwrite=overwrite, **overrides)
         if steps is not None:
             raise ArchError("--steps counts generator updates of a gan; supervised training counts --epochs")
         config = None if resume else config_for(self.spec, self.name, **overrides)
         return train(self.model, data, config, run_dir=run_dir, resume=resume, init=init, quiet=quiet,
-                     threads=threads, **(overrides if resume else {}))
+                     threads=threads, overwrite=overwrite, **(overrides if resume else {}))
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         if getattr(self, "_gan", None) is not None:
@@ -182,13 +183,13 @@ class GanTarget(Target):
         return load_member(path, model.ir)
 
     def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, val_split=None,
-              freeze=None, **overrides):
+              freeze=None, overwrite=False, **overrides):
         from .gan.loop import train_gan
         for flag, given in (("--val-split", val_split), ("--freeze", freeze), ("--init", init)):
             if given:
                 raise ArchError(f"{flag} is not supported for a gan (it applies to supervised training)")
         return train_gan(self.pair, data, run_dir=run_dir, resume=resume, quiet=quiet, threads=threads,
-                         **overrides)
+                         overwrite=overwrite, **overrides)
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         from .gan.loop import format_record

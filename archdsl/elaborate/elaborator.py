@@ -6,6 +6,8 @@ it would have bound, so later uses stay quiet instead of cascading.
 """
 from __future__ import annotations
 
+import bisect
+
 import math
 import operator
 import re
@@ -150,6 +152,7 @@ class Elaborator:
         self.errors: list[ArchError] = []
         self.depth = 0          # current nesting of eval/apply (MAX_EVAL_DEPTH)
         self.expansions = 0     # block applications and repeat copies so far (MAX_EXPANSIONS)
+        self._assignments: dict[int, tuple] = {}    # id(definition) -> (it, name -> statement indices)
 
     # -- entry point --------------------------------------------------------------------------
     def model(self, name: str, overrides: dict | None = None, override_spans: dict | None = None) -> Model:
@@ -468,7 +471,7 @@ class Elaborator:
         if symbolic:
             return Sym.named(n)
         if defn is not None and idx is not None:
-            later = _assigned_later(defn, idx, n)
+            later = self._assigned_later(defn, idx, n)
             if later is not None:
                 if _mentions(later.value, _targets_of(defn.body[idx])):
                     raise ArchError(f"cycle: '{n}' is defined from this statement's result (line {later.span.line}), "
@@ -476,9 +479,25 @@ class Elaborator:
                                     "a network is a DAG; use a recurrent layer for feedback loops")
                 raise ArchError(f"'{n}' is used before it is defined (line {later.span.line})", e.span,
                                 "move its definition above this line")
-        names = list(frame.env) + list(self.ops) + list(self.ns.definitions) + list(BUILTINS)
-        kind = "name"
-        raise ArchError(f"undefined {kind} '{n}'", e.span, did_you_mean(n, names))
+        # the suggestion is made only if the error is shown: a file with thousands of undefined
+        # names would otherwise scan every name in scope for each of them (quadratic time)
+        raise ArchError(f"undefined name '{n}'", e.span, lambda: did_you_mean(
+            n, [*frame.env, *self.ops, *self.ns.definitions, *BUILTINS]))
+
+    def _assigned_later(self, defn: A.Definition, idx: int, name: str):
+        """The first statement after `idx` that assigns `name`, or None; from an index built
+        once per definition (scanning the rest of the body for every undefined name would take
+        time quadratic in the file)."""
+        entry = self._assignments.get(id(defn))
+        if entry is None or entry[0] is not defn:
+            where: dict[str, list[int]] = {}
+            for i, stmt in enumerate(defn.body):
+                for t in _targets_of(stmt):
+                    where.setdefault(t, []).append(i)
+            entry = self._assignments[id(defn)] = (defn, where)
+        indices = entry[1].get(name, ())
+        k = bisect.bisect_right(indices, idx)
+        return defn.body[indices[k]] if k < len(indices) else None
 
     def e_UnaryOp(self, e, frame, symbolic, defn, idx):
         v = self.eval(e.operand, frame, symbolic, defn, idx)
@@ -998,11 +1017,6 @@ TENSOR_OPERATORS = {"+": "Add", "-": "Sub", "*": "Mul", "/": "Div", "**": "Pow",
                     "!=": "NotEqual", "<": "Less", "<=": "LessOrEqual", ">": "Greater", ">=": "GreaterOrEqual"}
 
 
-def _assigned_later(defn: A.Definition, idx: int, name: str):
-    for stmt in defn.body[idx + 1:]:
-        if name in _targets_of(stmt):
-            return stmt
-    return None
 
 
 def _mentions(e, names: set) -> bool:

@@ -55,7 +55,8 @@ from ..passes.init import initialize
 from ..train.checkpoint import check_weights
 from ..ir.graph import Value
 from ..train.data import Dataset, load_data, read_npz
-from ..train.loop import build_optimizer, build_schedules
+from ..passes.limits import check_resources
+from ..train.loop import build_optimizer, build_schedules, data_dims
 from ..train.optim import schedule_factor
 from ..train.run import Accum, Run, non_finite
 from . import objectives as O
@@ -156,7 +157,7 @@ class GanTrainer:
         return load_data(path, samples, [], inputs_map={din: key}, files=files)
 
     # -- the run ----------------------------------------------------------------------------------
-    def fit(self, data, run_dir=None, *, resume=None) -> GanResult:
+    def fit(self, data, run_dir=None, *, resume=None, overwrite: bool = False) -> GanResult:
         ck = None
         if resume is not None:
             ck, self._ck_w, self._ck_o = read_gan_checkpoint(resume)
@@ -166,7 +167,8 @@ class GanTrainer:
                                     f"{ck.meta.get(role)}, not {ir.name}")
         self._data = data
         self.run = run = Run(self, run_dir, resume=resume, quiet=self.quiet, log=self.log, threads=self.threads,
-                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed)
+                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed,
+                             overwrite=overwrite, reads=(data, self.pair.spec.file))
         run.fit(ck)
         return GanResult(self.gen, self.disc, run.history, run.step, run.epoch, run.seconds,
                          interrupted=run.interrupted, run_dir=run.out_dir, checkpoint=run.checkpoint, config=self.cfg)
@@ -187,6 +189,10 @@ class GanTrainer:
         self.din, self.dout = pair.real_input.name, pair.score_output.name
         self.zin, self.gout = pair.noise_input.name, pair.sample_output.name
         self.real = ds.arrays[self.din]
+        # both models' parameters, optimizer state and activations at the batch (D sees the real
+        # and the generated samples, packed), before a weight is allocated (passes/limits.py)
+        check_resources(self.g_ir, batch=B)
+        check_resources(self.d_ir, batch=2 * B // cfg.pack, dims=data_dims(self.d_ir, ds.arrays))
         if ck is not None:
             gw = check_weights(self._ck_w["generator"], self.g_ir, f"{ck.path} (generator)")
             dw = check_weights(self._ck_w["discriminator"], self.d_ir, f"{ck.path} (discriminator)")
@@ -310,7 +316,7 @@ class GanTrainer:
 
 
 def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resume=None, quiet: bool = False,
-              log=None, threads: int | None = None, on_step=None, **overrides) -> GanResult:
+              log=None, threads: int | None = None, on_step=None, overwrite: bool = False, **overrides) -> GanResult:
     """Train the pair (a GanPair, from spec.gan()) on real samples `data` (an .npz path, an array,
     a dict of arrays). `config` defaults to the pair's gan section; with `resume`, to the
     checkpoint's config (where only epochs / steps may change). Overrides: epochs, steps, batch,
@@ -335,4 +341,4 @@ def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resu
     if data is None:
         raise ArchError("no training data: pass --data REAL.npz (an array of real samples)")
     return GanTrainer(pair, config, quiet=quiet, log=log, threads=threads, on_step=on_step).fit(
-        data, run_dir, resume=resume)
+        data, run_dir, resume=resume, overwrite=overwrite)

@@ -127,6 +127,11 @@ def sample_command(args, pair) -> int:
     seed = getattr(args, "seed", None)
     seed = 0 if seed is None else int(seed)
     device = getattr(args, "device", None)
+    from ..passes.limits import check_generation
+    sample = pair.sample_output.type
+    per_sample = 2 * 4 * int(np.prod([d for d in sample.shape[1:] if isinstance(d, int)] or [1]))   # kept + joined
+    check_generation(pair.generator.ir, min(n, CHUNK), None, per_sample * n, f"drawing {n:,} samples",
+                     "ask for fewer samples (-n)")
     if str(wpath).lower().endswith(".onnx"):
         if not Path(wpath).exists():
             raise ArchError(f"no ONNX file '{wpath}'")

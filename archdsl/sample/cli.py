@@ -20,14 +20,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cliargs import nonneg_int, positive_int, temperature
+from ..cliargs import nonneg_int, output_file, positive_int, temperature
 
 
 def cmd_sample(args) -> int:
     from ..api import compile, parse_set
     from ..targets import resolve
+    _refuse_overwriting(args)
     args.overrides = parse_set(args.set)
     return resolve(compile(Path(args.file)), args.model, args.overrides).sample(args)
+
+
+def _refuse_overwriting(args) -> None:
+    """-o and --save-onnx never replace a file the command reads."""
+    from ..fileio import refuse_overwriting_inputs
+    reads = [args.file, args.weights, args.vocab, args.onnx]
+    for flag, out in (("-o", args.output), ("--save-onnx", getattr(args, "save_onnx", None))):
+        if out:
+            refuse_overwriting_inputs(out, reads, flag=flag)
 
 
 def add_commands(sub) -> None:
@@ -46,7 +56,7 @@ def add_commands(sub) -> None:
     p.add_argument("-n", type=positive_int, default=None, dest="n",
                    help="how many samples (language models: continuations, generated as one batch; "
                         "default 1)")
-    p.add_argument("-o", "--output", metavar="OUT",
+    p.add_argument("-o", "--output", metavar="OUT", type=output_file,
                    help="write the samples to OUT (text for a language model; .npy/.png for a GAN)")
     lm = p.add_argument_group("language models")
     lm.add_argument("--prompt", "-p", help="the text to continue")
@@ -59,7 +69,7 @@ def add_commands(sub) -> None:
     lm.add_argument("--vocab", metavar="FILE", help="the vocabulary: .json list of tokens or .npz with an array 'vocab'")
     lm.add_argument("--onnx", metavar="FILE", help="run this ONNX file (from --save-onnx or archdsl export) "
                                                    "on ONNX Runtime instead of exporting the spec")
-    lm.add_argument("--save-onnx", metavar="FILE", dest="save_onnx",
+    lm.add_argument("--save-onnx", metavar="FILE", dest="save_onnx", type=output_file,
                     help="also write the model that is run (the step model, with the vocabulary) as ONNX")
     lm.add_argument("--opset", type=int, default=None, help="ONNX opset when exporting (default 17)")
     lm.add_argument("--window", type=positive_int, default=None, metavar="W",

@@ -64,6 +64,7 @@ META_VOCAB = "archdsl.vocab"
 META_STATES = "archdsl.states"
 META_LENGTHS = "archdsl.lengths"       # inputs the sampler fills with the number of tokens fed
 SIDECAR = "vocab.json"
+MAX_VOCAB_FILE = 256 << 20      # bytes of a .json vocabulary read at most (a bigger one is refused)
 
 
 # =============================================================================
@@ -155,10 +156,14 @@ class Vocab:
             if "vocab" not in arrays:
                 raise ArchError(f"{p}: no array 'vocab'", hint=f"arrays in the file: {', '.join(arrays) or 'none'}")
             return cls.from_array(arrays["vocab"], f"{p}:vocab")
+        from ..fileio import open_input
         try:
-            with open(p, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            with open_input(p, "vocabulary") as fh:
+                text = fh.read(MAX_VOCAB_FILE + 1)
+            if len(text) > MAX_VOCAB_FILE:
+                raise ArchError(f"the vocabulary '{p}' is larger than {MAX_VOCAB_FILE:,} bytes")
+            data = json.loads(text.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ArchError(f"cannot read the vocabulary '{p}': {e}",
                             hint='a JSON list of tokens, or {"vocab": [...]}') from None
         return cls.from_json(data, p)
@@ -226,6 +231,8 @@ def _onnx_meta(path) -> dict:
     import onnx
     if not os.path.exists(str(path)):
         raise ArchError(f"cannot load model '{path}': no such file")
+    from ..fileio import check_input
+    check_input(path, "model")                  # onnx.load would block forever on a FIFO
     try:
         m = onnx.load(str(path), load_external_data=False)
     except Exception as e:

@@ -42,8 +42,10 @@ from ..autodiff import backward, clear_tape, no_grad
 from ..backends.numpy.executor import NonFiniteError, NumpyExecutor
 from ..errors import ArchError
 from ..ir.graph import Model
+from ..ir.types import Sym
 from ..passes.freeze import resolve_freeze
 from ..passes.init import initialize
+from ..passes.limits import check_resources
 from .checkpoint import check_weights, init_from, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
 from .data import Dataset, TargetSpec, load_data, split
@@ -52,7 +54,7 @@ from .metrics import METRIC_FINISH, METRICS
 from .optim import (
     OPTIMIZERS, SCHEDULES, CosineSchedule, clip_grad_norm, global_grad_norm, schedule_factor,
 )
-from .run import Run, non_finite
+from .run import Run, non_finite, upgrade_meta
 
 EVAL_CHUNK = 512
 
@@ -113,6 +115,36 @@ def _fmt_metric(k: str, v) -> str:
     if k.endswith("accuracy"):
         return f"{k} {100 * v:.2f}%"
     return f"{k} {v:.4f}"
+
+
+def data_dims(ir: Model, arrays: dict) -> dict[str, int]:
+    """The sizes of the symbolic dims of the model's inputs (T, S, ...) in the training arrays
+    (N, the example axis, is the batch and is left out)."""
+    dims: dict[str, int] = {}
+    for v in ir.inputs:
+        arr = arrays.get(v.name)
+        if arr is None or arr.ndim != len(v.type.shape):
+            continue
+        for d, n in zip(v.type.shape[1:], arr.shape[1:]):
+            if isinstance(d, Sym) and d.const == 0 and len(d.terms) == 1 and next(iter(d.terms.values())) == 1:
+                dims.setdefault(next(iter(d.terms)), int(n))
+    return dims
+
+
+def read_resumable(path):
+    """The checkpoint `--resume` continues from, its metadata checked against the schema of a
+    supervised run (metaschema.py) before any field is used."""
+    from .metaschema import check_meta, train_schema
+    ck = read_checkpoint(path)
+    if not ck.is_full:
+        raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint",
+                        hint="use --init to start a new run from these weights")
+    if ck.meta.get("kind") == "gan":
+        raise ArchError(f"'{ck.path}' is a checkpoint of a gan run, not of a supervised one",
+                        hint="resume it with the spec's gan section")
+    ck.meta = upgrade_meta(ck.meta)
+    check_meta(ck.meta, train_schema(), ck.path)
+    return ck
 
 
 class _Accum:
@@ -209,18 +241,16 @@ class Trainer:
         return acc.values(prefix)
 
     # -- the run ----------------------------------------------------------------------------------
-    def fit(self, data, run_dir=None, *, resume=None, init=None) -> TrainResult:
+    def fit(self, data, run_dir=None, *, resume=None, init=None, overwrite: bool = False) -> TrainResult:
         ck = None
         if resume is not None:
-            ck = read_checkpoint(resume)
-            if not ck.is_full:
-                raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint",
-                                hint="use --init to start a new run from these weights")
+            ck = read_resumable(resume)
             if ck.meta.get("model") != self.ir.name:
                 raise ArchError(f"'{ck.path}' is a checkpoint of model {ck.meta.get('model')}, not {self.ir.name}")
         self._data, self._init = data, init
         self.run = run = Run(self, run_dir, resume=resume, quiet=self.quiet, log=self.log, threads=self.threads,
-                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed)
+                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed,
+                             overwrite=overwrite, reads=(data, init, self.cfg.init, self.spec_file))
         run.fit(ck)
         ex = self.executor
         best_path = run.out_dir / "best.npz" if run.out_dir is not None else None
@@ -241,6 +271,9 @@ class Trainer:
         frozen = set(resolve_freeze(ir, cfg.freeze, cfg.spans.get("freeze")))
         frozen |= {n for n, p in ir.parameters.items() if not p.trainable}
         self.frozen = frozen
+        # parameters, optimizer state and activations at the batch and the data's dims, before a
+        # weight is allocated (passes/limits.py)
+        check_resources(ir, batch=min(cfg.batch, len(self.train_ds)), dims=data_dims(ir, ds.arrays))
         if ck is not None:
             weights = check_weights(ck.weights, ir, ck.path)
         else:
@@ -351,16 +384,15 @@ class Trainer:
 
 
 def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resume=None, init=None,
-          quiet: bool = False, log=None, threads: int | None = None, on_step=None, **overrides) -> TrainResult:
+          quiet: bool = False, log=None, threads: int | None = None, on_step=None, overwrite: bool = False,
+          **overrides) -> TrainResult:
     """Train `model` (a CompiledModel or IR Model) on `data` (an .npz path, a dict of arrays, or a
     Dataset). `config` defaults to the model's train section; with `resume`, to the checkpoint's
     config (where `epochs` may be raised). Overrides: epochs, batch, lr, seed, val_split, clip_norm,
     freeze (a list, added), init."""
     ir = _ir(model)
     if resume is not None and config is None:
-        ck = read_checkpoint(resume)
-        if not ck.is_full:
-            raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint")
+        ck = read_resumable(resume)
         config = TrainConfig.from_json(ck.meta["config"])
         changed = [k for k in ("batch", "lr", "seed", "val_split", "clip_norm")
                    if overrides.get(k) is not None
@@ -385,4 +417,4 @@ def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resum
         raise ArchError("no training data: pass --data DATA.npz")
     spec_file = getattr(getattr(model, "spec", None), "file", None)
     trainer = Trainer(model, config, quiet=quiet, log=log, threads=threads, spec_file=spec_file, on_step=on_step)
-    return trainer.fit(data, run_dir, resume=resume, init=init)
+    return trainer.fit(data, run_dir, resume=resume, init=init, overwrite=overwrite)
