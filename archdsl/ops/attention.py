@@ -1000,6 +1000,8 @@ class ShiftedWindowMask(Op):
     def derive(self, a):
         s = a.attrs["shift"]
         s = (s, s) if isinstance(s, int) else tuple(s)
+        if len(s) != 2:
+            raise self.fail(f"shift must be an int or a pair (sh, sw), got {a.attrs['shift']}")
         return _window(self, a), s
 
     def infer(self, a):
@@ -1011,7 +1013,7 @@ class ShiftedWindowMask(Op):
         h, w = int(x.shape[1]), int(x.shape[2])
         if h % wh or w % ww:
             raise self.fail(f"the {h}x{w} map does not split into {wh}x{ww} windows", "pad it to a multiple first")
-        if len((sh, sw)) != 2 or not (0 <= sh < wh and 0 <= sw < ww):
+        if not (0 <= sh < wh and 0 <= sw < ww):
             raise self.fail(f"shift {a.attrs['shift']} must be in 0..window-1 per axis (window {wh}x{ww})")
         if not np.isfinite(a.attrs["value"]):
             raise self.fail("value must be finite", "-100 is torchvision's (softmax gives those pairs ~e^-100)")

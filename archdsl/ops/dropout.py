@@ -1,4 +1,5 @@
-"""Dropout: zeroes each element with probability p in training, scaling the rest by 1/(1-p)."""
+"""Dropout: zeroes each element with probability p in training, scaling the rest by 1/(1-p); and
+stochastic depth, which drops a whole sample's residual branch."""
 from __future__ import annotations
 
 from ..autodiff import functional as F
@@ -37,22 +38,15 @@ class Dropout(Op):
         return [F.dropout(inputs[0], a.attrs["p"], ctx.training, ctx.rng)]
 
 
-class StochasticDepth(Op):
+class StochasticDepth(Dropout):
     """Drops the whole residual branch of a sample with probability p in training and scales the
     kept ones by 1/(1-p) (Huang et al.'s stochastic depth, torchvision.ops.StochasticDepth; mode
     'batch': one draw for the whole batch); the identity at inference, with no ONNX node."""
     name = "StochasticDepth"
-    family = "dropout"
     args = (Arg("p", "float", doc="the probability of dropping a sample's branch"),
             Arg("mode", "str", "row", choices=("row", "batch"), doc="one draw per sample, or one per batch"))
     samples = (Sample("x: f32[N, 3, 4, 4] -> StochasticDepth(0.2)"),
                Sample("x: f32[N, T, 6] -> StochasticDepth(0.5, mode='batch')"))
-
-    def time_local(self, a):
-        return True
-
-    def stochastic(self, a):
-        return a.attrs["p"] > 0
 
     def infer(self, a):
         self.expect_float(a.x)
@@ -62,9 +56,6 @@ class StochasticDepth(Op):
         if a.x.rank < 1:
             raise self.fail(f"expects a batch of samples (rank >= 1), got {a.x}")
         return [a.x]
-
-    def lower(self, a, g, inputs):
-        return [inputs[0]]
 
     def forward(self, a, ctx, inputs, params):
         x, p = inputs[0], a.attrs["p"]
