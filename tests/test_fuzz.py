@@ -107,11 +107,12 @@ def test_every_shipped_spec_passes_the_oracle_unmutated(workdir):
 
 
 def test_generator_is_mostly_valid(workdir):
-    """The generator must reach past the parser: most programs parse, many compile."""
+    """The generator must reach past the parser: most programs parse, many compile (about a
+    quarter; 120 programs, so that the seeded draw keeps a margin when the op registry grows)."""
     rnd = random.Random(1)
     outcomes = [fuzzlib.run_case(fuzzlib.program(fuzzlib.Chooser(rnd=rnd)).encode(), workdir, lower=False)[0]
-                for _ in range(60)]
-    assert outcomes.count("ok") >= 12, outcomes
+                for _ in range(120)]
+    assert outcomes.count("ok") >= 20, outcomes
 
 
 def test_oracle_reports_crashes_hangs_and_bad_spans(workdir, monkeypatch):

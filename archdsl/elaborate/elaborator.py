@@ -115,6 +115,15 @@ def _builtins() -> dict:
             return r
         return f
 
+    def _sum(x):
+        if not isinstance(x, tuple) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
+            raise ArchError(f"sum() needs a tuple of numbers, got {show(x)}",
+                            hint="e.g. sum(depths[:i]): the blocks before stage i")
+        r = sum(x)
+        if (isinstance(r, int) and abs(r) > MAX_INT) or (isinstance(r, float) and not math.isfinite(r)):
+            raise ArchError("sum() result is too large")
+        return r
+
     def where(*xs):
         raise ArchError("where() needs a bool tensor as its condition, e.g. where(x > 0, x, 0.0)",
                         hint="to choose between numbers write: a if cond else b")
@@ -128,6 +137,7 @@ def _builtins() -> dict:
              "sigmoid": (sigmoid, "Sigmoid")}
     out = {"channels": Builtin("channels", channels), "dim": Builtin("dim", dim),
            "rank": Builtin("rank", rank), "shape": Builtin("shape", shape), "len": Builtin("len", _len),
+           "sum": Builtin("sum", _sum),
            "min": Builtin("min", _num(min, "min", unary=False)), "max": Builtin("max", _num(max, "max", unary=False)),
            "int": Builtin("int", _num(int, "int")), "float": Builtin("float", _num(float, "float")),
            "where": Builtin("where", where, tensor="where")}
@@ -602,9 +612,21 @@ class Elaborator:
         if not isinstance(v, tuple):
             raise ArchError(f"cannot index {show(v)}", e.value.span,
                             "tensors and tuples (e.g. several outputs of a layer) can be indexed")
-        if len(e.items) != 1 or isinstance(e.items[0], (A.Slice, A.EllipsisExpr)):
-            raise ArchError("a tuple takes one integer index", e.span,
-                            "e.g. outs[0]; subscripts with ':' and '...' work on tensors")
+        if len(e.items) != 1 or isinstance(e.items[0], A.EllipsisExpr):
+            raise ArchError("a tuple takes one integer index or slice", e.span,
+                            "e.g. outs[0], depths[:i]; '...' and several subscripts work on tensors")
+        if isinstance(e.items[0], A.Slice):      # depths[:i], Python's rules
+            parts = []
+            for node in (e.items[0].start, e.items[0].stop, e.items[0].step):
+                b = None if node is None else self.eval(node, frame, symbolic, defn, idx)
+                if isinstance(b, Poison):
+                    return POISON
+                if b is not None and (isinstance(b, bool) or not isinstance(b, int)):
+                    raise ArchError(f"a slice bound must be an int, got {show(b)}", node.span)
+                parts.append(b)
+            if parts[2] == 0:
+                raise ArchError("a slice step cannot be 0", e.items[0].step.span)
+            return v[slice(*parts)]
         i = self.eval(e.items[0], frame, symbolic, defn, idx)
         if isinstance(i, Poison):
             return POISON
