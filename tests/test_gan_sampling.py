@@ -166,6 +166,6 @@ def test_sample_count_is_checked_against_the_memory_limit(digits_run, tmp_path):
     # issue 13: `-n 100000000` asked for gigabytes of noise and samples and died in an allocation
     pair, d = digits_run
     with pytest.raises(ArchError) as ei:
-        sample_command(args(weights=str(d / "run" / "checkpoint.npz"), n=10 ** 12, output=str(tmp_path / "s.npy")))
+        sample(args(weights=str(d / "run" / "checkpoint.npz"), n=10 ** 12, output=str(tmp_path / "s.npy")))
     assert "drawing 1,000,000,000,000 samples needs about" in ei.value.message and "-n" in ei.value.hint
     assert not (tmp_path / "s.npy").exists()

@@ -30,7 +30,7 @@ def add_commands(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a model parameter")
     p.add_argument("--data", "-d", help="an .npz file with one array per model input and loss target "
                                         "(default with --resume: the checkpoint's data file)")
-    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", type=output_dir, type=output_dir,
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", type=output_dir,
                    help="run directory: checkpoint.npz, best.npz (with validation), metrics.jsonl")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--steps", type=positive_int, help="gan: this many generator updates (instead of epochs)")
@@ -43,9 +43,6 @@ def add_commands(sub) -> None:
                    help="freeze a layer or block by name (repeatable)")
     p.add_argument("--init", metavar="CKPT", help="start from the weights of a checkpoint (names matched)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit for bit")
-    p.add_argument("--overwrite", action="store_true",
-                   help="train into a RUN_DIR that is not empty, replacing the run files in it "
-                        "(without it, such a directory is refused)")
     p.add_argument("--overwrite", action="store_true",
                    help="train into a RUN_DIR that is not empty, replacing the run files in it "
                         "(without it, such a directory is refused)")
