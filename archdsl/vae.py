@@ -136,8 +136,9 @@ def sample_command(args, vae: Vae) -> int:
     """`archdsl sample` for a VAE: -n samples of the prior decoded (default 64), or with
     --reconstruct FILE the inputs in FILE reconstructed (the first -n of them)."""
     from .gan.sampling import run_chunks, sample_options, write_samples
-    o = sample_options(args, f"VAE {vae.model.name}", "a run's checkpoint.npz or best.npz (archdsl train), or an "
-                                                     "exported .onnx (the decoder; with --reconstruct the VAE)")
+    o = sample_options(args, f"sampling VAE {vae.model.name} needs its trained weights: --weights CKPT",
+                       "a run's checkpoint.npz or best.npz (archdsl train), or an exported .onnx (the decoder; with "
+                       "--reconstruct the VAE)")
     if getattr(args, "classes", None) is not None:
         raise ArchError("--class picks the classes of a conditional GAN; a VAE samples its prior")
     recon_file = getattr(args, "reconstruct", None)

@@ -129,11 +129,11 @@ def write_samples(path, samples: np.ndarray, cols: int | None = None) -> str:
                     hint="use .npy (the samples) or .png (an image grid)")
 
 
-def sample_options(args, what: str, needs: str) -> SimpleNamespace:
+def sample_options(args, needs: str, hint: str) -> SimpleNamespace:
     """The options `archdsl sample` of a generative model reads: the weights (a checkpoint, plain
     weights, or an .onnx file: `onnx`), the output file (its format checked before any work), n,
-    seed and the device (default: numpy, or auto for an .onnx file). `what` names the model
-    sampled, `needs` the trained files it takes."""
+    seed and the device (default: numpy, or auto for an .onnx file). `needs` says what is missing
+    without weights, `hint` which trained files will do."""
     wpath = getattr(args, "weights", None)
     onnx_file = getattr(args, "onnx", None)
     if onnx_file:
@@ -141,7 +141,7 @@ def sample_options(args, what: str, needs: str) -> SimpleNamespace:
             raise ArchError("give either --weights (a checkpoint) or --onnx (an exported model), not both")
         wpath = onnx_file
     if not wpath:
-        raise ArchError(f"sampling {what} needs its trained weights: --weights CKPT", hint=needs)
+        raise ArchError(needs, hint=hint)
     out = getattr(args, "output", None)
     if not out:
         raise ArchError("where to write the samples: -o OUT.npy or -o OUT.png")
@@ -184,7 +184,7 @@ def sample_command(args, pair) -> int:
     generator: n samples of each class, one row per class in a picture)."""
     from ..train.checkpoint import read_checkpoint
     from .checkpoint import load_member
-    o = sample_options(args, f"gan {pair.name}",
+    o = sample_options(args, f"sampling gan {pair.name} needs the trained generator: --weights CKPT",
                        "a run's checkpoint.npz or generator.npz (archdsl train), or an exported .onnx")
     classes = getattr(args, "classes", None)
     conditions, cols, label = None, None, ""
