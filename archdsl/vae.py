@@ -13,7 +13,7 @@ decoder, sharing the VAE's weights by name.
       z = mu + exp(0.5 * logvar) * (mu -> NormalLike)      # drawn in training, the mean (mu) else
       output recon = z -> DigitsDecoder(256, name="decoder") -> Sigmoid    # same block, same name
     }
-    train VAE { loss = dict(recon = ..., kl = ...)  decoder = Decoder  ... }
+    train VAE { loss = dict(recon=..., kl=...)  decoder = Decoder  ... }
 
 The same block applied under the same name in both models gives the same parameter names
 (`decoder.linear_1.weight`, ...), so the decoder's weights are the VAE's. Checked at compile

@@ -65,15 +65,7 @@ def main(argv=None) -> dict:
     print(f"digits: {len(real):,} labelled 8x8 images in [-1, 1]")
 
     def cli(*cmd):
-        cmd = [str(c) for c in cmd]
-        _common.show_command(cmd, flush=True)
-        code, stdout, stderr = _common.run_cli(cmd, capture=args.quiet)
-        if code:
-            sys.stderr.write(stderr)
-            raise SystemExit(f"archdsl {cmd[0]} failed")
-        for line in stdout.splitlines():
-            if line.startswith(("trained", "wrote")):
-                print(line)
+        _common.archdsl(*cmd, quiet=args.quiet)
 
     run = out / "run"
     cli("train", SPEC, "--data", out / "digits_labelled.npz", "-o", run, "--threads", args.threads,

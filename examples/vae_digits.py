@@ -63,15 +63,7 @@ def main(argv=None) -> dict:
     print(f"digits: {len(xtr):,} for training, {len(xte):,} held out, pixels in [0, 1]")
 
     def cli(*cmd):
-        cmd = [str(c) for c in cmd]
-        _common.show_command(cmd, flush=True)
-        code, stdout, stderr = _common.run_cli(cmd, capture=args.quiet)
-        if code:
-            sys.stderr.write(stderr)
-            raise SystemExit(f"archdsl {cmd[0]} failed")
-        for line in stdout.splitlines():
-            if line.startswith(("trained", "wrote")):
-                print(line)
+        _common.archdsl(*cmd, quiet=args.quiet)
 
     train = ["train", SPEC, "--data", out / "digits_train.npz", "-o", out / "run", "--threads", args.threads]
     cli(*train, *(["--epochs", args.epochs] if args.epochs else []), *(["--quiet"] if args.quiet else []))

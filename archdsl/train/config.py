@@ -3,8 +3,8 @@ checkpoint (as JSON) so that `--resume` continues the same run.
 
     train DigitsCNN {
       loss      = cross_entropy(logits, label, label_smoothing=0.1)   # model output, target array
-                                             # or named terms: dict(recon = ..., kl = ...), with
-      loss_weights = dict(kl = ramp(0.0, 1.0, epochs=10))   # their weights (archdsl/train/objective.py)
+                                             # or named terms: dict(recon=..., kl=...), with
+      loss_weights = dict(kl=ramp(0.0, 1.0, epochs=10))     # their weights (archdsl/train/objective.py)
       optimizer = Adam(lr=1e-3)              # or SGD(lr=0.1, momentum=0.9, nesterov=true), AdamW(...)
       batch     = 64
       epochs    = 30
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from ..elaborate.sections import Ref, Section, call_kwargs, call_parts, mapping, number, plain
 from ..errors import ArchError, did_you_mean
 from ..ir.graph import Model
-from .objective import read_loss, read_weights
+from .objective import Objective, read_loss, read_weights
 from .metrics import METRIC_KINDS, METRICS
 from .optim import OPTIMIZER_ARGS, OPTIMIZERS, SCHEDULE_ARGS, SCHEDULES
 from .settings import SavedSettings
@@ -155,8 +155,7 @@ def validate(cfg: TrainConfig, model: Model, objective=None) -> None:
     """Check the config against the model: the loss (compiled: `objective`), metrics, numbers."""
     sp = cfg.spans
     if objective is None:
-        from .objective import Objective
-        objective = Objective(cfg, model)
+        objective = Objective(model, cfg.loss, cfg.terms, sp)
     clf = objective.classifier
     name, kind = (clf.loss["name"], clf.kind) if clf is not None else ("this loss", None)
     for m in cfg.metrics:

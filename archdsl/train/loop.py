@@ -168,7 +168,8 @@ class Trainer:
         self.spec_file = spec_file or self.ir.file
         self.run: Run | None = None
         spec = getattr(model, "spec", None)
-        self.objective = Objective(config, self.ir, spec.ns if spec is not None else None)
+        self.objective = Objective(self.ir, config.loss, config.terms, config.spans,
+                                   spec.ns if spec is not None else None)
         validate(config, self.ir, self.objective)
         self.targets = self.objective.targets
         self.term_names = () if self.objective.single else tuple(self.objective.names)

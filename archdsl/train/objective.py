@@ -2,9 +2,9 @@
 
     loss = cross_entropy(logits, label)                  # one built-in loss over an output and an array
     loss = mean((pred - target) ** 2)                    # one expression over the model's tensors
-    loss = dict(recon = mean(sum((recon - image) ** 2, (1, 2, 3))),      # named terms
-                kl    = mean(-0.5 * sum(1 + logvar - mu ** 2 - exp(logvar), 1)))
-    loss_weights = dict(kl = ramp(0.0, 1.0, epochs=10))  # a term's weight (default 1)
+    loss = dict(recon=mean(sum((recon - image) ** 2, (1, 2, 3))),        # named terms
+                kl=mean(-0.5 * sum(1 + logvar - mu ** 2 - exp(logvar), 1)))
+    loss_weights = dict(kl=ramp(0.0, 1.0, epochs=10))    # a term's weight (default 1)
 
 A term is a built-in loss (`cross_entropy`, `binary_cross_entropy`, `mse`, ...) of a model output
 and a data array, or an expression in the spec's own language over the model's outputs and
@@ -50,8 +50,8 @@ def read_loss(entry, span: Span | None) -> tuple[dict | None, list[dict], dict]:
         return _builtin(node), [], {}
     if isinstance(node, A.Call) and isinstance(node.func, A.Name) and node.func.id == "dict":
         if not node.args or any(a.name is None for a in node.args):
-            raise ArchError("named loss terms are written dict(name = term, ...)", node.span,
-                            "e.g. loss = dict(recon = mse(recon, image), kl = mean(...))")
+            raise ArchError("named loss terms are written dict(name=term, ...)", node.span,
+                            "e.g. loss = dict(recon=mse(recon, image), kl=mean(...))")
         terms, exprs, seen = [], {}, set()
         for a in node.args:
             if a.name in seen:
@@ -70,11 +70,11 @@ def read_loss(entry, span: Span | None) -> tuple[dict | None, list[dict], dict]:
 
 
 def read_weights(entry, span: Span | None, terms: list[dict]) -> None:
-    """`loss_weights = dict(kl = ramp(0.0, 1.0, epochs=10), aux = 0.3)` -> each term's weight."""
+    """`loss_weights = dict(kl=ramp(0.0, 1.0, epochs=10), aux=0.3)` -> each term's weight."""
     if not terms or (len(terms) == 1 and terms[0]["name"] == "loss"):
-        raise ArchError("loss_weights weighs named loss terms: write loss = dict(name = term, ...)", span)
+        raise ArchError("loss_weights weighs named loss terms: write loss = dict(name=term, ...)", span)
     if not (isinstance(entry, Call) and entry.func == "dict" and not entry.args):
-        raise ArchError("loss_weights maps term names to weights, e.g. loss_weights = dict(kl = 0.5)", span)
+        raise ArchError("loss_weights maps term names to weights, e.g. loss_weights = dict(kl=0.5)", span)
     names = [t["name"] for t in terms]
     for k, v in entry.kwargs.items():
         if k not in names:
@@ -140,8 +140,8 @@ def _no_builtin_inside(node) -> None:
         e = todo.pop()
         if _builtin_call(e):
             raise ArchError(f"{e.func.id}(...) is a loss term of its own, not part of an expression", e.span,
-                            f"name it and weigh it: loss = dict(a = {e.func.id}(...), b = ...), "
-                            "loss_weights = dict(a = 0.5)")
+                            f"name it and weigh it: loss = dict(a={e.func.id}(...), b=...), "
+                            "loss_weights = dict(a=0.5)")
         if isinstance(e, A.Node):
             for f in e.__dataclass_fields__:
                 if f != "span":
@@ -225,18 +225,17 @@ def compile_expression(ns, name: str, node: A.Node, ir):
 
 
 class Objective:
-    """A TrainConfig's loss compiled against a model: its terms, what data they read, and how a
-    batch's loss is computed and reported."""
+    """A train section's loss (a TrainConfig's `loss` and `terms`) compiled against a model: its
+    terms, what data they read, and how a batch's loss is computed and reported. `spans` holds
+    the section's positions (and the syntax trees of its expressions, `expr.<term>`), `ns` the
+    spec's namespace (blocks an expression may use)."""
 
-    def __init__(self, cfg, ir, ns=None):
+    def __init__(self, ir, loss: dict | None, terms: list, spans: dict | None = None, ns=None):
         from ..elaborate.loader import Namespace
         ns = ns if ns is not None else Namespace(file="<loss>", source="")
-        sp = cfg.spans
+        sp = spans or {}
         self.ir = ir
-        if cfg.terms:
-            defs = cfg.terms
-        else:
-            defs = [{"name": "loss", "weight": 1.0, "loss": cfg.loss}]
+        defs = terms or [{"name": "loss", "weight": 1.0, "loss": loss}]
         self.terms: list[Term] = []
         for d in defs:
             span = sp.get(f"loss.{d['name']}", sp.get("loss"))
@@ -305,7 +304,6 @@ def check_train_sections(spec, sections: list) -> None:
     decoder checked (archdsl/vae.py); all independent errors together. Other settings are read
     when training starts. A model that failed to elaborate was reported already."""
     from ..errors import ArchErrors, collect_errors, raise_errors
-    from .config import TrainConfig
     errors: list[ArchError] = []
     for sec in sections:
         try:
@@ -319,8 +317,7 @@ def check_train_sections(spec, sections: list) -> None:
             if "loss_weights" in sec.entries:
                 with collect_errors(errors):
                     read_weights(sec.entries["loss_weights"], sec.spans["loss_weights"], terms)
-            spans = {**sec.spans, **{f"expr.{k}": x for k, x in exprs.items()}}
-            Objective(TrainConfig(loss=loss, terms=terms, spans=spans), model.ir, spec.ns)
+            Objective(model.ir, loss, terms, {**sec.spans, **{f"expr.{k}": x for k, x in exprs.items()}}, spec.ns)
         if "decoder" in sec.entries:
             from ..vae import check_decoder
             with collect_errors(errors):
