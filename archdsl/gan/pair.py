@@ -112,7 +112,9 @@ class GanPair:
         out = [f"gan {self.name}: generator {g.name} -> discriminator {d.name}",
                f"  noise {self.describe_noise()} -> {self.noise_input.name}: {self.noise_input.type}; "
                f"generated sample {self.sample_output.name}: {self.sample_output.type} -> "
-               f"{self.real_input.name}; score {self.score_output.name}: {self.score_output.type}",
+               f"{self.real_input.name}; score {self.score_output.name}: {self.score_output.type}"
+               + (f"; conditions {_listing(self.condition_inputs)} (from the data for real samples, drawn for "
+                  f"generated ones)" if self.condition_inputs else ""),
                f"  objective {cfg.objective}, d_steps {cfg.d_steps}, batch {cfg.batch}, "
                + (f"steps {cfg.steps}" if cfg.steps else f"epochs {cfg.epochs}")
                + f", g_optimizer {_opt(cfg.g_optimizer)}, d_optimizer {_opt(cfg.d_optimizer)}",

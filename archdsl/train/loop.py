@@ -149,8 +149,9 @@ class _Accum:
 # -- the supervised policy ---------------------------------------------------------------------------
 
 class Trainer:
-    """Supervised training: one model, a loss over one output and a target array, metrics, an
-    optional validation split (best.npz keeps the lowest validation loss); a policy of a Run."""
+    """Supervised training: one model, its loss (a built-in loss of an output and a target array,
+    or named terms: archdsl/train/objective.py), metrics, an optional validation split (best.npz
+    keeps the lowest validation loss); a policy of a Run."""
 
     def __init__(self, model, config: TrainConfig, *, quiet: bool = False, log=None, threads: int | None = None,
                  spec_file: str | None = None, on_step=None):
