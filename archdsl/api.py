@@ -61,9 +61,11 @@ def parse_set(items: list[str]) -> dict:
 
 
 def _section_checkers() -> dict:
-    """What each kind of section checks beyond its keys (a gan section: its pair of models)."""
+    """What each kind of section checks beyond its keys (a gan section: its pair of models; a
+    train section: its loss, compiled against its model, and a VAE's decoder)."""
     from .gan.pair import check_gan_sections
-    return {"gan": check_gan_sections}
+    from .train.objective import check_train_sections
+    return {"gan": check_gan_sections, "train": check_train_sections}
 
 
 class Spec:

@@ -7,13 +7,17 @@
     target.train("data.npz", "runs/x")
 
 A file compiles to models and sections; a command acts on one *target*: a model (with its train
-section, if it has one), or the pair of models a gan section trains together. Which one is
-decided once, here (`resolve`), for every command:
+section, if it has one), the pair of models a gan section trains together, or a VAE (a model
+whose train section names its `decoder`, another model sharing its weights: archdsl/vae.py).
+Which one is decided once, here (`resolve`), for every command:
 
 - a name that names a gan section: that pair;
+- a name that names a VAE or its decoder: that VAE (export, summary and render act on the model
+  named; train trains the VAE, sample decodes from the prior or reconstructs);
 - a name that names a model: that model;
-- no name: the pair of the file's (first) gan section when it has one, else the file's default
-  model: the last one, or for training the one the file's only train section names.
+- no name: the pair of the file's (first) gan section when it has one, else the file's (first)
+  VAE, else the file's default model: the last one, or for training the one the file's only
+  train section names.
 
 New kinds of multi-model sections add a Target class and a line in `resolve`; the CLI does not
 change.
@@ -211,6 +215,39 @@ class GanTarget(Target):
         return sample_command(options, self.pair)
 
 
+class VaeTarget(ModelTarget):
+    """A VAE: the model its train section trains and the decoder that shares its weights. The
+    model acted on (summary, render, export) is the one the command named: the VAE by default."""
+    kind = "vae"
+
+    def __init__(self, spec, vae):
+        super().__init__(spec, vae.focus)
+        self.vae = vae
+
+    def models(self) -> list:
+        return [self.vae.model, self.vae.decoder]
+
+    def export_weights(self, path, model) -> dict:
+        from .sample.vae import vae_weights
+        return vae_weights(self.vae, path, model)
+
+    def train(self, data, run_dir, **options):
+        self._trained = ModelTarget(self.spec, self.vae.model)
+        return self._trained.train(data, run_dir, **options)
+
+    def describe_run(self, result, spec_file, run_dir, model_arg):
+        lines = self._trained.describe_run(result, spec_file, run_dir, model_arg)
+        ck = result.best or result.checkpoint
+        if ck is not None:
+            lines.append(f"sample with: archdsl sample {spec_file} --weights {ck} -n 64 -o prior.png "
+                         f"(decoder {self.vae.decoder.name}; --reconstruct DATA.npz for reconstructions)")
+        return lines
+
+    def sample(self, options) -> int:
+        from .sample.vae import sample_command
+        return sample_command(options, self.vae)
+
+
 def _gan_of(spec, model_name: str):
     """The pair of the gan section `model_name` is the generator or discriminator of, or None."""
     from .gan.config import config_from_section
@@ -230,6 +267,10 @@ def resolve(spec, name: str | None = None, overrides: dict | None = None, traini
             raise ArchError("--set is not supported for a gan; give the models' arguments in the gan section",
                             hint="e.g. generator = Generator(z=32)")
         return GanTarget(spec, _with(spec, overrides).gan(name))
+    from .vae import find
+    vae = find(spec, name, overrides)
+    if vae is not None:
+        return VaeTarget(spec, vae)
     trains = spec.sections.get("train", [])
     if name is None and training and len(trains) == 1:
         name = trains[0].name

@@ -12,6 +12,9 @@ _KIND_NAMES = {"int": "an int", "float": "a number", "bool": "a bool (true/false
                "dtype": "a dtype (f32, i64, ...)", "any": "a value"}
 
 
+F32_MAX = 3.4028234663852886e38     # the largest float32
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -73,7 +76,10 @@ def bind_args(op: Op, positional: list, keywords: dict, span: Span | None = None
         v = attrs[a.name]
         where = arg_spans.get(a.name, arg_spans.get(names.index(a.name), span))
         if _is_int(v) and a.kind == "float":
-            v = attrs[a.name] = float(v)
+            v = attrs[a.name] = float(v) if abs(v) <= F32_MAX else float("inf")
+        if a.kind == "float" and isinstance(v, float) and not abs(v) <= F32_MAX:    # becomes an f32 constant
+            raise ArchError(f"{op.name} argument '{a.name}' = {_show(v)} does not fit float32", where,
+                            f"keep it within ±{F32_MAX:.4g}")
         if not check_kind(a, v):
             raise ArchError(f"{op.name} argument '{a.name}' must be {_KIND_NAMES[a.kind]}, got {_show(v)}", where)
         if a.choices is not None and v not in a.choices:

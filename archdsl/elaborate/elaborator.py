@@ -117,8 +117,8 @@ def _builtins() -> dict:
 
     def _sum(x):
         if not isinstance(x, tuple) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
-            raise ArchError(f"sum() needs a tuple of numbers, got {show(x)}",
-                            hint="e.g. sum(depths[:i]): the blocks before stage i")
+            raise ArchError(f"sum() needs a tensor, or a tuple of numbers, got {show(x)}",
+                            hint="e.g. sum(depths[:i]): the blocks before stage i (0 for none)")
         r = sum(x)
         if (isinstance(r, int) and abs(r) > MAX_INT) or (isinstance(r, float) and not math.isfinite(r)):
             raise ArchError("sum() result is too large")
@@ -127,6 +127,15 @@ def _builtins() -> dict:
     def where(*xs):
         raise ArchError("where() needs a bool tensor as its condition, e.g. where(x > 0, x, 0.0)",
                         hint="to choose between numbers write: a if cond else b")
+
+    def reduce(fn, name):
+        def f(*xs):
+            if len(xs) != 1 or not isinstance(xs[0], tuple) or not xs[0] or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs[0]):
+                raise ArchError(f"{name}() needs a tensor, or a tuple of numbers, got "
+                                f"{', '.join(show(x) for x in xs) or 'nothing'}")
+            return fn(xs[0])
+        return f
 
     def sigmoid(v):
         return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
@@ -137,10 +146,11 @@ def _builtins() -> dict:
              "sigmoid": (sigmoid, "Sigmoid")}
     out = {"channels": Builtin("channels", channels), "dim": Builtin("dim", dim),
            "rank": Builtin("rank", rank), "shape": Builtin("shape", shape), "len": Builtin("len", _len),
-           "sum": Builtin("sum", _sum),
            "min": Builtin("min", _num(min, "min", unary=False)), "max": Builtin("max", _num(max, "max", unary=False)),
            "int": Builtin("int", _num(int, "int")), "float": Builtin("float", _num(float, "float")),
-           "where": Builtin("where", where, tensor="where")}
+           "where": Builtin("where", where, tensor="where"),
+           "sum": Builtin("sum", _sum, tensor="Sum"),        # of an empty tuple: 0
+           "mean": Builtin("mean", reduce(lambda v: sum(v) / len(v), "mean"), tensor="Mean")}
     out.update({name: Builtin(name, _num(fn, name), tensor=op) for name, (fn, op) in maths.items()})
     out.update({kind: InitFactory(kind) for kind in INIT_SCHEMAS})     # zeros, normal(std=...), ...
     return out
@@ -183,6 +193,30 @@ class Elaborator:
         if self.errors:
             raise self.errors[0] if len(self.errors) == 1 else ArchErrors(self.errors)
         return self.m
+
+    def expression(self, name: str, tensors: dict, expr: A.Node) -> tuple:
+        """`expr` (an expression of a train section: a loss term) over the named `tensors` (name ->
+        TensorType), elaborated as a model of its own whose inputs are the tensors it uses.
+        Returns (the Model, the expression's value: a TensorRef, a number, ...); its output is set
+        when the value is a tensor. Shape errors carry the expression's own positions."""
+        self.errors = []
+        self.depth = self.expansions = 0
+        self.m = Model(name=name, file=expr.span.file, span=expr.span, args={})
+        self.constraint_keys = set()
+        frame = Frame(env={}, path="", scopes=())
+        for n, t in tensors.items():
+            v = Value(n, t, None, 0, None)
+            self.m.inputs.append(v)
+            frame.env[n] = TensorRef(v, n)
+        with _recursion_headroom(_FRAMES_PER_LEVEL * MAX_EVAL_DEPTH):
+            v = self.eval(expr, frame)
+        if isinstance(v, TensorRef):
+            if v.value.producer is None:     # the expression is one of the tensors itself
+                v = self.apply(OpKind(self.ops["Identity"]), [v], frame, expr.span)
+            self.m.outputs.append(v.value)
+        used = {id(x) for n in self.m.nodes for x in n.inputs}
+        self.m.inputs = [x for x in self.m.inputs if id(x) in used]
+        return self.m, v
 
     # -- parameters ---------------------------------------------------------------------------
     def bind_params(self, defn: A.Definition, positional: list, keywords: dict, span: Span,
@@ -570,8 +604,19 @@ class Elaborator:
         attrs = self._bind(op, [], {"value": num, "reverse": reverse}, e.span, {})
         return self.apply(LayerInstance(op, attrs, e.span), [t], frame, e.span)
 
-    def tensor_builtin(self, f: Builtin, pos: list, frame, e):
-        """`exp(x)`, `where(mask, a, b)`, ... with a tensor argument: the op applied to it."""
+    def tensor_builtin(self, f: Builtin, pos: list, frame, e, kw: dict, spans: dict):
+        """`exp(x)`, `where(mask, a, b)`, `sum(x, 1)`, ... with a tensor argument: the op applied
+        to it (a reduction takes its op's arguments after the tensor)."""
+        op = self.ops.get(f.tensor)
+        if op is not None and op.args:
+            if not isinstance(pos[0], TensorRef) or any(isinstance(v, TensorRef) for v in pos[1:]):
+                raise ArchError(f"{f.name}() takes one tensor, then its arguments", e.span,
+                                f"e.g. {f.name}(x, 1) or {f.name}(x, dim=(1, 2), keepdim=true)")
+            shifted = {(k - 1 if isinstance(k, int) else k): v for k, v in spans.items()}
+            attrs = self._bind(op, pos[1:], kw, e.span, shifted)
+            return self.apply(LayerInstance(op, attrs, e.span), pos[:1], frame, e.span)
+        if kw:
+            raise ArchError(f"{f.name}() takes no keyword arguments", e.span)
         if f.tensor != "where":
             if len(pos) != 1:
                 raise ArchError(f"{f.name}() takes 1 argument, got {len(pos)}", e.span, f"write {f.name}(x)")
@@ -708,10 +753,10 @@ class Elaborator:
             args = self.bind_params(f.defn, pos, kw, e.span, kw_spans=spans)
             return BlockInstance(f.defn, args, e.span, f.module, name=name)
         if isinstance(f, Builtin):
+            if f.tensor is not None and any(isinstance(v, TensorRef) for v in pos):
+                return self.tensor_builtin(f, pos, frame, e, kw, spans)
             if kw:
                 raise ArchError(f"{f.name}() takes no keyword arguments", e.span)
-            if f.tensor is not None and any(isinstance(v, TensorRef) for v in pos):
-                return self.tensor_builtin(f, pos, frame, e)
             try:
                 return f.fn(*pos)
             except ArchError as err:

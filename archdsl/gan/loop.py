@@ -34,8 +34,14 @@ Ctrl-C (which finishes the current step first):
 The run itself (position, random streams, resume, Ctrl-C, checkpoints, progress, metrics.jsonl)
 is archdsl/train/run.py's `Run`; this module is its GAN policy: what one step does.
 
+A conditional pair (archdsl/gan/pair.py) feeds the real batch's conditions from the data and
+draws the generated batch's: class labels uniformly over the classes in the data (the checkpoint
+keeps them, for `archdsl sample --class K`), other conditions as random rows of the data's array;
+D judges each sample with its condition, and the generator update reuses the drawn ones.
+
 Determinism: G's weights come from the seed, D's from seed + 1; the real data order from
-(seed, 2), dropout in G from (seed, 3) and in D from (seed, 5), the noise from (seed, 4); all
+(seed, 2), dropout in G from (seed, 3) and in D from (seed, 5), the noise from (seed, 4), the
+generated batch's conditions from (seed, 6); all
 of them are in the checkpoint, so a run resumed from any checkpoint ends with exactly the
 weights of the uninterrupted run (same machine and BLAS thread count).
 """
@@ -152,8 +158,9 @@ class GanTrainer:
         key = self.cfg.data or din
         if key not in files and self.cfg.data is None and len(files) == 1:
             key = next(iter(files))
-        # real samples have the generated samples' type (the discriminator may take them packed)
-        samples = SimpleNamespace(inputs=[Value(din, self.pair.sample_output.type)])
+        # real samples have the generated samples' type (the discriminator may take them packed);
+        # a conditional pair's conditions come from the arrays of their names
+        samples = SimpleNamespace(inputs=[Value(din, self.pair.sample_output.type)] + self.pair.condition_inputs)
         return load_data(path, samples, [], inputs_map={din: key}, files=files)
 
     # -- the run ----------------------------------------------------------------------------------
@@ -193,6 +200,9 @@ class GanTrainer:
         # and the generated samples, packed), before a weight is allocated (passes/limits.py)
         check_resources(self.g_ir, batch=B)
         check_resources(self.d_ir, batch=2 * B // cfg.pack, dims=data_dims(self.d_ir, ds.arrays))
+        self.conds = {v.name: ds.arrays[v.name] for v in pair.condition_inputs}
+        self.classes = {v.name: sorted(int(c) for c in np.unique(self.conds[v.name]))
+                        for v in pair.condition_inputs if v is pair.class_input}
         if ck is not None:
             gw = check_weights(self._ck_w["generator"], self.g_ir, f"{ck.path} (generator)")
             dw = check_weights(self._ck_w["discriminator"], self.d_ir, f"{ck.path} (discriminator)")
@@ -203,6 +213,7 @@ class GanTrainer:
         gen.ctx.rng = run.stream("generator", 3)
         disc.ctx.rng = run.stream("discriminator", 5)
         self.noise_rng = run.stream("noise", 4)
+        self.cond_rng = run.stream("conditions", 6) if self.conds else None
         g_params, d_params = gen.trainable(), disc.trainable()
         for what, ps, ir in (("generator", g_params, self.g_ir), ("discriminator", d_params, self.d_ir)):
             if not ps:
@@ -235,6 +246,17 @@ class GanTrainer:
     def format(self, rec: dict) -> str:
         return (f"step {rec['step']}  " if "step" in rec else "") + format_record(rec)
 
+    def draw_conditions(self, n: int) -> dict:
+        """The generated batch's conditions: class labels uniform over the data's classes, other
+        conditions rows of the data's arrays drawn at random."""
+        out = {}
+        for name, arr in self.conds.items():
+            if name in self.classes:
+                out[name] = np.asarray(self.classes[name], arr.dtype)[self.cond_rng.integers(0, len(self.classes[name]), n)]
+            else:
+                out[name] = arr[self.cond_rng.integers(0, len(arr), n)]
+        return out
+
     def step(self, run: Run, in_epoch: int) -> dict:
         if self.g_sched:
             self.g_opt.lr = self.g_opt.base_lr * schedule_factor(self.g_sched, run.step, run.total, run.steps_per_epoch)
@@ -246,24 +268,28 @@ class GanTrainer:
         g_tape = Tape()     # the generator's forward, kept for its update while D trains
         for k in range(cfg.d_steps):
             z = self.pair.noise(B, self.noise_rng)
+            c_fake = self.draw_conditions(B)
             if k == cfg.d_steps - 1:           # the fake the generator update reuses: on its own tape
                 with g_tape:
-                    fake = gen.forward({self.zin: z}, training=True)[self.gout]
+                    fake = gen.forward({self.zin: z, **c_fake}, training=True)[self.gout]
                 fake_data = fake.data
             else:
                 with no_grad():
-                    fake_data = gen.forward({self.zin: z}, training=True)[self.gout].data
+                    fake_data = gen.forward({self.zin: z, **c_fake}, training=True)[self.gout].data
             i0 = (in_epoch * cfg.d_steps + k) * B
-            x = pack_rows(self.real[run.order[i0:i0 + B]], pk)
+            idx = run.order[i0:i0 + B]
+            x = pack_rows(self.real[idx], pk)
+            c_real = {name: arr[idx] for name, arr in self.conds.items()}
             fake_data = pack_rows(fake_data, pk)
             if self.joint:
-                scores = disc.forward({self.din: np.concatenate([x, fake_data])}, training=True)[self.dout]
+                both = {name: np.concatenate([c_real[name], c_fake[name]]) for name in self.conds}
+                scores = disc.forward({self.din: np.concatenate([x, fake_data]), **both}, training=True)[self.dout]
                 loss = O.d_loss_joint(obj, scores, B // pk)
                 sc = scores.data
                 sr, sf = sc[:B // pk], sc[B // pk:]
             else:
-                sr_t = disc.forward({self.din: x}, training=True)[self.dout]
-                sf_t = disc.forward({self.din: fake_data}, training=True)[self.dout]
+                sr_t = disc.forward({self.din: x, **c_real}, training=True)[self.dout]
+                sf_t = disc.forward({self.din: fake_data, **c_fake}, training=True)[self.dout]
                 loss = O.d_loss(obj, sr_t, sf_t)
                 sr, sf = sr_t.data, sf_t.data
             lv = float(loss.data)
@@ -282,7 +308,7 @@ class GanTrainer:
             p.requires_grad = False
         try:
             with g_tape:
-                sg = disc.forward({self.din: pack_rows(fake, pk)}, training=True)[self.dout]
+                sg = disc.forward({self.din: pack_rows(fake, pk), **c_fake}, training=True)[self.dout]
                 gl = O.g_loss(obj, sg)
                 glv = float(gl.data)
                 if not math.isfinite(glv):
@@ -305,7 +331,7 @@ class GanTrainer:
     def meta(self, run: Run) -> dict:
         return {"gan": self.pair.name, "spec": str(self.pair.spec.file), "generator": self.g_ir.name,
                 "discriminator": self.d_ir.name, "model": self.g_ir.name, "g_optimizer": self.g_opt.state_meta(),
-                "d_optimizer": self.d_opt.state_meta(), "config": self.cfg.to_json()}
+                "d_optimizer": self.d_opt.state_meta(), "config": self.cfg.to_json(), "classes": self.classes}
 
     def save(self, run: Run, path: Path, meta: dict) -> None:
         save_gan_checkpoint(path, {"generator": self.gen.weights(), "discriminator": self.disc.weights()},

@@ -48,8 +48,8 @@ from ..passes.init import initialize
 from ..passes.limits import check_resources
 from .checkpoint import check_weights, init_from, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
-from .data import Dataset, TargetSpec, load_data, split
-from .losses import LOSSES, per_example_total
+from .data import Dataset, load_data, split
+from .objective import Objective
 from .metrics import METRIC_FINISH, METRICS
 from .optim import (
     OPTIMIZERS, SCHEDULES, CosineSchedule, clip_grad_norm, global_grad_norm, schedule_factor,
@@ -148,27 +148,31 @@ def read_resumable(path):
 
 
 class _Accum:
-    """Running sums for one epoch's loss and metrics (exact averages over examples)."""
+    """Running sums for one epoch's loss, loss terms and metrics (exact averages over examples)."""
 
-    def __init__(self, metrics, state: dict | None = None):
+    def __init__(self, metrics, state: dict | None = None, terms: tuple = ()):
         state = state or {}
-        self.loss_sum = float(state.get("loss_sum", 0.0))
+        sums = state.get("sums", {})
+        self.sums = {k: float(sums.get(k, 0.0)) for k in ("loss",) + tuple(terms)}
+        self.sums["loss"] = float(state.get("loss_sum", self.sums["loss"]))
         self.count = int(state.get("count", 0))
         self.m = {m: [float(x) for x in state.get("metrics", {}).get(m, (0.0, 0))] for m in metrics}
         self.seconds = float(state.get("seconds", 0.0))
 
     def add(self, rec: dict) -> None:
-        self.loss_sum += rec["loss_total"]
+        for k, v in rec["totals"].items():
+            self.sums[k] += v
         self.count += rec["count"]
         for k, (s, n) in rec["metrics"].items():
             self.m[k][0] += s
             self.m[k][1] += n
 
     def state(self) -> dict:
-        return {"loss_sum": self.loss_sum, "count": self.count, "metrics": self.m, "seconds": self.seconds}
+        return {"loss_sum": self.sums["loss"], "sums": self.sums, "count": self.count, "metrics": self.m,
+                "seconds": self.seconds}
 
     def values(self, prefix="") -> dict:
-        out = {f"{prefix}loss": self.loss_sum / self.count if self.count else None}
+        out = {f"{prefix}{k}": s / self.count if self.count else None for k, s in self.sums.items()}
         for k, (s, n) in self.m.items():
             out[f"{prefix}{k}"] = METRIC_FINISH.get(k, float)(s / n) if n else None
         return out
@@ -177,8 +181,9 @@ class _Accum:
 # -- the supervised policy ---------------------------------------------------------------------------
 
 class Trainer:
-    """Supervised training: one model, a loss over one output and a target array, metrics, an
-    optional validation split (best.npz keeps the lowest validation loss); a policy of a Run."""
+    """Supervised training: one model, its loss (a built-in loss of an output and a target array,
+    or named terms: archdsl/train/objective.py), metrics, an optional validation split (best.npz
+    keeps the lowest validation loss); a policy of a Run."""
 
     def __init__(self, model, config: TrainConfig, *, quiet: bool = False, log=None, threads: int | None = None,
                  spec_file: str | None = None, on_step=None):
@@ -195,14 +200,15 @@ class Trainer:
         self.threads = threads
         self.spec_file = spec_file or self.ir.file
         self.run: Run | None = None
-        validate(config, self.ir)
-        name = config.loss["name"]
-        self.loss_fn, self.kind = LOSSES[name]
-        self.loss_kwargs = dict(config.loss.get("kwargs", {}))
-        self.out_name = config.loss["output"]
-        self.target_name = config.loss["target"]
-        otype = next(v.type for v in self.ir.outputs if v.name == self.out_name)
-        self.targets = [TargetSpec(self.target_name, otype, self.kind, self.loss_kwargs.get("ignore_index"))]
+        spec = getattr(model, "spec", None)
+        self.objective = Objective(self.ir, config.loss, config.terms, config.spans,
+                                   spec.ns if spec is not None else None)
+        validate(config, self.ir, self.objective)
+        self.targets = self.objective.targets
+        self.term_names = () if self.objective.single else tuple(self.objective.names)
+        clf = self.objective.classifier
+        self.kind = clf.kind if clf is not None else None
+        self.clf_kwargs = dict(clf.loss["kwargs"]) if clf is not None else {}
 
     @property
     def name(self) -> str:
@@ -222,22 +228,22 @@ class Trainer:
             return load_data("<arrays>", self.ir, self.targets, cfg.inputs, cfg.targets, files=dict(data))
         return load_data(data, self.ir, self.targets, cfg.inputs, cfg.targets)
 
-    def _loss(self, out, target):
-        return self.loss_fn(out, target, **self.loss_kwargs)
+    def _metrics(self, outs: dict, batch: dict) -> dict:
+        if not self.cfg.metrics:
+            return {}
+        clf = self.objective.classifier
+        out, target = outs[clf.loss["output"]].data, batch[clf.loss["target"]]
+        return {m: METRICS[m](out, target, self.kind, self.clf_kwargs.get("ignore_index")) for m in self.cfg.metrics}
 
-    def _metrics(self, out: np.ndarray, target: np.ndarray) -> dict:
-        return {m: METRICS[m](out, target, self.kind, self.loss_kwargs.get("ignore_index")) for m in self.cfg.metrics}
-
-    def evaluate(self, ex: NumpyExecutor, ds: Dataset, prefix: str = "") -> dict:
-        """Loss and metrics of `ds` in inference mode (no dropout, BatchNorm running statistics)."""
-        acc = _Accum(self.cfg.metrics)
-        red = self.loss_kwargs.get("reduction", "mean")
+    def evaluate(self, ex: NumpyExecutor, ds: Dataset, prefix: str = "", step: int = 0, steps_per_epoch: int = 1) -> dict:
+        """Loss, loss terms and metrics of `ds` in inference mode (no dropout, BatchNorm running
+        statistics); ramped term weights at `step`."""
+        acc = _Accum(self.cfg.metrics, terms=self.term_names)
         with no_grad():
             for _, b in ds.batches(EVAL_CHUNK):
-                out = ex.forward({v.name: b[v.name] for v in self.ir.inputs}, training=False)[self.out_name]
-                n = len(b[self.target_name])
-                acc.add({"loss_total": per_example_total(float(self._loss(out, b[self.target_name]).data), red, n),
-                         "count": n, "metrics": self._metrics(out.data, b[self.target_name])})
+                outs = ex.forward({v.name: b[v.name] for v in self.ir.inputs}, training=False)
+                _, _, totals, n = self.objective(outs, b, step, steps_per_epoch)
+                acc.add({"totals": totals, "count": n, "metrics": self._metrics(outs, b)})
         return acc.values(prefix)
 
     # -- the run ----------------------------------------------------------------------------------
@@ -304,10 +310,9 @@ class Trainer:
         run.setup(len(self.train_ds), ds.path, spe, spe * cfg.epochs)
         self.in_names = [v.name for v in ir.inputs]
         self.params = list(self.trainable.values())
-        self.red = self.loss_kwargs.get("reduction", "mean")
 
     def accumulator(self, state):
-        return _Accum(self.cfg.metrics, state)
+        return _Accum(self.cfg.metrics, state, self.term_names)
 
     def step(self, run: Run, b: int) -> dict:
         cfg, ex, opt = self.cfg, self.executor, self.opt
@@ -316,13 +321,12 @@ class Trainer:
         opt.lr = opt.base_lr * schedule_factor(self.schedules, opt.t, run.total, run.steps_per_epoch) \
             if self.schedules else opt.base_lr
         inputs = {k: batch[k] for k in self.in_names}
-        target = batch[self.target_name]
-        out = ex.forward(inputs, training=True)[self.out_name]
-        loss = self._loss(out, target)
+        outs = ex.forward(inputs, training=True)
+        loss, values, totals, n_ex = self.objective(outs, batch, run.step, run.steps_per_epoch)
         lv = float(loss.data)
         if not math.isfinite(lv):
             clear_tape()
-            self._diagnose(run, inputs, lv)
+            self._diagnose(run, inputs, lv, values)
         backward(loss)
         norm = clip_grad_norm(self.params, cfg.clip_norm) if cfg.clip_norm else global_grad_norm(self.params)
         if not math.isfinite(norm):
@@ -331,14 +335,12 @@ class Trainer:
         opt.zero_grad()
         for n, saved in self.frozen_buffers.items():
             np.copyto(ex.params[n].data, saved)
-        n_ex = len(target)
-        return {"loss": lv, "loss_total": per_example_total(lv, self.red, n_ex), "count": n_ex,
-                "metrics": self._metrics(out.data, target)}
+        return {"loss": lv, "totals": totals, "count": n_ex, "metrics": self._metrics(outs, batch)}
 
     def end_epoch(self, run: Run, acc: _Accum) -> dict:
-        rec = {"lr": self.opt.lr, **acc.values()}
+        rec = {"lr": self.opt.lr, **acc.values(), **self.objective.ramped_weights(run.step, run.steps_per_epoch)}
         if self.val_ds is not None:
-            rec.update(self.evaluate(self.executor, self.val_ds, prefix="val_"))
+            rec.update(self.evaluate(self.executor, self.val_ds, "val_", run.step, run.steps_per_epoch))
         self._improved = self.val_ds is not None and rec["val_loss"] is not None and (
             self.best is None or rec["val_loss"] < self.best)
         if self._improved:
@@ -361,8 +363,11 @@ class Trainer:
     def save(self, run: Run, path, meta: dict) -> Path:
         return save_checkpoint(path, self.executor.weights(), self.opt.state_arrays(), meta)
 
-    def _diagnose(self, run: Run, inputs, lv):
+    def _diagnose(self, run: Run, inputs, lv, values: dict):
         where = f"at epoch {run.epoch + 1}, step {run.step + 1}"
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad and not self.objective.single:
+            where += f" (loss term{'s' if len(bad) > 1 else ''} {', '.join(bad)})"
         hint = "lower the learning rate or set clip_norm" + run.last_good_note()
         try:
             with no_grad():

@@ -105,6 +105,15 @@ class Dict:
                       if k in v)
 
 
+class Where:
+    """A schema and a condition across its fields (`says` what fails)."""
+    def __init__(self, schema, holds, says: str):
+        self.schema, self.holds, self.says = schema, holds, says
+
+    def check(self, v, where):
+        return self.schema.check(v, where) or (None if self.holds(v) else f"{where} {self.says}")
+
+
 def _first(problems) -> str | None:
     """The first problem found (checks run lazily, in order), or None."""
     return next((p for p in problems if p), None)
@@ -157,11 +166,12 @@ HISTORY = List(Dict({"epoch": Int(0)}))
 def train_schema() -> Dict:
     from .config import TrainConfig
     config = from_settings(TrainConfig)
-    config.fields["loss"] = Dict({"name": str, "output": str, "target": str}, optional={"kwargs": dict})
+    config.fields["loss"] = Opt(Dict({"name": str, "output": str, "target": str}, optional={"kwargs": dict}))  # None: named terms
     config.optional.update(optimizer=OPTIMIZER, batch=Int(1), epochs=Int(1), metrics=List(str),
                            schedule=List(Dict({"name": str})), freeze=List(str), inputs=Map(str),
                            targets=Map(str))
     partial = Dict({}, optional={"loss_sum": Num(), "count": Int(0), "metrics": Map(List(Num())), "seconds": Num()})
+    config = Where(config, lambda c: c["loss"] is not None or bool(c.get("terms")), "has neither a loss nor loss terms")
     return Dict({"model": str, "epoch": Int(0), "batch": Int(0), "rng": STREAMS,
                  "optimizer": OPTIMIZER, "config": config},
                 optional={"data": Opt(str), "step": Int(0), "history": HISTORY, "best_val_loss": Opt(Num()),
