@@ -7,7 +7,7 @@ import functional as F``), gathered from the modules that define them by theme:
     linear         the dense layer
     reductions     logsumexp, softmax, log_softmax
     losses         softmax_cross_entropy, binary_cross_entropy_with_logits, mse
-    shapes         concat, stack, split, squeeze, expand_dims, broadcast_to, take, pad, roll, tile,
+    shapes         concat, stack, split, unstack, squeeze, expand_dims, broadcast_to, take, pad, roll, tile,
                    resample
     convolution    conv, conv_transpose, pooling
     normalization  batch_norm, layer_norm, group_norm, instance_norm, rms_norm, local_response_norm,
@@ -27,7 +27,9 @@ from .linear import linear
 from .losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
 from .normalization import batch_norm, dropout, group_norm, instance_norm, layer_norm, local_response_norm, rms_norm
 from .reductions import log_softmax, logsumexp, softmax
-from .shapes import broadcast_to, concat, expand_dims, pad, resample, resample_matrix, roll, split, squeeze, stack, take, tile
+from .shapes import (
+    broadcast_to, concat, expand_dims, pad, resample, resample_matrix, roll, split, squeeze, stack, take, tile, unstack,
+)
 from .tensor import (
     abs, add, astype, div, exp, flatten, getitem, log, matmul, max, mean, min, mul, neg, pow, relu, reshape,
     sigmoid, sub, sum, tanh, transpose,
@@ -40,7 +42,7 @@ __all__ = [
     "maximum", "minimum", "where", "clip", "astype",
     "matmul", "linear",
     "sum", "mean", "max", "min", "logsumexp",
-    "reshape", "transpose", "concat", "split", "stack", "getitem", "pad",
+    "reshape", "transpose", "concat", "split", "stack", "unstack", "getitem", "pad",
     "broadcast_to", "expand_dims", "squeeze", "flatten", "take", "roll", "tile", "resample", "resample_matrix",
     "softmax", "log_softmax",
     "softmax_cross_entropy", "binary_cross_entropy_with_logits", "mse",

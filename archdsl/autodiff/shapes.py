@@ -11,8 +11,8 @@ import numpy as np
 from ._arrays import pad_array
 from .tensor import Tensor, _GRAD, _const, _scalar_op, _ub, _wrap, _take_grad, record, record_multi
 
-__all__ = ['expand_dims', 'squeeze', 'broadcast_to', 'concat', 'stack', 'split', 'take', 'pad', 'roll', 'tile',
-           'resample', 'resample_matrix']
+__all__ = ['expand_dims', 'squeeze', 'broadcast_to', 'concat', 'stack', 'split', 'unstack', 'take', 'pad', 'roll',
+           'tile', 'resample', 'resample_matrix']
 
 
 def expand_dims(x, axis):
@@ -83,6 +83,25 @@ def split(x, sizes, axis=0):
         for g, part in zip(gs, np.split(gx, bounds, axis=axis)):
             if g is not None:
                 part[...] = g
+        return (gx,)
+    return record_multi(pieces, (x,), vjp, fill_zeros=False)
+
+
+def unstack(x, axis=0):
+    """The slices of ``x`` along ``axis`` (that axis dropped), as a list: the steps of a
+    sequence, with one backward for all of them (a scan reads every step once)."""
+    x = _wrap(x)
+    xd = x.data
+    pieces = [np.take(xd, i, axis=axis) for i in range(xd.shape[axis])]
+    if not (x.requires_grad and _GRAD[0]):
+        return [_const(p) for p in pieces]
+
+    def vjp(gs):
+        gx = np.zeros(xd.shape, xd.dtype)
+        moved = np.moveaxis(gx, axis, 0)
+        for i, g in enumerate(gs):
+            if g is not None:
+                moved[i] = g
         return (gx,)
     return record_multi(pieces, (x,), vjp, fill_zeros=False)
 
