@@ -201,11 +201,12 @@ class Scan(Op):
         ins += [f"{v.name} {v.type} (fixed)" for v in m.inputs[lay.n_seq:k]]
         ins += [f"{v.name}_(t-1) {v.type}" for v in m.inputs[k:]]
         outs = [f"{name}_t {t}" for name, t in zip(body.outputs, body.output_types)]
-        outs += [f"{name}_t {t}" for name, t in zip(cell.states, body.state_types)]
-        how = "from the last step to the first" if attrs["reverse"] else "from the first step to the last"
-        lines = [f"Scan of {cell.label} over T = {lay.time} steps, {how}"
-                 + (", each row only over its lengths[n] valid steps" if attrs["lengths"] else ""),
-                 f"one step: {', '.join(ins)} \u2192 {', '.join(outs)}"]
+        steps = f"{lay.time} steps" if is_static(lay.time) else f"the {lay.time} steps"
+        how = "last to first" if attrs["reverse"] else "first to last"
+        lines = [f"Scan of {cell.label} over {steps} of {', '.join(cell.inputs)}, {how}"
+                 + (", each row over its lengths[n] valid steps" if attrs["lengths"] else ""),
+                 f"step t: {', '.join(ins)} \u2192 {', '.join(outs)}; next states "
+                 + ", ".join(f"{name}_t" for name in cell.states)]
         for n in m.nodes:
             label = n.op.describe(n.attrs)
             lines.append(f"  {n.name}  {n.kind}{f'({label})' if label else ''}  \u2192 "
