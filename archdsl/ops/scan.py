@@ -241,12 +241,22 @@ class Scan(Op):
             masks = [lens > t for t in range(T)]
         per_node = [{k: params[p] for k, p in items} for items in plan.node_params]
         order = range(T - 1, -1, -1) if attrs["reverse"] else range(T)
-        ys = [[None] * T for _ in range(n_out)]
-        last = [None] * n_out
         steps_in = [hoisted[s] for s in plan.step_slots]      # per step-varying slot: T tensors
         blank = [None] * plan.n
         for k, s in plan.constants:
             blank[k] = hoisted[s]
+        with F.deferred_weight_grads(list(params.values())):
+            states, ys, last = self._steps(plan, ctx, order, steps_in, blank, states, per_node, masks, n_out, T)
+        outs = [F.stack(seq, axis=1) for seq in ys] if attrs["return_sequences"] else list(last)
+        if attrs["return_state"]:
+            outs += states
+        return outs
+
+    @staticmethod
+    def _steps(plan, ctx, order, steps_in, blank, states, per_node, masks, n_out, T):
+        """The step loop: every step's outputs, the last ones (per row, with lengths), the states."""
+        ys = [[None] * T for _ in range(n_out)]
+        last = [None] * n_out
         for t in order:
             env = list(blank)
             for slot, seq in zip(plan.step_slots, steps_in):
@@ -269,10 +279,7 @@ class Scan(Op):
             states = nxt
             for j in range(n_out):
                 ys[j][t] = y[j]
-        outs = [F.stack(seq, axis=1) for seq in ys] if attrs["return_sequences"] else list(last)
-        if attrs["return_state"]:
-            outs += states
-        return outs
+        return states, ys, last
 
     def _plan(self, lay: ScanLayout):
         lay.plan = _StepPlan(lay)
