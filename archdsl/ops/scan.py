@@ -23,11 +23,13 @@ recurrent (`recurrence`, with the step graph as `body`), so sampling carries the
 summaries and `--explain` show the step, and `render --unroll` draws it step by step.
 
 NumPy engine: the step graph's ops run once per step on the autodiff engine, so
-backpropagation through time is the tape's; work that depends on no state (the input
-projections of x_t, a projection of the fixed tensors) is hoisted out of the loop and done for
-all steps at once. ONNX: one `Scan` node whose body is the step graph (lowered by the same ops),
-reading the weights and the fixed tensors from the outer graph; padded batches scan a [N, T]
-mask along with the inputs and keep a row's state where it is done.
+backpropagation through time is the tape's; work that depends on no state is hoisted out of the
+loop (`classify`): the input projections of x_t run once on all steps, a projection of the
+fixed tensors once, and the weight gradients of the layers applied at every step are summed in
+one GEMM per weight (autodiff/linear.py, deferred_weight_grads). ONNX: one `Scan` node whose
+body is the step graph (lowered by the same ops), reading the weights, the fixed tensors and
+what is computed from them alone from the outer graph; padded batches scan a [N, T] mask along
+with the inputs and keep a row's state where it is done.
 """
 from __future__ import annotations
 
@@ -188,9 +190,12 @@ class Scan(Op):
 
         def shape(t):
             return [resolve_dim(d, binding) or 1 for d in t.shape]
-        per_step = sum(int(n.op.macs(n.app, [shape(v.type) for v in n.inputs], [shape(v.type) for v in n.outputs]))
-                       for n in lay.body.model.nodes)
-        return T * per_step
+        kind = classify(lay)
+        total = 0
+        for n in lay.body.model.nodes:       # what reads no step input or state is done once
+            macs = int(n.op.macs(n.app, [shape(v.type) for v in n.inputs], [shape(v.type) for v in n.outputs]))
+            total += macs if kind[id(n)] == "const" else T * macs
+        return total
 
     def explain(self, a):
         lay, attrs = a.derived, a.attrs
@@ -318,7 +323,11 @@ class Scan(Op):
         x_in = [sub.fresh(f"{node}/{x}_t") for x in cell.inputs]
         m_in = sub.fresh(f"{node}/mask_t") if mask is not None else None
         names = {id(v): nm for v, nm in zip(m.inputs, x_in + list(inputs[lay.first_fixed:lay.first_state]) + s_in)}
-        sub.lower_nodes(m, names, g.param_names)
+        kind = classify(lay)
+        # what depends on the fixed tensors and parameters alone is computed once, before the
+        # Scan (the body reads it from the outer graph): the attention keys U h_j, for one
+        g.lower_nodes(m, names, g.param_names, nodes=[b for b in m.nodes if kind[id(b)] == "const"], prefix=node)
+        sub.lower_nodes(m, names, g.param_names, nodes=[b for b in m.nodes if kind[id(b)] != "const"])
         got = [names[id(v)] for v in m.outputs]
         ys, nxt = got[:n_out], got[n_out:]
         lasts = []
@@ -335,10 +344,10 @@ class Scan(Op):
             ys = [sub.op("Where", [row_mask(t.rank), y, sub.const(np.zeros((), t.np_dtype), hint="zero")])
                   for y, t in zip(ys, body.output_types)]
         scan_outs = [] if keep_last and mask is not None else ys
-        outer = set(inputs) | set(sub.arrays) | set(g.weights)
-        body_outs, seen = [], set(s_in + l_in + x_in + ([m_in] if m_in else []))
+        made = {o for b in sub.nodes for o in b.output}
+        body_outs, seen = [], set()
         for nm in nxt + lasts + scan_outs:       # each body output a name of its own, made in the body
-            if nm in seen or nm in outer:
+            if nm in seen or nm not in made:
                 out = sub.fresh(f"{node}/out")
                 sub.nodes.append(helper.make_node("Identity", [nm], [out], name=f"{out}/Identity"))
                 nm = out
@@ -404,6 +413,28 @@ class Scan(Op):
 
 # -- the step plan of the NumPy engine ---------------------------------------------------------
 
+def classify(lay: ScanLayout) -> dict:
+    """What each node and value of the step graph depends on: "const" (only the fixed tensors
+    and parameters: computed once per scan, in the NumPy engine and in the ONNX graph), "step"
+    (the step inputs but no state, in a node that keeps rows apart: computed for all steps at
+    once, the time folded into the batch) or "state" (computed step by step). Keyed by id()."""
+    m = lay.body.model
+    n_seq, n_fixed = lay.n_seq, len(lay.cell.fixed)
+    kind = {}
+    for i, v in enumerate(m.inputs):
+        kind[id(v)] = "step" if i < n_seq else "const" if i < n_seq + n_fixed else "state"
+    for n in m.nodes:
+        kinds = [kind[id(v)] for v in n.inputs]
+        if "state" in kinds or n.op.stochastic(n.app) or ("step" in kinds and not _rows_apart(n, lay.batch, kinds)):
+            k = "state"
+        else:
+            k = "step" if "step" in kinds else "const"
+        kind[id(n)] = k
+        for v in n.outputs:
+            kind[id(v)] = k
+    return kind
+
+
 class _StepPlan:
     """The step graph as a list of op calls on slots, split in three: nodes that read no state
     and no step input (constants of the fixed tensors and parameters: run once), nodes that read
@@ -418,26 +449,18 @@ class _StepPlan:
                 slot[id(v)] = len(slot)
         self.n = len(slot)
         n_seq, n_fixed = lay.n_seq, len(lay.cell.fixed)
-        kind = {}           # id(value) -> "const" | "step" | "state"
-        for i, v in enumerate(m.inputs):
-            kind[id(v)] = "step" if i < n_seq else "const" if i < n_seq + n_fixed else "state"
-        self.pre: list = []         # (fwd, app, ins, outs, param items, fold): run once
+        kind = classify(lay)
+        self.pre: list = []         # (fwd, app, ins, outs, param items): run once
         self.steps: list = []       # (fwd, app, ins, outs): run every step
         self.node_params: list = []
         for n in m.nodes:
-            kinds = {kind[id(v)] for v in n.inputs}
             items = tuple(n.params.items())
             entry = (n.op.forward, n.app, tuple(slot[id(v)] for v in n.inputs), tuple(slot[id(v)] for v in n.outputs))
-            if "state" in kinds or n.op.stochastic(n.app) or (
-                    "step" in kinds and not _rows_apart(n, lay.batch, [kind[id(v)] for v in n.inputs])):
-                k = "state"
+            if kind[id(n)] == "state":
                 self.steps.append(entry)
                 self.node_params.append(items)
             else:
-                k = "step" if "step" in kinds else "const"
-                self.pre.append(entry + (items, k == "step"))
-            for v in n.outputs:
-                kind[id(v)] = k
+                self.pre.append(entry + (items,))
         # what the step loop reads from the hoisted values
         read = {i for _, _, ins, _ in self.steps for i in ins} | {slot[id(v)] for v in m.outputs}
         self.step_slots = [i for i in sorted(read) if i in self._kinds(kind, slot, "step")]
@@ -479,7 +502,7 @@ def _run_hoisted(plan: _StepPlan, ctx, inputs, lay: ScanLayout, params) -> list:
         env[i] = F.reshape(F.transpose(x, (1, 0) + tuple(range(2, x.ndim))), (T * N,) + tuple(x.shape[2:]))
     for j in range(plan.n_fixed):
         env[n_seq + j] = inputs[lay.first_fixed + j]
-    for fwd, app, ins, outs, items, fold in plan.pre:
+    for fwd, app, ins, outs, items in plan.pre:
         res = fwd(app, ctx, [env[i] for i in ins], {k: params[p] for k, p in items})
         for i, r in zip(outs, res):
             env[i] = r

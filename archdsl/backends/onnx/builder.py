@@ -54,12 +54,17 @@ class OnnxBuilder:
         return self.node.name if self.node is not None else "graph"
 
     # -- lowering graphs ------------------------------------------------------------------
-    def lower_nodes(self, model, names: dict, param_names: dict | None = None) -> None:
-        """Lower `model`'s nodes in order. names: id(Value) -> ONNX name, given for the model's
-        inputs and filled in with every node output. param_names maps the model's parameter
-        names to initializer names (a cell's relative names to the scan's); None: the same."""
+    def lower_nodes(self, model, names: dict, param_names: dict | None = None, nodes=None,
+                    prefix: str | None = None) -> None:
+        """Lower `model`'s nodes (or those of `nodes`) in order. names: id(Value) -> ONNX name,
+        given for the values they read and filled in with every node output. param_names maps
+        the model's parameter names to initializer names (a cell's relative names to the scan's);
+        None: the same. prefix: put before the node names while lowering them."""
         from ...errors import ArchError
-        for node in model.nodes:
+        saved = self.node, self.param_names, self.prefix
+        if prefix is not None:
+            self.prefix = prefix
+        for node in (model.nodes if nodes is None else nodes):
             self.node = node
             self.param_names = {k: (v if param_names is None else param_names[v]) for k, v in node.params.items()}
             try:
@@ -73,7 +78,7 @@ class OnnxBuilder:
                                      f"expected {len(node.outputs)}")
             for v, o in zip(node.outputs, outs):
                 names[id(v)] = o
-        self.node = None
+        self.node, self.param_names, self.prefix = saved
 
     def child(self, prefix: str) -> "OnnxBuilder":
         """A builder for a subgraph of the op being lowered (see the module docstring)."""
