@@ -9,10 +9,8 @@ from ..ops.base import Arg, Op
 _KIND_NAMES = {"int": "an int", "float": "a number", "bool": "a bool (true/false)", "str": "a string",
                "ints": "an int or a tuple of ints", "shape": "a tuple of ints",
                "padding": "an int, a tuple of ints, or 'same'/'valid'", "layer": "a layer instance",
+               "cell": "a cell (e.g. LSTMCell(64))",
                "dtype": "a dtype (f32, i64, ...)", "any": "a value"}
-
-
-F32_MAX = 3.4028234663852886e38     # the largest float32
 
 
 def _is_int(v) -> bool:
@@ -41,6 +39,8 @@ def check_kind(arg: Arg, v) -> bool:
         return isinstance(v, str) and v in DTYPES
     if k == "layer":
         return hasattr(v, "is_layer_instance")
+    if k == "cell":
+        return getattr(v, "is_cell", False)
     return True
 
 
@@ -76,10 +76,7 @@ def bind_args(op: Op, positional: list, keywords: dict, span: Span | None = None
         v = attrs[a.name]
         where = arg_spans.get(a.name, arg_spans.get(names.index(a.name), span))
         if _is_int(v) and a.kind == "float":
-            v = attrs[a.name] = float(v) if abs(v) <= F32_MAX else float("inf")
-        if a.kind == "float" and isinstance(v, float) and not abs(v) <= F32_MAX:    # becomes an f32 constant
-            raise ArchError(f"{op.name} argument '{a.name}' = {_show(v)} does not fit float32", where,
-                            f"keep it within ±{F32_MAX:.4g}")
+            v = attrs[a.name] = float(v)
         if not check_kind(a, v):
             raise ArchError(f"{op.name} argument '{a.name}' must be {_KIND_NAMES[a.kind]}, got {_show(v)}", where)
         if a.choices is not None and v not in a.choices:

@@ -25,9 +25,8 @@ from ...errors import ArchError
 from ...ir.constraints import METADATA_KEY as CONSTRAINTS_KEY
 from ...ir.constraints import dumps as dump_constraints
 from ...ir.graph import Model
-from ...ir.types import DTYPES, is_static
 from ...ops.base import MIN_OPSET
-from .builder import OnnxBuilder
+from .builder import OnnxBuilder, value_info
 
 DEFAULT_OPSET = 17
 
@@ -77,11 +76,6 @@ def _ort_loads(ort, so, opset: int) -> bool:
 def _ir_version(opset: int) -> int:
     """The oldest IR version that can carry `opset`: what the widest range of runtimes accepts."""
     return max(7, helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
-
-
-def _value_info(name: str, t) -> onnx.ValueInfoProto:
-    dims = [int(d) if is_static(d) else str(d) for d in t.shape]
-    return helper.make_tensor_value_info(name, DTYPES[t.dtype][1], dims)
 
 
 def _source_namer(main_file: str):
@@ -139,22 +133,8 @@ def _lower(model: Model, weights, opset, metadata, fold) -> tuple[onnx.ModelProt
     names: dict[int, str] = {}
     for v in model.inputs:
         names[id(v)] = b.fresh(v.name)
-    used_params: set[str] = set()
-    for node in model.nodes:
-        b.node = node
-        b.param_names = dict(node.params)
-        try:
-            lower = node.op.lowering_for(node.app, opset)
-            outs = lower(node.app, b, [names[id(v)] for v in node.inputs])
-        except MemoryError:     # a constant the op builds (e.g. a position table) cannot be allocated
-            raise ArchError(f"not enough memory to export {node.name} ({node.op.name}) with inputs "
-                            f"{', '.join(str(v.type) for v in node.inputs)}", node.span) from None
-        if len(outs) != len(node.outputs):
-            raise AssertionError(f"{node.op.name}.{lower.__name__} returned {len(outs)} outputs, expected {len(node.outputs)}")
-        for v, o in zip(node.outputs, outs):
-            names[id(v)] = o
-        used_params.update(node.params.values())
-    b.node = None
+    b.lower_nodes(model, names)
+    used_params = {p for node in model.nodes for p in node.params.values()}
 
     # Graph outputs take the model's output names: rename producers (or add Identity when an
     # output is a graph input, an initializer, or appears twice).
@@ -169,13 +149,12 @@ def _lower(model: Model, weights, opset, metadata, fold) -> tuple[onnx.ModelProt
         else:
             out = v.name if v.name not in b._used or v.name == src else b.fresh(v.name)
             rename[src] = out
-        graph_outputs.append(_value_info(out, v.type))
+        graph_outputs.append(value_info(out, v.type))
     if rename:
         for n in b.nodes:
             if any(o in rename for o in n.output):
                 n.output[:] = [rename.get(o, o) for o in n.output]
-            if any(i in rename for i in n.input):
-                n.input[:] = [rename.get(i, i) for i in n.input]
+            _rename_inputs(n, rename)
 
     nodes = b.nodes
     if fold:
@@ -187,7 +166,7 @@ def _lower(model: Model, weights, opset, metadata, fold) -> tuple[onnx.ModelProt
     for n in reversed(nodes):
         if any(o in needed for o in n.output):
             live.append(n)
-            needed.update(i for i in n.input if i)
+            needed.update(i for i in reads(n) if i)
     live.reverse()
 
     m = onnx.ModelProto()
@@ -198,7 +177,7 @@ def _lower(model: Model, weights, opset, metadata, fold) -> tuple[onnx.ModelProt
     g = m.graph
     g.name = model.name
     g.node.extend(live)
-    g.input.extend(_value_info(names[id(v)], v.type) for v in model.inputs)
+    g.input.extend(value_info(names[id(v)], v.type) for v in model.inputs)
     g.output.extend(graph_outputs)
     tensors = [(p, functools.partial(_param_array, weights, p), 4 * int(model.parameters[p].numel))
                for p in sorted(used_params) if p in needed and p not in b.arrays]
@@ -222,6 +201,34 @@ def _little_endian(arr) -> np.ndarray:
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr if arr.flags.c_contiguous else arr.copy(order="C")    # (ascontiguousarray makes 0-d 1-d)
+
+
+def _subgraphs(n: onnx.NodeProto):
+    for a in n.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
+def reads(n: onnx.NodeProto) -> list[str]:
+    """The names a node reads: its inputs, and the outer-scope values its subgraphs use (a Scan
+    body reads the model's weights and the tensors its cell keeps fixed that way)."""
+    out = list(n.input)
+    for g in _subgraphs(n):
+        defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+        for m in g.node:
+            out += [i for i in reads(m) if i and i not in defined]
+            defined.update(m.output)
+    return out
+
+
+def _rename_inputs(n: onnx.NodeProto, rename: dict) -> None:
+    if any(i in rename for i in n.input):
+        n.input[:] = [rename.get(i, i) for i in n.input]
+    for g in _subgraphs(n):
+        for m in g.node:
+            _rename_inputs(m, rename)
 
 
 def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray) -> None:
@@ -248,7 +255,7 @@ def _fold_batchnorm(b: OnnxBuilder, nodes: list[onnx.NodeProto], outputs: set[st
     producer = {o: n for n in nodes for o in n.output}
     uses: dict[str, int] = {}
     for n in nodes:
-        for i in n.input:
+        for i in reads(n):
             if i:
                 uses[i] = uses.get(i, 0) + 1
     dropped: set[int] = set()
