@@ -54,11 +54,12 @@ class Target:
         return load_weights(path, model.ir)
 
     def export(self, path, opset: int | None = None, seed: int = 0, weights: str | None = None,
-               role: str | None = None):
-        """Write the ONNX file; returns (proto, model)."""
+               role: str | None = None, **deploy):
+        """Write the ONNX file; returns (Export, model). deploy: target, precision, half_io
+        (CompiledModel.deploy)."""
         model = self.export_model(role)
         w = self.export_weights(weights, model) if weights else None
-        return model.to_onnx(path, opset=opset, seed=seed, weights=w), model
+        return model.deploy(path, opset=opset, seed=seed, weights=w, **deploy), model
 
     def train(self, data, run_dir, **options):
         raise NotImplementedError

@@ -296,8 +296,11 @@ class FakeSession:
     def __init__(self, real_cls, gets=None, fail_cuda=None):
         self.real_cls, self.gets, self.fail_cuda = real_cls, gets, fail_cuda
 
-    def __call__(self, model, sess_options=None, providers=None):
+    options: list = []
+
+    def __call__(self, model, sess_options=None, providers=None, provider_options=None):
         FakeSession.created.append(list(providers))
+        FakeSession.options.append(dict(zip(providers, provider_options or [{}] * len(providers))))
         real = self.real_cls(model, sess_options=sess_options, providers=["CPUExecutionProvider"])
         if "CUDAExecutionProvider" in providers:
             if self.fail_cuda:
@@ -319,6 +322,7 @@ def with_cuda_listed(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     FakeSession.created = []
+    FakeSession.options = []
 
     def install(**kw):
         monkeypatch.setattr(ort, "InferenceSession", FakeSession(ort.InferenceSession, **kw))

@@ -36,12 +36,13 @@ def noise(pair, n: int, seed: int = 0) -> np.ndarray:
 
 
 def generate(pair, weights=None, n: int = 64, seed: int = 0, device: str = "numpy", z: np.ndarray | None = None,
-             onnx=None) -> tuple[np.ndarray, dict]:
+             onnx=None, precision: str = "fp32") -> tuple[np.ndarray, dict]:
     """(samples, info): `n` samples of the pair's generator (or one per row of `z`).
 
     weights: name -> array (the generator's), or None with `onnx` (a path / ModelProto of an
     exported generator). device: "numpy" for the NumPy engine, else the ONNX Runtime device
-    ("cpu", "cuda", "auto"). info: engine, device, providers, seconds."""
+    ("cpu", "cuda", "auto"), with `precision` (runtime.Session: fp32 = TF32 off, so CUDA
+    samples agree with the NumPy engine's). info: engine, device, providers, seconds."""
     if device not in ENGINES:
         from ..errors import did_you_mean
         raise ArchError(f"unknown device '{device}'", hint=did_you_mean(device, ENGINES)
@@ -64,7 +65,7 @@ def generate(pair, weights=None, n: int = 64, seed: int = 0, device: str = "nump
     else:
         from ..runtime import Session
         src = onnx if onnx is not None else pair.generator.to_onnx(weights=weights)
-        sess = Session(str(src) if isinstance(src, (str, Path)) else src, device=device)
+        sess = Session(str(src) if isinstance(src, (str, Path)) else src, device=device, precision=precision)
         in_names = [i.name for i in sess.inputs]
         if in_names != [zin]:
             raise ArchError(f"{sess.name} takes inputs {', '.join(in_names)}, but generator "
@@ -127,13 +128,17 @@ def sample_command(args, pair) -> int:
     seed = getattr(args, "seed", None)
     seed = 0 if seed is None else int(seed)
     device = getattr(args, "device", None)
+    precision = getattr(args, "precision", None) or "fp32"
     if str(wpath).lower().endswith(".onnx"):
         if not Path(wpath).exists():
             raise ArchError(f"no ONNX file '{wpath}'")
-        samples, info = generate(pair, None, n, seed, device or "auto", onnx=str(wpath))
+        samples, info = generate(pair, None, n, seed, device or "auto", onnx=str(wpath), precision=precision)
     else:
         weights = load_member(wpath, pair.generator.ir, role="generator")
-        samples, info = generate(pair, weights, n, seed, device or "numpy")
+        if device in (None, "numpy") and precision != "fp32":
+            raise ArchError(f"--precision {precision} applies to ONNX Runtime; the NumPy engine computes in float32",
+                            hint="add --device cuda (or cpu, auto)")
+        samples, info = generate(pair, weights, n, seed, device or "numpy", precision=precision)
     what = write_samples(out, samples)
     on = info["engine"] + (f" on {info['device']}" if info["engine"] == "ONNX Runtime" else "")
     print(f"wrote {out}: {what} from generator {pair.generator.name} of gan {pair.name} "

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autodiff import functional as F
 from ..ir.types import Sym, TensorType, fit_number, is_static
-from .base import Arg, Op, Sample, Window
+from .base import CUDA_PROVIDER, Arg, Op, Sample, Window, lowering
 
 
 def _prod(dims):
@@ -55,7 +55,14 @@ class Flatten(Op):
             return [x.with_shape((1,))]
         return [x.with_shape(x.shape[:s] + (_prod(x.shape[s:e + 1]),) + x.shape[e + 1:])]
 
-    def lower(self, a, g, inputs):
+    @lowering(since=21, providers=(CUDA_PROVIDER,))
+    def lower_cuda(self, a, g, inputs):
+        # ONNX Runtime's CUDA Flatten kernel stops at Flatten-13 (Flatten-21 would run on the
+        # CPU): the same merge as a Reshape, whose kernel covers every opset
+        return self.lower(a, g, inputs, native=False)
+
+    @lowering()
+    def lower(self, a, g, inputs, native=True):
         (x,) = inputs
         t = a.x
         s, e = a.derived
@@ -64,7 +71,7 @@ class Flatten(Op):
             return [g.op("Reshape", [x, g.ints([1])])]
         if s == e:
             return [x]
-        if s == 1 and e == r - 1:
+        if native and s == 1 and e == r - 1:
             return [g.op("Flatten", [x], axis=1)]
         head = [0] * s + [-1]           # 0 copies the input dim at the same index
         tail = _concrete(t.shape[e + 1:])

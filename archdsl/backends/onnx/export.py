@@ -26,7 +26,7 @@ from ...ir.constraints import dumps as dump_constraints
 from ...ir.graph import Model
 from ...ir.types import DTYPES, is_static
 from ...ops.base import MIN_OPSET
-from .builder import OnnxBuilder
+from .builder import OnnxBuilder, stand_in
 
 DEFAULT_OPSET = 17
 
@@ -110,12 +110,23 @@ def _source_namer(main_file: str):
     return name
 
 
-def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET,
-            metadata: dict[str, str] | None = None, fold: bool = True) -> onnx.ModelProto:
+def to_onnx(model: Model, weights: dict[str, np.ndarray] | None, opset: int = DEFAULT_OPSET,
+            metadata: dict[str, str] | None = None, fold: bool = True,
+            provider: str | None = None, data: bool = True) -> onnx.ModelProto:
     """Lower `model` with `weights` (parameter name -> array) to an ONNX ModelProto.
 
     fold: fold inference-mode BatchNorm into the preceding Conv/ConvTranspose/Gemm (default).
+    provider: the execution provider the file is for ("CUDAExecutionProvider", ...): lowerings
+    declared for providers apply only to theirs; None (the default) exports the portable ones.
+    Choosing an opset per provider is deploy.export's job.
+    data=False: the graph alone, fast, for analysis (placement, the opset search): tensors of
+    1 KiB or more carry their name, type and dims but no values (declared as external data that
+    does not exist), and weights may be None (stand-ins of the parameters' shapes).
     """
+    if weights is None:
+        if data:
+            raise ValueError("to_onnx needs the weights unless data=False")
+        weights = {name: stand_in(p.spec.shape) for name, p in model.parameters.items()}
     top = max_opset()
     if not isinstance(opset, numbers.Integral) or isinstance(opset, bool) or not MIN_OPSET <= opset <= top:
         raise ArchError(f"opset {opset} is not supported: choose {MIN_OPSET}..{top}",
@@ -123,6 +134,7 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     opset = int(opset)
     b = OnnxBuilder(opset)
     b.weights = weights
+    b.lazy = not data
     b.source = _source_namer(model.file)
     b._used.update(model.parameters)
     names: dict[int, str] = {}
@@ -133,7 +145,7 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
         b.node = node
         b.param_names = dict(node.params)
         try:
-            lower = node.op.lowering_for(node.app, opset)
+            lower = node.op.lowering_for(node.app, opset, provider)
             outs = lower(node.app, b, [names[id(v)] for v in node.inputs])
         except MemoryError:     # a constant the op builds (e.g. a position table) cannot be allocated
             raise ArchError(f"not enough memory to export {node.name} ({node.op.name}) with inputs "
@@ -191,10 +203,10 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     g.output.extend(graph_outputs)
     for pname in sorted(used_params):
         if pname in needed and pname not in b.arrays:
-            _add_initializer(g, pname, np.asarray(weights[pname], dtype=np.float32))
+            _add_initializer(g, pname, np.asarray(weights[pname], dtype=np.float32), data)
     for name, arr in b.arrays.items():
         if name in needed:
-            _add_initializer(g, name, arr)
+            _add_initializer(g, name, arr, data)
     meta = {"archdsl_version": _version(), "spec_file": model.file, "model": model.name}
     meta.update({f"param.{k}": str(v) for k, v in model.args.items()})
     if model.constraints:       # checked by archdsl.runtime.Session before ONNX Runtime runs
@@ -204,9 +216,17 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     return m
 
 
-def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray) -> None:
-    """Append `arr` as a raw-data TensorProto: one copy of the data into the message."""
+def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray, data: bool = True) -> None:
+    """Append `arr` as a raw-data TensorProto: one copy of the data into the message (without
+    data: a tensor of EXTERNAL_MIN_TENSOR_BYTES or more is declared only, see to_onnx)."""
     arr = np.asarray(arr)
+    if not data and arr.nbytes >= EXTERNAL_MIN_TENSOR_BYTES:
+        t = g.initializer.add()
+        t.name, t.data_type = name, helper.np_dtype_to_tensor_dtype(arr.dtype)
+        t.dims.extend(arr.shape)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        t.external_data.add(key="location", value="<no data: a graph-only export>")
+        return
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     t = g.initializer.add()
@@ -257,9 +277,12 @@ def _fold_batchnorm(b: OnnxBuilder, nodes: list[onnx.NodeProto], outputs: set[st
         shape = _scale_shape(src, w)
         if shape is None or scale.shape != (w.shape[shape.index(-1)],):
             continue
-        new_w = (w.astype(np.float64) * scale.reshape(shape)).astype(w.dtype)
-        b0 = np.zeros_like(scale) if bias is None else np.asarray(bias, dtype=np.float64)
-        new_b = ((b0 - mean) * scale + beta).astype(w.dtype)
+        if b.lazy:              # a graph-only export: the folded values are not needed
+            new_w, new_b = stand_in(w.shape, w.dtype), stand_in(scale.shape, w.dtype)
+        else:
+            new_w = (w.astype(np.float64) * scale.reshape(shape)).astype(w.dtype)
+            b0 = np.zeros_like(scale) if bias is None else np.asarray(bias, dtype=np.float64)
+            new_b = ((b0 - mean) * scale + beta).astype(w.dtype)
         # A weight (bias) used by this node alone keeps its name, now holding the folded values
         # (Netron still shows `<layer>.weight`); a shared one gets a folded copy of its own.
         owner = src.name.rsplit("/", 1)[0]
