@@ -158,8 +158,9 @@ def lowering(since: int = MIN_OPSET, *, when: Callable | None = None, providers:
     """Mark an op method as an ONNX lowering from opset `since` on (ONNX's own rule: the newest
     version not newer than the model's opset). `when(a)` narrows it to some applications;
     `providers` (e.g. ("CUDAExecutionProvider",)) to exports for those execution providers (the
-    op version another lowering emits has no kernel there: backends/onnx/cuda_kernels.py); a
-    portable export (provider None) never takes it."""
+    op version another lowering emits has no kernel there: backends/onnx/cuda_kernels.py), which
+    prefer it to every portable lowering that applies; a portable export (provider None) never
+    takes it."""
     def mark(fn):
         fn.__lowering__ = Lowering(since, when, providers, fn.__name__)
         return fn
@@ -250,11 +251,11 @@ class Op:
 
     def lowering_for(self, a: Application, opset: int, provider: str | None = None) -> Callable:
         """The bound lowering method the exporter calls at `opset` for execution `provider` (None:
-        a portable file): the newest applicable one."""
-        for low in self.lowerings:
+        a portable file): the newest applicable one declared for that provider, else the newest
+        applicable portable one."""
+        ours = [low for low in self.lowerings if low.providers is not None and provider in low.providers]
+        for low in ours + [low for low in self.lowerings if low.providers is None]:
             if low.since > opset or (low.when is not None and not low.when(a)):
-                continue
-            if low.providers is not None and provider not in low.providers:
                 continue
             return getattr(self, low.method)
         raise ArchError(f"{self.name} cannot be exported at opset {opset}",

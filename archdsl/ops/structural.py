@@ -77,7 +77,13 @@ class Flatten(Op):
         tail = _concrete(t.shape[e + 1:])
         if tail is not None:
             return [g.op("Reshape", [x, g.ints(head + tail)])]
-        # Symbolic trailing dims: take them from the runtime shape.
+        # One symbolic dim among the merged one and the trailing ones: -1 finds it.
+        merged = _prod(t.shape[s:e + 1])
+        rest = [merged] + list(t.shape[e + 1:])
+        if sum(not is_static(d) for d in rest) == 1:
+            return [g.op("Reshape", [x, g.ints([0] * s + [int(d) if is_static(d) else -1 for d in rest])])]
+        # Several symbolic dims: take the trailing ones from the runtime shape (a Concat of a Shape
+        # output, which the CUDA provider runs on the CPU).
         shape = g.op("Shape", [x])
         tail_dims = g.op("Slice", [shape, g.ints([e + 1], "starts"), g.ints([r], "ends"), g.ints([0], "axes")])
         return [g.op("Reshape", [x, g.op("Concat", [g.ints(head), tail_dims], axis=0)])]

@@ -98,8 +98,12 @@ def _cuda_opset(model, weights, opset, meta, data):
             newest = at
             break
         newest = placement.newest_cuda_opset(types, at - 1, MIN_OPSET)
-        if newest is None or opset is not None:     # asked for this opset: keep it, report what fits
+        if opset is not None:        # asked for this opset: keep it, report what fits
             break
+        if newest is None:           # these op types fit nowhere; a lower opset may lower to others
+            if at - 1 < MIN_OPSET:
+                break
+            newest = at - 1
         at = newest
     proto = to_onnx(model, weights, at, meta, provider=placement.CUDA) if data else graph
     return proto, at, newest
