@@ -242,35 +242,39 @@ def check_model(path: Path, name: str, args) -> list[dict]:
     rows = []
     exports = {}
     for label, how, precision in VARIANTS:
-        key = tuple(sorted(how.items()))
-        if key not in exports:
-            exports[key] = deploy.export(cm.ir, weights, **how)
-        result = exports[key]
-        proto = result.proto
-        row = {"spec": path.stem, "model": name, "variant": label, "opset": result.opset,
+        row = {"spec": path.stem, "model": name, "variant": label, "opset": None,
                "precision": how.get("precision", "fp32") if precision == "fp32" else precision}
-        row["predicted_cpu_nodes"] = [str(f) for f in placement.cuda_fallbacks(proto)]
-        try:
+        try:                         # one failing file must not stop the check: it is reported
+            key = tuple(sorted(how.items()))
+            if key not in exports:
+                exports[key] = deploy.export(cm.ir, weights, **how)
+            result = exports[key]
+            proto = result.proto
+            row["opset"] = result.opset
+            row["predicted_cpu_nodes"] = [str(f) for f in placement.cuda_fallbacks(proto)]
             row["measured_cpu_nodes"] = profiled_cpu_nodes(proto, feeds, args.device)
             row["strict"] = strict_loads(proto, args.device)
             sess = Session(proto, device=args.device, precision=precision)
             row["max_rel_error"] = rel_error(sess.run(feeds), ref)
             row["tolerance"] = TOLERANCE[row["precision"]]
             row["p50_ms"] = timing(sess, args.batch, dims, args.runs, args.warmup)
-        except ArchError as e:
-            row["error"] = str(e).splitlines()[0]
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
         rows.append(row)
     if not args.no_torch:
-        module, section = torch_for(cm, weights)
         row = {"spec": path.stem, "model": name, "variant": "PyTorch eager", "opset": None, "precision": "fp32"}
-        if module is None:
-            row["skipped"] = section
-        else:
-            got, lat = torch_run(module, section, feeds, args.device, args.runs, args.warmup, args.batch,
-                                 cm.ir, args.seq)
-            row["max_rel_error"] = rel_error(got, {k: ref[k] for k in got})
-            row["tolerance"] = 1e-4
-            row["p50_ms"] = lat
+        try:
+            module, section = torch_for(cm, weights)
+            if module is None:
+                row["skipped"] = section
+            else:
+                got, lat = torch_run(module, section, feeds, args.device, args.runs, args.warmup, args.batch,
+                                     cm.ir, args.seq)
+                row["max_rel_error"] = rel_error(got, {k: ref[k] for k in got})
+                row["tolerance"] = 1e-4
+                row["p50_ms"] = lat
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
         rows.append(row)
     return rows
 
