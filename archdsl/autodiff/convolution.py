@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import convkernels
 from ._arrays import ntuple, pad_array, pad_pairs
 from .tensor import _GRAD, _const, as_tensor, record
 from .tensor import max as _max
@@ -235,6 +236,9 @@ def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """N-d convolution (cross-correlation, as in PyTorch/ONNX)."""
     x, w, nsp, stride, dil, pads, G = _conv_args("conv", x, w, stride, padding, dilation, groups, False)
     xd, wd = x.data, w.data
+    fast = convkernels.plan(xd.shape, wd.shape, np.result_type(xd, wd), stride, dil, pads, G)
+    if fast is not None:                    # large 2-D float32: ONNX Runtime's kernels
+        return convkernels.conv(x, w, None if b is None else as_tensor(b), stride, dil, pads, G, fast)
     k = wd.shape[2:]
     N = xd.shape[0]
     cols, colsT, out_sp = _im2col(xd, k, stride, dil, pads, G)
@@ -273,6 +277,9 @@ def conv_transpose(x, w, b=None, stride=1, padding=0, output_padding=0, dilation
                for i, s, (pb, pe), d, kk, op in zip(in_sp, stride, pads, dil, k, opad))
     if any(v <= 0 for v in Sy):
         raise ValueError(f"conv_transpose output size {Sy} is not positive")
+    if convkernels.plan((N, Cout) + Sy, wd.shape, np.result_type(xd, wd), stride, dil, pads, G) == in_sp:
+        return convkernels.conv_transpose(x, w, None if b is None else as_tensor(b), stride, dil, pads, G,
+                                          (N, Cout) + Sy)
     w2 = _wmat(wd, G)
     out = _input_grad(xd, wd, w2, (N, Cout) + Sy, stride, dil, pads, G)
     b, rb = _add_bias(out, b, nsp)

@@ -50,7 +50,7 @@ from ..fileio import atomic_write
 from ..ir.graph import Model
 from ..passes.freeze import resolve_freeze
 from ..passes.init import initialize
-from ..autodiff.allocator import keep_freed_memory
+from ..autodiff.allocator import reused_memory
 from .checkpoint import check_weights, init_from, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
 from .data import Dataset, TargetSpec, load_data, shuffle_rng, split
@@ -134,8 +134,7 @@ def training_run(trainer):
     """The surroundings of a whole run: a tape of its own, `trainer.threads` BLAS threads, Ctrl-C
     asking the trainer to stop, no NumPy warnings (the loop itself detects and reports non-finite
     values), and an allocator that keeps freed memory for the next step (autodiff/allocator.py)."""
-    keep_freed_memory()
-    with Tape(), blas_threads(trainer.threads), _stop_on_sigint(trainer), \
+    with reused_memory(), Tape(), blas_threads(trainer.threads), _stop_on_sigint(trainer), \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         yield
 

@@ -1,0 +1,359 @@
+"""Fast kernels for large 2-D convolutions (issue 21); convolution.py's conv and conv_transpose
+hand a call here when `plan` accepts it, and keep their own im2col kernels for everything else.
+
+Measured on the convolutions of a CIFAR ResNet-18 at batch 64, one thread (bench/midsize.md):
+im2col + OpenBLAS GEMM reaches 50-90 GFLOP/s, while ONNX Runtime's CPU convolutions (MLAS, a
+dependency already) run as fast as PyTorch's oneDNN: its NCHWc direct convolution kernel does a
+3x3 64->64 convolution at 32x32 in the time oneDNN does, about twice as fast as im2col.
+Winograd or a channels-last implicit im2col written in NumPy would pay several passes over
+memory per call and cannot reach that. So:
+
+* forward: one ONNX Runtime session per (shapes, attributes, threads) holding one node: the NCHWc
+  form `ReorderInput -> nchwc.Conv -> ReorderOutput` (the graph ONNX Runtime's own layout
+  optimiser builds, but with the weight as an input: the NumPy side lays the filter out in MLAS's
+  blocked order, [O/B, C/B, kh, kw, B, B] or [O/B, C, kh, kw, B], B the CPU's block size, so the
+  weights may change every step), or a plain ONNX Conv where the blocked form does not apply
+  (groups, channel counts that do not fit the blocks).
+* input gradient: for stride 1, a convolution of dy with the flipped, transposed weight (the same
+  kernels); otherwise ONNX ConvTranspose of dy with the same weight (MLAS's GEMM + col2im).
+* weight gradient: ONNX Runtime has no kernel for it (the batch/channel-swapped convolution it
+  could be written as has a kernel the size of the image, which MLAS runs slowly), so it is
+  im2col + GEMM in NumPy, a few images at a time: the im2col block stays small (no 150 MB buffer
+  per convolution, none kept between forward and backward) and the GEMMs keep their shape.
+
+Sessions bind NumPy arrays in place (IOBinding: no copies); ONNX Runtime's threads follow the
+BLAS thread count, without spinning. float32 only (MLAS): float64 (gradient checks) and small
+convolutions, where the per-call overhead of a session run (tens of microseconds) would decide,
+stay on the NumPy kernels. Set ARCHDSL_CONV=numpy to turn this module off.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["plan", "conv", "conv_transpose", "conv_forward", "conv_input_grad", "conv_weight_grad"]
+
+# Below these, NumPy's im2col kernels are as fast (per-call overhead, tiny feature maps where the
+# blocked kernel idles): multiply-accumulates per call, and output positions per image.
+MIN_MACS = 20_000_000
+MIN_POSITIONS = 64
+_CACHE_SIZE = 96
+_IM2COL_BYTES = 4 << 20        # weight gradient: im2col block size (a few images), and its
+_IM2COL_ROWS = 2048            # least number of rows (small images: the GEMM needs the length)
+
+_state: dict = {}
+_sessions: OrderedDict = OrderedDict()
+
+
+def _enabled() -> bool:
+    if "ok" not in _state:
+        ok = os.environ.get("ARCHDSL_CONV", "") != "numpy"
+        if ok:
+            try:
+                import onnx  # noqa: F401
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                ok = False
+        _state["ok"] = ok
+    return _state["ok"]
+
+
+def _blas_threads() -> int:
+    """The BLAS thread count now (threadpool_limits may change it): ONNX Runtime's follows it."""
+    if "blas" not in _state:
+        ctl = None
+        try:
+            from threadpoolctl import ThreadpoolController
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            ctl = libs[0] if libs else None
+        except Exception:       # threadpoolctl missing or a BLAS it cannot drive: one thread
+            ctl = None
+        _state["blas"] = ctl
+    ctl = _state["blas"]
+    return max(1, int(ctl.num_threads)) if ctl is not None else 1
+
+
+def _session(key, build):
+    """The cached session for `key` (built by build() -> (nodes, inputs)), with its IOBinding."""
+    hit = _sessions.get(key)
+    if hit is not None:
+        _sessions.move_to_end(key)
+        return hit
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    nodes, inputs = build()
+    graph = helper.make_graph(nodes, "k", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft.nchwc", 1)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = key[-1]
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if _shared_arena():
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    hit = (sess, sess.io_binding())
+    _sessions[key] = hit
+    if len(_sessions) > _CACHE_SIZE:
+        _sessions.popitem(last=False)
+    return hit
+
+
+def _shared_arena() -> bool:
+    """All sessions take their scratch (NCHWc copies of inputs and outputs) from one arena of the
+    ONNX Runtime environment: it grows to the largest call's needs once and is reused from then
+    on, instead of an arena per session or a malloc per call interleaving with NumPy's arrays."""
+    if "arena" not in _state:
+        import onnxruntime as ort
+        try:
+            ort.create_and_register_allocator(
+                ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT),
+                ort.OrtArenaCfg(0, 1, -1, -1))       # no cap, grow by what is asked, defaults
+            _state["arena"] = True
+        except Exception:       # registered already (by another user of the process), or refused
+            _state["arena"] = False
+    return _state["arena"]
+
+
+def _run(key, build, feeds, out_shape):
+    """Run the session for `key` on C-contiguous float32 `feeds`, into a fresh NumPy array."""
+    from onnxruntime import OrtValue
+    sess, io = _session(key, build)
+    out = np.empty(out_shape, np.float32)
+    # OrtValues wrap the arrays without copying; unlike bind_cpu_input, whose reference to the
+    # array outlives clear_binding_inputs (every session would keep its last input alive),
+    # they are released with the binding
+    for name, arr in feeds.items():
+        io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(arr))
+    io.bind_output("Y", "cpu", 0, np.float32, out_shape, out.ctypes.data)
+    try:
+        sess.run_with_iobinding(io)
+    finally:
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+    return out
+
+
+def _block() -> int:
+    """MLAS's NCHWc channel block (16 with AVX-512, 8 with AVX2), or 0 where it has none."""
+    if "block" not in _state:
+        from onnx import helper
+        try:
+            # ReorderInput pads 4 channels up to one block
+            sess, _ = _session(("block", 1), lambda: (
+                [helper.make_node("ReorderInput", ["X"], ["Y"], domain="com.microsoft.nchwc")], [("X", [1, 4, 1, 1])]))
+            y = sess.run(None, {"X": np.ones((1, 4, 1, 1), np.float32)})[0]
+            _state["block"] = int(y.shape[1]) if y.shape[1] >= 8 else 0
+        except Exception:       # no NCHWc kernels on this CPU or build: plain Conv nodes only
+            _state["block"] = 0
+        _sessions.pop(("block", 1), None)
+    return _state["block"]
+
+
+# -- which calls come here ---------------------------------------------------------------------------
+
+def plan(xshape, wshape, dtype, stride, dil, pads, groups):
+    """The output size of conv(x, w) (x [N, C, H, W], w [O, C/groups, kh, kw]) when it runs here,
+    else None: float32, 2-D, padding not negative, channel groups at least 8 wide, and large
+    enough that a session run's overhead does not matter (small convolutions, like the digits
+    CNN's, are bound by per-call overhead, where NumPy's kernels are faster)."""
+    if len(xshape) != 4 or dtype != np.float32 or not _enabled():
+        return None
+    if any(b < 0 or a < 0 for b, a in pads):
+        return None
+    N, C = xshape[:2]
+    O = wshape[0]
+    if groups > 1 and C // groups < 8:
+        return None                        # depthwise and narrow groups: the NumPy kernels
+    out_sp = tuple((S + b + a - d * (k - 1) - 1) // s + 1
+                   for S, (b, a), d, k, s in zip(xshape[2:], pads, dil, wshape[2:], stride))
+    if min(out_sp) < 1 or N * O * math.prod(out_sp) * (C // groups) * wshape[2] * wshape[3] < MIN_MACS:
+        return None
+    return out_sp
+
+
+def _bias(out, b):
+    if b is not None:
+        out += b.data.reshape(1, -1, 1, 1)
+
+
+def conv(x, w, b, stride, dil, pads, groups, out_sp):
+    """convolution.conv for a call `plan` accepted (x, w, b Tensors): nothing kept for the
+    backward but x and w themselves."""
+    from .tensor import _GRAD, _const, record
+    xd, wd = x.data, w.data
+    out = conv_forward(xd, wd, stride, dil, pads, groups, out_sp)
+    _bias(out, b)
+    rx, rw, rb = x.requires_grad, w.requires_grad, b is not None and b.requires_grad
+    if not ((rx or rw or rb) and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        return (conv_input_grad(g, wd, xd.shape, stride, dil, pads, groups) if rx else None,
+                conv_weight_grad(xd, g, wd.shape, stride, dil, pads, groups) if rw else None,
+                g.sum(axis=(0, 2, 3)) if rb else None)
+    return record(out, (x, w) if b is None else (x, w, b), vjp)
+
+
+def conv_transpose(x, w, b, stride, dil, pads, groups, out_shape):
+    """convolution.conv_transpose for a call whose adjoint convolution `plan` accepted: it is that
+    convolution's input gradient, and its gradients are the convolution and its weight gradient."""
+    from .tensor import _GRAD, _const, record
+    xd, wd = x.data, w.data
+    out = conv_input_grad(xd, wd, out_shape, stride, dil, pads, groups)
+    _bias(out, b)
+    rx, rw, rb = x.requires_grad, w.requires_grad, b is not None and b.requires_grad
+    if not ((rx or rw or rb) and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        return (conv_forward(g, wd, stride, dil, pads, groups, xd.shape[2:]) if rx else None,
+                conv_weight_grad(g, xd, wd.shape, stride, dil, pads, groups) if rw else None,
+                g.sum(axis=(0, 2, 3)) if rb else None)
+    return record(out, (x, w) if b is None else (x, w, b), vjp)
+
+
+# -- the kernels --------------------------------------------------------------------------------------
+
+def _blocked_filter(w, B, blocked_input):
+    """w [O, C, kh, kw] in MLAS's NCHWc filter order, output channels zero-padded to B:
+    [O/B, C/B, kh, kw, B(c), B(o)] when the input is blocked, else [O/B, C, kh, kw, B(o)]."""
+    O, C, kh, kw = w.shape
+    Op = -(-O // B) * B
+    if blocked_input:
+        out = np.zeros((Op // B, C // B, kh, kw, B, B), np.float32)
+        out[:O // B] = w[:O // B * B].reshape(O // B, B, C // B, B, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+        if O % B:
+            tail = np.zeros((B, C, kh, kw), np.float32)
+            tail[:O % B] = w[O // B * B:]
+            out[-1] = tail.reshape(B, C // B, B, kh, kw).transpose(1, 3, 4, 2, 0)
+    else:
+        out = np.zeros((Op // B, C, kh, kw, B), np.float32)
+        wp = w if O == Op else np.concatenate([w, np.zeros((Op - O, C, kh, kw), np.float32)])
+        out[...] = wp.reshape(Op // B, B, C, kh, kw).transpose(0, 2, 3, 4, 1)
+    return out.reshape(Op, C, kh, kw)
+
+
+def _conv(x, w, stride, dil, pads, groups, out_sp):
+    """conv(x, w) [N, O, *out_sp] by ONNX Runtime: the NCHWc kernel where its blocks fit."""
+    N, C = x.shape[:2]
+    O, _, kh, kw = w.shape
+    B = _block()
+    onnx_pads = [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
+    attrs = {"strides": list(stride), "dilations": list(dil), "pads": onnx_pads, "group": groups}
+    x = np.ascontiguousarray(x)
+    blocked_in = B and C % B == 0
+    if B and groups == 1 and (blocked_in or C < B):
+        key = ("nchwc", x.shape, w.shape, stride, dil, tuple(onnx_pads), _blas_threads())
+
+        def build():
+            from onnx import helper
+            nodes, src = [], "X"
+            if blocked_in:
+                nodes.append(helper.make_node("ReorderInput", ["X"], ["Xb"], domain="com.microsoft.nchwc"))
+                src = "Xb"
+            nodes.append(helper.make_node("Conv", [src, "W"], ["Yb"], domain="com.microsoft.nchwc", **attrs))
+            nodes.append(helper.make_node("ReorderOutput", ["Yb"], ["Y"], domain="com.microsoft.nchwc", channels=O))
+            return nodes, [("X", list(x.shape)), ("W", None)]
+        return _run(key, build, {"X": x, "W": _blocked_filter(w, B, blocked_in)}, (N, O) + tuple(out_sp))
+    key = ("conv", x.shape, w.shape, stride, dil, tuple(onnx_pads), groups, _blas_threads())
+
+    def build():
+        from onnx import helper
+        return [helper.make_node("Conv", ["X", "W"], ["Y"], **attrs)], [("X", list(x.shape)), ("W", list(w.shape))]
+    return _run(key, build, {"X": x, "W": np.ascontiguousarray(w)}, (N, O) + tuple(out_sp))
+
+
+def conv_forward(x, w, stride, dil, pads, groups, out_sp):
+    """conv(x, w) without bias: [N, O, *out_sp]. Small feature maps (fewer than MIN_POSITIONS
+    outputs per image, e.g. 4x4) take im2col + one GEMM over the whole batch, which beats the
+    blocked kernel there; the im2col matrix is dropped at once, not kept for the backward."""
+    if math.prod(out_sp) >= MIN_POSITIONS:
+        return _conv(x, w, stride, dil, pads, groups, out_sp)
+    N = x.shape[0]
+    O, Cg, kh, kw = w.shape
+    G = groups
+    cols = _windows(x, 0, N, (kh, kw), stride, dil, pads, G, out_sp)      # [G, N*P, kh*kw*Cg]
+    w2 = w.reshape(G, O // G, Cg, kh * kw).transpose(0, 1, 3, 2).reshape(G, O // G, -1)
+    y = np.matmul(cols, w2.transpose(0, 2, 1))                              # [G, N*P, O/G]
+    y = y.reshape(G, N, math.prod(out_sp), O // G).transpose(1, 0, 3, 2)
+    return np.ascontiguousarray(y).reshape((N, O) + tuple(out_sp))
+
+
+def conv_input_grad(g, w, xshape, stride, dil, pads, groups):
+    """The gradient of conv(x, w) with respect to x [xshape] given the output gradient g."""
+    k = w.shape[2:]
+    if math.prod(g.shape[2:]) < MIN_POSITIONS:          # small maps: GEMM + col2im in NumPy
+        from .convolution import _input_grad, _wmat
+        return _input_grad(g, w, _wmat(w, groups), tuple(xshape), stride, dil, pads, groups)
+    full = [d * (kk - 1) for d, kk in zip(dil, k)]
+    if all(s == 1 for s in stride) and all(b <= f and a <= f for (b, a), f in zip(pads, full)):
+        # a stride-1 convolution of g with each group's kernel flipped and its channels swapped
+        O, Cg = w.shape[:2]
+        G = groups
+        wf = w.reshape((G, O // G, Cg) + k).swapaxes(1, 2)[..., ::-1, ::-1].reshape((G * Cg, O // G) + k)
+        q = tuple((f - b, f - a) for (b, a), f in zip(pads, full))
+        return _conv(g, np.ascontiguousarray(wf), (1, 1), dil, q, G, tuple(xshape[2:]))
+    N, O = g.shape[:2]
+    opad = [S + b + a - d * (kk - 1) - 1 - (o - 1) * s
+            for S, (b, a), d, kk, o, s in zip(xshape[2:], pads, dil, k, g.shape[2:], stride)]
+    attrs = {"strides": list(stride), "dilations": list(dil), "group": groups, "output_padding": opad,
+             "pads": [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]}
+    g = np.ascontiguousarray(g)
+    key = ("convT", g.shape, w.shape, tuple(xshape), stride, dil, tuple(attrs["pads"]), groups, _blas_threads())
+
+    def build():
+        from onnx import helper
+        return ([helper.make_node("ConvTranspose", ["X", "W"], ["Y"], **attrs)],
+                [("X", list(g.shape)), ("W", list(w.shape))])
+    return _run(key, build, {"X": g, "W": np.ascontiguousarray(w)}, tuple(xshape))
+
+
+def _windows(x, n0, n1, k, stride, dil, pads, G, out_sp, buf=None):
+    """im2col of images n0:n1 of x [N, C, H, W]: [G, (n1-n0)*P, kh*kw*C/G], (kh, kw, c) inner.
+    `buf` [G, >= n1-n0, H+pads, W+pads, C/G], zero where padding, is reused when given."""
+    N, C, H, W = x.shape
+    (pt, pb), (pl, pr) = pads
+    Cg = C // G
+    nb = n1 - n0
+    if buf is None:
+        buf = np.zeros((G, nb, H + pt + pb, W + pl + pr, Cg), np.float32)
+    xb = buf[:, :nb]
+    xb[:, :, pt:pt + H, pl:pl + W] = x[n0:n1].reshape(nb, G, Cg, H, W).transpose(1, 0, 3, 4, 2)
+    ext = tuple(d * (kk - 1) + 1 for d, kk in zip(dil, k))
+    v = sliding_window_view(xb, ext, axis=(2, 3))         # [G, nb, Hp-e+1, Wp-e+1, Cg, eh, ew]
+    v = v[:, :, :(out_sp[0] - 1) * stride[0] + 1:stride[0], :(out_sp[1] - 1) * stride[1] + 1:stride[1], :,
+          ::dil[0], ::dil[1]]
+    return v.transpose(0, 1, 2, 3, 5, 6, 4).reshape(G, nb * math.prod(out_sp), k[0] * k[1] * Cg)
+
+
+def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
+    """The gradient of conv(x, w) with respect to w [wshape] given the output gradient g:
+    im2col + GEMM over blocks of a few images (the im2col block stays in cache, and the GEMM
+    keeps its shape), accumulated in [G, Og, kh*kw*Cg]."""
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = wshape
+    G = groups
+    Og = O // G
+    out_sp = g.shape[2:]
+    P = math.prod(out_sp)
+    K = kh * kw * Cg
+    step = max(1, min(N, max(_IM2COL_BYTES // (P * K * 4 * G), -(-_IM2COL_ROWS // P))))
+    (pt, pb), (pl, pr) = pads
+    buf = np.zeros((G, step, H + pt + pb, W + pl + pr, Cg), np.float32)
+    acc = np.zeros((G, Og, K), np.float32)
+    for n0 in range(0, N, step):
+        n1 = min(N, n0 + step)
+        cols = _windows(x, n0, n1, (kh, kw), stride, dil, pads, G, out_sp, buf)
+        gT = g[n0:n1].reshape(n1 - n0, G, Og, P).transpose(1, 2, 0, 3).reshape(G, Og, (n1 - n0) * P)
+        acc += np.matmul(gT, cols)
+    return acc.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2).copy()

@@ -1,0 +1,177 @@
+"""archdsl/autodiff/convkernels.py: large float32 2-D convolutions on ONNX Runtime's kernels (and
+NumPy's blocked im2col for the weight gradient) give the same values and gradients as the NumPy
+kernels, on every path: the NCHWc kernel, the plain Conv node (groups, odd channel counts),
+ConvTranspose for strided input gradients, and the GEMM path for small feature maps.
+
+float32 runs cannot be finite-differenced precisely, so each case is checked two ways: against
+the float64 NumPy kernels (whose gradients tests/test_autodiff.py checks against finite
+differences) with the same cotangent, and by the adjoint identities that make a vjp exact for a
+bilinear operation: <conv(v, w), u> = <v, dx(u)> and <conv(x, v), u> = <v, dw(u)>."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from archdsl import autodiff as ad
+from archdsl.autodiff import convkernels as K
+from archdsl.autodiff import functional as F
+from archdsl.ir.build import single_op_model
+from archdsl.ir.types import TensorType
+from harness import check_parity
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    """Every float32 2-D convolution through convkernels; returns the session kinds used."""
+    monkeypatch.setattr(K, "MIN_MACS", 0)
+    monkeypatch.setattr(K, "MIN_POSITIONS", 1)
+    K._sessions.clear()
+
+    def kinds():
+        return {key[0] for key in K._sessions}
+    return kinds
+
+
+def _grads(fn, x, w, b, u, **kw):
+    xt, wt, bt = (ad.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = fn(xt, wt, bt, **kw)
+    ad.backward(y, u)
+    return y.data, xt.grad, wt.grad, bt.grad
+
+
+def _check(fn, x, w, b, **kw):
+    """The float32 fast path against the float64 NumPy path, and the adjoint identities."""
+    r = np.random.default_rng(1)
+    y32 = fn(x, w, b, **kw).data
+    u = r.standard_normal(y32.shape).astype(np.float32)
+    got = _grads(fn, x, w, b, u, **kw)
+    ref = _grads(fn, *(a.astype(np.float64) for a in (x, w, b, u)), **kw)
+    assert all(g.dtype == np.float32 for g in got)
+    for name, a, e in zip(("y", "dx", "dw", "db"), got, ref):
+        assert a.shape == e.shape, name
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max(), err_msg=name)
+    # adjoint identities, in float64 from the float32 results
+    _, gx, gw, _ = got
+    v = r.standard_normal(x.shape).astype(np.float32)
+    lhs = np.sum(fn(v, w, None, **kw).data.astype(np.float64) * u)
+    assert lhs == pytest.approx(np.sum(v.astype(np.float64) * gx), rel=1e-4)
+    vw = r.standard_normal(w.shape).astype(np.float32)
+    lhs = np.sum(fn(x, vw, None, **kw).data.astype(np.float64) * u)
+    assert lhs == pytest.approx(np.sum(vw.astype(np.float64) * gw), rel=1e-4)
+
+
+CONV_CASES = [
+    # x shape, O, k, stride, padding, dilation, groups, session kinds used
+    ((2, 16, 9, 9), 32, 3, 1, 1, 1, 1, {"nchwc"}),                  # blocked channels
+    ((2, 3, 10, 9), 20, 3, 1, 1, 1, 1, {"nchwc", "conv"}),          # 3 channels: unblocked input
+    ((2, 32, 10, 10), 16, 3, 2, 1, 1, 1, {"nchwc", "convT"}),       # stride 2: ConvTranspose dx
+    ((2, 32, 10, 10), 32, 1, 2, 0, 1, 1, {"nchwc", "convT"}),       # 1x1, stride 2
+    ((2, 16, 11, 10), 24, 3, 1, 2, 2, 1, {"nchwc", "conv"}),        # dilated; dx of 24 channels
+    ((2, 16, 12, 12), 32, 5, 2, ((1, 2), (0, 3)), 1, 1, {"nchwc", "convT"}),   # asymmetric
+    ((2, 32, 9, 9), 32, 3, 1, 1, 1, 2, {"conv"}),                   # groups: the plain Conv node
+    ((2, 32, 9, 9), 48, 3, 2, 1, 1, 4, {"conv", "convT"}),          # 8 channels per group
+    ((3, 20, 9, 9), 24, (3, 1), (1, 2), (1, 0), (2, 1), 1, {"conv", "convT"}),  # 20 % 16 != 0
+    ((1, 16, 8, 8), 16, 3, 1, 3, 1, 1, {"nchwc", "convT"}),         # padding past the kernel
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_matches_numpy_kernels(case, fast):
+    shape, O, k, s, p, d, g, kinds = case
+    r = np.random.default_rng(0)
+    kk = (k, k) if isinstance(k, int) else k
+    x = r.standard_normal(shape).astype(np.float32)
+    w = r.standard_normal((O, shape[1] // g) + kk).astype(np.float32)
+    b = r.standard_normal(O).astype(np.float32)
+    _check(F.conv, x, w, b, stride=s, padding=p, dilation=d, groups=g)
+    assert fast() == kinds
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:6] + CONV_CASES[7:8])
+def test_conv_transpose_matches_numpy_kernels(case, fast):
+    shape, cout, k, s, p, d, g, _ = case
+    r = np.random.default_rng(2)
+    x = r.standard_normal(shape).astype(np.float32)
+    w = r.standard_normal((shape[1], cout // g, k, k)).astype(np.float32)
+    b = r.standard_normal(cout).astype(np.float32)
+    _check(F.conv_transpose, x, w, b, stride=s, padding=p, dilation=d, groups=g)
+    assert fast(), "the fast path was not taken"
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[7]])
+def test_small_feature_maps_take_the_gemm_path(case, fast, monkeypatch):
+    monkeypatch.setattr(K, "MIN_POSITIONS", 10 ** 9)      # every map counts as small
+    shape, O, k, s, p, d, g, _ = case
+    r = np.random.default_rng(3)
+    x = r.standard_normal(shape).astype(np.float32)
+    w = r.standard_normal((O, shape[1] // g, k, k)).astype(np.float32)
+    b = r.standard_normal(O).astype(np.float32)
+    _check(F.conv, x, w, b, stride=s, padding=p, dilation=d, groups=g)
+    assert fast() == set()                                  # no ONNX Runtime session at all
+
+
+def test_weight_gradient_blocks_of_images(fast, monkeypatch):
+    """The weight gradient accumulated over blocks of one image equals the one-block result."""
+    r = np.random.default_rng(4)
+    x = r.standard_normal((5, 16, 9, 9)).astype(np.float32)
+    g = r.standard_normal((5, 24, 5, 5)).astype(np.float32)
+    args = ((24, 16, 3, 3), (2, 2), (1, 1), ((1, 1), (1, 1)), 1)
+    whole = K.conv_weight_grad(x, g, *args)
+    monkeypatch.setattr(K, "_IM2COL_BYTES", 1)
+    monkeypatch.setattr(K, "_IM2COL_ROWS", 1)
+    np.testing.assert_allclose(K.conv_weight_grad(x, g, *args), whole, rtol=1e-5, atol=1e-4)
+
+
+def test_which_calls_come_here():
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    big = ((8, 64, 32, 32), (64, 64, 3, 3))
+    pads = ((1, 1), (1, 1))
+    assert K.plan(*big[:1], big[1], f32, (1, 1), (1, 1), pads, 1) == (32, 32)
+    assert K.plan(*big[:1], big[1], f64, (1, 1), (1, 1), pads, 1) is None        # gradient checks
+    assert K.plan((64, 16, 8, 8), (32, 16, 3, 3), f32, (1, 1), (1, 1), pads, 1) is None   # digits CNN
+    assert K.plan((8, 64, 32, 32), (64, 1, 3, 3), f32, (1, 1), (1, 1), pads, 64) is None  # depthwise
+    assert K.plan((8, 64, 32, 32, 4), (64, 64, 3, 3, 3), f32, (1,) * 3, (1,) * 3, pads + ((1, 1),), 1) is None
+    assert K.plan(*big[:1], big[1], f32, (1, 1), (1, 1), ((-1, 0), (1, 1)), 1) is None  # cropping
+
+
+def test_default_thresholds_run_a_large_conv_through_onnx_runtime():
+    K._sessions.clear()
+    r = np.random.default_rng(5)
+    x = ad.tensor(r.standard_normal((4, 32, 24, 24)).astype(np.float32), requires_grad=True)
+    w = ad.tensor(r.standard_normal((32, 32, 3, 3)).astype(np.float32), requires_grad=True)
+    F.conv(x, w, padding=1)
+    ad.clear_tape()
+    assert {key[0] for key in K._sessions} == {"nchwc"}
+
+
+def test_onnx_parity_on_the_fast_path():
+    """The exported model on ONNX Runtime and the NumPy engine agree where the engine's
+    convolutions themselves run on ONNX Runtime's kernels."""
+    model = single_op_model("Conv2d", [TensorType("f32", (4, 32, 24, 24))], 32, 3, padding=1)
+    x = np.random.default_rng(6).standard_normal((4, 32, 24, 24)).astype(np.float32)
+    K._sessions.clear()
+    check_parity(model, {model.inputs[0].name: x})
+    assert K._sessions, "the engine did not take the fast path"
+
+
+def test_sessions_follow_the_blas_thread_count(fast):
+    from threadpoolctl import threadpool_limits
+    r = np.random.default_rng(7)
+    x = r.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    w = r.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    outs = []
+    for n in (1, 2):
+        with threadpool_limits(n, user_api="blas"):
+            outs.append(F.conv(x, w, padding=1).data)
+    assert {key[-1] for key in K._sessions} == {1, 2}
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_inputs_are_not_kept_alive_by_sessions(fast):
+    import sys
+    r = np.random.default_rng(8)
+    x = r.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    w = r.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    before = sys.getrefcount(x)
+    F.conv(x, w, padding=1)
+    assert sys.getrefcount(x) == before
