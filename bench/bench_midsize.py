@@ -62,7 +62,7 @@ from archdsl.autodiff import backward  # noqa: E402
 from archdsl.backends.numpy.executor import NumpyExecutor  # noqa: E402
 from archdsl.train.loop import build_optimizer, training_run  # noqa: E402
 from archdsl.train.losses import cross_entropy  # noqa: E402
-from benchlib import cpu_model  # noqa: E402
+from benchlib import cpu_model, peak_rss_kib, reset_peak_rss  # noqa: E402
 
 WORKLOADS = ("mlp", "encoder", "lstm", "resnet")
 LR = 1e-3
@@ -310,44 +310,17 @@ def time_workload(w: Workload, engines: dict, args, torch) -> dict:
 
 # -- memory (subprocess) ---------------------------------------------------------------------------
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak-RSS mark to the current RSS (Linux: clear_refs 5) and return it (KiB)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        rss = _status_kib("VmRSS")
-        if rss is not None:
-            return rss
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _peak_rss_kib() -> int:
-    hwm = _status_kib("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def memory_child(key: str, engine: str, threads: int, args) -> None:
     torch = _optional_torch(engine == "torch")
     w = Workload(key, args.quick)
     set_threads(threads, torch)
     nb = len(w.batches)
-    rss0 = _reset_peak_rss()
+    rss0 = reset_peak_rss()
     e = make(engine, w, torch)
     n = max(1, args.mem_steps)
     for i in range(n):
         e.step(*w.batches[i % nb])
-    peak = _peak_rss_kib()
+    peak = peak_rss_kib()
     f0 = _faults()
     for i in range(n, 2 * n):
         e.step(*w.batches[i % nb])
@@ -435,7 +408,69 @@ def report(results: dict, mem: dict, args, cmd: str, load: tuple, torch) -> str:
                          f"{max(e['wall_all']):,.1f} | {e['fwd']:,.1f} | {e['cpu']:,.1f} | "
                          f"{e['minflt']:,.0f} | {res['first_loss'][n]:.6f} |")
     L.append("")
+    L += targets(results, mem)
+    L += NOTES
     return "\n".join(L) + "\n"
+
+
+# a steady-state step counts as fault-free below this many minor faults: what Python's own
+# small-object arenas (mapped and unmapped by pymalloc, not by the engine) cost a step
+FAULTS_OK = 100
+
+
+def targets(results: dict, mem: dict) -> list[str]:
+    """Issue 21's targets, from this run's figures."""
+    out = ["## Targets (issue 21; ratios from this run)", "",
+           "| workload | archdsl ÷ torch ≥ 0.9× | peak RSS growth ≤ torch's | page faults per steady step "
+           f"≈ 0 (< {FAULTS_OK}) |", "|---|---|---|---|"]
+    for key, res in results.items():
+        r = res["timing"]
+        cells = []
+        ok = all("torch" in r[th] for th in r)
+        if ok:
+            rat = {th: r[th]["torch"]["wall"] / r[th]["archdsl"]["wall"] for th in r}
+            cells.append(("met" if all(v >= 0.9 for v in rat.values()) else "not met") + " ("
+                         + ", ".join(f"{v:.2f}× at {th}" for th, v in rat.items()) + ")")
+        else:
+            cells.append("—")
+        ma, mt = mem.get((key, "archdsl")), mem.get((key, "torch"))
+        if ma and mt:
+            cells.append(f"{'met' if ma['rss_growth_kib'] <= mt['rss_growth_kib'] else 'not met'} "
+                         f"({_mib(ma['rss_growth_kib'])} vs {_mib(mt['rss_growth_kib'])})")
+        else:
+            cells.append("—")
+        cells.append(f"{'met' if ma and ma['minflt'] < FAULTS_OK else 'not met' if ma else '—'}"
+                     + (f" ({ma['minflt']:,.0f})" if ma else ""))
+        out.append(f"| {res['workload'].title} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+NOTES = [
+    "## How the engine gets there (issue 21)", "",
+    "- **Memory reused, not re-faulted.** During a training run (`training_run`, what Trainer.fit "
+    "and this bench use) glibc gives no array a mapping of its own and never trims the heap "
+    "(`archdsl/autodiff/allocator.py`): every step finds the previous step's memory in malloc's free "
+    "lists, whatever the step's size; at the end of the run the defaults come back and the memory is "
+    "returned. ONNX Runtime's scratch comes from one shared arena, so it does not fragment the heap.",
+    "- **Peak memory.** The backward drops each tape entry once processed (its saved arrays and its "
+    "output go with it); the executor releases a value's array after its last consumer when no "
+    "backward closure holds it (a BatchNorm output once the ReLU after it has run); BatchNorm "
+    "recomputes x - mean in its backward instead of keeping it; large convolutions keep no im2col "
+    "matrix.",
+    "- **Convolutions** (`archdsl/autodiff/convkernels.py`): large float32 2-D convolutions run on "
+    "ONNX Runtime's MLAS kernels through one cached single-node session per shape: the NCHWc direct "
+    "convolution for the forward and the stride-1 input gradient, ConvTranspose for strided input "
+    "gradients; the weight gradient is im2col + GEMM a few images at a time. Small ones (the digits "
+    "CNN) stay on the NumPy kernels.",
+    "- **LSTM**: the recurrence runs transposed ([4H, H] x [H, N] per step, each gate a contiguous "
+    "block of rows) after one GEMM for the input projection of every step.",
+    "- What is left is mostly GEMM speed: OpenBLAS reaches 80-100 GFLOP/s on the small-M GEMMs of a "
+    "convolution's weight gradient and of an LSTM step, where MKL/oneDNN reach 115-145.",
+    "- torch runs with the allocator as it comes (a separate process for the memory figures); in "
+    "the timing process it shares archdsl's allocator settings.",
+    "",
+]
 
 
 def main():

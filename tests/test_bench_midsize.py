@@ -1,6 +1,7 @@
 """bench/bench_midsize.py runs end to end on tiny sizes (a smoke run: no timing is asserted)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,11 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_quick_run_writes_its_report(tmp_path):
     """With PyTorch installed, the twins too (their first-step losses must match archdsl's)."""
-    try:
-        import torch  # noqa: F401
-        torch = "with-torch"
-    except ImportError:
-        torch = "no-torch"
+    torch = "with-torch" if importlib.util.find_spec("torch") else "no-torch"
     out, raw = tmp_path / "midsize.md", tmp_path / "midsize.json"
     cmd = [sys.executable, str(ROOT / "bench" / "bench_midsize.py"), "--quick", "--threads", "1",
            "--out", str(out), "--json", str(raw)] + (["--no-torch"] if torch == "no-torch" else [])

@@ -54,7 +54,7 @@ def _enabled() -> bool:
         ok = os.environ.get("ARCHDSL_CONV", "") != "numpy"
         if ok:
             try:
-                import onnx  # noqa: F401
+                import onnx  # noqa: F401  (both build and run the sessions)
                 import onnxruntime  # noqa: F401
             except ImportError:
                 ok = False
@@ -181,45 +181,37 @@ def plan(xshape, wshape, dtype, stride, dil, pads, groups):
     return out_sp
 
 
-def _bias(out, b):
+def _record(out, x, w, b, grad_x, grad_w):
+    """Add the bias and record the primitive: grad_x(g) / grad_w(g) give the input and weight
+    gradients; nothing is kept for the backward but x and w themselves."""
+    from .tensor import _GRAD, _const, record
     if b is not None:
         out += b.data.reshape(1, -1, 1, 1)
-
-
-def conv(x, w, b, stride, dil, pads, groups, out_sp):
-    """convolution.conv for a call `plan` accepted (x, w, b Tensors): nothing kept for the
-    backward but x and w themselves."""
-    from .tensor import _GRAD, _const, record
-    xd, wd = x.data, w.data
-    out = conv_forward(xd, wd, stride, dil, pads, groups, out_sp)
-    _bias(out, b)
     rx, rw, rb = x.requires_grad, w.requires_grad, b is not None and b.requires_grad
     if not ((rx or rw or rb) and _GRAD[0]):
         return _const(out)
 
     def vjp(g):
-        return (conv_input_grad(g, wd, xd.shape, stride, dil, pads, groups) if rx else None,
-                conv_weight_grad(xd, g, wd.shape, stride, dil, pads, groups) if rw else None,
+        return (grad_x(g) if rx else None, grad_w(g) if rw else None,
                 g.sum(axis=(0, 2, 3)) if rb else None)
     return record(out, (x, w) if b is None else (x, w, b), vjp)
+
+
+def conv(x, w, b, stride, dil, pads, groups, out_sp):
+    """convolution.conv for a call `plan` accepted (x, w, b Tensors)."""
+    xd, wd = x.data, w.data
+    return _record(conv_forward(xd, wd, stride, dil, pads, groups, out_sp), x, w, b,
+                   lambda g: conv_input_grad(g, wd, xd.shape, stride, dil, pads, groups),
+                   lambda g: conv_weight_grad(xd, g, wd.shape, stride, dil, pads, groups))
 
 
 def conv_transpose(x, w, b, stride, dil, pads, groups, out_shape):
     """convolution.conv_transpose for a call whose adjoint convolution `plan` accepted: it is that
     convolution's input gradient, and its gradients are the convolution and its weight gradient."""
-    from .tensor import _GRAD, _const, record
     xd, wd = x.data, w.data
-    out = conv_input_grad(xd, wd, out_shape, stride, dil, pads, groups)
-    _bias(out, b)
-    rx, rw, rb = x.requires_grad, w.requires_grad, b is not None and b.requires_grad
-    if not ((rx or rw or rb) and _GRAD[0]):
-        return _const(out)
-
-    def vjp(g):
-        return (conv_forward(g, wd, stride, dil, pads, groups, xd.shape[2:]) if rx else None,
-                conv_weight_grad(g, xd, wd.shape, stride, dil, pads, groups) if rw else None,
-                g.sum(axis=(0, 2, 3)) if rb else None)
-    return record(out, (x, w) if b is None else (x, w, b), vjp)
+    return _record(conv_input_grad(xd, wd, out_shape, stride, dil, pads, groups), x, w, b,
+                   lambda g: conv_forward(g, wd, stride, dil, pads, groups, xd.shape[2:]),
+                   lambda g: conv_weight_grad(g, xd, wd.shape, stride, dil, pads, groups))
 
 
 # -- the kernels --------------------------------------------------------------------------------------
