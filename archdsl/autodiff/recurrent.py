@@ -148,6 +148,8 @@ def _lstm_perm(H):
 
 
 _CHUNK = 8      # backward steps whose factors are formed together (G, A chunks stay in L2)
+_FOLD_C = 128   # inputs narrower than this are folded into each step's matmul (see _lstm_cols)
+_COLS_MIN_H = 256   # hidden sizes from which the LSTM runs transposed (see lstm_layer)
 
 
 def _from_tm_t(a, reverse, pad):
@@ -156,8 +158,216 @@ def _from_tm_t(a, reverse, pad):
     return _from_tm(a, reverse) if pad is None else pad.from_tm(a)
 
 
+def _bptt(G, TC, CC, dY, dZ, step_matmul, dh, dc_next, DC, peeps, dy_transposed):
+    """The LSTM's backward recurrence, for either layout: gates G [T, 4, a, b] (o, i, f, g),
+    tanh(c) TC and states CC [T(+1), a, b]; writes the pre-activation gradients into dZ
+    [T, 4, a, b] (views) and leaves dh, dc_next (updated in place) as the gradients of h0, c0.
+    step_matmul(t) sets dh from dZ[t]; dY [T, N, H] (added transposed when dy_transposed), DC
+    (None, or the final-state gradients per step), peeps (None or (p_i, p_f, p_o) shaped to
+    broadcast over [a, b]).
+
+    dz_o = dh * A_o, dz_{i,f,g} = dc * A_{i,f,g}, dc = dh * B + dc_next, with the factors
+      A_o = o(1-o) tanh(c), A_i = i(1-i) g, A_f = f(1-f) c_prev, A_g = (1-g^2) i,
+      B = o (1 - tanh(c)^2).
+    They do not depend on the incoming gradient, so they are formed in bulk, but chunk by chunk
+    of _CHUNK steps just before the loop needs them: each pass then works on data in L2 instead
+    of streaming the whole [T, 4, a, b] arrays from memory (~2x faster)."""
+    T = G.shape[0]
+    shape, dt = dh.shape, dh.dtype
+    mul, sub = np.multiply, np.subtract
+    CH = min(_CHUNK, T) or 1
+    Ac = np.empty((CH, 4) + shape, dt)
+    Bc = np.empty((CH,) + shape, dt)
+    dc = np.empty(shape, dt)
+    tmp = np.empty(shape, dt)
+    lo = T
+    for t in range(T - 1, -1, -1):
+        if t < lo:
+            lo = max(t + 1 - CH, 0)
+            n = t + 1 - lo
+            Gk, A, B = G[lo:t + 1], Ac[:n], Bc[:n]
+            S, SA = Gk[:, :3], A[:, :3]
+            mul(S, S, out=SA)
+            sub(S, SA, out=SA)                           # sigma' = s (1 - s) for o, i, f
+            A[:, 0] *= TC[lo:t + 1]
+            A[:, 1] *= Gk[:, 3]
+            A[:, 2] *= CC[lo:t + 1]
+            GA = A[:, 3]
+            mul(Gk[:, 3], Gk[:, 3], out=GA)
+            sub(1.0, GA, out=GA)
+            GA *= Gk[:, 1]
+            mul(TC[lo:t + 1], TC[lo:t + 1], out=B)
+            sub(1.0, B, out=B)
+            B *= Gk[:, 0]
+        k = t - lo
+        dh += dY[t].T if dy_transposed else dY[t]
+        mul(dh, Bc[k], out=dc)
+        dc += dc_next
+        if DC is not None:
+            dc += DC[t]
+        dz4 = dZ[t]
+        At = Ac[k]
+        if peeps is not None:
+            p_i, p_f, p_o = peeps
+            mul(dh, At[0], out=dz4[0])
+            mul(dz4[0], p_o, out=tmp)
+            dc += tmp
+            mul(At[1:], dc, out=dz4[1:])
+            mul(dc, G[t, 2], out=dc_next)
+            mul(dz4[1], p_i, out=tmp)
+            dc_next += tmp
+            mul(dz4[2], p_f, out=tmp)
+            dc_next += tmp
+        else:
+            mul(At[1:], dc, out=dz4[1:])
+            mul(dh, At[0], out=dz4[0])
+            mul(dc, G[t, 2], out=dc_next)
+        step_matmul(t)
+
+
 @defprim
 def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=False, lengths=None):
+    # Two layouts of one algorithm. Batch-major (state [N, H], gates [T, 4, N, H]; input,
+    # bias and recurrence in one matmul per step; no transposes anywhere) is the faster one for
+    # small hidden sizes, where per-call and copy overheads decide; features-by-batch (state
+    # [H, N]) for large ones, where the per-step GEMM's shape decides (bench/bench_midsize.py:
+    # hidden 512, ~10% faster forward; bench/bench_lstm.py: hidden 128, ~15% slower).
+    kernel = _lstm_cols if w_hh.shape[1] >= _COLS_MIN_H else _lstm_rows
+    return kernel(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths)
+
+
+def _lstm_rows(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths):
+    """The LSTM with batch-major state [N, H]: see lstm_layer."""
+    N, T, C = x.shape
+    pad = None if lengths is None else _Padded(lengths, N, T, reverse)
+    H = w_hh.shape[1]
+    H4 = 4 * H
+    K = C + 1 + H
+    dt = np.result_type(x.dtype, w_ih.dtype)
+    perm = _lstm_perm(H)
+    Wi = w_ih[perm].astype(dt, copy=False)               # [4H, C], internal order (o, i, f, g)
+    Wh = w_hh[perm].astype(dt, copy=False)               # [4H, H]
+    # XH[t] = [x_t | 1 | h_{t-1}] (time-major, processing order), and per gate k the stacked
+    # weights W4[k] = [W_ik; b_k; W_hk]^T [K, H] scaled by 1/2 for the sigmoid gates: each step is
+    # ONE batched matmul XH[t] @ W4 straight into the gate-major pre-activations G[t] [4, N, H]
+    # (input projection and bias included), and the backward gets every weight and bias gradient
+    # from ONE matmul over XH. Step t writes h_t into XH[t + 1].
+    XH = np.empty((T + 1, N, K), dt)
+    if pad is None:
+        xt = x.transpose(1, 0, 2)
+        XH[:T, :, :C] = xt[::-1] if reverse else xt
+    else:
+        XH[:T, :, :C] = pad.to_tm(x)
+    XH[T, :, :C] = 0.0
+    XH[:, :, C] = 1.0
+    XH[0, :, C + 1:] = 0.0 if h0 is None else h0
+    scale = np.full((4, 1, 1), 0.5, dt)
+    scale[3] = 1.0                                       # sigmoid gates: sigma(z) = (tanh(z/2) + 1)/2
+    W4 = np.empty((4, K, H), dt)
+    W4[:, :C] = Wi.reshape(4, H, C).transpose(0, 2, 1)
+    W4[:, C] = 0.0 if b_ih is None else (b_ih + b_hh)[perm].reshape(4, H)
+    W4[:, C + 1:] = Wh.reshape(4, H, H).transpose(0, 2, 1)
+    W4 *= scale
+    # Gate-major [T, 4, N, H]: every gate of a step is one contiguous [N, H] block, so the per-step
+    # ufuncs run on contiguous memory (~1.4x faster than the strided gate slices of [N, 4H] rows).
+    G = np.empty((T, 4, N, H), dt)                       # pre-activations, then the gates
+    peep = p_i is not None
+    if peep:
+        pis, pfs, pos = 0.5 * p_i, 0.5 * p_f, 0.5 * p_o
+    CC = np.empty((T + 1, N, H), dt)     # CC[t + 1] = c_t, CC[0] = c0
+    CC[0] = 0.0 if c0 is None else c0
+    TC = np.empty((T, N, H), dt)         # tanh(c_t)
+    tmp = np.empty((N, H), dt)
+    mul, tanh, matmul = np.multiply, np.tanh, np.matmul
+    for t in range(T):
+        z = G[t]
+        c = CC[t]
+        matmul(XH[t, None], W4, out=z)
+        o, i, f, g = z
+        if peep:
+            mul(c, pis, out=tmp)
+            i += tmp
+            mul(c, pfs, out=tmp)
+            f += tmp
+            s = z[1:3]
+            tanh(s, out=s)
+            s *= 0.5
+            s += 0.5
+            tanh(g, out=g)
+        else:
+            tanh(z, out=z)
+            s = z[:3]
+            s *= 0.5
+            s += 0.5
+        cn = CC[t + 1]
+        mul(f, c, out=cn)
+        mul(i, g, out=tmp)
+        cn += tmp
+        if peep:
+            mul(cn, pos, out=tmp)
+            o += tmp
+            tanh(o, out=o)
+            o *= 0.5
+            o += 0.5
+        tc = TC[t]
+        tanh(cn, out=tc)
+        mul(o, tc, out=XH[t + 1, :, C + 1:])
+    Y = XH[1:, :, C + 1:]
+    if pad is None:
+        h_n, c_n = np.array(Y[-1]), np.array(CC[T])
+    else:
+        h_n, c_n = pad.final(Y), pad.final(CC[1:])
+
+    def vjp(grads):
+        gy, ghn, gcn = grads
+        DC = None
+        dh = np.empty((N, H), dt)
+        dc_next = np.empty((N, H), dt)
+        if pad is None:
+            dY = _to_tm(gy, reverse)
+            dh[...] = ghn
+            dc_next[...] = gcn
+        else:       # the final states' gradients enter at each row's last valid step
+            dY = pad.to_tm(np.asarray(gy, dt))
+            pad.inject(dY, ghn)
+            DC = np.zeros((T, N, H), dt)
+            pad.inject(DC, gcn)
+            dh[...] = 0.0
+            dc_next[...] = 0.0
+        # dZ row-major [T, N, 4H] (written through gate-major views): one [N, 4H] x [4H, H]
+        # matmul per step for dh, and the weight gradients need no transposing copy.
+        dZ = np.empty((T, N, H4), dt)
+        dZ4 = dZ.reshape(T, N, 4, H).transpose(0, 2, 1, 3)
+        _bptt(G, TC, CC, dY, dZ4, lambda t: matmul(dZ[t], Wh, out=dh), dh, dc_next, DC,
+              (p_i, p_f, p_o) if peep else None, False)
+        dZ2 = dZ.reshape(T * N, H4)
+        # [K, 4H] = XH^T dZ: every weight and bias gradient (transposed: as XH^T @ dZ the GEMM is
+        # ~12% faster than dZ^T @ XH on these shapes)
+        dWt = XH[:T].reshape(T * N, K).T @ dZ2
+        dw_ih = np.empty_like(Wi)
+        dw_ih[perm] = dWt[:C].T
+        dw_hh = np.empty_like(Wh)
+        dw_hh[perm] = dWt[C + 1:].T
+        dX = (dZ2 @ Wi).reshape(T, N, C)
+        dx = _from_tm(dX, reverse) if pad is None else pad.from_tm(dX)
+        db_ih = db_hh = None
+        if b_ih is not None:
+            db_ih = np.empty(H4, dt)
+            db_ih[perm] = dWt[C]
+            db_hh = db_ih.copy()
+        dp = (None, None, None)
+        if peep:
+            dZg = dZ.reshape(T, N, 4, H)
+            dp = ((dZg[:, :, 1] * CC[:T]).sum(axis=(0, 1)), (dZg[:, :, 2] * CC[:T]).sum(axis=(0, 1)),
+                  (dZg[:, :, 0] * CC[1:]).sum(axis=(0, 1)))
+        return (dx, dw_ih, dw_hh, db_ih, db_hh,
+                dh if h0 is not None else None, dc_next if c0 is not None else None) + dp
+
+    return (_from_tm(Y, reverse) if pad is None else pad.from_tm(Y), h_n, c_n), vjp
+
+
+def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths):
+    """The LSTM with transposed state [H, N]: see lstm_layer."""
     N, T, C = x.shape
     pad = None if lengths is None else _Padded(lengths, N, T, reverse)
     H = w_hh.shape[1]
@@ -169,20 +379,38 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     # The recurrence runs transposed, features by batch: z_t [4H, N] = Wh h_{t-1} + (Wi x_t + b),
     # so each step's matmul is [4H, H] x [H, N] (OpenBLAS runs this shape ~20% faster than
     # [N, H] x [H, 4H] for a small batch) and each gate is a contiguous [H, N] block of rows.
-    # The input projection of all T steps is one large GEMM before the loop. Rows of the sigmoid
-    # gates are scaled by 1/2: sigma(z) = (tanh(z/2) + 1)/2, so one tanh covers every gate.
+    # Rows of the sigmoid gates are scaled by 1/2: sigma(z) = (tanh(z/2) + 1)/2, so one tanh
+    # covers every gate. Wide inputs (C >= _FOLD_C) get their projection for all T steps from one
+    # large GEMM before the loop, added per step; narrow ones are folded into the step's matmul,
+    # [Wi | b | Wh] x [x_t; 1; h_{t-1}] (a projection, its copy and an add per step cost more
+    # there than the few extra columns).
     scale = np.full((H4, 1), 0.5, dt)
     scale[3 * H:] = 1.0
     X2 = (_to_tm(x, reverse) if pad is None else pad.to_tm(x)).reshape(T * N, C)   # [(t, n), C]
-    XP = (Wi * scale) @ X2.T                             # [4H, T*N]
-    if b_ih is not None:
-        XP += ((b_ih + b_hh)[perm].astype(dt, copy=False) * scale[:, 0])[:, None]
-    # G[t] [4H, N]: step t's input projection, then its pre-activations, then its gates
-    G = np.ascontiguousarray(XP.reshape(H4, T, N).transpose(1, 0, 2))
-    del XP
+    bias = None if b_ih is None else (b_ih + b_hh)[perm].astype(dt, copy=False) * scale[:, 0]
     Whs = Wh * scale
-    zh = np.empty((H4, N), dt)
-    HH = np.empty((T + 1, H, N), dt)                     # HH[t + 1] = h_t (transposed), HH[0] = h0
+    fold = C < _FOLD_C
+    if fold:
+        K = C + 1 + H
+        XH = np.empty((T + 1, K, N), dt)                 # [x_t; 1; h_{t-1}] per step, transposed
+        XH[:T, :C] = X2.reshape(T, N, C).transpose(0, 2, 1)
+        XH[T, :C] = 0.0
+        XH[:, C] = 1.0
+        W4 = np.empty((H4, K), dt)
+        W4[:, :C] = Wi * scale
+        W4[:, C] = 0.0 if bias is None else bias
+        W4[:, C + 1:] = Whs
+        HH = XH[:, C + 1:]                               # HH[t + 1] = h_t (transposed), HH[0] = h0
+        G = np.empty((T, H4, N), dt)                     # pre-activations, then the gates
+    else:
+        XP = (Wi * scale) @ X2.T                         # [4H, T*N]
+        if bias is not None:
+            XP += bias[:, None]
+        # G[t] [4H, N]: step t's input projection, then its pre-activations, then its gates
+        G = np.ascontiguousarray(XP.reshape(H4, T, N).transpose(1, 0, 2))
+        del XP
+        zh = np.empty((H4, N), dt)
+        HH = np.empty((T + 1, H, N), dt)
     HH[0] = 0.0 if h0 is None else np.asarray(h0).T
     CC = np.empty((T + 1, H, N), dt)                     # CC[t + 1] = c_t, CC[0] = c0
     CC[0] = 0.0 if c0 is None else np.asarray(c0).T
@@ -195,8 +423,11 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     for t in range(T):
         z = G[t]
         c = CC[t]
-        matmul(Whs, HH[t], out=zh)
-        z += zh
+        if fold:
+            matmul(W4, XH[t], out=z)
+        else:
+            matmul(Whs, HH[t], out=zh)
+            z += zh
         z4 = z.reshape(4, H, N)
         o, i, f, g = z4
         if peep:
@@ -251,62 +482,10 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
             DC = DC.transpose(0, 2, 1)
             dh = np.zeros((H, N), dt)
             dc_next = np.zeros((H, N), dt)
-        dc = np.empty((H, N), dt)
-        # dz_o = dh * A_o, dz_{i,f,g} = dc * A_{i,f,g}, dc = dh * B + dc_next, with the factors
-        #   A_o = o(1-o) tanh(c), A_i = i(1-i) g, A_f = f(1-f) c_prev, A_g = (1-g^2) i,
-        #   B = o (1 - tanh(c)^2).
-        # They do not depend on the incoming gradient, so they are formed in bulk, but chunk by
-        # chunk of _CHUNK steps just before the loop needs them: each pass then works on data in
-        # L2 instead of streaming the whole [T, 4H, N] arrays from memory (~2x faster).
-        CH = min(_CHUNK, T) or 1
-        Ac = np.empty((CH, 4, H, N), dt)
-        Bc = np.empty((CH, H, N), dt)
         dZ = np.empty((T, H4, N), dt)
         WhT = np.ascontiguousarray(Wh.T)                 # [H, 4H]
-        lo = T
-        for t in range(T - 1, -1, -1):
-            if t < lo:
-                lo = max(t + 1 - CH, 0)
-                n = t + 1 - lo
-                Gk = G[lo:t + 1].reshape(n, 4, H, N)
-                A, B = Ac[:n], Bc[:n]
-                S, SA = Gk[:, :3], A[:, :3]
-                mul(S, S, out=SA)
-                np.subtract(S, SA, out=SA)               # sigma' = s (1 - s) for o, i, f
-                A[:, 0] *= TC[lo:t + 1]
-                A[:, 1] *= Gk[:, 3]
-                A[:, 2] *= CC[lo:t + 1]
-                GA = A[:, 3]
-                mul(Gk[:, 3], Gk[:, 3], out=GA)
-                np.subtract(1.0, GA, out=GA)
-                GA *= Gk[:, 1]
-                mul(TC[lo:t + 1], TC[lo:t + 1], out=B)
-                np.subtract(1.0, B, out=B)
-                B *= Gk[:, 0]
-            k = t - lo
-            dh += dY[t].T
-            mul(dh, Bc[k], out=dc)
-            dc += dc_next
-            if DC is not None:
-                dc += DC[t]
-            dz4 = dZ[t].reshape(4, H, N)
-            At = Ac[k]
-            f_t = G[t, 2 * H:3 * H]
-            if peep:
-                mul(dh, At[0], out=dz4[0])
-                mul(dz4[0], p_o[:, None], out=tmp)
-                dc += tmp
-                mul(At[1:], dc, out=dz4[1:])
-                mul(dc, f_t, out=dc_next)
-                mul(dz4[1], p_i[:, None], out=tmp)
-                dc_next += tmp
-                mul(dz4[2], p_f[:, None], out=tmp)
-                dc_next += tmp
-            else:
-                mul(At[1:], dc, out=dz4[1:])
-                mul(dh, At[0], out=dz4[0])
-                mul(dc, f_t, out=dc_next)
-            matmul(WhT, dZ[t], out=dh)
+        _bptt(G.reshape(T, 4, H, N), TC, CC, dY, dZ.reshape(T, 4, H, N), lambda t: matmul(WhT, dZ[t], out=dh),
+              dh, dc_next, DC, tuple(p[:, None] for p in (p_i, p_f, p_o)) if peep else None, True)
         # every weight and bias gradient from [4H, T*N] (one transposing copy, then large GEMMs)
         dZ2 = np.ascontiguousarray(dZ.transpose(1, 0, 2)).reshape(H4, T * N)
         Hp = np.ascontiguousarray(HH[:T].transpose(0, 2, 1)).reshape(T * N, H)
