@@ -175,3 +175,36 @@ def test_inputs_are_not_kept_alive_by_sessions(fast):
     before = sys.getrefcount(x)
     F.conv(x, w, padding=1)
     assert sys.getrefcount(x) == before
+
+
+def _weight_grad_reference(x, g, k, pad):
+    """dL/dw of a stride-1 convolution in float64, straight from the definition."""
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    H, W = g.shape[2:]
+    return np.stack([np.stack([np.einsum("nohw,nchw->oc", g, x[:, :, i:i + H, j:j + W])
+                               for j in range(k)], -1) for i in range(k)], -2)
+
+
+@pytest.mark.parametrize("threads, images", [(2, 7), (3, 2)])
+def test_weight_gradient_split_between_threads(monkeypatch, threads, images):
+    """With n BLAS threads the images are split between workers (one-thread BLAS each): the same
+    sums as one thread and as the definition, and the BLAS thread count is restored afterwards,
+    also when there are fewer blocks of images than threads."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(K, "_IM2COL_ROWS", 1)
+    monkeypatch.setattr(K, "_IM2COL_BYTES", 1)      # one image per block
+    monkeypatch.setitem(K._state, "pool", None)
+    r = np.random.default_rng(9)
+    x = r.standard_normal((images, 16, 9, 9)).astype(np.float32)
+    g = r.standard_normal((images, 24, 9, 9)).astype(np.float32)
+    args = ((24, 16, 3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), 1)
+    with threadpool_limits(1, user_api="blas"):
+        one = K.conv_weight_grad(x, g, *args)
+    with threadpool_limits(threads, user_api="blas"):
+        if K._blas_threads() != threads:
+            pytest.skip(f"this BLAS cannot run {threads} threads here")
+        split = K.conv_weight_grad(x, g, *args)
+        assert K._blas_threads() == threads
+    assert K._state["pool"]._max_workers == min(threads, images)     # the split ran
+    np.testing.assert_allclose(split, one, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(split, _weight_grad_reference(x, g, 3, 1), rtol=1e-4, atol=1e-3)

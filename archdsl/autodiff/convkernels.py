@@ -331,21 +331,61 @@ def _windows(x, n0, n1, k, stride, dil, pads, G, out_sp, buf=None):
 def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
     """The gradient of conv(x, w) with respect to w [wshape] given the output gradient g:
     im2col + GEMM over blocks of a few images (the im2col block stays in cache, and the GEMM
-    keeps its shape), accumulated in [G, Og, kh*kw*Cg]."""
-    N, C, H, W = x.shape
+    keeps its shape), accumulated in [G, Og, kh*kw*Cg].
+
+    With n BLAS threads the images are split between n workers, each running its blocks with a
+    one-thread BLAS: OpenBLAS splitting every one of these modest GEMMs between its own threads
+    synchronises them per call, which measured up to 9x slower on a busy 2-core machine (a
+    descheduled helper thread stalls each call)."""
+    N = x.shape[0]
     O, Cg, kh, kw = wshape
-    G = groups
+    P = math.prod(g.shape[2:])
+    K = kh * kw * Cg
+    step = max(1, min(N, max(_IM2COL_BYTES // (P * K * 4 * groups), -(-_IM2COL_ROWS // P))))
+    n = min(_blas_threads(), -(-N // step))
+    if n <= 1:
+        acc = _weight_grad_part(x, g, wshape, stride, dil, pads, groups, 0, N, step)
+    else:
+        bounds = [round(N * i / n) for i in range(n + 1)]
+        ctl = _state["blas"]
+        before = ctl.num_threads         # may exceed n (fewer blocks than threads)
+        pool = _workers(n)
+        ctl.set_num_threads(1)
+        try:
+            parts = list(pool.map(lambda i: _weight_grad_part(x, g, wshape, stride, dil, pads, groups,
+                                                              bounds[i], bounds[i + 1], step), range(n)))
+        finally:
+            ctl.set_num_threads(before)
+        acc = parts[0]
+        for a in parts[1:]:
+            acc += a
+    return acc.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2).copy()
+
+
+def _workers(n):
+    """A thread pool of n workers, kept (NumPy's copies and GEMMs release the GIL)."""
+    pool = _state.get("pool")
+    if pool is None or pool._max_workers != n:
+        from concurrent.futures import ThreadPoolExecutor
+        if pool is not None:
+            pool.shutdown()
+        pool = _state["pool"] = ThreadPoolExecutor(n, thread_name_prefix="archdsl-conv")
+    return pool
+
+
+def _weight_grad_part(x, g, wshape, stride, dil, pads, G, n0, n1, step):
+    """conv_weight_grad's sum over images n0:n1, [G, Og, kh*kw*Cg]."""
+    _, C, H, W = x.shape
+    O, Cg, kh, kw = wshape
     Og = O // G
     out_sp = g.shape[2:]
     P = math.prod(out_sp)
-    K = kh * kw * Cg
-    step = max(1, min(N, max(_IM2COL_BYTES // (P * K * 4 * G), -(-_IM2COL_ROWS // P))))
     (pt, pb), (pl, pr) = pads
-    buf = np.zeros((G, step, H + pt + pb, W + pl + pr, Cg), np.float32)
-    acc = np.zeros((G, Og, K), np.float32)
-    for n0 in range(0, N, step):
-        n1 = min(N, n0 + step)
-        cols = _windows(x, n0, n1, (kh, kw), stride, dil, pads, G, out_sp, buf)
-        gT = g[n0:n1].reshape(n1 - n0, G, Og, P).transpose(1, 2, 0, 3).reshape(G, Og, (n1 - n0) * P)
+    buf = np.zeros((G, min(step, n1 - n0), H + pt + pb, W + pl + pr, Cg), np.float32)
+    acc = np.zeros((G, Og, kh * kw * Cg), np.float32)
+    for a in range(n0, n1, step):
+        b = min(n1, a + step)
+        cols = _windows(x, a, b, (kh, kw), stride, dil, pads, G, out_sp, buf)
+        gT = g[a:b].reshape(b - a, G, Og, P).transpose(1, 2, 0, 3).reshape(G, Og, (b - a) * P)
         acc += np.matmul(gT, cols)
-    return acc.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2).copy()
+    return acc
