@@ -1,5 +1,5 @@
 """archdsl/autodiff/convkernels.py: large float32 2-D convolutions on ONNX Runtime's kernels (and
-NumPy's blocked im2col for the weight gradient) give the same values and gradients as the NumPy
+NumPy GEMMs for the weight gradient) give the same values and gradients as the NumPy
 kernels, on every path: the NCHWc kernel, the plain Conv node (groups, odd channel counts),
 ConvTranspose for strided input gradients, and the GEMM path for small feature maps.
 
@@ -177,22 +177,26 @@ def test_inputs_are_not_kept_alive_by_sessions(fast):
     assert sys.getrefcount(x) == before
 
 
-def _weight_grad_reference(x, g, k, pad):
+def _weight_grad_reference(x, g, k, pads):
     """dL/dw of a stride-1 convolution in float64, straight from the definition."""
-    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    kh, kw = k
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0)) + tuple(pads))
     H, W = g.shape[2:]
     return np.stack([np.stack([np.einsum("nohw,nchw->oc", g, x[:, :, i:i + H, j:j + W])
-                               for j in range(k)], -1) for i in range(k)], -2)
+                               for j in range(kw)], -1) for i in range(kh)], -2)
 
 
+@pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("threads, images", [(2, 7), (3, 2)])
-def test_weight_gradient_split_between_threads(monkeypatch, threads, images):
+def test_weight_gradient_split_between_threads(monkeypatch, threads, images, shifted):
     """With n BLAS threads the images are split between workers (one-thread BLAS each): the same
     sums as one thread and as the definition, and the BLAS thread count is restored afterwards,
     also when there are fewer blocks of images than threads."""
     from threadpoolctl import threadpool_limits
     monkeypatch.setattr(K, "_IM2COL_ROWS", 1)
     monkeypatch.setattr(K, "_IM2COL_BYTES", 1)      # one image per block
+    monkeypatch.setattr(K, "_SHIFTED_BYTES", 1)
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1 if shifted else 10 ** 9)
     monkeypatch.setitem(K._state, "pool", None)
     r = np.random.default_rng(9)
     x = r.standard_normal((images, 16, 9, 9)).astype(np.float32)
@@ -207,4 +211,52 @@ def test_weight_gradient_split_between_threads(monkeypatch, threads, images):
         assert K._blas_threads() == threads
     assert K._state["pool"]._max_workers == min(threads, images)     # the split ran
     np.testing.assert_allclose(split, one, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(split, _weight_grad_reference(x, g, 3, 1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(split, _weight_grad_reference(x, g, (3, 3), ((1, 1), (1, 1))), rtol=1e-4, atol=1e-3)
+
+
+SHIFTED_CASES = [
+    # x shape, O, kernel, padding; stride 1, no dilation, one group
+    ((3, 16, 9, 9), 24, (3, 3), ((1, 1), (1, 1))),
+    ((2, 16, 7, 8), 8, (3, 3), ((0, 2), (2, 0))),          # asymmetric
+    ((2, 16, 6, 7), 16, (1, 1), ((0, 0), (0, 0))),         # 1x1: one GEMM
+    ((3, 16, 8, 6), 16, (5, 3), ((2, 2), (1, 2))),         # rectangular kernel, tall padding
+    ((2, 16, 6, 6), 16, (3, 3), ((0, 0), (0, 0))),         # valid convolution: no zero columns
+]
+
+
+@pytest.mark.parametrize("block", [1, 1 << 30])
+@pytest.mark.parametrize("case", SHIFTED_CASES)
+def test_weight_gradient_by_shifted_gemms(case, block, monkeypatch):
+    """The shifted-slice GEMMs give the weight gradient of the definition, one image per block
+    (the zeros between images stand for the padding) or all in one."""
+    from threadpoolctl import threadpool_limits
+    shape, O, k, pads = case
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    monkeypatch.setattr(K, "_SHIFTED_BYTES", block)
+    calls = []
+    monkeypatch.setattr(K, "_weight_grad_shifted", lambda *a, f=K._weight_grad_shifted: calls.append(1) or f(*a))
+    r = np.random.default_rng(10)
+    x = r.standard_normal(shape).astype(np.float32)
+    H, W = (S + b + a - kk + 1 for S, (b, a), kk in zip(shape[2:], pads, k))
+    g = r.standard_normal((shape[0], O, H, W)).astype(np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        got = K.conv_weight_grad(x, g, (O, shape[1]) + k, (1, 1), (1, 1), pads, 1)
+    assert calls, "the shifted path was not taken"
+    np.testing.assert_allclose(got, _weight_grad_reference(x, g, k, pads), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[1], CONV_CASES[5], CONV_CASES[9]])
+def test_conv_with_shifted_weight_gradient(case, fast, monkeypatch):
+    """Through F.conv: stride-1 convolutions take the shifted weight gradient, the others (and
+    padding past the kernel) keep im2col; values and adjoints as for every path."""
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    calls = []
+    monkeypatch.setattr(K, "_weight_grad_shifted", lambda *a, f=K._weight_grad_shifted: calls.append(1) or f(*a))
+    shape, O, k, s, p, d, g, _ = case
+    r = np.random.default_rng(11)
+    x = r.standard_normal(shape).astype(np.float32)
+    w = r.standard_normal((O, shape[1] // g, k, k)).astype(np.float32)
+    b = r.standard_normal(O).astype(np.float32)
+    _check(F.conv, x, w, b, stride=s, padding=p, dilation=d, groups=g)
+    stride_one_within_kernel = s == 1 and p < k and shape[1] >= K.SHIFTED_CHANNELS
+    assert bool(calls) == stride_one_within_kernel
