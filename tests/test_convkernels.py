@@ -98,15 +98,28 @@ def test_conv_transpose_matches_numpy_kernels(case, fast):
     assert fast(), "the fast path was not taken"
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[7]])
-def test_small_feature_maps_take_the_gemm_path(case, fast, monkeypatch):
-    monkeypatch.setattr(K, "MIN_POSITIONS", 10 ** 9)      # every map counts as small
+def _check_case(case, seed):
+    """_check of F.conv on one CONV_CASES entry, with random data from `seed`."""
     shape, O, k, s, p, d, g, _ = case
-    r = np.random.default_rng(3)
+    r = np.random.default_rng(seed)
     x = r.standard_normal(shape).astype(np.float32)
     w = r.standard_normal((O, shape[1] // g, k, k)).astype(np.float32)
     b = r.standard_normal(O).astype(np.float32)
     _check(F.conv, x, w, b, stride=s, padding=p, dilation=d, groups=g)
+
+
+def _spy_shifted(monkeypatch):
+    """A list that gets an entry per call of the shifted weight-gradient kernel."""
+    calls = []
+    real = K._weight_grad_shifted
+    monkeypatch.setattr(K, "_weight_grad_shifted", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[7]])
+def test_small_feature_maps_take_the_gemm_path(case, fast, monkeypatch):
+    monkeypatch.setattr(K, "MIN_POSITIONS", 10 ** 9)      # every map counts as small
+    _check_case(case, seed=3)
     assert fast() == set()                                  # no ONNX Runtime session at all
 
 
@@ -233,8 +246,7 @@ def test_weight_gradient_by_shifted_gemms(case, block, monkeypatch):
     shape, O, k, pads = case
     monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
     monkeypatch.setattr(K, "_SHIFTED_BYTES", block)
-    calls = []
-    monkeypatch.setattr(K, "_weight_grad_shifted", lambda *a, f=K._weight_grad_shifted: calls.append(1) or f(*a))
+    calls = _spy_shifted(monkeypatch)
     r = np.random.default_rng(10)
     x = r.standard_normal(shape).astype(np.float32)
     H, W = (S + b + a - kk + 1 for S, (b, a), kk in zip(shape[2:], pads, k))
@@ -250,13 +262,8 @@ def test_conv_with_shifted_weight_gradient(case, fast, monkeypatch):
     """Through F.conv: stride-1 convolutions take the shifted weight gradient, the others (and
     padding past the kernel) keep im2col; values and adjoints as for every path."""
     monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
-    calls = []
-    monkeypatch.setattr(K, "_weight_grad_shifted", lambda *a, f=K._weight_grad_shifted: calls.append(1) or f(*a))
-    shape, O, k, s, p, d, g, _ = case
-    r = np.random.default_rng(11)
-    x = r.standard_normal(shape).astype(np.float32)
-    w = r.standard_normal((O, shape[1] // g, k, k)).astype(np.float32)
-    b = r.standard_normal(O).astype(np.float32)
-    _check(F.conv, x, w, b, stride=s, padding=p, dilation=d, groups=g)
+    calls = _spy_shifted(monkeypatch)
+    _check_case(case, seed=11)
+    shape, O, k, s, p = case[:5]
     stride_one_within_kernel = s == 1 and p < k and shape[1] >= K.SHIFTED_CHANNELS
     assert bool(calls) == stride_one_within_kernel
