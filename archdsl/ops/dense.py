@@ -58,8 +58,8 @@ def spectral_explain(a) -> list[str]:
     if not a.attrs["spectral_norm"]:
         return []
     u, v = a.params["weight_u"].shape[0], a.params["weight_v"].shape[0]
-    return ["spectral_norm: the weight is divided by \u03c3 = u\u1d40Wv, its largest singular value as the "
-            f"power method estimates it (W seen as [{u}, {v}]; one iteration per training step)",
+    return [f"spectral_norm: W / \u03c3, \u03c3 = u\u1d40Wv its largest singular value (the power method on W as "
+            f"[{u}, {v}], one iteration per training step)",
             f"buffers (state, not parameters): weight_u [{u}], weight_v [{v}]"]
 
 
