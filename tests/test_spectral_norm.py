@@ -14,8 +14,8 @@ from archdsl.passes.init import initialize
 from archdsl.train import read_checkpoint, train
 from harness import check_grads, check_parity, random_inputs
 
-# (archdsl input and layer, the torch module; the input feeds dim 1 of the weight at dim 0
-# for a convolution, dim 1 for a transposed one)
+# name -> (input type, layer, the same torch module); PyTorch normalises a transposed
+# convolution's weight over dim 1, the others' over dim 0, as archdsl does
 CASES = {
     "Linear": ("f32[N, 6]", "Linear(5, spectral_norm=true)", lambda nn: nn.Linear(6, 5)),
     "Linear3d": ("f32[N, T, 6]", "Linear(4, bias=false, spectral_norm=true)", lambda nn: nn.Linear(6, 4, bias=False)),
