@@ -167,6 +167,67 @@ def check_torch(model, inputs: dict, fn, weights=None, seed=0, atol=1e-7, rtol=1
     return {k: t.data for k, t in outs.items()}
 
 
+def check_engines(model, inputs: dict, weights=None, seed=0, training=False, grad=True, atol=1e-5, rtol=1e-5,
+                  grad_tol=1e-7) -> dict:
+    """The PyTorch engine against the NumPy engine on the same weights and inputs: every output in
+    float32 within atol/rtol, the buffers a training forward updates (BatchNorm's running
+    statistics), and (grad) in float64 the gradients of a random projection of the float outputs
+    for every trainable parameter and float input. Training mode draws the NumPy engine's masks and
+    noise on both (NumpyRandom). Returns the NumPy outputs."""
+    import torch
+
+    from archdsl.backends.torch.module import TorchModel
+    weights = weights if weights is not None else initialize(model, seed)
+    for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
+        if dtype == np.float64 and not grad:
+            break
+        w = {k: v.astype(dtype) for k, v in weights.items()}
+        xs = {k: (v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v) for k, v in inputs.items()}
+        ex = NumpyExecutor(model, w, dtype=dtype)
+        ex.ctx.rng = np.random.default_rng(seed + 5)
+        net = TorchModel(model, w, dtype=tdtype)
+        net.use_numpy_random(np.random.default_rng(seed + 5))
+        feed = {k: (Tensor(v, requires_grad=True) if np.issubdtype(v.dtype, np.floating) else v) for k, v in xs.items()}
+        tx = {k: torch.tensor(v, requires_grad=np.issubdtype(v.dtype, np.floating)) for k, v in xs.items()}
+        ours = ex.forward(feed, training=training)
+        theirs = net(tx, training=training)
+        for v in model.outputs:
+            a, b = ours[v.name].data, theirs[v.name].detach().numpy()
+            assert a.shape == b.shape and a.dtype == b.dtype, (v.name, a.shape, b.shape, a.dtype, b.dtype)
+            tol = dict(atol=atol, rtol=rtol) if dtype == np.float32 else dict(atol=grad_tol, rtol=grad_tol)
+            np.testing.assert_allclose(b, a, err_msg=f"{model.name} output {v.name} ({np.dtype(dtype).name})", **tol)
+        for n, t in net.tensors().items():
+            np.testing.assert_allclose(t.detach().numpy(), ex.params[n].data, atol=atol, rtol=rtol,
+                                       err_msg=f"{model.name} buffer/parameter {n} after the forward")
+        if dtype == np.float32:
+            continue
+        rng = np.random.default_rng(seed + 11)
+        total_np, total_t = None, None
+        for v in model.outputs:
+            a = ours[v.name]
+            if not np.issubdtype(a.data.dtype, np.floating):
+                continue
+            probe = rng.standard_normal(a.shape)
+            total_np = (a * probe).sum() if total_np is None else total_np + (a * probe).sum()
+            term = (theirs[v.name] * torch.tensor(probe)).sum()
+            total_t = term if total_t is None else total_t + term
+        if total_np is None:
+            continue
+        backward(total_np)
+        total_t.backward()
+        for n, t in net.tensors().items():
+            if t.requires_grad:
+                g = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+                mine = ex.params[n].grad if ex.params[n].grad is not None else np.zeros(t.shape)
+                np.testing.assert_allclose(g, mine, atol=grad_tol, rtol=grad_tol * 10, err_msg=f"gradient of {n}")
+        for k, t in feed.items():
+            if isinstance(t, Tensor):
+                g = tx[k].grad.numpy() if tx[k].grad is not None else np.zeros(t.shape)
+                mine = t.grad if t.grad is not None else np.zeros(t.shape)
+                np.testing.assert_allclose(g, mine, atol=grad_tol, rtol=grad_tol * 10, err_msg=f"gradient of input {k}")
+    return {k: t.data for k, t in ours.items()}
+
+
 def run_authoring(capsys, *argv):
     """Run an authoring subcommand (`archdsl fmt`, `show`, ...) in this process, as the CLI would:
     (exit code, stdout, stderr), an ArchError printed and exit code 1."""

@@ -21,9 +21,9 @@ import fuzzlib
 from archdsl.backends.numpy.executor import NumpyExecutor
 from archdsl.backends.render import to_dot
 from archdsl.ir.types import resolve_dim
-from archdsl.ops.base import load_all
+from archdsl.ops.base import Op, load_all
 from archdsl.passes.init import initialize
-from harness import check_grads, check_parity, random_inputs
+from harness import check_engines, check_grads, check_parity, random_inputs
 
 OPS = load_all()
 DIMS = {"N": 2, "T": 5, "S": 4}
@@ -97,6 +97,25 @@ def test_types_parity_and_gradients(name, i):
     check_parity(ir, xs, weights)
     if sample.grad:
         check_grads(ir, xs, weights)
+
+
+def test_every_op_has_a_pytorch_forward():
+    missing = sorted(n for n, op in OPS.items() if type(op).torch_forward is Op.torch_forward)
+    assert not missing, f"ops without torch_forward (the PyTorch engine's forward): {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("name,i", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+def test_pytorch_engine_agrees(name, i):
+    """The PyTorch forward against the NumPy one: outputs within 1e-5 in float32, gradients in
+    float64, in inference and in training mode (the NumPy engine's masks and noise on both)."""
+    pytest.importorskip("torch")
+    if type(OPS[name]).torch_forward is Op.torch_forward:
+        pytest.fail(f"{name} has no torch_forward")
+    m, sample = sample_model(name, i)
+    xs = sample_inputs(m, sample)
+    weights = initialize(m.ir, 0)
+    for training in (False, True):
+        check_engines(m.ir, xs, weights, training=training, grad=sample.grad)
 
 
 @pytest.mark.parametrize("name,i", CASES, ids=[f"{n}-{i}" for n, i in CASES])

@@ -79,6 +79,7 @@ import numpy as np
 from ..autodiff.attention import (
     MASK_MODES, additive_attention, dropout_mask, keep_from, mask_arrays, mha, rope_tables, rotary, sdpa,
 )
+from ..backends.torch.lazy import TF, TK
 from ..errors import ArchError
 from ..ir.graph import ParamSpec
 from ..ir.types import INT_DTYPES, TensorType, is_static
@@ -368,6 +369,16 @@ class _MaskedAttention(Op):
         dmask = dropout_mask(ctx.rng, p, (n, heads, t, s), inputs[0].dtype) if ctx.training else None
         return block, dead, dmask
 
+    @staticmethod
+    def _torch_keep(a, ctx, inputs, s):
+        """The [N, S] keep mask of a PyTorch forward (None without a mask input); lengths are
+        checked as the NumPy engine checks them (not while tracing for export)."""
+        if not a.derived.has_mask:
+            return None
+        if a.attrs["mask"] == "lengths" and not ctx.tracing:
+            keep_from("lengths", inputs[-1].cpu().numpy(), s)
+        return TK.keep_mask(inputs[-1], a.attrs["mask"], s)
+
 
 def _same(op, a, b, what_a, what_b):
     if a != b and (is_static(a) == is_static(b)):
@@ -571,6 +582,25 @@ class MultiHeadAttention(_MaskedAttention):
         return list(out) if attrs["need_weights"] else [out]
 
     # -- ONNX -------------------------------------------------------------------------------
+
+    def torch_forward(self, a, ctx, inputs, params):
+        lay, attrs, p = a.derived, a.attrs, params.get
+        h, dh = attrs["heads"], attrs["d_model"] // attrs["heads"]
+        xq = inputs[0]
+        xk = inputs[1] if lay.kind != "self" else xq
+        xv = inputs[2] if lay.kind == "kv" else xk
+        q, k, v = (TF.linear(x, params[f"{w}_weight"], p(f"{w}_bias")).unflatten(-1, (heads, dh)).transpose(1, 2)
+                   for x, w, heads in ((xq, "q", h), (xk, "k", lay.kv_heads), (xv, "v", lay.kv_heads)))
+        if attrs["rotary"]:
+            q, k = TK.rotary(q, attrs["rope_theta"]), TK.rotary(k, attrs["rope_theta"])
+        drop = ctx.dropout_mask((xq.shape[0], h, xq.shape[1], xk.shape[1]), attrs["dropout"], q)
+        res = TK.attention(q, k, v, inputs[lay.n_float] if lay.bias is not None else None,
+                           self._torch_keep(a, ctx, inputs, xk.shape[1]), attrs["causal"],
+                           attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(dh), lay.period, drop,
+                           attrs["need_weights"])
+        o = (res[0] if attrs["need_weights"] else res).transpose(1, 2).flatten(2)
+        out = TF.linear(o, params["out_weight"], p("out_bias"))
+        return [out, res[1]] if attrs["need_weights"] else [out]
     @lowering(since=24, when=native_fits_24)
     def lower_native_lengths(self, a, g, inputs):
         return self._lower(a, g, inputs, native=True, nonpad_ok=True)
@@ -737,6 +767,14 @@ class ScaledDotProductAttention(_MaskedAttention):
                    block=block, dead=dead, dmask=dmask, need_weights=a.attrs["need_weights"])
         return list(out) if a.attrs["need_weights"] else [out]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        lay, need = a.derived, a.attrs["need_weights"]
+        q, k, v = inputs[:3]
+        drop = ctx.dropout_mask((q.shape[0], q.shape[1], q.shape[2], k.shape[2]), a.attrs["dropout"], q)
+        res = TK.attention(q, k, v, inputs[3] if lay.bias is not None else None, self._torch_keep(a, ctx, inputs, k.shape[2]),
+                           a.attrs["causal"], self._scale(a), lay.period, drop, need)
+        return [res[0], res[1]] if need else [res]
+
     @lowering(since=24, when=native_fits_24)
     def lower_native_lengths(self, a, g, inputs):
         return self._lower(a, g, inputs, native=True, nonpad_ok=True)
@@ -811,6 +849,9 @@ class RotaryEmbedding(Op):
     def forward(self, a, ctx, inputs, params):
         return [rotary(inputs[0], theta=a.attrs["theta"], interleaved=a.attrs["interleaved"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TK.rotary(inputs[0], a.attrs["theta"], a.attrs["interleaved"])]
+
 
 class AdditiveAttention(_MaskedAttention):
     """Bahdanau attention: (query [N, T, dq], keys [N, S, dk]) -> context [N, T, dk].
@@ -879,6 +920,13 @@ class AdditiveAttention(_MaskedAttention):
         out = additive_attention(q, k, params["query_weight"], params["key_weight"], params["bias"], params["v"],
                                  block=block, dead=dead, need_weights=a.attrs["need_weights"])
         return list(out) if a.attrs["need_weights"] else [out]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        q, k = inputs[:2]
+        need = a.attrs["need_weights"]
+        res = TK.additive_attention(q, k, params["query_weight"], params["key_weight"], params["bias"], params["v"],
+                                    self._torch_keep(a, ctx, inputs, k.shape[1]), need)
+        return [res[0], res[1]] if need else [res]
 
     def lower(self, a, b, inputs):
         attrs = a.attrs

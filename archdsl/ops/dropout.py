@@ -34,3 +34,6 @@ class Dropout(Op):
         if not ctx.training or a.attrs["p"] == 0.0:
             return [inputs[0]]
         return [F.dropout(inputs[0], a.attrs["p"], ctx.training, ctx.rng)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [ctx.dropout(inputs[0], a.attrs["p"])]
