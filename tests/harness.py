@@ -228,6 +228,35 @@ def check_engines(model, inputs: dict, weights=None, seed=0, training=False, gra
     return {k: t.data for k, t in ours.items()}
 
 
+def run_exported(source: str, weights: dict, args: list, training: bool = False) -> list:
+    """Run the text of an exported PyTorch module (export --format torch) with only torch and
+    math importable: its class, the archdsl weights loaded by name, called on `args` (arrays);
+    its outputs as arrays."""
+    import builtins
+
+    import torch
+    real_import = builtins.__import__
+
+    def no_archdsl(name, *a, **kw):
+        if name.split(".")[0] == "archdsl":
+            raise ImportError("an exported module must not import archdsl")
+        return real_import(name, *a, **kw)
+    ns = {"__name__": "exported"}
+    builtins.__import__ = no_archdsl
+    try:
+        exec(compile(source, "exported.py", "exec"), ns)
+    finally:
+        builtins.__import__ = real_import
+    cls = next(v for k, v in ns.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+               and v.__module__ == "exported")
+    model = cls()
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    model.train(training)
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(np.asarray(a)) for a in args])
+    return [t.detach().numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+
 def run_authoring(capsys, *argv):
     """Run an authoring subcommand (`archdsl fmt`, `show`, ...) in this process, as the CLI would:
     (exit code, stdout, stderr), an ArchError printed and exit code 1."""

@@ -23,7 +23,7 @@ from archdsl.backends.render import to_dot
 from archdsl.ir.types import resolve_dim
 from archdsl.ops.base import Op, load_all
 from archdsl.passes.init import initialize
-from harness import check_engines, check_grads, check_parity, random_inputs
+from harness import check_engines, check_grads, check_parity, random_inputs, run_exported
 
 OPS = load_all()
 DIMS = {"N": 2, "T": 5, "S": 4}
@@ -116,6 +116,25 @@ def test_pytorch_engine_agrees(name, i):
     weights = initialize(m.ir, 0)
     for training in (False, True):
         check_engines(m.ir, xs, weights, training=training, grad=sample.grad)
+
+
+@pytest.mark.parametrize("name,i", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+def test_pytorch_export_runs_standalone(name, i):
+    """`export --format torch` of the sample: the written module, run without archdsl on the
+    same weights, gives the NumPy engine's outputs (in eval mode, and in train mode where no
+    randomness is drawn: BatchNorm's batch statistics)."""
+    pytest.importorskip("torch")
+    from archdsl.backends.torch.export import module_source
+    m, sample = sample_model(name, i)
+    xs = sample_inputs(m, sample)
+    weights = initialize(m.ir, 0)
+    source = module_source(m.ir)
+    random = any(n.op.stochastic(n.app) for n in m.ir.nodes)
+    for training in (False,) if random else (False, True):
+        want = NumpyExecutor(m.ir, weights).run(xs, training=training)
+        got = run_exported(source, weights, [xs[v.name] for v in m.ir.inputs], training=training)
+        for v, g in zip(m.ir.outputs, got):
+            np.testing.assert_allclose(g, want[v.name], atol=1e-5, rtol=1e-5, err_msg=f"output {v.name}")
 
 
 @pytest.mark.parametrize("name,i", CASES, ids=[f"{n}-{i}" for n, i in CASES])

@@ -592,12 +592,12 @@ class MultiHeadAttention(_MaskedAttention):
         q, k, v = (TF.linear(x, params[f"{w}_weight"], p(f"{w}_bias")).unflatten(-1, (heads, dh)).transpose(1, 2)
                    for x, w, heads in ((xq, "q", h), (xk, "k", lay.kv_heads), (xv, "v", lay.kv_heads)))
         if attrs["rotary"]:
-            q, k = TK.rotary(q, attrs["rope_theta"]), TK.rotary(k, attrs["rope_theta"])
+            q, k = TK.rotary(q, theta=attrs["rope_theta"]), TK.rotary(k, theta=attrs["rope_theta"])
         drop = ctx.dropout_mask((xq.shape[0], h, xq.shape[1], xk.shape[1]), attrs["dropout"], q)
-        res = TK.attention(q, k, v, inputs[lay.n_float] if lay.bias is not None else None,
-                           self._torch_keep(a, ctx, inputs, xk.shape[1]), attrs["causal"],
-                           attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(dh), lay.period, drop,
-                           attrs["need_weights"])
+        res = TK.attention(q, k, v, bias=inputs[lay.n_float] if lay.bias is not None else None,
+                           keep=self._torch_keep(a, ctx, inputs, xk.shape[1]), causal=attrs["causal"],
+                           scale=attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(dh),
+                           period=lay.period, drop=drop, need_weights=attrs["need_weights"])
         o = (res[0] if attrs["need_weights"] else res).transpose(1, 2).flatten(2)
         out = TF.linear(o, params["out_weight"], p("out_bias"))
         return [out, res[1]] if attrs["need_weights"] else [out]
@@ -771,8 +771,9 @@ class ScaledDotProductAttention(_MaskedAttention):
         lay, need = a.derived, a.attrs["need_weights"]
         q, k, v = inputs[:3]
         drop = ctx.dropout_mask((q.shape[0], q.shape[1], q.shape[2], k.shape[2]), a.attrs["dropout"], q)
-        res = TK.attention(q, k, v, inputs[3] if lay.bias is not None else None, self._torch_keep(a, ctx, inputs, k.shape[2]),
-                           a.attrs["causal"], self._scale(a), lay.period, drop, need)
+        res = TK.attention(q, k, v, bias=inputs[3] if lay.bias is not None else None,
+                           keep=self._torch_keep(a, ctx, inputs, k.shape[2]), causal=a.attrs["causal"],
+                           scale=self._scale(a), period=lay.period, drop=drop, need_weights=need)
         return [res[0], res[1]] if need else [res]
 
     @lowering(since=24, when=native_fits_24)
@@ -850,7 +851,7 @@ class RotaryEmbedding(Op):
         return [rotary(inputs[0], theta=a.attrs["theta"], interleaved=a.attrs["interleaved"])]
 
     def torch_forward(self, a, ctx, inputs, params):
-        return [TK.rotary(inputs[0], a.attrs["theta"], a.attrs["interleaved"])]
+        return [TK.rotary(inputs[0], theta=a.attrs["theta"], interleaved=a.attrs["interleaved"])]
 
 
 class AdditiveAttention(_MaskedAttention):
@@ -925,7 +926,7 @@ class AdditiveAttention(_MaskedAttention):
         q, k = inputs[:2]
         need = a.attrs["need_weights"]
         res = TK.additive_attention(q, k, params["query_weight"], params["key_weight"], params["bias"], params["v"],
-                                    self._torch_keep(a, ctx, inputs, k.shape[1]), need)
+                                    keep=self._torch_keep(a, ctx, inputs, k.shape[1]), need_weights=need)
         return [res[0], res[1]] if need else [res]
 
     def lower(self, a, b, inputs):

@@ -342,9 +342,10 @@ class _Recurrent(Op):
         cells = [_suffix(k, d) for k in range(a["num_layers"]) for d in range(self.dirs(a))]
         weights = [[params[f"weight_ih{s}"], params[f"weight_hh{s}"], params.get(f"bias_ih{s}"),
                     params.get(f"bias_hh{s}")] + [params[f"{p}{s}"] for p in self.extra_params(a)] for s in cells]
-        outs = TK.recurrent(self.name, inputs[0], lengths, list(inputs[first:]), weights, a["num_layers"],
-                            a["bidirectional"], a["reverse"], a["return_sequences"], a.get("nonlinearity", "tanh"),
-                            a.get("linear_before_reset", True))
+        outs = TK.recurrent(self.name, inputs[0], lengths, list(inputs[first:]), weights, num_layers=a["num_layers"],
+                            bidirectional=a["bidirectional"], reverse=a["reverse"],
+                            return_sequences=a["return_sequences"], nonlinearity=a.get("nonlinearity", "tanh"),
+                            linear_before_reset=a.get("linear_before_reset", True))
         return [outs[i] for i in range(len(app.out_types))]
 
 

@@ -310,7 +310,8 @@ class _Pieces(Op):
 
     def torch_forward(self, a, ctx, inputs, params):
         d, sizes = a.derived
-        return list(torch.split(inputs[0], list(sizes), d)) if len(sizes) > 1 else [inputs[0]]
+        parts = torch.split(inputs[0], list(sizes), d) if len(sizes) > 1 else [inputs[0]]
+        return [parts[i] for i in range(len(sizes))]
 
 
 class Split(_Pieces):
@@ -486,7 +487,7 @@ class Pad(Op):
         return [F.pad(inputs[0], list(a.derived), a.attrs["value"], a.attrs["mode"])]
 
     def torch_forward(self, a, ctx, inputs, params):
-        return [TK.pad(inputs[0], a.derived, a.attrs["mode"], a.attrs["value"])]
+        return [TK.pad(inputs[0], a.derived, mode=a.attrs["mode"], value=a.attrs["value"])]
 
 
 class Roll(Op):

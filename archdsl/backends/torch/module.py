@@ -104,12 +104,14 @@ class TorchModel(nn.Module):
         for n in ir.nodes:
             for v in n.outputs:
                 slot[id(v)] = len(slot)
-        self._nslots = len(slot)
-        self._inputs = [(v.name, slot[id(v)], v.type) for v in ir.inputs]
-        self._plan = [(n, n.app, n.op.torch_forward, tuple(slot[id(v)] for v in n.inputs),
-                       tuple(slot[id(v)] for v in n.outputs),
-                       tuple((k,) + self._slots[v] for k, v in n.params.items())) for n in ir.nodes]
-        self._outputs = [(v.name, slot[id(v)]) for v in ir.outputs]
+        self.n_slots = len(slot)
+        self.input_slots = [(v.name, slot[id(v)], v.type) for v in ir.inputs]
+        # per node: (node, application, its torch_forward, input slots, output slots,
+        #            ((local name, owning module, attribute, parameter name), ...))
+        self.plan = [(n, n.app, n.op.torch_forward, tuple(slot[id(v)] for v in n.inputs),
+                      tuple(slot[id(v)] for v in n.outputs),
+                      tuple((k,) + self._slots[v] + (v,) for k, v in n.params.items())) for n in ir.nodes]
+        self.output_slots = [(v.name, slot[id(v)]) for v in ir.outputs]
 
     # -- weights ------------------------------------------------------------------------------------
     def tensor(self, name: str):
@@ -142,25 +144,25 @@ class TorchModel(nn.Module):
     # -- running ------------------------------------------------------------------------------------
     def as_inputs(self, inputs: dict) -> list:
         """The value list, model inputs in their slots (arrays converted, on the module's device)."""
-        env = [None] * self._nslots
+        env = [None] * self.n_slots
         device = self.device
-        for name, i, typ in self._inputs:
+        for name, i, typ in self.input_slots:
             if name not in inputs:
                 raise ArchError(f"model {self.ir.name} needs input '{name}' ({typ})")
             a = inputs[name]
             dtype = self.float_dtype if typ.is_float else torch_dtype(typ.np_dtype)
             env[i] = torch.as_tensor(a, dtype=dtype, device=device) if not torch.is_tensor(a) else a.to(device, dtype)
         if self.ir.constraints:
-            key = tuple(tuple(env[i].shape) for _, i, _ in self._inputs)
+            key = tuple(tuple(env[i].shape) for _, i, _ in self.input_slots)
             if key not in self._fitting:
-                check_inputs(self.ir, {name: env[i].shape for name, i, _ in self._inputs})
+                check_inputs(self.ir, {name: env[i].shape for name, i, _ in self.input_slots})
                 self._fitting.add(key)
         return env
 
     def run_plan(self, env: list, ctx, check_finite: bool = False) -> dict:
         """Every node in order on the value list `env`; output name -> value."""
-        for node, app, fwd, ins, outs, params in self._plan:
-            res = fwd(app, ctx, [env[i] for i in ins], {k: getattr(owner, attr) for k, owner, attr in params})
+        for node, app, fwd, ins, outs, params in self.plan:
+            res = fwd(app, ctx, [env[i] for i in ins], {k: getattr(owner, attr) for k, owner, attr, _ in params})
             for i, t in zip(outs, res):
                 env[i] = t
             if check_finite:
@@ -168,7 +170,7 @@ class TorchModel(nn.Module):
                     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                         raise NonFiniteError(f"the output of {node.name} ({node.kind}) became non-finite (NaN or inf)",
                                              node.span, "lower the learning rate, clip gradients, or check the data")
-        return {name: env[i] for name, i in self._outputs}
+        return {name: env[i] for name, i in self.output_slots}
 
     def forward(self, inputs: dict, training: bool | None = None, check_finite: bool = False) -> dict:
         if training is not None and training != self.training:
