@@ -70,6 +70,16 @@ def cmd_render(args) -> int:
 
 
 def cmd_export(args) -> int:
+    fmt = args.format or ("torch" if Path(args.output).suffix == ".py" else "onnx")
+    if fmt == "torch":
+        if args.opset is not None:
+            raise ArchError("--opset applies to ONNX; --format torch writes PyTorch source")
+        files, model = _target(args).export_torch(args.output, seed=args.seed, weights=args.weights,
+                                                   role="discriminator" if args.discriminator else None)
+        print(f"wrote {', '.join(map(str, files))}: model {model.name} as a PyTorch module, "
+              f"{model.param_count:,} parameters"
+              f"{' (trained weights from ' + args.weights + ')' if args.weights else ''}")
+        return 0
     from .backends.onnx.export import DEFAULT_OPSET
     proto, model = _target(args).export(args.output, opset=args.opset, seed=args.seed, weights=args.weights,
                                         role="discriminator" if args.discriminator else None)
@@ -134,9 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotate each layer with its receptive field and highlight LAYER's")
     p.set_defaults(fn=cmd_render)
 
-    p = sub.add_parser("export", help="lower to an ONNX file")
+    p = sub.add_parser("export", help="lower to an ONNX file, or write a PyTorch module")
     _add_model_args(p)
-    p.add_argument("-o", "--output", required=True, help="model.onnx")
+    p.add_argument("-o", "--output", required=True, help="model.onnx, or model.py with --format torch")
+    p.add_argument("--format", choices=["onnx", "torch"],
+                   help="onnx, or torch: standalone PyTorch source (default: torch for a .py output)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--weights", help="a training checkpoint (.npz) to export instead of seeded weights")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default 0)")
@@ -168,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # what `train --nproc` runs again
     if not getattr(args, "fn", None):
         ap.print_help()
         return 2

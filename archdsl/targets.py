@@ -60,6 +60,16 @@ class Target:
         w = self.export_weights(weights, model) if weights else None
         return model.to_onnx(path, opset=opset, seed=seed, weights=w), model
 
+    def export_torch(self, path, seed: int = 0, weights: str | None = None, role: str | None = None):
+        """Write the model as a standalone PyTorch module (and its weights beside it, given a
+        checkpoint); returns (files, model)."""
+        from .backends.torch.lazy import require_torch
+        require_torch("export --format torch")
+        from .backends.torch.export import export_torch
+        model = self.export_model(role)
+        w = self.export_weights(weights, model) if weights else None
+        return export_torch(model.ir, path, w, spec_file=str(self.spec.file or "")), model
+
     def train(self, data, run_dir, **options):
         raise NotImplementedError
 
@@ -109,8 +119,8 @@ class ModelTarget(Target):
         from .gan.checkpoint import load_member        # a member of a GAN checkpoint, or any checkpoint
         return load_member(path, model.ir)
 
-    def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, steps=None,
-              **overrides):
+    def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, steps=None, log=None,
+              engine: str = "numpy", device=None, group=None, **overrides):
         from .train.config import config_for, section_for
         from .train.loop import train
         if section_for(self.spec, self.name) is None:
@@ -118,12 +128,13 @@ class ModelTarget(Target):
             if pair is not None:            # a gan member without a train section of its own: its pair
                 self._gan = GanTarget(self.spec, pair)
                 return self._gan.train(data, run_dir, resume=resume, init=init, quiet=quiet, threads=threads,
-                                       steps=steps, **overrides)
+                                       steps=steps, log=log, engine=engine, device=device, group=group, **overrides)
         if steps is not None:
             raise ArchError("--steps counts generator updates of a gan; supervised training counts --epochs")
         config = None if resume else config_for(self.spec, self.name, **overrides)
         return train(self.model, data, config, run_dir=run_dir, resume=resume, init=init, quiet=quiet,
-                     threads=threads, **(overrides if resume else {}))
+                     threads=threads, log=log, policy=_policy("model", engine, device, group),
+                     **(overrides if resume else {}))
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         if getattr(self, "_gan", None) is not None:
@@ -182,13 +193,13 @@ class GanTarget(Target):
         return load_member(path, model.ir)
 
     def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, val_split=None,
-              freeze=None, **overrides):
+              freeze=None, log=None, engine: str = "numpy", device=None, group=None, **overrides):
         from .gan.loop import train_gan
         for flag, given in (("--val-split", val_split), ("--freeze", freeze), ("--init", init)):
             if given:
                 raise ArchError(f"{flag} is not supported for a gan (it applies to supervised training)")
-        return train_gan(self.pair, data, run_dir=run_dir, resume=resume, quiet=quiet, threads=threads,
-                         **overrides)
+        return train_gan(self.pair, data, run_dir=run_dir, resume=resume, quiet=quiet, threads=threads, log=log,
+                         policy=_policy("gan", engine, device, group), **overrides)
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         from .gan.loop import format_record
@@ -208,6 +219,18 @@ class GanTarget(Target):
     def sample(self, options) -> int:
         from .gan.sampling import sample_command
         return sample_command(options, self.pair)
+
+
+def _policy(kind: str, engine: str, device, group):
+    """The trainer factory of an engine: None for the NumPy engine (the default policies)."""
+    if engine == "numpy":
+        if device is not None:
+            raise ArchError(f"--device {device} runs the PyTorch engine", hint="add --engine torch")
+        return None
+    from .backends.torch.lazy import require_torch
+    require_torch("--engine torch")
+    from .backends.torch.train import engine_policy
+    return engine_policy(kind, device, group=group)
 
 
 def _gan_of(spec, model_name: str):

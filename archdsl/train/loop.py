@@ -200,13 +200,18 @@ class Trainer:
         """Loss and metrics of `ds` in inference mode (no dropout, BatchNorm running statistics)."""
         acc = _Accum(self.cfg.metrics)
         red = self.loss_kwargs.get("reduction", "mean")
-        with no_grad():
-            for _, b in ds.batches(EVAL_CHUNK):
-                out = ex.forward({v.name: b[v.name] for v in self.ir.inputs}, training=False)[self.out_name]
-                n = len(b[self.target_name])
-                acc.add({"loss_total": per_example_total(float(self._loss(out, b[self.target_name]).data), red, n),
-                         "count": n, "metrics": self._metrics(out.data, b[self.target_name])})
+        for _, b in ds.batches(EVAL_CHUNK):
+            target = b[self.target_name]
+            lv, out = self.eval_batch(ex, {v.name: b[v.name] for v in self.ir.inputs}, target)
+            n = len(target)
+            acc.add({"loss_total": per_example_total(lv, red, n), "count": n, "metrics": self._metrics(out, target)})
         return acc.values(prefix)
+
+    def eval_batch(self, ex, inputs: dict, target: np.ndarray) -> tuple[float, np.ndarray]:
+        """(the loss, the output) of one batch in inference mode."""
+        with no_grad():
+            out = ex.forward(inputs, training=False)[self.out_name]
+            return float(self._loss(out, target).data), out.data
 
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None, init=None) -> TrainResult:
@@ -248,16 +253,10 @@ class Trainer:
             init = self._init if self._init is not None else cfg.init
             if init is not None:
                 run.log(init_from(init, ir, weights).describe(str(init)))
-        ex = self.executor = NumpyExecutor(ir, weights, seed=cfg.seed)
-        ex.ctx.rng = run.stream("dropout", 3)
-        for n in frozen:
-            ex.params[n].requires_grad = False
-        self.trainable = {n: t for n, t in ex.params.items() if t.requires_grad}
+        self.open_engine(run, weights, frozen)
         if not self.trainable:
             raise ArchError(f"nothing to train: every parameter of model {ir.name} is frozen", cfg.spans.get("freeze"))
-        self.opt = build_optimizer(cfg.optimizer, self.trainable)
         self.schedules = build_schedules(cfg.schedule, self.opt.base_lr)
-        self.frozen_buffers = {n: ex.params[n].data.copy() for n in frozen if ir.parameters[n].spec.buffer}
         if frozen:
             run.log(f"frozen: {len(frozen)} parameter tensors "
                     f"({sum(ir.parameters[n].numel for n in frozen if not ir.parameters[n].spec.buffer):,} "
@@ -273,17 +272,37 @@ class Trainer:
         self.params = list(self.trainable.values())
         self.red = self.loss_kwargs.get("reduction", "mean")
 
+    def open_engine(self, run: Run, weights: dict, frozen: set) -> None:
+        """The engine's part of `open`: the executor, its trainable parameters, the optimizer,
+        the frozen buffers to restore after each update (here: the NumPy engine's)."""
+        ex = self.executor = NumpyExecutor(self.ir, weights, seed=self.cfg.seed)
+        ex.ctx.rng = run.stream("dropout", 3)
+        for n in frozen:
+            ex.params[n].requires_grad = False
+        self.trainable = {n: t for n, t in ex.params.items() if t.requires_grad}
+        self.opt = build_optimizer(self.cfg.optimizer, self.trainable) if self.trainable else None
+        self.frozen_buffers = {n: ex.params[n].data.copy() for n in frozen if self.ir.parameters[n].spec.buffer}
+
     def accumulator(self, state):
         return _Accum(self.cfg.metrics, state)
 
-    def step(self, run: Run, b: int) -> dict:
-        cfg, ex, opt = self.cfg, self.executor, self.opt
-        idx = run.order[b * cfg.batch:(b + 1) * cfg.batch]
-        batch = self.train_ds.batch(idx)
+    def next_batch(self, run: Run, b: int) -> tuple[dict, np.ndarray]:
+        """Batch b of the epoch's order as (inputs, target) arrays; sets the step's learning rate."""
+        cfg, opt = self.cfg, self.opt
+        batch = self.train_ds.batch(run.order[b * cfg.batch:(b + 1) * cfg.batch])
         opt.lr = opt.base_lr * schedule_factor(self.schedules, opt.t, run.total, run.steps_per_epoch) \
             if self.schedules else opt.base_lr
-        inputs = {k: batch[k] for k in self.in_names}
-        target = batch[self.target_name]
+        return {k: batch[k] for k in self.in_names}, batch[self.target_name]
+
+    def record(self, lv: float, out: np.ndarray, target: np.ndarray) -> dict:
+        """A step's record: its loss, the sums behind the epoch's loss and metrics."""
+        n_ex = len(target)
+        return {"loss": lv, "loss_total": per_example_total(lv, self.red, n_ex), "count": n_ex,
+                "metrics": self._metrics(out, target)}
+
+    def step(self, run: Run, b: int) -> dict:
+        cfg, ex, opt = self.cfg, self.executor, self.opt
+        inputs, target = self.next_batch(run, b)
         out = ex.forward(inputs, training=True)[self.out_name]
         loss = self._loss(out, target)
         lv = float(loss.data)
@@ -298,9 +317,7 @@ class Trainer:
         opt.zero_grad()
         for n, saved in self.frozen_buffers.items():
             np.copyto(ex.params[n].data, saved)
-        n_ex = len(target)
-        return {"loss": lv, "loss_total": per_example_total(lv, self.red, n_ex), "count": n_ex,
-                "metrics": self._metrics(out.data, target)}
+        return self.record(lv, out.data, target)
 
     def end_epoch(self, run: Run, acc: _Accum) -> dict:
         rec = {"lr": self.opt.lr, **acc.values()}
@@ -340,10 +357,13 @@ class Trainer:
         raise ArchError(f"training stopped {where}: the loss became {non_finite(lv)}, although every layer output "
                         f"was finite (the loss overflowed)", None, "check the targets" + run.last_good_note())
 
+    def grad_finite(self, t) -> bool:
+        return t.grad is None or bool(np.isfinite(t.grad).all())
+
     def _bad_grads(self, run: Run):
         where = f"at epoch {run.epoch + 1}, step {run.step + 1}"
         for n, t in self.trainable.items():
-            if t.grad is not None and not np.isfinite(t.grad).all():
+            if not self.grad_finite(t):
                 raise ArchError(f"training stopped {where}: the gradient of {n} became non-finite (NaN or inf)", None,
                                 "lower the learning rate or set clip_norm" + run.last_good_note())
         raise ArchError(f"training stopped {where}: the gradient norm overflowed", None,
@@ -351,11 +371,13 @@ class Trainer:
 
 
 def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resume=None, init=None,
-          quiet: bool = False, log=None, threads: int | None = None, on_step=None, **overrides) -> TrainResult:
+          quiet: bool = False, log=None, threads: int | None = None, on_step=None, policy=None,
+          **overrides) -> TrainResult:
     """Train `model` (a CompiledModel or IR Model) on `data` (an .npz path, a dict of arrays, or a
     Dataset). `config` defaults to the model's train section; with `resume`, to the checkpoint's
     config (where `epochs` may be raised). Overrides: epochs, batch, lr, seed, val_split, clip_norm,
-    freeze (a list, added), init."""
+    freeze (a list, added), init. `policy(model, config, **options)` makes the trainer (default:
+    Trainer, the NumPy engine; the PyTorch engine passes its own)."""
     ir = _ir(model)
     if resume is not None and config is None:
         ck = read_checkpoint(resume)
@@ -384,5 +406,6 @@ def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resum
     if data is None:
         raise ArchError("no training data: pass --data DATA.npz")
     spec_file = getattr(getattr(model, "spec", None), "file", None)
-    trainer = Trainer(model, config, quiet=quiet, log=log, threads=threads, spec_file=spec_file, on_step=on_step)
+    trainer = (policy or Trainer)(model, config, quiet=quiet, log=log, threads=threads, spec_file=spec_file,
+                                  on_step=on_step)
     return trainer.fit(data, run_dir, resume=resume, init=init)
