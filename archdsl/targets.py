@@ -73,6 +73,10 @@ class Target:
     def train(self, data, run_dir, **options):
         raise NotImplementedError
 
+    def distributable(self) -> bool:
+        """Can several processes train it together (`train --nproc`)?"""
+        return False
+
     def describe_run(self, result, spec_file, run_dir: Path, model_arg: str | None) -> list[str]:
         """What `archdsl train` prints after a run: the result, the files written, what next."""
         raise NotImplementedError
@@ -135,6 +139,10 @@ class ModelTarget(Target):
         return train(self.model, data, config, run_dir=run_dir, resume=resume, init=init, quiet=quiet,
                      threads=threads, log=log, policy=_policy("model", engine, device, group),
                      **(overrides if resume else {}))
+
+    def distributable(self) -> bool:
+        from .train.config import section_for
+        return section_for(self.spec, self.name) is not None
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         if getattr(self, "_gan", None) is not None:

@@ -17,6 +17,9 @@ def cmd_train(args) -> int:
     if args.engine == "torch":
         from ..backends.torch import distributed
         if (args.nproc or 1) > 1 and not distributed.in_group():
+            if not target.distributable():
+                raise ArchError("--nproc trains a supervised model; a gan trains in one process",
+                                hint="drop --nproc (--device cuda trains it on a GPU)")
             return distributed.launch(args.nproc, distributed.without_nproc(args.argv))
         group = distributed.join(args.device)
     lead = group is None or group.rank == 0        # only the first process writes and prints
@@ -26,6 +29,10 @@ def cmd_train(args) -> int:
                               threads=args.threads, epochs=args.epochs, steps=args.steps, batch=args.batch,
                               lr=args.lr, seed=args.seed, val_split=args.val_split, freeze=args.freeze or None,
                               engine=args.engine, device=args.device, group=group)
+    except ArchError:
+        if lead:
+            raise
+        return 1            # the first process reports the same error
     finally:
         if group is not None:
             distributed.leave(group)

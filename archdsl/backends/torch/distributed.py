@@ -6,9 +6,9 @@ gradients averaged by DistributedDataParallel (gloo on CPUs, NCCL on GPUs).
         --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         -m archdsl train SPEC --engine torch --device cuda -d data.npz -o run/  # several
 
-`--nproc N` starts N processes through torchrun (`python -m torch.distributed.run --standalone`),
-each running the same command; a process sees RANK, WORLD_SIZE and LOCAL_RANK in its
-environment and joins the group (`join`). Every process reads the same data and draws the same
+`--nproc N` starts N processes on this machine, each running the same command, with the
+environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK, and MASTER_ADDR/PORT on the
+loopback interface); each joins the group (`join`). When one fails the others are stopped. Every process reads the same data and draws the same
 shuffled order from the run's seed; each takes its share of every global batch (the `batch` of
 the train section), so a step's update is the one a single process makes on the whole batch
 (the loss is rescaled by the share's size: see `TorchTrainer.step`). Only rank 0 writes the
@@ -88,16 +88,39 @@ def leave(group: Group | None) -> None:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run `archdsl <argv>` in `nproc` processes on this machine through torchrun; its exit code."""
+    """Run `archdsl <argv>` in `nproc` processes on this machine; the first failure's exit code
+    (the others are stopped then), else 0."""
     require_torch("--nproc")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "archdsl", *argv]
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")      # torchrun's default, without its warning
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc)}
+    base.setdefault("OMP_NUM_THREADS", "1")          # as torchrun: N processes share the cores
+    procs = [subprocess.Popen([sys.executable, "-m", "archdsl", *argv],
+                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+    code = 0
     try:
-        return subprocess.run(cmd, env=env).returncode
-    except KeyboardInterrupt:
+        while procs:
+            for p in list(procs):
+                try:
+                    rc = p.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                procs.remove(p)
+                if rc and not code:
+                    code = rc
+                    for q in procs:
+                        q.terminate()
+    except KeyboardInterrupt:          # every process got the Ctrl-C too: let them save and stop
+        for p in procs:
+            p.wait()
         return 130
+    return code
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def without_nproc(argv: list[str]) -> list[str]:

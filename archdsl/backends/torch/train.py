@@ -178,6 +178,8 @@ class TorchTrainer(Trainer):
         self.net = net
         if self.group is not None:
             self.net = self.group.wrap(net, find_unused=not _reaches_everything(self.ir, self.out_name, self.trainable))
+            run.log(f"{self.group.world} processes ({torch.distributed.get_backend()}, DistributedDataParallel): "
+                    f"each takes its share of every batch of {self.cfg.batch}")
 
     def _target(self, target: np.ndarray):
         return torch.as_tensor(target, device=self.device)
