@@ -61,9 +61,11 @@ def parse_set(items: list[str]) -> dict:
 
 
 def _section_checkers() -> dict:
-    """What each kind of section checks beyond its keys (a gan section: its pair of models)."""
+    """What each kind of section checks beyond its keys (a gan section: its pair of models; a
+    train section: its loss, compiled against its model, and a VAE's decoder)."""
     from .gan.pair import check_gan_sections
-    return {"gan": check_gan_sections}
+    from .train.objective import check_train_sections
+    return {"gan": check_gan_sections, "train": check_train_sections}
 
 
 class Spec:
@@ -208,6 +210,19 @@ class CompiledModel:
         if path is not None:
             save(proto, path)
         return proto
+
+    def save_onnx(self, path: str | os.PathLike, opset: int | None = None, seed: int = 0,
+                  weights: dict | None = None):
+        """Write the ONNX file (atomically) holding about one weight in memory at a time: seeded
+        weights are made one by one as they are written (backends/onnx/export.py: write_onnx).
+        Returns the model without its initializers (the graph)."""
+        from .backends.onnx.export import DEFAULT_OPSET, write_onnx
+        from .passes.init import SeededWeights
+        from .passes.limits import check_resources
+        if weights is None:
+            check_resources(self.ir, for_training=False)
+            weights = SeededWeights(self.ir, seed)
+        return write_onnx(self.ir, weights, path, opset=DEFAULT_OPSET if opset is None else opset)
 
     def executor(self, weights: dict | None = None, seed: int = 0):
         from .backends.numpy.executor import NumpyExecutor

@@ -54,7 +54,7 @@ def cmd_check(args) -> int:
 def cmd_summary(args) -> int:
     from .cliargs import dims
     target = _target(args)
-    d = dims(args.dim)
+    d = dims(args.dim, [m.ir for m in target.models()])
     if args.json:
         print(json.dumps(target.summary_json(d, args.batch), indent=2))
     else:
@@ -63,29 +63,39 @@ def cmd_summary(args) -> int:
 
 
 def cmd_render(args) -> int:
-    out = _target(args).render(args.output, rankdir=args.rankdir, collapse=args.collapse, unroll=args.unroll,
-                               receptive_field=args.receptive_field)
-    print(f"wrote {out}")
+    from .fileio import announce, refuse_overwriting_inputs
+    target = _target(args)
+    refuse_overwriting_inputs(args.output, target.spec.ns.files)
+    out = target.render(args.output, rankdir=args.rankdir, collapse=args.collapse, unroll=args.unroll,
+                        receptive_field=args.receptive_field)
+    announce(out, f"wrote {out}")
     return 0
 
 
 def cmd_export(args) -> int:
+    from .fileio import announce, refuse_overwriting_inputs
     fmt = args.format or ("torch" if Path(args.output).suffix == ".py" else "onnx")
+    if fmt == "torch" and args.opset is not None:
+        raise ArchError("--opset applies to ONNX; --format torch writes PyTorch source")
+    target = _target(args)
+    # the model, and its external data (ONNX) or its weights beside it (PyTorch)
+    extra = str(Path(args.output).with_suffix(".pt")) if fmt == "torch" else args.output + ".data"
+    for out in (args.output, extra):
+        refuse_overwriting_inputs(out, [*target.spec.ns.files, args.weights])
     if fmt == "torch":
-        if args.opset is not None:
-            raise ArchError("--opset applies to ONNX; --format torch writes PyTorch source")
-        files, model = _target(args).export_torch(args.output, seed=args.seed, weights=args.weights,
-                                                   role="discriminator" if args.discriminator else None)
-        print(f"wrote {', '.join(map(str, files))}: model {model.name} as a PyTorch module, "
-              f"{model.param_count:,} parameters"
-              f"{' (trained weights from ' + args.weights + ')' if args.weights else ''}")
+        files, model = target.export_torch(args.output, seed=args.seed, weights=args.weights,
+                                           role="discriminator" if args.discriminator else None)
+        announce(args.output, f"wrote {', '.join(map(str, files))}: model {model.name} as a PyTorch module, "
+                              f"{model.param_count:,} parameters"
+                              f"{' (trained weights from ' + args.weights + ')' if args.weights else ''}")
         return 0
     from .backends.onnx.export import DEFAULT_OPSET
-    proto, model = _target(args).export(args.output, opset=args.opset, seed=args.seed, weights=args.weights,
-                                        role="discriminator" if args.discriminator else None)
-    print(f"wrote {args.output}: model {model.name}, opset {DEFAULT_OPSET if args.opset is None else args.opset}, "
-          f"{len(proto.graph.node)} nodes, {model.param_count:,} parameters"
-          f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")
+    graph, model = target.export(args.output, opset=args.opset, seed=args.seed, weights=args.weights,
+                                 role="discriminator" if args.discriminator else None)
+    announce(args.output, f"wrote {args.output}: model {model.name}, opset "
+                          f"{DEFAULT_OPSET if args.opset is None else args.opset}, {len(graph.graph.node)} nodes, "
+                          f"{model.param_count:,} parameters"
+                          f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")
     return 0
 
 
@@ -93,6 +103,11 @@ def cmd_run(args) -> int:
     import numpy as np
 
     from .runtime import Session, load_inputs
+    if args.output:
+        from .fileio import refuse_overwriting_inputs
+        inputs = [spec.partition("=")[2] for spec in args.input]
+        refuse_overwriting_inputs(args.output, [args.model_file, args.model_file + ".data", *inputs,
+                                                *(i.rpartition(":")[0] for i in inputs if ":" in i)])
     sess = Session(args.model_file, device=args.device)
     feeds = load_inputs(args.input)
     outs = sess.run(feeds)
@@ -102,11 +117,11 @@ def cmd_run(args) -> int:
         preview = np.array2string(flat[:6], precision=4, separator=", ")
         print(f"  {name}: {arr.dtype}{list(arr.shape)}  {preview}{' ...' if flat.size > 6 else ''}")
     if args.output:
-        from .fileio import atomic_path
+        from .fileio import announce, atomic_path
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **outs)
-        print(f"wrote {args.output}")
+        announce(args.output, f"wrote {args.output}")
     return 0
 
 
@@ -117,6 +132,7 @@ def cmd_doctor(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cliargs import output_file, positive_int
     from .version import __version__
     ap = argparse.ArgumentParser(prog="archdsl", description="A compiler for neural-network architectures.")
     ap.add_argument("--version", action="version", version=f"archdsl {__version__}")
@@ -128,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="layer table with parameters, MACs and memory")
     _add_model_args(p)
-    p.add_argument("--batch", type=int, default=1, help="batch size for MACs and activation memory (default 1)")
+    p.add_argument("--batch", type=positive_int, default=1,
+                   help="batch size for MACs and activation memory (default 1)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=V", help="value of a symbolic dim, e.g. T=128")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--explain", action="store_true", help="show each layer's shape and parameter arithmetic")
@@ -136,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="draw the network with graphviz")
     _add_model_args(p)
-    p.add_argument("-o", "--output", required=True, help="OUT.svg, .png, .pdf or .dot")
+    p.add_argument("-o", "--output", required=True, type=output_file, help="OUT.svg, .png, .pdf or .dot")
     p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
     p.add_argument("--collapse", action="store_true", help="draw each block instance as one box")
     p.add_argument("--unroll", type=int, metavar="K", help="draw a recurrent model unrolled over K time steps")
@@ -146,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="lower to an ONNX file, or write a PyTorch module")
     _add_model_args(p)
-    p.add_argument("-o", "--output", required=True, help="model.onnx, or model.py with --format torch")
+    p.add_argument("-o", "--output", required=True, type=output_file,
+                   help="model.onnx, or model.py with --format torch")
     p.add_argument("--format", choices=["onnx", "torch"],
                    help="onnx, or torch: standalone PyTorch source (default: torch for a .py output)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
@@ -159,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an ONNX file on ONNX Runtime")
     p.add_argument("model_file", help="model.onnx")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy")
-    p.add_argument("-o", "--output", help="write the outputs to an .npz")
+    p.add_argument("-o", "--output", type=output_file, help="write the outputs to an .npz")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(fn=cmd_run)
 
@@ -178,13 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)      # what `train --nproc` runs again
-    if not getattr(args, "fn", None):
-        ap.print_help()
-        return 2
+    # Everything, imports included, runs inside the handlers: a Ctrl-C while NumPy or ONNX load
+    # ends the command like any other Ctrl-C (exit 130), never with a traceback.
     try:
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)      # what `train --nproc` runs again
+        if not getattr(args, "fn", None):
+            ap.print_help()
+            return 2
         return args.fn(args)
     except ArchError as e:
         print(diagnostic(e), file=sys.stderr)

@@ -50,14 +50,28 @@ class Span:
 
 
 class ArchError(Exception):
-    """A mistake in user input (spec, data, files). Printed without a traceback; exit code 1."""
+    """A mistake in user input (spec, data, files). Printed without a traceback; exit code 1.
+
+    `hint` may be a function returning the hint (or None): it is called the first time the hint
+    is read, so an expensive one (a did-you-mean over every name in scope) costs nothing for the
+    errors that are never shown (see MAX_REPORTED_ERRORS)."""
     kind = "error"
 
-    def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
+    def __init__(self, message: str, span: Span | None = None, hint=None):
         super().__init__(message)
         self.message = message
         self.span = span
         self.hint = hint
+
+    @property
+    def hint(self) -> str | None:
+        if callable(self._hint):
+            self._hint = self._hint()
+        return self._hint
+
+    @hint.setter
+    def hint(self, value) -> None:
+        self._hint = value
 
     def format(self, style=None) -> str:
         """The diagnostic as text; `style(excerpt) -> str` may colour the source excerpt (the CLI
@@ -90,18 +104,26 @@ class NotSupportedError(ArchError):
     pass
 
 
+MAX_REPORTED_ERRORS = 100    # errors printed in full; the rest are counted (a file of 20,000 errors
+                             # would otherwise take minutes to print, and nobody reads them)
+
+
 class ArchErrors(ArchError):
-    """Several independent errors found in one run."""
+    """Several independent errors found in one run (all in `errors`; the first
+    MAX_REPORTED_ERRORS are printed, the rest counted)."""
 
     def __init__(self, errors: list[ArchError]):
         self.errors = errors
         first = errors[0]
-        super().__init__(first.message, first.span, first.hint)
+        super().__init__(first.message, first.span, lambda: first.hint)
 
     def format(self, style=None) -> str:
-        body = "\n".join(e.format(style) for e in self.errors)
+        shown = self.errors[:MAX_REPORTED_ERRORS]
+        body = "\n".join(e.format(style) for e in shown)
         n = len(self.errors)
-        return f"{body}\n{n} error{'s' if n != 1 else ''}"
+        if n > len(shown):
+            body += f"\n... and {n - len(shown):,} more error{'s' if n - len(shown) != 1 else ''} (not shown)"
+        return f"{body}\n{n:,} error{'s' if n != 1 else ''}"
 
 
 @contextlib.contextmanager
@@ -125,7 +147,10 @@ def raise_errors(errors: list) -> None:
 def did_you_mean(name: str, candidates) -> str | None:
     """A 'did you mean X?' hint from the closest candidates, or None."""
     cands = list(candidates)
-    close = difflib.get_close_matches(name, cands, n=3, cutoff=0.6)
+    # difflib's ratio is at most 2 * min(len) / (len + len'): a candidate much shorter or longer
+    # than the name cannot reach the cutoff, so it is not compared at all
+    lo, hi = len(name) * 3 / 7, len(name) * 7 / 3
+    close = difflib.get_close_matches(name, [c for c in cands if lo <= len(c) <= hi], n=3, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in cands}
         if name.lower() in lowered:

@@ -18,11 +18,13 @@ still lists CUDA in that case. So "cuda" checks `session.get_providers()` after 
 the session and refuses to go on if CUDA is not really there; "auto" records what it got
 in `device` and, when it wanted CUDA and did not get it, why (`fallback_reason`).
 
-Dtypes. Feeds are cast silently only where nothing a user would notice is lost:
-float64 -> float32 (NumPy's default float is float64, our models are float32), and any
-safe widening within a kind (int32 -> int64, float16 -> float32, uint8 -> uint16 …).
-Everything else (ints into a float input, float into an int input, int64 -> int32) is an
-error that says what was expected and how to convert.
+Dtypes. One rule for floats and integers alike: a feed whose dtype is of the same kind as the
+input's (a float for a float input, an integer for an integer input) is cast to the input's
+dtype when every value fits in it: float64 -> float32 (values within float32's range; they are
+rounded to float32, as the model computes in float32 anyway), int64 -> int32 (values within
+int32's range), int -> uint (no negative value), and every widening. A value that does not fit
+(1e300 into float32, 2**40 into int32, -1 into uint8) is an error that names it, and so is a
+cast across kinds (ints into a float input, floats into an integer input, bools into numbers).
 """
 from __future__ import annotations
 
@@ -220,6 +222,8 @@ class Session:
                             hint="export one with `archdsl export SPEC.arch -o MODEL.onnx`")
         if os.path.isdir(path):
             raise ArchError(f"cannot load model '{path}': it is a directory, not an .onnx file")
+        from .fileio import check_input
+        check_input(path, "model")              # ONNX Runtime would block forever on a FIFO
         try:
             size = os.path.getsize(path)
         except OSError as e:
@@ -240,7 +244,9 @@ class Session:
     @staticmethod
     def _default_options():
         so = ort.SessionOptions()
-        so.log_severity_level = 4  # ONNX Runtime's log lines never: failures are reported by us
+        # fatal only: ONNX Runtime's own (coloured) error lines would repeat, before ours, what
+        # the ArchError says; CUDA fallbacks are reported by us
+        so.log_severity_level = 4
         return so
 
     def _load_error(self, e: Exception) -> ArchError:
@@ -372,13 +378,17 @@ class Session:
         if want == np.object_:  # string input
             if got.kind in "UO":
                 return _contiguous(arr.astype(object))
-        elif _safe_cast(got, want):
-            return _contiguous(arr.astype(want))
+        elif _same_kind(got, want):
+            bad = _value_that_does_not_fit(arr, want)
+            if bad is None:
+                return _contiguous(arr.astype(want))
+            raise ArchError(f"input '{info.name}' expects {want.name}{format_shape(info.shape)}, got {got.name} "
+                            f"array with the value {bad!r}, which does not fit in {want.name}",
+                            hint=f"{want.name} holds {_dtype_range(want)}; a feed of {got.name} is cast to "
+                                 f"{want.name} when every value fits")
         how = f"convert it with .astype(np.{want.name})"
         if got.kind == "f" and want.kind in "iu":
             how = f"integer ids are expected; {how} (after rounding, if need be)"
-        elif got.kind in "iu" and want.kind in "iu":
-            how = f"{how} if the values fit"
         raise ArchError(f"input '{info.name}' expects {want.name}{format_shape(info.shape)}, got {got.name} "
                         f"array of shape {_got_shape(arr.shape)}", hint=how)
 
@@ -422,14 +432,31 @@ def _rank_hint(want: int, got: int) -> str | None:
     return None
 
 
-def _safe_cast(got: np.dtype, want: np.dtype) -> bool:
-    if got == np.float64 and want == np.float32:
-        return True  # NumPy's default float; models are float32
-    if got.kind == want.kind and got.kind in "fiu":
-        return np.can_cast(got, want, "safe")
-    if got.kind == "u" and want.kind == "i":
-        return np.can_cast(got, want, "safe")
-    return False
+def _same_kind(got: np.dtype, want: np.dtype) -> bool:
+    """Floats into a float input, integers (signed or not) into an integer input."""
+    return (got.kind == want.kind == "f") or (got.kind in "iu" and want.kind in "iu")
+
+
+def _value_that_does_not_fit(arr: np.ndarray, want: np.dtype):
+    """The first value (as a Python number) of `arr` outside `want`'s range, or None when all fit."""
+    if arr.size == 0 or np.can_cast(arr.dtype, want, "safe"):
+        return None
+    if want.kind == "f":
+        with np.errstate(invalid="ignore"):
+            over = np.isfinite(arr) & (np.abs(arr) > np.finfo(want).max)
+    else:
+        info = np.iinfo(want)
+        over = (arr < info.min) | (arr > info.max)
+    if not over.any():
+        return None
+    return arr.reshape(-1)[int(np.argmax(over.reshape(-1)))].item()
+
+
+def _dtype_range(dt: np.dtype) -> str:
+    if dt.kind == "f":
+        return f"values up to ±{float(np.finfo(dt).max):.4g}"
+    info = np.iinfo(dt)
+    return f"{info.min:,} to {info.max:,}"
 
 
 # -- inputs from files ---------------------------------------------------------------------------
@@ -463,48 +490,21 @@ def _load_array(spec: str, name: str, path: str, key: str | None) -> np.ndarray:
         raise ArchError(f"input '{name}': no such file '{path}'")
     if os.path.isdir(path):
         raise ArchError(f"input '{name}': '{path}' is a directory, not a .npy/.npz file")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as e:
-        raise ArchError(f"input '{name}': cannot read '{path}': {e.strerror or e}") from None
-    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-        raise ArchError(f"input '{name}': cannot read '{path}': not a .npy or .npz file",
-                        hint="save arrays with np.save (.npy) or np.savez (.npz)")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise ArchError(f"input '{name}': '{path}' holds Python objects (pickled), which archdsl "
-                            "never loads", hint="save plain numeric arrays with np.save / np.savez") from None
-        raise ArchError(f"input '{name}': cannot read '{path}' as .npy/.npz: {e}") from None
-    except (OSError, EOFError) as e:
-        raise ArchError(f"input '{name}': cannot read '{path}' as .npy/.npz: "
-                        f"{getattr(e, 'strerror', None) or e}") from None
-    except Exception as e:  # zipfile.BadZipFile and friends on a damaged archive
-        raise ArchError(f"input '{name}': cannot read '{path}': {type(e).__name__}: {e}") from None
+    from .datafile import read_arrays
+    loaded = read_arrays(path, f"input '{name}': file")     # regular files only, never unpickled
     if isinstance(loaded, np.ndarray):
         if key is not None:
             raise ArchError(f"input '{name}': '{path}' is a single .npy array, it has no array '{key}'",
                             hint=f"write {name}={path}")
         return loaded
-    with loaded as npz:  # NpzFile
-        names = list(npz.files)
-        if key is None:
-            if len(names) != 1:
-                raise ArchError(f"input '{name}': '{path}' holds {len(names)} arrays "
-                                f"({', '.join(names) or 'none'}); say which",
-                                hint=f"write {name}={path}:{names[0] if names else 'ARRAY'}")
-            key = names[0]
-        if key not in names:
-            raise ArchError(f"input '{name}': '{path}' has no array '{key}' (it has: {', '.join(names) or 'none'})",
-                            hint=did_you_mean(key, names))
-        try:
-            return npz[key]
-        except ValueError as e:
-            if "pickle" in str(e).lower():
-                raise ArchError(f"input '{name}': array '{key}' in '{path}' holds Python objects (pickled), "
-                                "which archdsl never loads") from None
-            raise ArchError(f"input '{name}': cannot read array '{key}' from '{path}': {e}") from None
-        except Exception as e:
-            raise ArchError(f"input '{name}': cannot read array '{key}' from '{path}': {e}") from None
+    names = list(loaded)
+    if key is None:
+        if len(names) != 1:
+            raise ArchError(f"input '{name}': '{path}' holds {len(names)} arrays "
+                            f"({', '.join(names) or 'none'}); say which",
+                            hint=f"write {name}={path}:{names[0] if names else 'ARRAY'}")
+        key = names[0]
+    if key not in names:
+        raise ArchError(f"input '{name}': '{path}' has no array '{key}' (it has: {', '.join(names) or 'none'})",
+                        hint=did_you_mean(key, names))
+    return loaded[key]

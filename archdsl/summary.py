@@ -95,6 +95,18 @@ def _row(table: Table, *cells: str, style: str | None = None) -> None:
     table.add_row(*(Text(c) for c in cells), style=style)
 
 
+def _step_rows(table: Table, r, depth: int) -> None:
+    """The layers of one step of a cell under the row that runs it: per-step shapes and MACs, and
+    their parameters in parentheses (counted once, in the row above)."""
+    if not r.step:
+        return
+    _row(table, INDENT * depth + "one step:", "", "", "", "", style="dim")
+    for s in r.step:
+        _row(table, INDENT * (depth + 1) + s.name, _op_cell(s), "\n".join(s.out_types),
+             f"({s.params:,})" if s.params else "", f"{s.macs:,}", style="dim")
+        _step_rows(table, s, depth + 2)
+
+
 def format_summary(report: CostReport, model: Model, color: bool | None = None) -> str:
     """The summary as text. `color=None` colours only when stdout is a terminal."""
     if color is None:
@@ -114,6 +126,7 @@ def format_summary(report: CostReport, model: Model, color: bool | None = None) 
                  style="bold")
         _row(table, INDENT * len(r.scope) + _short(r.name, r.scope), _op_cell(r),
              "\n".join(r.out_types), f"{r.params:,}", f"{r.macs:,}")
+        _step_rows(table, r, len(r.scope) + 1)
 
     buf = io.StringIO()
     console = Console(file=buf, width=100_000, force_terminal=bool(color), no_color=not color,

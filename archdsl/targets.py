@@ -7,13 +7,17 @@
     target.train("data.npz", "runs/x")
 
 A file compiles to models and sections; a command acts on one *target*: a model (with its train
-section, if it has one), or the pair of models a gan section trains together. Which one is
-decided once, here (`resolve`), for every command:
+section, if it has one), the pair of models a gan section trains together, or a VAE (a model
+whose train section names its `decoder`, another model sharing its weights: archdsl/vae.py).
+Which one is decided once, here (`resolve`), for every command:
 
 - a name that names a gan section: that pair;
+- a name that names a VAE or its decoder: that VAE (export, summary and render act on the model
+  named; train trains the VAE, sample decodes from the prior or reconstructs);
 - a name that names a model: that model;
-- no name: the pair of the file's (first) gan section when it has one, else the file's default
-  model: the last one, or for training the one the file's only train section names.
+- no name: the pair of the file's (first) gan section when it has one, else the file's (first)
+  VAE, else the file's default model: the last one, or for training the one the file's only
+  train section names.
 
 New kinds of multi-model sections add a Target class and a line in `resolve`; the CLI does not
 change.
@@ -55,10 +59,11 @@ class Target:
 
     def export(self, path, opset: int | None = None, seed: int = 0, weights: str | None = None,
                role: str | None = None):
-        """Write the ONNX file; returns (proto, model)."""
+        """Write the ONNX file (streamed: about one weight in memory at a time); returns (the
+        graph without its initializers, model)."""
         model = self.export_model(role)
         w = self.export_weights(weights, model) if weights else None
-        return model.to_onnx(path, opset=opset, seed=seed, weights=w), model
+        return model.save_onnx(path, opset=opset, seed=seed, weights=w), model
 
     def export_torch(self, path, seed: int = 0, weights: str | None = None, role: str | None = None):
         """Write the model as a standalone PyTorch module (and its weights beside it, given a
@@ -123,8 +128,8 @@ class ModelTarget(Target):
         from .gan.checkpoint import load_member        # a member of a GAN checkpoint, or any checkpoint
         return load_member(path, model.ir)
 
-    def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, steps=None, log=None,
-              engine: str = "numpy", device=None, group=None, **overrides):
+    def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, steps=None,
+              overwrite=False, log=None, engine: str = "numpy", device=None, group=None, **overrides):
         from .train.config import config_for, section_for
         from .train.loop import train
         if section_for(self.spec, self.name) is None:
@@ -132,12 +137,13 @@ class ModelTarget(Target):
             if pair is not None:            # a gan member without a train section of its own: its pair
                 self._gan = GanTarget(self.spec, pair)
                 return self._gan.train(data, run_dir, resume=resume, init=init, quiet=quiet, threads=threads,
-                                       steps=steps, log=log, engine=engine, device=device, group=group, **overrides)
+                                       steps=steps, overwrite=overwrite, log=log, engine=engine, device=device,
+                                       group=group, **overrides)
         if steps is not None:
             raise ArchError("--steps counts generator updates of a gan; supervised training counts --epochs")
         config = None if resume else config_for(self.spec, self.name, **overrides)
         return train(self.model, data, config, run_dir=run_dir, resume=resume, init=init, quiet=quiet,
-                     threads=threads, log=log, policy=_policy("model", engine, device, group),
+                     threads=threads, overwrite=overwrite, log=log, policy=_policy("model", engine, device, group),
                      **(overrides if resume else {}))
 
     def distributable(self) -> bool:
@@ -201,13 +207,13 @@ class GanTarget(Target):
         return load_member(path, model.ir)
 
     def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, val_split=None,
-              freeze=None, log=None, engine: str = "numpy", device=None, group=None, **overrides):
+              freeze=None, overwrite=False, log=None, engine: str = "numpy", device=None, group=None, **overrides):
         from .gan.loop import train_gan
         for flag, given in (("--val-split", val_split), ("--freeze", freeze), ("--init", init)):
             if given:
                 raise ArchError(f"{flag} is not supported for a gan (it applies to supervised training)")
-        return train_gan(self.pair, data, run_dir=run_dir, resume=resume, quiet=quiet, threads=threads, log=log,
-                         policy=_policy("gan", engine, device, group), **overrides)
+        return train_gan(self.pair, data, run_dir=run_dir, resume=resume, quiet=quiet, threads=threads,
+                         overwrite=overwrite, log=log, policy=_policy("gan", engine, device, group), **overrides)
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         from .gan.loop import format_record
@@ -227,6 +233,39 @@ class GanTarget(Target):
     def sample(self, options) -> int:
         from .gan.sampling import sample_command
         return sample_command(options, self.pair)
+
+
+class VaeTarget(ModelTarget):
+    """A VAE: the model its train section trains and the decoder that shares its weights. The
+    model acted on (summary, render, export) is the one the command named: the VAE by default."""
+    kind = "vae"
+
+    def __init__(self, spec, vae):
+        super().__init__(spec, vae.focus)
+        self.vae = vae
+
+    def models(self) -> list:
+        return [self.vae.model, self.vae.decoder]
+
+    def export_weights(self, path, model) -> dict:
+        from .sample.vae import vae_weights
+        return vae_weights(self.vae, path, model)
+
+    def train(self, data, run_dir, **options):
+        self._trained = ModelTarget(self.spec, self.vae.model)
+        return self._trained.train(data, run_dir, **options)
+
+    def describe_run(self, result, spec_file, run_dir, model_arg):
+        lines = self._trained.describe_run(result, spec_file, run_dir, model_arg)
+        ck = result.best or result.checkpoint
+        if ck is not None:
+            lines.append(f"sample with: archdsl sample {spec_file} --weights {ck} -n 64 -o prior.png "
+                         f"(decoder {self.vae.decoder.name}; --reconstruct DATA.npz for reconstructions)")
+        return lines
+
+    def sample(self, options) -> int:
+        from .sample.vae import sample_command
+        return sample_command(options, self.vae)
 
 
 def _policy(kind: str, engine: str, device, group):
@@ -260,6 +299,10 @@ def resolve(spec, name: str | None = None, overrides: dict | None = None, traini
             raise ArchError("--set is not supported for a gan; give the models' arguments in the gan section",
                             hint="e.g. generator = Generator(z=32)")
         return GanTarget(spec, _with(spec, overrides).gan(name))
+    from .vae import find
+    vae = find(spec, name, overrides)
+    if vae is not None:
+        return VaeTarget(spec, vae)
     trains = spec.sections.get("train", [])
     if name is None and training and len(trains) == 1:
         name = trains[0].name

@@ -12,6 +12,9 @@ LSTM parameters have PyTorch's names, shapes and gate order) and fed the same ba
                  (archdsl.train.optim), zero_grad; the LSTM is the fused primitive of
                  archdsl/autodiff/recurrent.py (one input matmul, one recurrent matmul per step,
                  hand-written BPTT)
+  * archdsl-cell the same with the spec's LstmCellLM: the LSTM written from its gate equations
+                 (std/cells.arch LSTMCell) and run by Scan, its step graph's ops once per step on
+                 the autodiff engine (the input projection hoisted out of the loop); same weights
   * torch        nn.Embedding -> nn.LSTM(batch_first=True) -> nn.Linear, F.cross_entropy,
                  torch.optim.Adam: PyTorch's fused CPU LSTM
   * torch-cell   the same with an nn.LSTMCell called once per time step from Python
@@ -91,10 +94,17 @@ def batches(n: int, seed: int = 0):
 
 # -- training engines ---------------------------------------------------------------------------
 
-def archdsl_engine(weights):
+# LstmCellLM's parameter for each of LstmLM's: the same values give the same model
+CELL_NAMES = {"lstm_1.weight_ih_l0": "lstmcell_1.ih.weight", "lstm_1.weight_hh_l0": "lstmcell_1.hh.weight",
+              "lstm_1.bias_ih_l0": "lstmcell_1.ih.bias", "lstm_1.bias_hh_l0": "lstmcell_1.hh.bias"}
+
+
+def archdsl_engine(weights, model_name: str = "LstmLM"):
     from archdsl.autodiff.allocator import keep_freed_memory
     keep_freed_memory()                # as archdsl train does (process-wide: torch gets it too)
-    model = archdsl.compile(ROOT / "specs" / "lstm_lm.arch").model()
+    model = archdsl.compile(ROOT / "specs" / "lstm_lm.arch").model(model_name)
+    if model_name == "LstmCellLM":
+        weights = {CELL_NAMES.get(k, k): v for k, v in weights.items()}
     ex = model.executor(weights)
     opt = Adam(ex.trainable(), lr=LR)
 
@@ -268,7 +278,7 @@ def main(args) -> dict:
     model = archdsl.compile(ROOT / "specs" / "lstm_lm.arch").model()
     weights = model.init_weights(0)
     data = batches(8)
-    engines = {"archdsl": archdsl_engine(weights)}
+    engines = {"archdsl": archdsl_engine(weights), "archdsl-cell": archdsl_engine(weights, "LstmCellLM")}
     torch_model = None
     have_torch = not args.no_torch
     if have_torch:
@@ -285,13 +295,12 @@ def main(args) -> dict:
             pass
         engines["torch"], torch_model = torch_engine(weights, cell=False)
         engines["torch-cell"], _ = torch_engine(weights, cell=True)
-        # the first step from the same weights on the same batch: the same loss
-        losses = {k: f(*data[0]) for k, f in engines.items()}
-        if max(losses.values()) - min(losses.values()) > 1e-4:
-            raise SystemExit(f"the engines disagree on the first loss: {losses}")
-        print("first-step loss, same weights and batch: "
-              + ", ".join(f"{k} {v:.6f}" for k, v in losses.items()))
         torch_model = torch_engine(weights, cell=False)[1]    # fresh, untrained copy for inference
+    # the first step from the same weights on the same batch: the same loss
+    losses = {k: f(*data[0]) for k, f in engines.items()}
+    if max(losses.values()) - min(losses.values()) > 1e-4:
+        raise SystemExit(f"the engines disagree on the first loss: {losses}")
+    print("first-step loss, same weights and batch: " + ", ".join(f"{k} {v:.6f}" for k, v in losses.items()))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; {versions()}; "
           f"{args.threads} thread(s)")
@@ -305,12 +314,14 @@ def main(args) -> dict:
     for k, v in med.items():
         print(f"| {k} | {1e3 * v['wall']:.1f} | {TOKENS / v['wall']:,.0f} | {1e3 * v['cpu']:.1f} | "
               f"{TOKENS / v['cpu']:,.0f} |")
+    print("\n| ratio (tokens/s / peer tokens/s) | wall | CPU | target |")
+    print("|---|---|---|---|")
+    pairs = [("archdsl-cell", "archdsl", ">= 0.5 (within 2x of the fused op)")]
     if have_torch:
-        print("\n| ratio (archdsl tokens/s / peer tokens/s) | wall | CPU | target |")
-        print("|---|---|---|---|")
-        for peer, target in (("torch", ">= 0.5"), ("torch-cell", "> 1")):
-            print(f"| archdsl / {peer} | {med[peer]['wall'] / med['archdsl']['wall']:.2f}x | "
-                  f"{med[peer]['cpu'] / med['archdsl']['cpu']:.2f}x | {target} |")
+        pairs += [("archdsl", "torch", ">= 0.5"), ("archdsl", "torch-cell", "> 1")]
+    for ours, peer, target in pairs:
+        print(f"| {ours} / {peer} | {med[peer]['wall'] / med[ours]['wall']:.2f}x | "
+              f"{med[peer]['cpu'] / med[ours]['cpu']:.2f}x | {target} |")
     report = {"training": res, "median": med, "threads": args.threads, "versions": versions(),
               "loadavg": os.getloadavg()}
     if not args.no_inference:

@@ -120,6 +120,20 @@ def run_cli(argv: list[str], capture: bool = True) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def archdsl(*cmd, quiet: bool = False) -> None:
+    """Show `$ archdsl CMD` and run it in this process: with quiet, only its "trained ..." and
+    "wrote ..." lines are printed. Exits (with its stderr) when it fails."""
+    cmd = [str(c) for c in cmd]
+    show_command(cmd, flush=True)
+    code, stdout, stderr = run_cli(cmd, capture=quiet)
+    if code:
+        sys.stderr.write(stderr)
+        raise SystemExit(f"archdsl {cmd[0]} failed")
+    for line in stdout.splitlines():
+        if line.startswith(("trained", "wrote")):
+            print(line)
+
+
 def _has_command(ap, name: str) -> bool:
     return any(isinstance(a, argparse._SubParsersAction) and name in a.choices for a in ap._actions)
 

@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
 
     spec = archdsl.compile(SPEC)
     model = spec.model("Seq2SeqAttention")
-    result, train_s = _common.timed(train, model, out / "reverse_train.npz", run_dir=out / "run", quiet=args.quiet,
+    result, train_s = _common.timed(train, model, out / "reverse_train.npz", run_dir=out / "run", overwrite=True, quiet=args.quiet,
                                     threads=args.threads, epochs=args.epochs, batch=args.batch)
     ex = result.executor
 

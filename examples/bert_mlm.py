@@ -183,7 +183,7 @@ def main(argv=None) -> dict:
 
     spec = archdsl.compile(SPEC)
     model = spec.model("BertSmall", **({} if args.dropout is None else {"dropout": args.dropout}))
-    result, train_s = _common.timed(train, model, out / "mlm_train.npz", run_dir=out / "run", quiet=args.quiet,
+    result, train_s = _common.timed(train, model, out / "mlm_train.npz", run_dir=out / "run", overwrite=True, quiet=args.quiet,
                                     threads=args.threads, epochs=args.epochs, batch=args.batch)
     feeds = {k: te[k] for k in ("tokens", "segment_ids", "keep")}
     np_logits = result.executor.run(feeds)["mlm_logits"]

@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
 
     # -- archdsl train ------------------------------------------------------------------------
     run = out / "run"
-    cmd = ["train", str(spec_path), "--data", str(out / "chars_train.npz"), "-o", str(run),
+    cmd = ["train", str(spec_path), "--data", str(out / "chars_train.npz"), "-o", str(run), "--overwrite",
            "--set", f"vocab={V}", "--threads", str(args.threads)]
     if args.hidden:
         cmd += ["--set", f"hidden={args.hidden}"]

@@ -47,7 +47,7 @@ def train_classifier(out: Path, threads: int = 1, quiet: bool = True):
     model = spec.model("DigitsCNN")
     cfg = config_for(spec, "DigitsCNN")
     cfg.loss["kwargs"]["label_smoothing"] = 0.0
-    res = train(model, {"image": xtr, "label": ytr}, cfg, run_dir=out / "classifier", quiet=quiet,
+    res = train(model, {"image": xtr, "label": ytr}, cfg, run_dir=out / "classifier", overwrite=True, quiet=quiet,
                 threads=threads, log=(lambda s: None) if quiet else None)
     acc = float((res.executor.run({"image": xte})["logits"].argmax(1) == yte).mean())
     return res.executor, acc
@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     print(f"digits: {len(real):,} real 8x8 images in [-1, 1]")
 
     pair = archdsl.compile(SPEC).gan()
-    result, train_s = _common.timed(train_gan, pair, out / "digits_real.npz", run_dir=out / "run", quiet=args.quiet,
+    result, train_s = _common.timed(train_gan, pair, out / "digits_real.npz", run_dir=out / "run", overwrite=True, quiet=args.quiet,
                                     threads=args.threads, epochs=args.epochs, seed=args.seed,
                                     log=(lambda s: None) if args.quiet else None)
     print(f"trained the GAN in {train_s:.1f}s: {result.steps} steps of batch {result.config.batch} "

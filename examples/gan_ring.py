@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     print(f"ring: {len(data):,} real points, {MODES} modes on a circle of radius {RADIUS}, sigma {SIGMA}")
 
     pair = archdsl.compile(SPEC).gan()
-    result, train_s = _common.timed(train_gan, pair, out / "ring.npz", run_dir=out / "run", quiet=args.quiet,
+    result, train_s = _common.timed(train_gan, pair, out / "ring.npz", run_dir=out / "run", overwrite=True, quiet=args.quiet,
                                     threads=args.threads, steps=args.steps, seed=args.seed,
                                     log=(lambda s: None) if args.quiet else None)
     cfg = result.config

@@ -48,7 +48,7 @@ LSTM_SPEC = ROOT / "specs" / "lstm_lm.arch"
 
 
 def train_cli(spec: Path, data: Path, run: Path, sets: list[str], args, extra=()) -> float:
-    cmd = ["train", str(spec), "--data", str(data), "-o", str(run), "--threads", str(args.threads), *extra]
+    cmd = ["train", str(spec), "--data", str(data), "-o", str(run), "--overwrite", "--threads", str(args.threads), *extra]
     for s in sets:
         cmd += ["--set", s]
     if args.epochs:

@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
           f"reviews of {args.test_min_len}-{args.max_len}; the label is the first token, then "
           f"{args.distractors} kinds of random distractors")
 
-    result, train_s = _common.timed(train, model, out / "longrange_train.npz", run_dir=out / "run", quiet=args.quiet,
+    result, train_s = _common.timed(train, model, out / "longrange_train.npz", run_dir=out / "run", overwrite=True, quiet=args.quiet,
                                     threads=args.threads, epochs=args.epochs, batch=args.batch, lr=args.lr)
     np_logits = result.executor.run({"tokens": xt})["logits"]
     np_acc = float((np_logits.argmax(1) == yt).mean())

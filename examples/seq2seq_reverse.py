@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
 
     overrides = {"hidden": args.hidden} if args.hidden else {}
     model = archdsl.compile(SPEC).model("Seq2Seq", **overrides)
-    result, train_s = _common.timed(train, model, out / "reverse_train.npz", run_dir=out / "run", quiet=args.quiet,
+    result, train_s = _common.timed(train, model, out / "reverse_train.npz", run_dir=out / "run", overwrite=True, quiet=args.quiet,
                                     threads=args.threads, epochs=args.epochs, batch=args.batch, lr=args.lr)
     last = result.last
     print(f"trained in {train_s:.0f}s ({result.steps} steps); teacher-forced validation token accuracy "

@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
 
     spec = archdsl.compile(SPEC)
     model = spec.model("DigitsCNN")
-    result, train_s = _common.timed(train, model, out / "digits_train.npz", run_dir=out / "run", quiet=args.quiet,
+    result, train_s = _common.timed(train, model, out / "digits_train.npz", run_dir=out / "run", overwrite=True, quiet=args.quiet,
                                     threads=args.threads, epochs=args.epochs)
 
     np_logits = result.executor.run({"image": xte})["logits"]

@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
     (xb, yb), (xf, yf), (xt, yt) = data()
     spec = archdsl.compile(SPEC)
     notes = []
-    opts = dict(quiet=True, threads=1, log=lambda s: notes.append(s) if not s.startswith("epoch") else None)
+    opts = dict(quiet=True, threads=1, overwrite=True, log=lambda s: notes.append(s) if not s.startswith("epoch") else None)
 
     base = train(spec.model("DigitsBase"), {"image": xb, "label": yb}, run_dir=out / "base", **opts)
     print(f"1. DigitsBase on {len(xb)} digits (10 classes): training accuracy {100 * base.last['accuracy']:.1f}%")

@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     spec = archdsl.compile(SPEC)
     model = spec.model("XorMLP")
     data = {"x": X, "y": Y}
-    result = train(model, data, run_dir=args.out, quiet=True, log=lambda s: None)
+    result = train(model, data, run_dir=args.out, overwrite=True, quiet=True, log=lambda s: None)
     p = sigmoid(result.executor.run({"x": X})["logit"][:, 0])
     learned = bool(((p > 0.5) == (Y > 0.5)).all())
     first = next((h["epoch"] for h in result.history if h.get("accuracy") == 1.0), None)

@@ -15,9 +15,13 @@ past the time limit) is a finding.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import re
 import shutil
 import signal
+import stat
+import sys
 import tempfile
 import traceback
 import warnings
@@ -666,3 +670,520 @@ def span_problem(e, data: bytes | None) -> str | None:
         if (s.end_line, s.end_col) < (s.line, s.col) or s.end_line > len(lines):
             return f"span end {s.end_line}:{s.end_col} before its start or past the file: {x.message[:100]}"
     return None
+
+
+# == file-system and data-file attacks ===============================================================
+# The front-end fuzzers feed spec text; these feed the commands hostile files and paths: outputs
+# that are FIFOs, devices, links to an input, directories or empty; inputs that are FIFOs, links to
+# system files, truncated, pickled or zip bombs; checkpoints whose metadata is valid JSON of the
+# wrong types; run directories that hold a run, are locked or are files. A case runs one `archdsl`
+# command in this process (archdsl.cli.main) inside a fresh folder, and the oracle checks more than
+# the exit: no exception but an ArchError (exit 1) or a usage error (exit 2), no hang, no input
+# changed, no FIFO, link or directory replaced, no temporary file left, no secret printed, and no
+# file made or renamed outside the case's folder (a guard refuses it, so even a regression run as
+# root cannot touch /dev).
+
+FS_SPEC = "model Tiny {\n  input x: f32[N, 2]\n  output y = x -> Linear(3)\n}\n"
+FS_NET = ("model Net {\n  input x: f32[N, 2]\n  output logits = x -> Linear(4) -> ReLU -> Linear(3)\n}\n\n"
+          "train Net {\n  loss = cross_entropy(logits, label)\n  optimizer = SGD(lr=0.1)\n  batch = 8\n"
+          "  epochs = 1\n}\n")
+FS_MEMORY_LIMIT = "256M"        # ARCHDSL_MEMORY_LIMIT during a case: what a bomb may not reach
+SECRET = "root:x:0:0"           # /etc/passwd's first line: never printed
+
+
+@dataclass
+class FileCase:
+    argv: list[str]             # the archdsl command
+    root: Path                  # the case's folder
+    inputs: list[Path]          # files the command reads: they must not change
+    what: str                   # a one-line description of the attack
+    reader: int | None = None   # a FIFO reader's descriptor, drained after the command
+    lock: int | None = None     # a run directory's descriptor held locked during the command
+
+    def close(self) -> None:
+        for fd in (self.reader, self.lock):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+_STAGED: dict[str, bytes] = {}
+
+
+def staged_files() -> dict[str, bytes]:
+    """A tiny spec, a trainable spec, data, an exported model, an input array and a training
+    checkpoint (with metadata), made once per process."""
+    if not _STAGED:
+        import io
+
+        import numpy as np
+        import archdsl
+        from archdsl.train import train
+        d = Path(tempfile.mkdtemp(prefix="archdsl-fs-stage-"))
+        try:
+            (d / "net.arch").write_text(FS_NET)
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((24, 2)).astype(np.float32)
+            np.savez(d / "data.npz", x=x, label=(x[:, 0] > 0).astype(np.int64))
+            train(archdsl.compile(d / "net.arch").model(), d / "data.npz", run_dir=d / "run", quiet=True,
+                  log=lambda s: None)
+            buf = io.BytesIO()
+            np.save(buf, x[:3])
+            _STAGED.update({"tiny.arch": FS_SPEC.encode(), "net.arch": FS_NET.encode(),
+                            "data.npz": (d / "data.npz").read_bytes(), "x.npy": buf.getvalue(),
+                            "ck.npz": (d / "run" / "checkpoint.npz").read_bytes(),
+                            "m.onnx": archdsl.compile(FS_SPEC).model().to_onnx(seed=0).SerializeToString()})
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return _STAGED
+
+
+def _npy_bytes(c: Chooser) -> bytes:
+    """An .npy member, often lying about its shape or dtype."""
+    import io
+
+    import numpy as np
+    header = {"descr": c.choice(["<f4", "<f8", "<i8", "|b1", "<U4", "|O", ">f8", "<c16", "|V8", "<f2"]),
+              "fortran_order": c.chance(0.1),
+              "shape": c.choice([(24, 2), (24,), (), (0, 2), (10 ** 12, 64), (2 ** 62,), (-1, 2), (24, 2, 1),
+                                 (1 << 26,), (3, 10 ** 9)])}
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, header)
+    except (ValueError, TypeError):
+        buf = io.BytesIO(b"\x93NUMPY\x01\x00" + b"v\x00{'descr': '<f4', 'shape': (1,)}")
+    body = c.choice([b"", bytes(64), bytes(24 * 2 * 8), c.bytes(c.int(1, 200))])
+    return buf.getvalue() + body
+
+
+def _hostile_npz(c: Chooser, path: Path, good: bytes) -> str:
+    """Write a hostile .npz (or something posing as one) at `path`; returns what it is."""
+    import zipfile
+    kind = c.int(0, 9)
+    if kind == 0:
+        path.write_bytes(good[:c.int(0, len(good))])
+        return "a truncated archive"
+    if kind == 1:
+        path.write_bytes(c.bytes(c.int(0, 300)))
+        return "random bytes"
+    if kind == 2:
+        path.write_text(c.choice(["these are my notes\n", "{\"x\": [1, 2]}", "", "\u00e9t\u00e9\n" * 40]))
+        return "a text file"
+    if kind == 3:
+        path.write_bytes(b"\x80\x04\x95" + c.bytes(40))
+        return "a pickle"
+    if kind == 4:
+        data = bytearray(good)
+        for _ in range(c.int(1, 8)):
+            i = c.int(0, len(data) - 1)
+            data[i] = c.int(0, 255)
+        path.write_bytes(bytes(data))
+        return "an archive with flipped bytes"
+    if kind == 5:                       # a zip bomb: a member that inflates past the limit
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            with z.open("x.npy", "w", force_zip64=True) as m:
+                import numpy as np
+                np.lib.format.write_array_header_1_0(m, {"descr": "<f8", "fortran_order": False,
+                                                         "shape": (c.choice([1 << 25, 1 << 26]),)})
+                zeros = bytes(1 << 20)
+                for _ in range(c.choice([8, 300])):
+                    m.write(zeros)
+        return "a zip bomb"
+    if kind == 6:
+        path.write_bytes(_npy_bytes(c))
+        return "an .npy with a lying header"
+    with zipfile.ZipFile(path, "w", c.choice([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])) as z, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")             # duplicate member names are part of the attack
+        for i in range(c.int(0, 3)):
+            name = c.choice(["x.npy", "label.npy", "x", "dir/", "../x.npy", "__meta__.npy", "x.npy"])
+            if name.endswith("/"):
+                z.writestr(name, b"")
+            else:
+                z.writestr(name, _npy_bytes(c) if c.chance(0.8) else c.bytes(c.int(0, 64)))
+    return "an archive of lying members"
+
+
+def _hostile_checkpoint(c: Chooser, path: Path, good: bytes) -> str:
+    """The staged checkpoint with its metadata or arrays damaged."""
+    import io
+    import json as _json
+
+    import numpy as np
+    with np.errstate(invalid="ignore"):
+        return _damage_checkpoint(c, path, dict(np.load(io.BytesIO(good))))
+
+
+def _damage_checkpoint(c: Chooser, path: Path, arrays: dict) -> str:
+    import json as _json
+
+    import numpy as np
+    meta = _json.loads(arrays["__meta__"].tobytes())
+    values = [None, True, -1, 0, 2 ** 70, 1.5, float("nan"), "x", "", [], [1, "a"], {}, {"state": None}]
+    what = []
+    for _ in range(c.int(1, 3)):
+        r = c.int(0, 9)
+        if r < 6:                                   # one field, top-level or one level down
+            d, key = meta, c.choice(sorted(meta))
+            if isinstance(d[key], dict) and d[key] and c.chance(0.5):
+                d, key = d[key], c.choice(sorted(d[key]))
+            if c.chance(0.2):
+                del d[key]
+                what.append(f"no {key}")
+            else:
+                d[key] = c.choice(values)
+                what.append(f"{key}={d[key]!r}")
+        elif r < 8:                                 # an array
+            name = c.choice(sorted(k for k in arrays if k != "__meta__"))
+            arrays[name] = c.choice([np.zeros((0,), np.float32), np.full(arrays[name].shape, np.nan, np.float32),
+                                     arrays[name].astype(np.int64), np.zeros((3, 3), np.float32)])
+            what.append(f"array {name} replaced")
+        else:
+            arrays.pop(c.choice(sorted(arrays)))
+            what.append("an array missing")
+    raw = _json.dumps(meta).encode() if c.chance(0.9) else c.bytes(c.int(0, 40))
+    arrays["__meta__"] = np.frombuffer(raw, np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return "a checkpoint with " + ", ".join(what)
+
+
+def _hostile_path(c: Chooser, root: Path, inputs: dict[str, Path], suffix: str) -> tuple[str, str, int | None]:
+    """An output path (and what it is, and a FIFO reader to drain or None)."""
+    kind = c.int(0, 15)
+    p = root / f"out{suffix}"
+    if kind == 0:
+        os.mkfifo(p)
+        return str(p), "a FIFO with a reader", os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    if kind == 1:
+        os.mkfifo(p)
+        return str(p), "a FIFO without a reader", None
+    if kind == 2:
+        target = c.choice(sorted(inputs.values()))
+        p.symlink_to(target)
+        return str(p), f"a link to the input {target.name}", None
+    if kind == 3:
+        target = c.choice(sorted(inputs.values()))
+        os.link(target, p)
+        return str(p), f"a hard link to the input {target.name}", None
+    if kind == 4:
+        dev = c.choice(["/dev/null", "/dev/full", "/dev/zero"])
+        p.symlink_to(dev)
+        return str(p), f"a link to {dev}", None
+    if kind == 5:
+        p.symlink_to(root / "nowhere" / f"x{suffix}")
+        return str(p), "a dangling link", None
+    if kind == 6:
+        p.symlink_to(p)
+        return str(p), "a link to itself", None
+    if kind == 7:
+        p.mkdir()
+        return str(p), "a directory", None
+    if kind == 8:
+        return str(p) + "/", "a trailing slash", None
+    if kind == 9:
+        return "", "an empty path", None
+    if kind == 10:
+        return str(c.choice(sorted(inputs.values()))) + f"/x{suffix}", "a path through a file", None
+    if kind == 11:
+        return str(root / "no" / "such" / f"dir{suffix}"), "a missing directory", None
+    if kind == 12:
+        return str(root / ("x" * 300 + suffix)), "a name too long", None
+    if kind == 13:
+        p.write_bytes(b"old")
+        p.chmod(0o444)
+        return str(p), "a read-only file", None
+    if kind == 14:
+        return str(c.choice(sorted(inputs.values()))), "the input itself", None
+    (root / "sub").mkdir(exist_ok=True)
+    (root / "sub" / f"link{suffix}").symlink_to(f"../out{suffix}")
+    return str(root / "sub" / f"link{suffix}"), "a relative link", None
+
+
+def _hostile_input(c: Chooser, root: Path, name: str, good: bytes) -> tuple[Path, str]:
+    """An input file named `name` that is not what it should be."""
+    p = root / f"hostile-{name}"
+    kind = c.int(0, 6)
+    if kind == 0:
+        os.mkfifo(p)
+        return p, "a FIFO"
+    if kind == 1:
+        p.symlink_to(c.choice(["/etc/passwd", "/dev/zero", "/dev/null", "/proc/self/environ", str(root)]))
+        return p, f"a link to {os.readlink(p)}"
+    if kind == 2:
+        p.mkdir()
+        return p, "a directory"
+    if kind == 3:
+        p.symlink_to(p)
+        return p, "a link loop"
+    if kind == 4:
+        p.write_bytes(good[:c.int(0, len(good))])
+        return p, "a truncated copy"
+    if kind == 5:
+        return root / f"missing-{name}", "a missing file"
+    p.write_bytes(c.bytes(c.int(0, 100)))
+    return p, "random bytes"
+
+
+def _read_by(argv: list[str], files) -> list[Path]:
+    """The files the command `argv` reads: those named by an argument other than its output."""
+    args = [a for i, a in enumerate(argv) if not (i and argv[i - 1] in ("-o", "--output"))]
+    return [p for p in files if any(a == str(p) or a.endswith("=" + str(p)) for a in args)]
+
+
+def file_case(c: Chooser, root: Path) -> FileCase:
+    """One hostile setup in the empty folder `root` and the command that meets it."""
+    case = _file_case(c, root)
+    case.inputs = _read_by(case.argv, case.inputs)
+    return case
+
+
+def _file_case(c: Chooser, root: Path) -> FileCase:
+    staged = staged_files()
+    files = {}
+    for name, data in staged.items():
+        (root / name).write_bytes(data)
+        files[name] = root / name
+    inputs = dict(files)
+    kind = c.choice(["output", "output", "output", "data", "checkpoint", "spec", "input", "rundir", "rundir"])
+    reader = lock = None
+    if kind == "output":
+        command = c.choice(["export", "export", "render", "run", "report", "fmt-link"])
+        if command == "fmt-link":
+            (root / "unformatted.arch").write_text("model   M{input x:f32[N,2]\noutput y=x->ReLU}\n")
+            (root / "link.arch").symlink_to("unformatted.arch")
+            return FileCase(["fmt", str(root / "link.arch")], root, [], "fmt on a symlink")
+        suffix = {"export": ".onnx", "render": ".dot", "run": ".npz", "report": ".html"}[command]
+        out, what, reader = _hostile_path(c, root, files, suffix)
+        if command == "run":
+            argv = ["run", str(files["m.onnx"]), "--input", f"x={files['x.npy']}", "-o", out]
+        else:
+            argv = [command, str(files["tiny.arch"]), "-o", out]
+        if command == "export" and c.chance(0.3):
+            argv += ["--weights", str(files["ck.npz"])]
+            argv[1] = str(files["net.arch"])
+        return FileCase(argv, root, list(inputs.values()), f"{command} -o {what}", reader=reader)
+    if kind == "data":
+        what = _hostile_npz(c, root / "evil.npz", staged["data.npz"])
+        evil = root / "evil.npz"
+        argv = c.choice([["train", str(files["net.arch"]), "--data", str(evil), "-o", str(root / "run")],
+                         ["train", str(files["net.arch"]), "--data", str(files["data.npz"]), "--init", str(evil),
+                          "-o", str(root / "run")],
+                         ["export", str(files["net.arch"]), "--weights", str(evil), "-o", str(root / "w.onnx")],
+                         ["run", str(files["m.onnx"]), "--input", f"x={evil}", "-o", str(root / "o.npz")]])
+        return FileCase(argv, root, list(inputs.values()) + [evil], f"{argv[0]} reading {what}")
+    if kind == "checkpoint":
+        what = _hostile_checkpoint(c, root / "bad.npz", staged["ck.npz"])
+        bad = root / "bad.npz"
+        argv = c.choice([["train", str(files["net.arch"]), "--resume", str(bad), "--data", str(files["data.npz"]),
+                          "-o", str(root / "run2"), "--epochs", "2"],
+                         ["export", str(files["net.arch"]), "--weights", str(bad), "-o", str(root / "w.onnx")],
+                         ["train", str(files["net.arch"]), "--init", str(bad), "--data", str(files["data.npz"]),
+                          "-o", str(root / "run3")]])
+        return FileCase(argv, root, list(inputs.values()) + [bad], f"{argv[0]} with {what}")
+    if kind == "spec":
+        spec, what = _hostile_input(c, root, "spec.arch", staged["tiny.arch"])
+        command = c.choice(["check", "show", "fmt", "summary", "export", "render"])
+        argv = [command, str(spec)] + ({"export": ["-o", str(root / "s.onnx")], "render": ["-o", str(root / "s.dot")]}
+                                       .get(command, []))
+        return FileCase(argv, root, list(inputs.values()), f"{command} of a spec that is {what}")
+    if kind == "input":
+        name = c.choice(["x.npy", "m.onnx", "ck.npz"])
+        bad, what = _hostile_input(c, root, name, staged[name])
+        argv = {"x.npy": ["run", str(files["m.onnx"]), "--input", f"x={bad}"],
+                "m.onnx": ["run", str(bad), "--input", f"x={files['x.npy']}"],
+                "ck.npz": ["export", str(files["net.arch"]), "--weights", str(bad), "-o", str(root / "w.onnx")]}[name]
+        return FileCase(argv, root, list(inputs.values()), f"{argv[0]} with a {name} that is {what}")
+    # a run directory
+    run = root / "run"
+    setup = c.int(0, 6)
+    if setup == 0:
+        run.mkdir()
+        (run / "checkpoint.npz").write_bytes(staged["ck.npz"])
+        (run / "best.npz").write_bytes(staged["ck.npz"])
+        what = "holding a run"
+    elif setup == 1:
+        run.write_bytes(b"not a directory")
+        what = "a file"
+    elif setup == 2:
+        run.mkdir()
+        lock = os.open(run, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        what = "locked by another run"
+    elif setup == 3:
+        (root / "real-run").mkdir()
+        (root / "real-run" / "notes.txt").write_text("mine")
+        run.symlink_to("real-run")
+        what = "a link to a directory with a file"
+    elif setup == 4:
+        run.mkdir()
+        os.replace(files["data.npz"], run / "best.npz")
+        files["data.npz"] = inputs["data.npz"] = run / "best.npz"
+        what = "holding the data as best.npz"
+    elif setup == 5:
+        run.mkdir()
+        os.mkfifo(run / "metrics.jsonl")
+        what = "with a FIFO as metrics.jsonl"
+    else:
+        what = "new"
+    argv = ["train", str(files["net.arch"]), "--data", str(files["data.npz"]), "-o", str(run), "--quiet"]
+    if c.chance(0.4):
+        argv.append("--overwrite")
+    if c.chance(0.3):
+        argv += ["--resume", str(files["ck.npz"] if c.chance(0.5) else run)]
+    return FileCase(argv, root, [p for n, p in inputs.items() if n != "ck.npz" or "--resume" not in argv],
+                    f"train into a run directory {what}" + (" (--overwrite)" if "--overwrite" in argv else ""),
+                    lock=lock)
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under `root`: its kind, and a link's target or a file's digest."""
+    import hashlib
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[p] = ("link", os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    out[p] = ("file", hashlib.sha1(f.read()).hexdigest())
+            else:
+                out[p] = (stat.S_IFMT(st.st_mode),)
+    return out
+
+
+@contextlib.contextmanager
+def _jail(root: Path):
+    """archdsl may make, rename and remove files only under `root` (and make its own temporary
+    files, for the bytes it writes through a pipe or device, in the system's temporary folder):
+    anything else raises, before it happens."""
+    allowed = str(root.resolve()) + os.sep
+    real_mkstemp, real_replace, real_unlink = tempfile.mkstemp, os.replace, os.unlink
+
+    def inside(path) -> bool:
+        p = os.path.realpath(os.path.dirname(os.path.abspath(os.fspath(path))))
+        return (p + os.sep).startswith(allowed)
+
+    def mkstemp(*a, dir=None, **kw):
+        if dir is not None and not inside(os.path.join(os.fspath(dir), "x")):
+            raise JailBreak(f"a temporary file in {dir}")
+        return real_mkstemp(*a, dir=dir, **kw)
+
+    def replace(src, dst, *a, **kw):
+        if not inside(dst):
+            raise JailBreak(f"a rename onto {dst}")
+        return real_replace(src, dst, *a, **kw)
+
+    def unlink(path, *a, **kw):
+        ours = os.path.basename(os.fspath(path)).startswith((".archdsl.", "tmp"))
+        if not inside(path) and not ours:
+            raise JailBreak(f"removing {path}")
+        return real_unlink(path, *a, **kw)
+    tempfile.mkstemp, os.replace, os.unlink = mkstemp, replace, unlink
+    try:
+        yield
+    finally:
+        tempfile.mkstemp, os.replace, os.unlink = real_mkstemp, real_replace, real_unlink
+
+
+class JailBreak(BaseException):
+    """archdsl tried to write outside the case's folder (not an Exception: nothing may catch it)."""
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """The command's output (its stdout may be a FIFO's or a device's, its stderr the errors) into
+    temporary files instead of the campaign's terminal; yields a function reading both back."""
+    import io
+    saved = [os.dup(1), os.dup(2)]
+    files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+    out, err = io.StringIO(), io.StringIO()
+    old_streams = sys.stdout, sys.stderr
+    try:
+        os.dup2(files[0].fileno(), 1)
+        os.dup2(files[1].fileno(), 2)
+        sys.stdout, sys.stderr = out, err
+
+        def read() -> str:
+            text = out.getvalue() + err.getvalue()
+            for f in files:
+                f.seek(0)
+                text += f.read().decode("utf-8", "replace")
+            return text
+        yield read
+    finally:
+        sys.stdout, sys.stderr = old_streams
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        for f in files:
+            f.close()
+
+
+def run_file_case(case: FileCase, *, seconds: float = 30.0) -> tuple[str, Finding | None]:
+    """Run the command of `case`; (outcome, finding). outcome: ok (exit 0), error (1, an
+    ArchError), usage (2, argparse), crash, hang, destroyed (an invariant broken)."""
+    from archdsl.cli import main
+    before = _snapshot(case.root)
+    data = f"{case.what}\n$ archdsl {' '.join(case.argv)}".encode()
+    old_env = os.environ.get("ARCHDSL_MEMORY_LIMIT")
+    os.environ["ARCHDSL_MEMORY_LIMIT"] = FS_MEMORY_LIMIT
+    rc, text = None, ""
+    try:
+        with _quiet_fds() as output, time_limit(seconds, seconds * 2), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                with _jail(case.root):
+                    rc = main(case.argv)
+            except SystemExit as e:
+                rc = e.code
+            finally:
+                text = output()
+    except FuzzTimeout:
+        return "hang", Finding("hang", f"no answer within {seconds:g}s: {case.what}", traceback.format_exc(), data)
+    except BaseException as e:       # noqa: BLE001 - anything else is a bug by definition
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        kind = "jailbreak" if isinstance(e, JailBreak) else "crash"
+        return "crash", Finding(kind, f"{type(e).__name__}: {str(e)[:160]} ({case.what})", traceback.format_exc(),
+                                data)
+    finally:
+        if old_env is None:
+            os.environ.pop("ARCHDSL_MEMORY_LIMIT", None)
+        else:
+            os.environ["ARCHDSL_MEMORY_LIMIT"] = old_env
+        if case.reader is not None:
+            with contextlib.suppress(OSError):
+                while os.read(case.reader, 1 << 16):
+                    pass
+        case.close()
+    problems = []
+    if rc not in (0, 1, 2):
+        problems.append(f"exit status {rc!r}")
+    if "Traceback (most recent call last)" in text:
+        problems.append("a traceback was printed")
+    if SECRET in text:
+        problems.append("the contents of /etc/passwd were printed")
+    after = _snapshot(case.root)
+    for p in case.inputs:
+        if str(p) in before and after.get(str(p)) != before[str(p)]:
+            problems.append(f"the input {p.name} was changed")
+    for p, kind in before.items():
+        if kind[0] != "file" and after.get(p, (None,))[0] != kind[0]:
+            problems.append(f"{os.path.relpath(p, case.root)} ({'a link' if kind[0] == 'link' else 'not a file'}) "
+                            f"was replaced")
+    left = [p for p in after if ".tmp" in os.path.basename(p) or ".write-test." in os.path.basename(p)]
+    if left:
+        problems.append(f"temporary files left: {', '.join(os.path.relpath(p, case.root) for p in left)}")
+    if problems:
+        return "destroyed", Finding("destroyed", f"{'; '.join(problems)} ({case.what})", text[-3000:], data)
+    return {0: "ok", 1: "error", 2: "usage"}[rc], None
+
+
+def seeded_file_case(seed: int, root: Path) -> FileCase:
+    """The file case drawn from `seed` (the campaign saves the seed of each finding for --replay)."""
+    import random
+    return file_case(Chooser(rnd=random.Random(seed)), root)

@@ -44,6 +44,15 @@ def test_wrong_argument_type():
     assert "Linear argument 'out_features' must be an int, got 'ten'" == e.message
 
 
+def test_a_float_argument_must_fit_the_dtype():
+    # a fuzz finding: k=1e300 overflowed when lowered as an f32 constant
+    for value in ("k=1e300", "beta=-1e39"):
+        e = err(f"model M {{\n  input x: f32[N, 2, 5]\n  output y = x -> LocalResponseNorm(size=1, {value})\n}}")
+        assert e.span.line == 3 and "does not fit the input's dtype f32" in e.message, e.format()
+    fits = archdsl.compile("model M {\n  input x: f32[N, 2, 5]\n  output y = x -> LocalResponseNorm(size=1, k=3e38)\n}")
+    assert fits.model().ir.nodes[0].attrs["k"] == 3e38
+
+
 def test_missing_required_argument():
     e = err("model M {\n  input x: f32[N, 3]\n  output y = x -> Linear(bias=false)\n}")
     at(e, 3, 19)

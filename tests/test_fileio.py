@@ -64,3 +64,20 @@ def test_missing_directory_is_a_user_error(tmp_path):
     with pytest.raises(ArchError) as e:
         atomic_write(tmp_path / "nope" / "x.txt", "1")
     assert "cannot write" in str(e.value) and "does not exist" in e.value.hint
+
+
+def test_which_outputs_are_replaced_and_which_are_written_through(tmp_path):
+    # nothing is written: is_regular_output only looks at the path
+    from archdsl.fileio import is_regular_output
+    (tmp_path / "f.onnx").write_bytes(b"x")
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "f.onnx")
+    os.mkfifo(tmp_path / "p.onnx")
+    assert is_regular_output(tmp_path / "f.onnx") and is_regular_output(tmp_path / "link.onnx")
+    assert is_regular_output(tmp_path / "new.onnx")
+    assert not is_regular_output(tmp_path / "p.onnx")
+    assert not is_regular_output("/dev/null") and not is_regular_output("/dev/stdout")
+    assert not is_regular_output("/proc/self/fd/2")
+    if os.path.isdir("/dev/shm"):                  # an ordinary directory under /dev
+        assert is_regular_output("/dev/shm/archdsl-never-written.onnx")
+    with pytest.raises(ArchError, match="does not create files in /dev"):
+        is_regular_output("/dev/archdsl-never-written.onnx")

@@ -105,8 +105,9 @@ def test_structural_errors():
 model G { input a: f32[N, 2]  input b: f32[N, 2]  output x = (a, b) -> Concat(axis=1) -> Linear(2) }
 model D { input x: f32[N, 2]  output s = x -> Linear(1) }
 gan P { generator = G  discriminator = D }"""
-    with pytest.raises(ArchError, match=r"generator G must take one input, the noise; it takes 2"):
-        archdsl.compile(two_in)
+    with pytest.raises(ArchError, match=r"generator G and discriminator D must take the same conditions after "
+                                        r"their first input; G takes b: f32\[N, 2\], D takes none"):
+        archdsl.compile(two_in)     # a second input of G is a condition, which D must take too
     fixed_batch = """
 model G { input z: f32[4, 2]  output x = z -> Linear(2) }
 model D { input x: f32[N, 2]  output s = x -> Linear(1) }

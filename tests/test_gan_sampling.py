@@ -160,3 +160,12 @@ def test_archdsl_sample_command_line(digits_run, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.load(tmp_path / "c.npy"), atol=1e-4)
     p = run("-n", 4, "-o", tmp_path / "d.npy")
     assert p.returncode == 1 and "--weights" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sample_count_is_checked_against_the_memory_limit(digits_run, tmp_path):
+    # issue 13: `-n 100000000` asked for gigabytes of noise and samples and died in an allocation
+    pair, d = digits_run
+    with pytest.raises(ArchError) as ei:
+        sample(args(weights=str(d / "run" / "checkpoint.npz"), n=10 ** 12, output=str(tmp_path / "s.npy")))
+    assert "drawing 1,000,000,000,000 samples needs about" in ei.value.message and "-n" in ei.value.hint
+    assert not (tmp_path / "s.npy").exists()

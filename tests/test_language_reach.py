@@ -267,7 +267,7 @@ model M {
     ("x[:, -6]", "Index: index -6 is out of range"),
     ("x[:, 3:3]", "Index: the slice 3:3 of dim 1 (size 5) is empty"),
     ("x[:, ::0]", "Index: a slice step cannot be zero"),
-    ("(x, x)[0:1]", "a tuple takes one integer index"),
+    ("(x, x)[0, 1]", "a tuple takes one integer index or slice"),
     ("(x, x)[2]", "index 2 is out of range for a tuple of 2"),
     ("Linear(3)[0]", "cannot index Linear layer"),
 ])

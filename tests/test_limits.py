@@ -13,8 +13,8 @@ import pytest
 
 import archdsl
 from archdsl.elaborate import elaborator as E
-from archdsl.elaborate import loader as L
 from archdsl.errors import ArchError
+from archdsl.elaborate import loader as L
 from archdsl.passes import limits
 from archdsl.passes.limits import check_resources, estimate, parse_size
 from archdsl.syntax import parser as P
@@ -249,10 +249,12 @@ def test_standard_library_imports_cannot_escape(tmp_path):
 def test_other_files_cannot_be_read_through_other_syntax(tmp_path):
     # a string is only a string: nothing but `import` opens a file
     (tmp_path / "secret.arch").write_text("model Secret { input x: f32[N, 1]  output y = x }\n")
-    src = (f'model M(p: str = "{tmp_path / "secret.arch"}") {{ input x: f32[N, 2]  output y = x }}\n'
-           f'train M {{ loss = cross_entropy(y, "{tmp_path / "secret.arch"}")  optimizer = Adam(lr=1e-3) }}\n')
+    src = f'model M(p: str = "{tmp_path / "secret.arch"}") {{ input x: f32[N, 2]  output y = x }}\n'
     spec = archdsl.compile(src)
     assert spec.model_names == ["M"] and "Secret" not in spec.ns.definitions
+    with pytest.raises(ArchError, match="target array by name") as e:      # a loss names its target array
+        archdsl.compile(src + f'train M {{ loss = cross_entropy(y, "{tmp_path / "secret.arch"}")  optimizer = Adam(lr=1e-3) }}\n')
+    assert "Secret" not in str(e.value)
 
 
 def test_compiling_writes_nothing(tmp_path):

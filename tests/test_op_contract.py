@@ -58,7 +58,7 @@ def sample_model(name: str, i: int):
     decls = [d.strip() for d in _split_top(lhs, ",")]
     names = [d.split(":")[0].strip() for d in decls]
     src = "(" + ", ".join(names) + ")" if len(names) > 1 else names[0]
-    head = "model OpSample {\n" + "".join(f"  input {d}\n" for d in decls)
+    head = sample.defs + "\nmodel OpSample {\n" + "".join(f"  input {d}\n" for d in decls)
     head += "".join(f"  {line.strip()}\n" for line in sample.setup.splitlines() if line.strip())
     value = sample.expr or f"{src} -> {call}"
     probe = archdsl.compile(head + f"  r = {value}\n  output z = {names[0]}\n}}\n").model().ir

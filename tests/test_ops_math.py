@@ -50,6 +50,12 @@ EXPRESSIONS = [
     ("a[..., 0] + b[:, :, -1]", lambda a, b, c: a[..., 0] + b[:, :, -1]),
     ("a[:, 2:, :3]", lambda a, b, c: a[:, 2:, :3]),
     ("a[-1, 1, 4:]", lambda a, b, c: a[-1, 1, 4:]),
+    ("sum(a)", lambda a, b, c: a.sum()),
+    ("mean(a, 1)", lambda a, b, c: a.mean(1)),
+    ("sum(b, (0, 2), keepdim=true)", lambda a, b, c: b.sum((0, 2), keepdim=True)),
+    ("mean(a, dim=-1)", lambda a, b, c: a.mean(-1)),
+    ("mean(-0.5 * sum(1 + a - b ** 2 - exp(a), (1, 2)))",          # a VAE's KL term
+     lambda a, b, c: (-0.5 * (1 + a - b ** 2 - a.exp()).sum((1, 2))).mean()),
 ]
 
 
@@ -183,3 +189,15 @@ def test_where_with_numbers_and_broadcasting():
     got = check_parity(m.ir, xs)["y"]
     np.testing.assert_array_equal(got, np.where(xs["mask"], xs["s"], np.float32(-1e9)))
     check_parity(both.ir, xs)
+
+
+def test_reductions_types_and_errors():
+    assert str(model("sum(a)").ir.outputs[0].type) == "f32[]"
+    assert str(model("mean(a, (1, 2), keepdim=true)").ir.outputs[0].type) == "f32[N, 1, 1]"
+    assert [n.kind for n in model("mean(sum(a, 2))").ir.nodes] == ["Sum", "Mean"]
+    assert archdsl.compile("model M(k: float = mean((1, 2, 6))) { input x: f32[N, 2]  output y = x * k }").model()
+    for expr, needle in (("sum(a, 3)", "dim 3 is out of range"), ("mean(a, (1, 1))", "names a dim twice"),
+                         ("sum(a, keep=true)", "did you mean 'keepdim'"), ("sum(a, b)", "takes one tensor"),
+                         ("mean(ids)", "expects a floating-point input"), ("sum(2)", "needs a tensor")):
+        with pytest.raises(ArchError, match=needle):
+            model(expr, INPUTS + "  input ids: i64[N, 3]\n")

@@ -38,7 +38,9 @@ def test_sample_true_draws_at_inference_on_both_engines(op, mean, std):
     x = {"x": np.zeros((4, 200, 50), np.float32)}
     for y in (NumpyExecutor(m.ir, {}).run(x)["y"], ort_run(m.to_onnx(), x)["y"]):
         assert y.shape == (4, 200, 50) and y.dtype == np.float32
-        assert abs(y.mean() - mean) < 0.02 and abs(y.std() - std) < 0.02
+        # unseeded draws (ONNX Runtime's): within 6 standard errors, false alarms about 1 in 10^9
+        se = std / y.size ** 0.5
+        assert abs(y.mean() - mean) < 6 * se and abs(y.std() - std) < 6 * se
 
 
 def test_bad_arguments_are_positioned_errors():

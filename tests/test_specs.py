@@ -8,13 +8,21 @@ import archdsl
 SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.arch"))
 MODEL_SPECS = [p for p in SPECS if "model " in p.read_text()]
 
-# Published figures (torchvision / the original papers); MACs at 224x224, batch 1.
+# Published figures (torchvision / the original papers / SmolLM-135M); MACs at 224x224, batch 1.
 PUBLISHED = {
     "lenet5": (61_706, None),
     "alexnet": (61_100_840, 0.71e9),
     "vgg16": (138_357_544, 15.5e9),
     "resnet18": (11_689_512, 1.82e9),
     "resnet50": (25_557_032, 4.1e9),
+    "mobilenet_v2": (3_504_872, 0.30e9),
+    "efficientnet_b0": (5_288_548, 0.39e9),
+    "densenet121": (7_978_856, 2.83e9),
+    "convnext_t": (28_589_128, 4.46e9),
+    "swin_t": (28_288_354, 4.49e9),
+    "vit_b16": (86_567_656, 17.56e9),
+    "unet": (31_030_658, None),          # the paper's network (1 input channel, 2 classes)
+    "llama": (134_515_008, None),        # SmolLM-135M's shape: tied head
 }
 
 

@@ -74,7 +74,7 @@ def test_corrupt_truncated_and_pickled_files(tmp_path):
     data = p.read_bytes()
     for n in (0, 10, len(data) // 2, len(data) - 10):
         (tmp_path / "t.npz").write_bytes(data[:n])
-        with pytest.raises(ArchError, match="not a readable checkpoint"):
+        with pytest.raises(ArchError, match=r"checkpoint '.*' is not (a readable \.npz archive|an \.npy or \.npz file)"):
             load_weights(tmp_path / "t.npz", A.ir)
     np.savez(tmp_path / "o.npz", **{"fc1.weight": np.array([object()] * 3, dtype=object)})
     with pytest.raises(ArchError, match="pickled"):

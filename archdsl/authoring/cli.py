@@ -14,19 +14,12 @@ from ..errors import ArchError
 
 
 def _read(path: str) -> str:
+    """A spec's text ('-': stdin), read through the loader's checked path like every command
+    (.arch files only, no FIFO or device, size limit, UTF-8)."""
     if path == "-":
         return sys.stdin.read()
-    p = Path(path)
-    try:
-        return p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ArchError(f"no such file: {p}") from None
-    except IsADirectoryError:
-        raise ArchError(f"{p} is a directory, not an .arch file") from None
-    except UnicodeDecodeError as err:
-        raise ArchError(f"{p} is not valid UTF-8 (byte {err.start})") from None
-    except OSError as err:
-        raise ArchError(f"cannot read {p}: {err.strerror}") from None
+    from ..elaborate.loader import read_spec
+    return read_spec(Path(path))
 
 
 def _diagnostic(err: ArchError) -> str:
@@ -104,13 +97,16 @@ def cmd_show(args) -> int:
 
 def cmd_report(args) -> int:
     from ..api import compile, parse_set
+    from ..fileio import announce, refuse_overwriting_inputs
     from .report import write_report
+    refuse_overwriting_inputs(args.output, [args.file])     # before the work (the imports: when writing)
     out = write_report(compile(Path(args.file)), args.output, model=args.model, overrides=parse_set(args.set))
-    print(f"wrote {out}")
+    announce(out, f"wrote {out}")
     return 0
 
 
 def add_commands(sub) -> None:
+    from ..cliargs import output_file
     p = sub.add_parser("fmt", help="format .arch files canonically (in place)")
     p.add_argument("files", nargs="+", metavar="FILE", help=".arch files or directories ('-': stdin to stdout)")
     p.add_argument("--check", action="store_true",
@@ -129,5 +125,5 @@ def add_commands(sub) -> None:
     p.add_argument("--model", "-m", help="only this model of the file (default: every model)")
     p.add_argument("--set", action="append", default=[], metavar="K=V",
                    help="override a model parameter, e.g. --set classes=10")
-    p.add_argument("-o", "--output", required=True, help="report.html")
+    p.add_argument("-o", "--output", required=True, type=output_file, help="report.html")
     p.set_defaults(fn=cmd_report)

@@ -293,7 +293,9 @@ class _Layout:
         """May the author's line break between a and b stay? After a comma, an opening bracket
         or a statement's `=`; around a binary operator, `->`, `if` and `else`; before the closing
         bracket of a bracket whose content started on a new line. Anywhere else the tokens are
-        joined (no line starts with `,` or `=`, a callee keeps its `(`)."""
+        joined (no line starts with `,` `:` or `=`, a callee keeps its `(`)."""
+        if b.type == "COLON":          # a slice's `:` stays with its bracket: depths[:i]
+            return False
         if a.type in ("COMMA", "LPAR", "LSQB", "LBRACE") or (a.type == "EQUAL" and a.stmt_level):
             return True
         if any(_binary(x) for x in (a, b)):

@@ -9,12 +9,12 @@
     highlight_html(text)            an HTML <div class="highlight"> with inline styles
     use_color(stream)               colour only for a terminal, and never when NO_COLOR is set
 
-What is highlighted: keywords (`model block input output param import repeat as if else train
-gan`),
+What is highlighted: keywords (`model block cell input output param state fixed import repeat
+as if else train gan`),
 `true`/`false`, `and or not`, dtypes and parameter types (`f32 ... i64 bool int float str`),
 the layers of the op registry (`archdsl.ops.base.load_all()`, looked up lazily so that
 importing this module stays cheap), the expression builtins (`channels`, `dim`, ...), the
-names of models and blocks (where defined and where used), keyword-argument names, numbers,
+names of models, blocks and cells (where defined and where used), keyword-argument names, numbers,
 strings, comments and operators (`@` and a subscript's `...` among them). The builtins include
 the tensor functions (`exp`, `where`, ...) and the initialisers (`normal`, `kaiming_normal`, ...).
 """
@@ -28,8 +28,8 @@ from functools import lru_cache
 from pygments.lexer import RegexLexer, bygroups, include, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Token, Whitespace
 
-KEYWORDS = ("input", "output", "param", "repeat", "as", "if", "else")
-DECLARATIONS = ("model", "block", "train", "gan")
+KEYWORDS = ("input", "output", "param", "state", "fixed", "repeat", "as", "if", "else")
+DECLARATIONS = ("model", "block", "cell", "train", "gan")
 TYPES = ("f32", "f16", "f64", "i32", "i64", "bool", "int", "float", "str")
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
 # the grammar's FLOAT and INT terminals
@@ -56,7 +56,7 @@ def builtin_names() -> frozenset[str]:
         return frozenset({"channels", "dim", "rank", "shape", "len", "min", "max", "abs", "sqrt"})
 
 
-_DEF_RE = re.compile(rf"\b(?:model|block)\s+({_NAME})")
+_DEF_RE = re.compile(rf"\b(?:model|block|cell)\s+({_NAME})")
 
 
 class ArchLexer(RegexLexer):

@@ -192,6 +192,8 @@ def _shown_path(f: str, main: str | Path) -> str:
 def report_html(spec, model: str | None = None, overrides: dict | None = None) -> str:
     """The report page of a compiled spec (`archdsl.compile(path)`): every model of the file, or
     just `model`."""
+    from ..elaborate.loader import read_spec
+    from ..errors import ArchError
     from ..version import __version__
     from .highlight import highlight_html
     path = spec.file
@@ -214,8 +216,8 @@ def report_html(spec, model: str | None = None, overrides: dict | None = None) -
     files = list(dict.fromkeys(spec.ns.files or [str(path)]))
     for k, f in enumerate(files):
         try:
-            text = Path(f).read_text(encoding="utf-8") if k else spec.ns.source
-        except OSError:
+            text = read_spec(Path(f)) if k else spec.ns.source
+        except ArchError:
             continue
         code = highlight_html(text, linenos=True)
         if k == 0:
@@ -231,7 +233,10 @@ def report_html(spec, model: str | None = None, overrides: dict | None = None) -
 
 def write_report(spec, out: str | Path, model: str | None = None,
                  overrides: dict | None = None) -> Path:
-    """Write the report page of a compiled spec atomically; returns the path written."""
+    """Write the report page of a compiled spec atomically (never over the spec or a file it
+    imports); returns the path written."""
+    from ..fileio import refuse_overwriting_inputs
+    refuse_overwriting_inputs(out, [spec.file, *spec.ns.files])
     page = report_html(spec, model, overrides)
     atomic_write(out, page)
     return Path(out)

@@ -7,6 +7,9 @@ the hidden state h_t passed along to the next step's cell, and the output y_t ab
 
 What is drawn per step and what once:
 
+- a user cell (`Scan(LSTMCell(64))`) is drawn as its step graph at every step, one cluster per
+  step, with its states going from the layer that makes them to the layers that read them at
+  the next step, and its fixed tensors drawn once and read by every step;
 - the recurrent layers (op kinds RNN, LSTM, GRU) are drawn as one cell per step and per layer
   and direction (`num_layers=2` gives two rows of cells, `bidirectional=true` a forward row and
   a backward row whose states flow right to left, `reverse=true` one row flowing right to
@@ -111,8 +114,10 @@ class _Unroller:
                 t = n.inputs[0].type.shape[1]
                 t = next(u for u in self.times if _same(t, u))
                 self.per_step[id(n)] = t
-                self.kind[id(n.outputs[0])] = ("seq", t) if rec.returns_sequence else ("last", n)
-                for i, v in enumerate(n.outputs[1:]):
+                k = rec.first_state_output
+                for j, v in enumerate(n.outputs[:k]):
+                    self.kind[id(v)] = ("seq", t) if rec.returns_sequence else ("last", n, j)
+                for i, v in enumerate(n.outputs[k:]):
                     self.kind[id(v)] = ("final", n, i)
                 continue
             seq_times = [self.kind[id(v)][1] for v in n.inputs if self.kind.get(id(v), ("",))[0] == "seq"]
@@ -150,6 +155,7 @@ class _Unroller:
         self.single: dict[int, str] = {}            # id(value) -> node id of a value drawn once
         self.rows: dict[int, list[dict]] = {}       # id(recurrent node) -> its rows of cells
         self.notes: dict[tuple, str] = {}           # (layer instance, params) -> its note
+        self.cell_steps: dict[int, list] = {}       # id(scan node) -> per step: id(body value) -> node id
 
         for v in m.inputs:
             if id(v) in self.kind:
@@ -163,7 +169,10 @@ class _Unroller:
                 self.single[id(v)] = nid
 
         for n in m.nodes:
-            if recurrence(n) is not None:
+            rec = recurrence(n)
+            if rec is not None and rec.body is not None:
+                self._cell(n, rec)
+            elif rec is not None:
                 self._recurrent(n)
             elif id(n) in self.per_step:
                 self._per_step(n)
@@ -223,6 +232,8 @@ class _Unroller:
         """(node id, edge label) of where a value drawn once comes from: the last step of a
         many-to-one layer / final state, or the node itself."""
         k = self.kind.get(id(v), ("",))
+        if k[0] in ("last", "final") and id(k[1]) in self.cell_steps:
+            return [self._cell_final(k[1], k[0], k[2])]
         if k[0] in ("last", "final"):
             n = k[1]
             rows = self.rows[id(n)]
@@ -372,6 +383,121 @@ class _Unroller:
                     for src, dst in zip(r["ids"], ids):
                         self.g.edge(src, dst)
                 self.copies[id(n.outputs[0])] = ids
+
+
+    # -- a user cell (Scan): the step graph drawn at every step ------------------------------------
+    def _cell(self, n, rec) -> None:
+        """Each drawn step of the cell as a cluster holding the step graph's layers; the states
+        go from the layer that makes them at one step to the layers that read them at the next
+        (right to left when reversed), the step inputs come in from the sequence's step, the
+        fixed tensors from where they are made, once for every step."""
+        body = rec.body
+        bm = body.model
+        t = self.per_step[id(n)]
+        labs, ellipsis = self._labels(t)
+        n_seq, n_fixed = len(body.inputs), len(body.fixed)
+        state_in = bm.inputs[n_seq + n_fixed:]
+        next_state = bm.outputs[len(body.outputs):]
+        steps: list[dict] = []
+        for j, s in enumerate(labs):
+            ids: dict[int, str] = {}
+            with self.g.subgraph(name=f"cluster_{self._fresh('step')}") as c:
+                c.attr(label=label(f"{rec.cell} \u00b7 t={s}", e(n.name)), style="rounded,filled", fillcolor="#fdf3ee",
+                       color="#c0504d", fontname=FONT, fontsize="10")
+                for b in bm.nodes:
+                    nid = self._fresh("c")
+                    shared = " \u00b7 shared" if b.params else ""
+                    c.node(nid, label=label(op_label(b.kind, b.op.describe(b.attrs)), f"{e(b.name)}{shared}",
+                                            e(", ".join(str(o.type) for o in b.outputs))), **_OP)
+                    for o in b.outputs:
+                        ids[id(o)] = nid
+                    ids[id(b)] = nid
+            steps.append(ids)
+        self.cell_steps[id(n)] = steps
+        order = list(range(len(labs)))
+        if rec.reverse:
+            order.reverse()
+        # the step inputs (x_t) and the fixed tensors
+        for j, ids in enumerate(steps):
+            for b in bm.nodes:
+                for v in b.inputs:
+                    if v.producer is not None:
+                        self.g.edge(ids[id(v.producer)], ids[id(b)])
+                        continue
+                    i = bm.inputs.index(v)
+                    if i < n_seq:
+                        outer = n.inputs[i]
+                        if id(outer) in self.copies:
+                            self.g.edge(self.copies[id(outer)][j], ids[id(b)])
+                        else:
+                            for src, _ in self._final_sources(outer):
+                                self.g.edge(src, ids[id(b)], label=f"<{sub('step', labs[j])}>")
+                    elif i < n_seq + n_fixed:
+                        outer = n.inputs[rec.first_state - n_fixed + (i - n_seq)]
+                        for src, lab in self._final_sources(outer):
+                            self.g.edge(src, ids[id(b)], label=lab)
+        # the states along time
+        dots = None
+        for k, (sin, sout) in enumerate(zip(state_in, next_state)):
+            name = rec.states[k]
+            readers = [b for b in bm.nodes if any(v is sin for v in b.inputs)]
+            for pos in range(len(order)):
+                j = order[pos]
+                if pos == 0:            # the first step drawn reads the initial state
+                    given = rec.first_state + k < len(n.inputs)
+                    if given:
+                        srcs = [src for src, _ in self._final_sources(n.inputs[rec.first_state + k])]
+                    else:
+                        zero = self._fresh("zero")
+                        self.g.node(zero, label=label(f"{name} = 0", "initial state"), **_IN)
+                        srcs = [zero]
+                    for b in readers:
+                        for src in srcs:
+                            self.g.edge(src, steps[j][id(b)], label=f"<{sub(name, 0)}>", **_STATE)
+                    continue
+                prev = order[pos - 1]
+                src = self._value_at(steps[prev], sout, n, prev)
+                if ellipsis and {prev, j} == {len(labs) - 2, len(labs) - 1}:
+                    if dots is None:        # one ellipsis for all the states between the steps
+                        dots = self._fresh("dots")
+                        self.g.node(dots, **_ELLIPSIS)
+                    self.g.edge(src, dots, label=f"<{sub(name, labs[prev])}>", constraint="false", **_STATE)
+                    src, step_lab = dots, (str(t - 1) if not rec.reverse else str(len(labs)))
+                else:
+                    step_lab = labs[prev]
+                for b in readers:       # (no rank constraint: the steps stand side by side)
+                    self.g.edge(src, steps[j][id(b)], label=f"<{sub(name, step_lab)}>", constraint="false",
+                                **_STATE)
+        # every step's outputs
+        if rec.returns_sequence:
+            for jj, v in enumerate(n.outputs[:rec.first_state_output]):
+                self.copies[id(v)] = [self._value_at(steps[j], bm.outputs[jj], n, j) for j in range(len(labs))]
+        params = list(n.params)
+        if params:
+            anchors = [next((ids[id(b)] for b in bm.nodes if b.params), None) for ids in steps]
+            self._shared_note(n, params, [a for a in anchors if a is not None], f"{n.name}: shared weights")
+
+    def _value_at(self, ids: dict, v, n, j: int) -> str:
+        """The node giving the step graph's value v at drawn step j."""
+        if id(v) in ids:
+            return ids[id(v)]
+        bm = recurrence(n).body.model
+        i = bm.inputs.index(v)          # a value the step passes straight through
+        outer = n.inputs[i] if i < len(n.inputs) else None
+        if outer is not None and id(outer) in self.copies:
+            return self.copies[id(outer)][j]
+        return self._final_sources(outer)[0][0]
+
+    def _cell_final(self, n, kind: str, i: int) -> tuple[str, str]:
+        """Where a scanned cell's last output or final state i leaves: its last step."""
+        rec = recurrence(n)
+        steps = self.cell_steps[id(n)]
+        j = 0 if rec.reverse else len(steps) - 1
+        labs = self._labels(self.per_step[id(n)])[0]
+        bm = rec.body.model
+        v = bm.outputs[i] if kind == "last" else bm.outputs[rec.first_state_output + i]
+        name = rec.body.outputs[i] if kind == "last" else rec.states[i]
+        return self._value_at(steps[j], v, n, j), f"<{sub(name, labs[j])}>"
 
 
 def _state_label(states: str, step) -> str:

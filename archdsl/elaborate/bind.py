@@ -9,6 +9,7 @@ from ..ops.base import Arg, Op
 _KIND_NAMES = {"int": "an int", "float": "a number", "bool": "a bool (true/false)", "str": "a string",
                "ints": "an int or a tuple of ints", "shape": "a tuple of ints",
                "padding": "an int, a tuple of ints, or 'same'/'valid'", "layer": "a layer instance",
+               "cell": "a cell (e.g. LSTMCell(64))",
                "dtype": "a dtype (f32, i64, ...)", "any": "a value"}
 
 
@@ -38,6 +39,8 @@ def check_kind(arg: Arg, v) -> bool:
         return isinstance(v, str) and v in DTYPES
     if k == "layer":
         return hasattr(v, "is_layer_instance")
+    if k == "cell":
+        return getattr(v, "is_cell", False)
     return True
 
 

@@ -6,6 +6,8 @@ it would have bound, so later uses stay quiet instead of cascading.
 """
 from __future__ import annotations
 
+import bisect
+
 import math
 import operator
 import re
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from ..errors import ArchError, ArchErrors, ShapeError, Span, did_you_mean
+from ..ir.cell import Cell, CellBody
 from ..ir.graph import Model, Node, Param, Scope, Value
 from ..ir.initializers import SCHEMAS as INIT_SCHEMAS
 from ..ir.initializers import Initializer, make as make_init
@@ -113,9 +116,27 @@ def _builtins() -> dict:
             return r
         return f
 
+    def _sum(x):
+        if not isinstance(x, tuple) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
+            raise ArchError(f"sum() needs a tensor, or a tuple of numbers, got {show(x)}",
+                            hint="e.g. sum(depths[:i]): the blocks before stage i (0 for none)")
+        r = sum(x)
+        if (isinstance(r, int) and abs(r) > MAX_INT) or (isinstance(r, float) and not math.isfinite(r)):
+            raise ArchError("sum() result is too large")
+        return r
+
     def where(*xs):
         raise ArchError("where() needs a bool tensor as its condition, e.g. where(x > 0, x, 0.0)",
                         hint="to choose between numbers write: a if cond else b")
+
+    def reduce(fn, name):
+        def f(*xs):
+            if len(xs) != 1 or not isinstance(xs[0], tuple) or not xs[0] or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs[0]):
+                raise ArchError(f"{name}() needs a tensor, or a tuple of numbers, got "
+                                f"{', '.join(show(x) for x in xs) or 'nothing'}")
+            return fn(xs[0])
+        return f
 
     def sigmoid(v):
         return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
@@ -128,7 +149,9 @@ def _builtins() -> dict:
            "rank": Builtin("rank", rank), "shape": Builtin("shape", shape), "len": Builtin("len", _len),
            "min": Builtin("min", _num(min, "min", unary=False)), "max": Builtin("max", _num(max, "max", unary=False)),
            "int": Builtin("int", _num(int, "int")), "float": Builtin("float", _num(float, "float")),
-           "where": Builtin("where", where, tensor="where")}
+           "where": Builtin("where", where, tensor="where"),
+           "sum": Builtin("sum", _sum, tensor="Sum"),        # of an empty tuple: 0
+           "mean": Builtin("mean", reduce(lambda v: sum(v) / len(v), "mean"), tensor="Mean")}
     out.update({name: Builtin(name, _num(fn, name), tensor=op) for name, (fn, op) in maths.items()})
     out.update({kind: InitFactory(kind) for kind in INIT_SCHEMAS})     # zeros, normal(std=...), ...
     return out
@@ -150,6 +173,7 @@ class Elaborator:
         self.errors: list[ArchError] = []
         self.depth = 0          # current nesting of eval/apply (MAX_EVAL_DEPTH)
         self.expansions = 0     # block applications and repeat copies so far (MAX_EXPANSIONS)
+        self._assignments: dict[int, tuple] = {}    # id(definition) -> (it, name -> statement indices)
 
     # -- entry point --------------------------------------------------------------------------
     def model(self, name: str, overrides: dict | None = None, override_spans: dict | None = None) -> Model:
@@ -170,6 +194,30 @@ class Elaborator:
         if self.errors:
             raise self.errors[0] if len(self.errors) == 1 else ArchErrors(self.errors)
         return self.m
+
+    def expression(self, name: str, tensors: dict, expr: A.Node) -> tuple:
+        """`expr` (an expression of a train section: a loss term) over the named `tensors` (name ->
+        TensorType), elaborated as a model of its own whose inputs are the tensors it uses.
+        Returns (the Model, the expression's value: a TensorRef, a number, ...); its output is set
+        when the value is a tensor. Shape errors carry the expression's own positions."""
+        self.errors = []
+        self.depth = self.expansions = 0
+        self.m = Model(name=name, file=expr.span.file, span=expr.span, args={})
+        self.constraint_keys = set()
+        frame = Frame(env={}, path="", scopes=())
+        for n, t in tensors.items():
+            v = Value(n, t, None, 0, None)
+            self.m.inputs.append(v)
+            frame.env[n] = TensorRef(v, n)
+        with _recursion_headroom(_FRAMES_PER_LEVEL * MAX_EVAL_DEPTH):
+            v = self.eval(expr, frame)
+        if isinstance(v, TensorRef):
+            if v.value.producer is None:     # the expression is one of the tensors itself
+                v = self.apply(OpKind(self.ops["Identity"]), [v], frame, expr.span)
+            self.m.outputs.append(v.value)
+        used = {id(x) for n in self.m.nodes for x in n.inputs}
+        self.m.inputs = [x for x in self.m.inputs if id(x) in used]
+        return self.m, v
 
     # -- parameters ---------------------------------------------------------------------------
     def bind_params(self, defn: A.Definition, positional: list, keywords: dict, span: Span,
@@ -220,34 +268,54 @@ class Elaborator:
 
     # -- bodies -------------------------------------------------------------------------------
     def run_body(self, defn: A.Definition, frame: Frame, inputs: list | None, call_span: Span | None = None):
-        """Elaborate statements; returns the outputs (TensorRefs) of a block application."""
+        """Elaborate statements; returns the outputs (TensorRefs) of a block application. A cell
+        applied as one step takes its inputs, fixed tensors and states in that order (a state
+        given as None starts from a fresh model input of its declared type: the step graph of a
+        scanned cell) and returns its outputs, then the states' last values (the next states)."""
         is_model = inputs is None
-        next_input = 0
         outputs: list = []
         symbols: dict = {}    # block input dims that bind on first use
-        n_inputs = sum(isinstance(s, A.Input) for s in defn.body)
+        slots = signature(defn)
+        slot_of = {id(s): i for i, s in enumerate(slots)}
+        states: dict = {}     # cell state name -> (statement, the state's type at the step's start, its first value)
+        last_bound: dict = {}  # name -> span of the statement that bound it last
+        n_inputs = len(slots)
         if not is_model and len(inputs) != n_inputs:
-            raise ArchError(f"{defn.kind} {defn.name} takes {n_inputs} input tensor{'s' if n_inputs != 1 else ''}, "
-                            f"got {len(inputs)}", call_span,
+            what = (f"{n_inputs} tensor{'s' if n_inputs != 1 else ''} ({', '.join(s.name for s in slots)}: its "
+                    "inputs, fixed tensors and states, in that order)") if defn.kind == "cell" else \
+                   f"{n_inputs} input tensor{'s' if n_inputs != 1 else ''}"
+            raise ArchError(f"{defn.kind} {defn.name} takes {what}, got {len(inputs)}", call_span,
                             "pipe a tuple of tensors for several inputs: (a, b) -> Block" if n_inputs > 1 else None)
         for idx, stmt in enumerate(defn.body):
             try:
-                if isinstance(stmt, A.Input):
-                    if is_model:
-                        self.model_input(stmt, frame)
-                    else:
-                        ref = inputs[next_input]
-                        next_input += 1
-                        if stmt.type is not None and not isinstance(ref, Poison):
-                            self.check_block_input(stmt, ref, frame, symbols, defn, call_span)
-                        frame.env[stmt.name] = ref
+                if isinstance(stmt, (A.State, A.Fixed)) and defn.kind != "cell":
+                    word = "state" if isinstance(stmt, A.State) else "fixed"
+                    raise ArchError(f"'{word}' declares a cell's {'state' if word == 'state' else 'fixed tensor'}; "
+                                    f"{defn.kind} {defn.name} is not a cell", stmt.span,
+                                    f"write `cell {defn.name}(...) {{ ... }}` for one step of a recurrence, and run it "
+                                    "over a sequence with Scan")
+                if isinstance(stmt, A.Input) and is_model:
+                    self.model_input(stmt, frame)
+                elif isinstance(stmt, (A.Input, A.Fixed, A.State)):
+                    ref = inputs[slot_of[id(stmt)]]
+                    if isinstance(stmt, A.State):
+                        ref = self.cell_state(stmt, ref, frame, symbols, defn, call_span)
+                        states[stmt.name] = (stmt, ref.value.type, ref)
+                    elif stmt.type is not None and not isinstance(ref, Poison):
+                        self.check_block_input(stmt, ref, frame, symbols, defn, call_span)
+                    frame.env[stmt.name] = ref
+                    last_bound[stmt.name] = stmt.span
                 elif isinstance(stmt, A.Assign):
                     self.assign(stmt, frame, defn, idx)
+                    for t in stmt.targets:
+                        last_bound[t] = stmt.span
                 elif isinstance(stmt, A.ParamDecl):
                     self.declare_param(stmt, frame)
                 elif isinstance(stmt, A.Output):
                     v = self.eval(stmt.value, frame, defn=defn, idx=idx)
                     outputs.append(self.output(stmt, v, frame, is_model))
+                    if stmt.name:
+                        last_bound[stmt.name] = stmt.span
             except _Collected:
                 if isinstance(stmt, A.Assign):
                     for t in stmt.targets:
@@ -263,7 +331,7 @@ class Elaborator:
                 if isinstance(stmt, A.Assign):
                     for t in stmt.targets:
                         frame.env[t] = POISON
-                elif isinstance(stmt, (A.Input, A.ParamDecl)):
+                elif isinstance(stmt, (A.Input, A.ParamDecl, A.State, A.Fixed)):
                     frame.env[stmt.name] = POISON
         if is_model:
             if not any(isinstance(s, A.Output) for s in defn.body):
@@ -274,11 +342,53 @@ class Elaborator:
                                              "add a line like: input x: f32[N, 784]"))
             return None
         if not outputs:
-            raise ArchError(f"block {defn.name} has no output", defn.name_span,
-                            "end the block with: output <expression>")
+            raise ArchError(f"{defn.kind} {defn.name} has no output", defn.name_span,
+                            "end the block with: output <expression>" if defn.kind == "block" else
+                            "say what each step gives: output h")
+        for name, (stmt, want, first) in states.items():
+            outputs.append(self.next_state(defn, stmt, want, first, frame.env.get(name), last_bound.get(name)))
         if any(isinstance(o, Poison) for o in outputs):
             return POISON
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def cell_state(self, stmt: A.State, ref, frame: Frame, symbols: dict, defn, call_span) -> TensorRef:
+        """A cell's state at the start of a step: the tensor given (checked against the declared
+        type), or, for None, a fresh input of the declared type (the step graph of a scan)."""
+        if ref is not None:
+            if not isinstance(ref, Poison):
+                self.check_block_input(stmt, ref, frame, symbols, defn, call_span)
+            return ref
+        t = self.tensor_type(stmt.type, Frame(env={**symbols, **frame.env}, path=frame.path, scopes=frame.scopes),
+                             symbolic=False, unbound=lambda d: ArchError(
+                                 f"cell {defn.name}: dim {d.id} of state '{stmt.name}' is not bound by the cell's "
+                                 "inputs", d.span, f"give an input a type that names it, e.g. input x: f32[{d.id}, C]"))
+        v = Value(stmt.name, t, None, 0, stmt.span)
+        self.m.inputs.append(v)         # (the step graph's inputs: ir/cell.py)
+        return TensorRef(v, f"state {stmt.name} of cell {defn.name} (line {stmt.span.line})")
+
+    def next_state(self, defn, stmt: A.State, want: TensorType, first, last, where: Span | None):
+        """The state a cell step passes on: the name's last value, of the type the step started with."""
+        if isinstance(last, Poison) or isinstance(first, Poison):
+            return POISON
+        if last is first:
+            raise ArchError(f"cell {defn.name} never updates its state '{stmt.name}'", stmt.span,
+                            f"assign its next value in the body ({stmt.name} = ...); a tensor that is the same "
+                            f"at every step is declared `fixed {stmt.name}`")
+        if not isinstance(last, TensorRef):
+            raise ArchError(f"cell {defn.name}: state '{stmt.name}' must end the step as a tensor, got {show(last)}",
+                            where or stmt.span)
+        got = last.value.type
+        if got != want:
+            diff = ""
+            if got.rank == want.rank and got.dtype == want.dtype:
+                bad = [f"dim {i} is {g} instead of {w}" for i, (g, w) in enumerate(zip(got.shape, want.shape)) if g != w]
+                diff = " (" + "; ".join(bad) + ")"
+            raise ShapeError(f"cell {defn.name}: state '{stmt.name}' starts each step as {want} but its next value "
+                             f"is {got}{diff}", where or stmt.span,
+                             f"the states a step returns must have the types of the states it takes; '{stmt.name}' "
+                             f"is declared at {stmt.span.file}:{stmt.span.line}:{stmt.span.col} as "
+                             f"{_type_text(stmt.type)}")
+        return last
 
     def model_input(self, stmt: A.Input, frame: Frame):
         if stmt.type is None:
@@ -331,12 +441,16 @@ class Elaborator:
                         "e.g. kaiming_normal(mode='fan_out', nonlinearity='relu'), normal(std=0.02), zeros, "
                         "constant(1e-6)")
 
-    def tensor_type(self, tt: A.TensorTypeExpr, frame: Frame, symbolic: bool = True) -> TensorType:
+    def tensor_type(self, tt: A.TensorTypeExpr, frame: Frame, symbolic: bool = True, unbound=None) -> TensorType:
+        """The type an annotation spells; `unbound(name_node)` makes the error for a dim that is
+        a name with no value (when symbols are not allowed)."""
         if tt.dtype not in DTYPES:
             raise ArchError(f"unknown dtype '{tt.dtype}'", tt.dtype_span,
                             did_you_mean(tt.dtype, DTYPES) or f"dtypes are {', '.join(DTYPES)}")
         dims = []
         for d in tt.dims:
+            if unbound is not None and isinstance(d, A.Name) and d.id not in frame.env:
+                raise unbound(d)
             v = self.eval(d, frame, symbolic=symbolic)
             if isinstance(v, bool) or not isinstance(v, (int, Sym)):
                 raise ArchError(f"a dimension must be an int or a symbol like N, got {show(v)}", d.span)
@@ -347,26 +461,29 @@ class Elaborator:
             dims.append(v)
         return TensorType(tt.dtype, tuple(dims))
 
-    def check_block_input(self, stmt: A.Input, ref: TensorRef, frame, symbols: dict, defn, call_span):
+    def check_block_input(self, stmt, ref: TensorRef, frame, symbols: dict, defn, call_span):
+        """A block's (or cell's) typed input, fixed tensor or state against the tensor given; a
+        dim that is a name without a value binds to the tensor's dim on first use."""
         declared = stmt.type
         actual = ref.value.type
+        what = f"{defn.kind} {defn.name} {_slot_word(stmt)} '{stmt.name}'"
         if declared.dtype != actual.dtype:
-            raise ShapeError(f"block {defn.name} input '{stmt.name}' expects {declared.dtype}, got {actual}", call_span,
+            raise ShapeError(f"{what} expects {declared.dtype}, got {actual}", call_span,
                              f"declared at {stmt.span}")
         if len(declared.dims) != actual.rank:
-            raise ShapeError(f"block {defn.name} input '{stmt.name}' expects a {len(declared.dims)}-D tensor, got {actual}",
+            raise ShapeError(f"{what} expects a {len(declared.dims)}-D tensor, got {actual}",
                              call_span, f"declared at {stmt.span}")
         for d, a in zip(declared.dims, actual.shape):
             if isinstance(d, A.Name) and d.id not in frame.env:
                 if d.id in symbols and symbols[d.id] != a:
-                    raise ShapeError(f"block {defn.name} input '{stmt.name}': dim {d.id} is {symbols[d.id]} elsewhere "
-                                     f"but {a} here ({actual})", call_span)
+                    raise ShapeError(f"{what}: dim {d.id} is {symbols[d.id]} elsewhere but {a} here ({actual})",
+                                     call_span)
                 symbols.setdefault(d.id, a)
                 continue
             want = self.eval(d, frame)
             if want != a:
-                raise ShapeError(f"block {defn.name} input '{stmt.name}' expects dim {show(want)} where the tensor has "
-                                 f"{a} ({actual})", call_span, f"declared at {stmt.span}")
+                raise ShapeError(f"{what} expects dim {show(want)} where the tensor has {a} ({actual})", call_span,
+                                 f"declared at {stmt.span}")
 
     def assign(self, stmt: A.Assign, frame: Frame, defn, idx):
         v = self.eval(stmt.value, frame, defn=defn, idx=idx)
@@ -468,7 +585,7 @@ class Elaborator:
         if symbolic:
             return Sym.named(n)
         if defn is not None and idx is not None:
-            later = _assigned_later(defn, idx, n)
+            later = self._assigned_later(defn, idx, n)
             if later is not None:
                 if _mentions(later.value, _targets_of(defn.body[idx])):
                     raise ArchError(f"cycle: '{n}' is defined from this statement's result (line {later.span.line}), "
@@ -476,9 +593,25 @@ class Elaborator:
                                     "a network is a DAG; use a recurrent layer for feedback loops")
                 raise ArchError(f"'{n}' is used before it is defined (line {later.span.line})", e.span,
                                 "move its definition above this line")
-        names = list(frame.env) + list(self.ops) + list(self.ns.definitions) + list(BUILTINS)
-        kind = "name"
-        raise ArchError(f"undefined {kind} '{n}'", e.span, did_you_mean(n, names))
+        # the suggestion is made only if the error is shown: a file with thousands of undefined
+        # names would otherwise scan every name in scope for each of them (quadratic time)
+        raise ArchError(f"undefined name '{n}'", e.span, lambda: did_you_mean(
+            n, [*frame.env, *self.ops, *self.ns.definitions, *BUILTINS]))
+
+    def _assigned_later(self, defn: A.Definition, idx: int, name: str):
+        """The first statement after `idx` that assigns `name`, or None; from an index built
+        once per definition (scanning the rest of the body for every undefined name would take
+        time quadratic in the file)."""
+        entry = self._assignments.get(id(defn))
+        if entry is None or entry[0] is not defn:
+            where: dict[str, list[int]] = {}
+            for i, stmt in enumerate(defn.body):
+                for t in _targets_of(stmt):
+                    where.setdefault(t, []).append(i)
+            entry = self._assignments[id(defn)] = (defn, where)
+        indices = entry[1].get(name, ())
+        k = bisect.bisect_right(indices, idx)
+        return defn.body[indices[k]] if k < len(indices) else None
 
     def e_UnaryOp(self, e, frame, symbolic, defn, idx):
         v = self.eval(e.operand, frame, symbolic, defn, idx)
@@ -541,8 +674,19 @@ class Elaborator:
         attrs = self._bind(op, [], {"value": num, "reverse": reverse}, e.span, {})
         return self.apply(LayerInstance(op, attrs, e.span), [t], frame, e.span)
 
-    def tensor_builtin(self, f: Builtin, pos: list, frame, e):
-        """`exp(x)`, `where(mask, a, b)`, ... with a tensor argument: the op applied to it."""
+    def tensor_builtin(self, f: Builtin, pos: list, frame, e, kw: dict, spans: dict):
+        """`exp(x)`, `where(mask, a, b)`, `sum(x, 1)`, ... with a tensor argument: the op applied
+        to it (a reduction takes its op's arguments after the tensor)."""
+        op = self.ops.get(f.tensor)
+        if op is not None and op.args:
+            if not isinstance(pos[0], TensorRef) or any(isinstance(v, TensorRef) for v in pos[1:]):
+                raise ArchError(f"{f.name}() takes one tensor, then its arguments", e.span,
+                                f"e.g. {f.name}(x, 1) or {f.name}(x, dim=(1, 2), keepdim=true)")
+            shifted = {(k - 1 if isinstance(k, int) else k): v for k, v in spans.items()}
+            attrs = self._bind(op, pos[1:], kw, e.span, shifted)
+            return self.apply(LayerInstance(op, attrs, e.span), pos[:1], frame, e.span)
+        if kw:
+            raise ArchError(f"{f.name}() takes no keyword arguments", e.span)
         if f.tensor != "where":
             if len(pos) != 1:
                 raise ArchError(f"{f.name}() takes 1 argument, got {len(pos)}", e.span, f"write {f.name}(x)")
@@ -583,9 +727,21 @@ class Elaborator:
         if not isinstance(v, tuple):
             raise ArchError(f"cannot index {show(v)}", e.value.span,
                             "tensors and tuples (e.g. several outputs of a layer) can be indexed")
-        if len(e.items) != 1 or isinstance(e.items[0], (A.Slice, A.EllipsisExpr)):
-            raise ArchError("a tuple takes one integer index", e.span,
-                            "e.g. outs[0]; subscripts with ':' and '...' work on tensors")
+        if len(e.items) != 1 or isinstance(e.items[0], A.EllipsisExpr):
+            raise ArchError("a tuple takes one integer index or slice", e.span,
+                            "e.g. outs[0], depths[:i]; '...' and several subscripts work on tensors")
+        if isinstance(e.items[0], A.Slice):      # depths[:i], Python's rules
+            parts = []
+            for node in (e.items[0].start, e.items[0].stop, e.items[0].step):
+                b = None if node is None else self.eval(node, frame, symbolic, defn, idx)
+                if isinstance(b, Poison):
+                    return POISON
+                if b is not None and (isinstance(b, bool) or not isinstance(b, int)):
+                    raise ArchError(f"a slice bound must be an int, got {show(b)}", node.span)
+                parts.append(b)
+            if parts[2] == 0:
+                raise ArchError("a slice step cannot be 0", e.items[0].step.span)
+            return v[slice(*parts)]
         i = self.eval(e.items[0], frame, symbolic, defn, idx)
         if isinstance(i, Poison):
             return POISON
@@ -649,6 +805,9 @@ class Elaborator:
                 spans[a.name] = a.span
                 kw[a.name] = v
         if isinstance(f, OpKind):
+            # a bare cell name as an argument (Scan(LSTMCell)) is the cell with its defaults
+            pos = [self._cell_instance(v, spans.get(i, e.span)) for i, v in enumerate(pos)]
+            kw = {k: self._cell_instance(v, spans.get(k, e.span)) for k, v in kw.items()}
             name = self._take_name(kw, spans)
             inits = {k: self.initializer(kw.pop(k), f"{k}=", spans[k]) for k in ("init", "bias_init")
                      if k in kw and k not in [a.name for a in f.op.args]}
@@ -667,10 +826,10 @@ class Elaborator:
             args = self.bind_params(f.defn, pos, kw, e.span, kw_spans=spans)
             return BlockInstance(f.defn, args, e.span, f.module, name=name)
         if isinstance(f, Builtin):
+            if f.tensor is not None and any(isinstance(v, TensorRef) for v in pos):
+                return self.tensor_builtin(f, pos, frame, e, kw, spans)
             if kw:
                 raise ArchError(f"{f.name}() takes no keyword arguments", e.span)
-            if f.tensor is not None and any(isinstance(v, TensorRef) for v in pos):
-                return self.tensor_builtin(f, pos, frame, e)
             try:
                 return f.fn(*pos)
             except ArchError as err:
@@ -681,6 +840,11 @@ class Elaborator:
             raise ArchError(f"{show(f)} already has its arguments", e.span,
                             "apply layers to tensors with '->': x -> layer")
         raise ArchError(f"{show(f)} is not callable", e.func.span)
+
+    def _cell_instance(self, v, span):
+        if isinstance(v, BlockKind) and v.is_cell:
+            return BlockInstance(v.defn, self.bind_params(v.defn, [], {}, span), span, v.module)
+        return v
 
     def _take_name(self, kw: dict, spans: dict):
         name = kw.pop("name", None)
@@ -779,8 +943,11 @@ class Elaborator:
             raise ArchError(f"model has more than {MAX_NODES} layers", span,
                             "raise archdsl.elaborate.elaborator.MAX_NODES if you really mean it")
         in_types = [t.value.type for t in tensors]
+        owner = next((v for v in inst.attrs.values() if isinstance(v, BlockInstance) and v.is_cell), None)
+        attrs = inst.attrs if owner is None else {k: self.cell_of(v, frame) if v is owner else v
+                                                   for k, v in inst.attrs.items()}
         try:
-            app = op.bind(inst.attrs, in_types, span)
+            app = op.bind(attrs, in_types, span)
         except ShapeError as err:
             hint = err.hint
             if hint is None:
@@ -789,11 +956,20 @@ class Elaborator:
                     hint = "input came from " + ", ".join(origins)
             raise ShapeError(err.message, err.span or span, hint) from None
         first = inst.path is None
+        # a layer that runs a cell (Scan) has the cell instance's weights and name: scanning the
+        # same cell instance twice shares them, as applying a layer instance twice does
+        counter = owner if owner is not None else inst
         if first:
-            local = frame.unique(inst.name or op.name.lower(), auto=inst.name is None)
-            inst.path = frame.qualify(local)
-        inst.applied += 1
-        node_name = inst.path if inst.applied == 1 else f"{inst.path}#{inst.applied}"
+            if owner is not None and owner.path is not None:
+                inst.path = owner.path
+            else:
+                base = inst.name or (owner.name or owner.defn.name.lower() if owner is not None else op.name.lower())
+                auto = inst.name is None and (owner is None or owner.name is None)
+                inst.path = frame.qualify(frame.unique(base, auto=auto))
+                if owner is not None:
+                    owner.path = inst.path
+        counter.applied += 1
+        node_name = inst.path if counter.applied == 1 else f"{inst.path}#{counter.applied}"
         node = Node(node_name, app, [t.value for t in tensors], span=span, scope=frame.scopes,
                     instance=inst.path)
         tied = inst.attrs.get("tied")
@@ -856,6 +1032,59 @@ class Elaborator:
             raise ArchError(f"{inst.op.name} has no {want} for {key}= to initialise", inst.init_spans[key],
                             "it was made with bias=false" if no_bias else
                             "init= sets a layer's weights, bias_init= its biases")
+
+    def cell_of(self, inst: BlockInstance, frame: Frame) -> Cell:
+        """The ir Cell of a cell instance: what an op that runs it holds (one per instance)."""
+        if inst.cell is None:
+            defn = inst.defn
+            slots = signature(defn)
+            names = {kind: tuple(s.name for s in slots if isinstance(s, kind)) for kind in (A.Input, A.Fixed, A.State)}
+            if not names[A.State]:
+                raise ArchError(f"cell {defn.name} has no state", defn.name_span,
+                                "a cell carries at least one state from step to step: state h: f32[N, hidden]; "
+                                "for a layer without state write a block")
+            if not names[A.Input]:
+                raise ArchError(f"cell {defn.name} has no input to read at each step", defn.name_span,
+                                "a scanned cell reads step t of a sequence: input x: f32[N, C]")
+            depth = frame.depth
+            inst.cell = Cell(defn.name, inst.label, names[A.Input], names[A.Fixed], names[A.State], inst.span,
+                             lambda steps, fixed: self.cell_body(inst, steps, fixed, depth))
+        return inst.cell
+
+    def cell_body(self, inst: BlockInstance, step_types: list, fixed_types: list, depth: int) -> CellBody:
+        """One step of a cell as a graph of its own (ir/cell.py), elaborated at these types: the
+        step inputs and fixed tensors become inputs of a new Model, and so do the states, with
+        their declared types; its parameters are named relative to the cell."""
+        defn = inst.defn
+        self._expand(inst.span)
+        sub = Model(name=defn.name, file=defn.span.file, span=defn.span, args=dict(inst.args))
+        slots = signature(defn)
+        given = []
+        for stmt, t in zip([s for s in slots if not isinstance(s, A.State)], list(step_types) + list(fixed_types)):
+            given.append(TensorRef(Value(stmt.name, t, None, 0, stmt.span), f"{_slot_word(stmt)} {stmt.name} of cell "
+                                                                              f"{defn.name}"))
+        n_states = sum(isinstance(s, A.State) for s in slots)
+        outer = self.m, self.constraint_keys
+        self.m, self.constraint_keys = sub, set()
+        try:
+            frame = Frame(env=dict(inst.args), path="", scopes=(), depth=depth + 1)
+            out = self.run_body(defn, frame, given + [None] * n_states, call_span=inst.span)
+            constraints = sub.constraints
+        finally:
+            self.m, self.constraint_keys = outer
+        if isinstance(out, Poison):
+            raise _Collected()
+        outs = list(out) if isinstance(out, tuple) else [out]
+        sub.inputs = [g.value for g in given] + sub.inputs      # the states, added as they were declared
+        sub.outputs = [o.value for o in outs]
+        sub.constraints = constraints
+        n_out = len(outs) - n_states
+        out_names = tuple(s.name or (s.value.id if isinstance(s.value, A.Name) else f"output_{i + 1}")
+                          for i, s in enumerate(x for x in defn.body if isinstance(x, A.Output)))
+        return CellBody(sub, tuple(s.name for s in slots if isinstance(s, A.Input)),
+                        tuple(s.name for s in slots if isinstance(s, A.Fixed)),
+                        tuple(s.name for s in slots if isinstance(s, A.State)), out_names[:n_out],
+                        tuple(s.span for s in slots if isinstance(s, A.State)))
 
     def apply_block(self, inst: BlockInstance, tensors: list, frame: Frame, span: Span):
         if frame.depth >= MAX_BLOCK_DEPTH:
@@ -977,10 +1206,32 @@ def _arith(e: A.BinOp, a, b):
     return r
 
 
+def signature(defn: A.Definition) -> list:
+    """The statements that take the tensors a definition is applied to, in order: its inputs
+    and, for a cell, then its fixed tensors, then its states."""
+    body = defn.body
+    return ([s for s in body if isinstance(s, A.Input)] + [s for s in body if isinstance(s, A.Fixed)]
+            + [s for s in body if isinstance(s, A.State)])
+
+
+def _slot_word(stmt) -> str:
+    return "state" if isinstance(stmt, A.State) else "fixed tensor" if isinstance(stmt, A.Fixed) else "input"
+
+
+def _type_text(tt: A.TensorTypeExpr) -> str:
+    """An annotation as written: f32[N, hidden]."""
+    src = tt.span.source
+    if src:
+        lines = src.split("\n")
+        if tt.span.line == tt.span.end_line and 0 < tt.span.line <= len(lines):
+            return lines[tt.span.line - 1][tt.span.col - 1:tt.span.end_col - 1]
+    return tt.dtype + "[...]"
+
+
 def _targets_of(stmt) -> set:
     if isinstance(stmt, A.Assign):
         return set(stmt.targets)
-    if isinstance(stmt, (A.Output, A.ParamDecl)) and stmt.name:
+    if isinstance(stmt, (A.Output, A.ParamDecl, A.State, A.Fixed)) and stmt.name:
         return {stmt.name}
     return set()
 
@@ -998,11 +1249,6 @@ TENSOR_OPERATORS = {"+": "Add", "-": "Sub", "*": "Mul", "/": "Div", "**": "Pow",
                     "!=": "NotEqual", "<": "Less", "<=": "LessOrEqual", ">": "Greater", ">=": "GreaterOrEqual"}
 
 
-def _assigned_later(defn: A.Definition, idx: int, name: str):
-    for stmt in defn.body[idx + 1:]:
-        if name in _targets_of(stmt):
-            return stmt
-    return None
 
 
 def _mentions(e, names: set) -> bool:

@@ -44,7 +44,7 @@ def load(text: str | None = None, path: str | os.PathLike | None = None, *,
     passes its open documents and a cache of parsed modules)."""
     if path is not None:
         if text is None:
-            text = _read(Path(path), None)
+            text = read_spec(Path(path))
         file = str(path)
     else:
         file = "<string>"
@@ -64,7 +64,12 @@ def import_target(path: str, base: Path) -> Path:
     return (base / path).resolve()
 
 
-def _read(p: Path, span: Span | None) -> str:
+def read_spec(p: Path, span: Span | None = None) -> str:
+    """The text of a spec file, read through the one checked path every command uses: an
+    .arch file (also after following links), a regular file (a FIFO is opened without blocking and
+    refused, a device never read), at most 4 x MAX_SOURCE_CHARS bytes, valid UTF-8. `span`: the
+    import statement, for errors about an imported file."""
+    p = Path(p)
     if p.suffix != ".arch":
         raise ArchError(f"{p} is not an .arch file", span, "archdsl only reads .arch specs")
     limit = 4 * _parser.MAX_SOURCE_CHARS        # bytes (UTF-8 takes at most 4 a character)
@@ -136,7 +141,7 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
                                         "archdsl.elaborate.loader.MAX_IMPORT_DEPTH"))
                 continue
             try:
-                sub = buffers[key] if key in buffers else _read(target, item.span)
+                sub = buffers[key] if key in buffers else read_spec(target, item.span)
                 if not target.exists():
                     raise ArchError(f"no such file: {item.path}", item.span)
             except ArchError as e:
@@ -156,6 +161,12 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
             except ArchError as e:
                 errors.append(e)
         elif isinstance(item, A.Definition):
+            if item.name in _builtin_layers():
+                # a name lookup finds the built-in layer first: the definition would be ignored
+                errors.append(ArchError(f"{item.kind} '{item.name}' has the name of a built-in layer",
+                                        item.name_span, f"rename it, e.g. 'My{item.name}': the built-in "
+                                        f"{item.name} keeps its name in every spec"))
+                continue
             prev = ns.definitions.get(item.name)
             if prev is not None:
                 errors.append(ArchError(f"'{item.name}' is defined twice (first at {prev.name_span})",
@@ -167,3 +178,8 @@ def _load_into(ns: Namespace, text: str, file: str, base: Path, stack: list[str]
         elif isinstance(item, A.Section):
             if main:
                 ns.sections.append(item)
+
+
+def _builtin_layers() -> dict:
+    from ..ops.base import load_all
+    return load_all()

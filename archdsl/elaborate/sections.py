@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from ..errors import ArchError, Span, collect_errors, did_you_mean, raise_errors
 from ..syntax import ast as A
 
-TRAIN_KEYS = ("loss", "optimizer", "batch", "epochs", "metrics", "schedule", "clip_norm", "freeze",
-              "val_split", "seed", "inputs", "targets", "init")
+TRAIN_KEYS = ("loss", "loss_weights", "optimizer", "batch", "epochs", "metrics", "schedule", "clip_norm", "freeze",
+              "val_split", "seed", "inputs", "targets", "init", "decoder")
+# settings whose value is an expression over tensors (loss terms), kept as their syntax tree (an
+# `Expr`) and read by archdsl/train/objective.py
+EXPRESSION_KEYS = ("loss",)
 GAN_KEYS = ("generator", "discriminator", "noise", "objective", "d_steps", "pack", "g_optimizer", "d_optimizer",
             "batch", "epochs", "steps", "seed", "data", "schedule")      # read by archdsl/gan/config.py
 
@@ -28,6 +31,28 @@ class Call:
     args: tuple
     kwargs: dict = field(default_factory=dict, hash=False)
     span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A setting written as an expression over tensors (`loss = ...`): its syntax tree, and the
+    source text it spans (what a checkpoint stores to read it again)."""
+    node: A.Node
+    span: Span
+
+    @property
+    def text(self) -> str:
+        return source_text(self.span)
+
+
+def source_text(span: Span) -> str:
+    """The text of the source `span` covers."""
+    lines = (span.source or "").split("\n")
+    if span.line == span.end_line:
+        return lines[span.line - 1][span.col - 1:span.end_col - 1]
+    parts = [lines[span.line - 1][span.col - 1:]] + lines[span.line:span.end_line - 1] + \
+        [lines[span.end_line - 1][:span.end_col - 1]]
+    return "\n".join(parts)
 
 
 @dataclass
@@ -78,7 +103,7 @@ def check_sections(ns, spec, checkers: dict | None = None) -> dict[str, list[Sec
                                     did_you_mean(e.key, keys) or f"settings: {', '.join(keys)}")
                 if e.key in entries:
                     raise ArchError(f"{s.kind} setting '{e.key}' is given twice", e.span)
-                entries[e.key] = value(e.value)
+                entries[e.key] = Expr(e.value, e.value.span) if e.key in EXPRESSION_KEYS else value(e.value)
                 spans[e.key] = e.span
             out[s.kind].append(Section(s.kind, s.name, s.span, entries, spans))
         except ArchError as e:

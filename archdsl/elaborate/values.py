@@ -57,9 +57,14 @@ class BlockInstance:
     name: str | None = None
     path: str | None = None
     applied: int = 0
+    cell: Any = None           # a cell's ir.cell.Cell, made at its first scan
 
     def describe_value(self) -> str:
-        return f"{self.defn.name} block"
+        return f"{self.defn.name} {self.defn.kind}"
+
+    @property
+    def is_cell(self) -> bool:
+        return self.defn.kind == "cell"
 
     @property
     def label(self) -> str:
@@ -74,7 +79,11 @@ class BlockKind:
     module: Any
 
     def describe_value(self) -> str:
-        return f"block {self.defn.name}"
+        return f"{self.defn.kind} {self.defn.name}"
+
+    @property
+    def is_cell(self) -> bool:
+        return self.defn.kind == "cell"
 
 
 @dataclass(eq=False)

@@ -59,11 +59,15 @@ def split(ck: Checkpoint) -> tuple[dict[str, dict], dict[str, dict]]:
 
 
 def read_gan_checkpoint(path) -> tuple[Checkpoint, dict[str, dict], dict[str, dict]]:
+    from ..train.metaschema import check_meta, gan_schema
+    from ..train.run import upgrade_meta
     ck = read_checkpoint(path)
     if not is_gan(ck):
         raise ArchError(f"'{ck.path}' is not a GAN checkpoint",
                         hint="a GAN run writes run/checkpoint.npz (both models); "
                              "plain weights go with --weights where one model is needed")
+    ck.meta = upgrade_meta(ck.meta)                  # version 1 wrote the old layout (train/run.py)
+    check_meta(ck.meta, gan_schema(), ck.path)       # before --resume uses a field
     w, o = split(ck)
     return ck, w, o
 

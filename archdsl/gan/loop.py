@@ -34,8 +34,14 @@ Ctrl-C (which finishes the current step first):
 The run itself (position, random streams, resume, Ctrl-C, checkpoints, progress, metrics.jsonl)
 is archdsl/train/run.py's `Run`; this module is its GAN policy: what one step does.
 
+A conditional pair (archdsl/gan/pair.py) feeds the real batch's conditions from the data and
+draws the generated batch's: class labels uniformly over the classes in the data (the checkpoint
+keeps them, for `archdsl sample --class K`), other conditions as random rows of the data's array;
+D judges each sample with its condition, and the generator update reuses the drawn ones.
+
 Determinism: G's weights come from the seed, D's from seed + 1; the real data order from
-(seed, 2), dropout in G from (seed, 3) and in D from (seed, 5), the noise from (seed, 4); all
+(seed, 2), dropout in G from (seed, 3) and in D from (seed, 5), the noise from (seed, 4), the
+generated batch's conditions from (seed, 6); all
 of them are in the checkpoint, so a run resumed from any checkpoint ends with exactly the
 weights of the uninterrupted run (same machine and BLAS thread count).
 """
@@ -55,7 +61,8 @@ from ..passes.init import initialize
 from ..train.checkpoint import check_weights
 from ..ir.graph import Value
 from ..train.data import Dataset, load_data, read_npz
-from ..train.loop import build_optimizer, build_schedules
+from ..passes.limits import check_resources
+from ..train.loop import build_optimizer, build_schedules, data_dims
 from ..train.optim import schedule_factor
 from ..train.run import Accum, Run, non_finite
 from . import objectives as O
@@ -151,12 +158,13 @@ class GanTrainer:
         key = self.cfg.data or din
         if key not in files and self.cfg.data is None and len(files) == 1:
             key = next(iter(files))
-        # real samples have the generated samples' type (the discriminator may take them packed)
-        samples = SimpleNamespace(inputs=[Value(din, self.pair.sample_output.type)])
+        # real samples have the generated samples' type (the discriminator may take them packed);
+        # a conditional pair's conditions come from the arrays of their names
+        samples = SimpleNamespace(inputs=[Value(din, self.pair.sample_output.type)] + self.pair.condition_inputs)
         return load_data(path, samples, [], inputs_map={din: key}, files=files)
 
     # -- the run ----------------------------------------------------------------------------------
-    def fit(self, data, run_dir=None, *, resume=None) -> GanResult:
+    def fit(self, data, run_dir=None, *, resume=None, overwrite: bool = False) -> GanResult:
         ck = None
         if resume is not None:
             ck, self._ck_w, self._ck_o = read_gan_checkpoint(resume)
@@ -166,7 +174,8 @@ class GanTrainer:
                                     f"{ck.meta.get(role)}, not {ir.name}")
         self._data = data
         self.run = run = Run(self, run_dir, resume=resume, quiet=self.quiet, log=self.log, threads=self.threads,
-                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed)
+                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed,
+                             overwrite=overwrite, reads=(data, self.pair.spec.file))
         run.fit(ck)
         return GanResult(self.gen, self.disc, run.history, run.step, run.epoch, run.seconds,
                          interrupted=run.interrupted, run_dir=run.out_dir, checkpoint=run.checkpoint, config=self.cfg)
@@ -187,6 +196,13 @@ class GanTrainer:
         self.din, self.dout = pair.real_input.name, pair.score_output.name
         self.zin, self.gout = pair.noise_input.name, pair.sample_output.name
         self.real = ds.arrays[self.din]
+        # both models' parameters, optimizer state and activations at the batch (D sees the real
+        # and the generated samples, packed), before a weight is allocated (passes/limits.py)
+        check_resources(self.g_ir, batch=B)
+        check_resources(self.d_ir, batch=2 * B // cfg.pack, dims=data_dims(self.d_ir, ds.arrays))
+        self.conds = {v.name: ds.arrays[v.name] for v in pair.condition_inputs}
+        self.classes = {v.name: sorted(int(c) for c in np.unique(self.conds[v.name]))
+                        for v in pair.condition_inputs if v is pair.class_input}
         if ck is not None:
             gw = check_weights(self._ck_w["generator"], self.g_ir, f"{ck.path} (generator)")
             dw = check_weights(self._ck_w["discriminator"], self.d_ir, f"{ck.path} (discriminator)")
@@ -194,6 +210,7 @@ class GanTrainer:
             gw, dw = initialize(self.g_ir, cfg.seed), initialize(self.d_ir, cfg.seed + 1)
         g_params, d_params = self.open_engine(run, gw, dw)
         self.noise_rng = run.stream("noise", 4)
+        self.cond_rng = run.stream("conditions", 6) if self.conds else None
         for what, ps, ir in (("generator", g_params, self.g_ir), ("discriminator", d_params, self.d_ir)):
             if not ps:
                 raise ArchError(f"nothing to train: the {what} {ir.name} has no trainable parameters")
@@ -237,17 +254,30 @@ class GanTrainer:
     def format(self, rec: dict) -> str:
         return (f"step {rec['step']}  " if "step" in rec else "") + format_record(rec)
 
+    def draw_conditions(self, n: int) -> dict:
+        """The generated batch's conditions: class labels uniform over the data's classes, other
+        conditions rows of the data's arrays drawn at random."""
+        out = {}
+        for name, arr in self.conds.items():
+            if name in self.classes:
+                out[name] = np.asarray(self.classes[name], arr.dtype)[self.cond_rng.integers(0, len(self.classes[name]), n)]
+            else:
+                out[name] = arr[self.cond_rng.integers(0, len(arr), n)]
+        return out
+
     def set_lrs(self, run: Run) -> None:
         """Both learning rates for this step, from the schedule."""
         if self.g_sched:
             self.g_opt.lr = self.g_opt.base_lr * schedule_factor(self.g_sched, run.step, run.total, run.steps_per_epoch)
             self.d_opt.lr = self.d_opt.base_lr * schedule_factor(self.d_sched, run.step, run.total, run.steps_per_epoch)
 
-    def real_batch(self, run: Run, in_epoch: int, k: int) -> np.ndarray:
-        """The real samples of discriminator update k of this step, packed for D."""
+    def real_batch(self, run: Run, in_epoch: int, k: int) -> tuple[np.ndarray, dict]:
+        """The real samples of discriminator update k of this step, packed for D, and their
+        conditions."""
         B = self.cfg.batch
         i0 = (in_epoch * self.cfg.d_steps + k) * B
-        return pack_rows(self.real[run.order[i0:i0 + B]], self.cfg.pack)
+        idx = run.order[i0:i0 + B]
+        return pack_rows(self.real[idx], self.cfg.pack), {name: arr[idx] for name, arr in self.conds.items()}
 
     def step(self, run: Run, in_epoch: int) -> dict:
         self.set_lrs(run)
@@ -258,23 +288,25 @@ class GanTrainer:
         g_tape = Tape()     # the generator's forward, kept for its update while D trains
         for k in range(cfg.d_steps):
             z = self.pair.noise(B, self.noise_rng)
+            c_fake = self.draw_conditions(B)
             if k == cfg.d_steps - 1:           # the fake the generator update reuses: on its own tape
                 with g_tape:
-                    fake = gen.forward({self.zin: z}, training=True)[self.gout]
+                    fake = gen.forward({self.zin: z, **c_fake}, training=True)[self.gout]
                 fake_data = fake.data
             else:
                 with no_grad():
-                    fake_data = gen.forward({self.zin: z}, training=True)[self.gout].data
-            x = self.real_batch(run, in_epoch, k)
+                    fake_data = gen.forward({self.zin: z, **c_fake}, training=True)[self.gout].data
+            x, c_real = self.real_batch(run, in_epoch, k)
             fake_data = pack_rows(fake_data, pk)
             if self.joint:
-                scores = disc.forward({self.din: np.concatenate([x, fake_data])}, training=True)[self.dout]
+                both = {name: np.concatenate([c_real[name], c_fake[name]]) for name in self.conds}
+                scores = disc.forward({self.din: np.concatenate([x, fake_data]), **both}, training=True)[self.dout]
                 loss = O.d_loss_joint(obj, scores, B // pk)
                 sc = scores.data
                 sr, sf = sc[:B // pk], sc[B // pk:]
             else:
-                sr_t = disc.forward({self.din: x}, training=True)[self.dout]
-                sf_t = disc.forward({self.din: fake_data}, training=True)[self.dout]
+                sr_t = disc.forward({self.din: x, **c_real}, training=True)[self.dout]
+                sf_t = disc.forward({self.din: fake_data, **c_fake}, training=True)[self.dout]
                 loss = O.d_loss(obj, sr_t, sf_t)
                 sr, sf = sr_t.data, sf_t.data
             lv = float(loss.data)
@@ -293,7 +325,7 @@ class GanTrainer:
             p.requires_grad = False
         try:
             with g_tape:
-                sg = disc.forward({self.din: pack_rows(fake, pk)}, training=True)[self.dout]
+                sg = disc.forward({self.din: pack_rows(fake, pk), **c_fake}, training=True)[self.dout]
                 gl = O.g_loss(obj, sg)
                 glv = float(gl.data)
                 if not math.isfinite(glv):
@@ -316,7 +348,7 @@ class GanTrainer:
     def meta(self, run: Run) -> dict:
         return {"gan": self.pair.name, "spec": str(self.pair.spec.file), "generator": self.g_ir.name,
                 "discriminator": self.d_ir.name, "model": self.g_ir.name, "g_optimizer": self.g_opt.state_meta(),
-                "d_optimizer": self.d_opt.state_meta(), "config": self.cfg.to_json()}
+                "d_optimizer": self.d_opt.state_meta(), "config": self.cfg.to_json(), "classes": self.classes}
 
     def save(self, run: Run, path: Path, meta: dict) -> None:
         save_gan_checkpoint(path, {"generator": self.gen.weights(), "discriminator": self.disc.weights()},
@@ -327,7 +359,8 @@ class GanTrainer:
 
 
 def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resume=None, quiet: bool = False,
-              log=None, threads: int | None = None, on_step=None, policy=None, **overrides) -> GanResult:
+              log=None, threads: int | None = None, on_step=None, overwrite: bool = False, policy=None,
+              **overrides) -> GanResult:
     """Train the pair (a GanPair, from spec.gan()) on real samples `data` (an .npz path, an array,
     a dict of arrays). `config` defaults to the pair's gan section; with `resume`, to the
     checkpoint's config (where only epochs / steps may change). Overrides: epochs, steps, batch,
@@ -353,4 +386,4 @@ def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resu
     if data is None:
         raise ArchError("no training data: pass --data REAL.npz (an array of real samples)")
     return (policy or GanTrainer)(pair, config, quiet=quiet, log=log, threads=threads, on_step=on_step).fit(
-        data, run_dir, resume=resume)
+        data, run_dir, resume=resume, overwrite=overwrite)

@@ -3,10 +3,14 @@
 Checked at compile time (so `archdsl check` reports it), each error naming both models and both
 types where it is about the pair:
 
-- G takes one floating input, the noise, whose size per sample (the product of its non-batch
+- G takes a floating input first, the noise, whose size per sample (the product of its non-batch
   dims) equals the section's `noise = normal(k)`; G has one output, the generated sample;
-- D takes one input, the sample, whose type equals G's output type (dtype and every dim; the
-  leading batch dim is symbolic in all three, e.g. N);
+- D takes the sample first, whose type equals G's output type (dtype and every dim; the leading
+  batch dim is symbolic in all three, e.g. N);
+- a conditional GAN: the inputs after the first are conditions (class labels, or any array),
+  the same names and types in G and D. The real batch takes them from the data (arrays of
+  those names), the generated batch draws them (uniform classes for `i64[N]` labels, else rows
+  of the data's array); packing (pack > 1) is for unconditional pairs;
 - D has one floating output with one score per sample ([N], [N, 1], [N, 1, 1, 1], ...).
 
     pair = spec.gan()                   # the spec's (only / first) gan section, checked
@@ -58,6 +62,17 @@ class GanPair:
         return self.generator.ir.inputs[0]
 
     @property
+    def condition_inputs(self) -> list:
+        """A conditional generator's inputs after the noise (class labels, ...); [] otherwise."""
+        return list(self.generator.ir.inputs[1:])
+
+    @property
+    def class_input(self):
+        """The condition that is a class label (an integer input [N]), if there is exactly one."""
+        c = self.condition_inputs
+        return c[0] if len(c) == 1 and c[0].type.rank == 1 and not c[0].type.is_float else None
+
+    @property
     def sample_output(self):
         return self.generator.ir.outputs[0]
 
@@ -97,7 +112,9 @@ class GanPair:
         out = [f"gan {self.name}: generator {g.name} -> discriminator {d.name}",
                f"  noise {self.describe_noise()} -> {self.noise_input.name}: {self.noise_input.type}; "
                f"generated sample {self.sample_output.name}: {self.sample_output.type} -> "
-               f"{self.real_input.name}; score {self.score_output.name}: {self.score_output.type}",
+               f"{self.real_input.name}; score {self.score_output.name}: {self.score_output.type}"
+               + (f"; conditions {_listing(self.condition_inputs)} (from the data for real samples, drawn for "
+                  f"generated ones)" if self.condition_inputs else ""),
                f"  objective {cfg.objective}, d_steps {cfg.d_steps}, batch {cfg.batch}, "
                + (f"steps {cfg.steps}" if cfg.steps else f"epochs {cfg.epochs}")
                + f", g_optimizer {_opt(cfg.g_optimizer)}, d_optimizer {_opt(cfg.d_optimizer)}",
@@ -161,15 +178,18 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
     where = f"gan {sec.name}"
     gspan = sec.spans.get("generator", sec.span)
     dspan = sec.spans.get("discriminator", sec.span)
-    if len(g.inputs) != 1:
-        raise ArchError(f"{where}: generator {gname} must take one input, the noise; it takes "
-                        f"{len(g.inputs)} ({', '.join(f'{v.name}: {v.type}' for v in g.inputs)})", gspan)
     if len(g.outputs) != 1:
         raise ArchError(f"{where}: generator {gname} must have one output, the generated sample; it has "
                         f"{len(g.outputs)} ({', '.join(f'{v.name}: {v.type}' for v in g.outputs)})", gspan)
-    if len(d.inputs) != 1:
-        raise ArchError(f"{where}: discriminator {dname} must take one input, a sample; it takes "
-                        f"{len(d.inputs)} ({', '.join(f'{v.name}: {v.type}' for v in d.inputs)})", dspan)
+    gc, dc = _listing(g.inputs[1:]), _listing(d.inputs[1:])
+    if gc != dc:
+        raise ArchError(f"{where}: generator {gname} and discriminator {dname} must take the same conditions "
+                        f"after their first input; {gname} takes {gc or 'none'}, {dname} takes {dc or 'none'}",
+                        dspan if g.inputs[1:] else gspan,
+                        "a conditional GAN feeds the same condition (e.g. label: i64[N]) to both models")
+    if g.inputs[1:] and cfg.pack != 1:
+        raise ArchError(f"{where}: pack = {cfg.pack} packs unconditional samples; generator {gname} is conditional "
+                        f"({gc})", sec.spans.get("pack", sec.span), "remove pack for a conditional GAN")
     if len(d.outputs) != 1:
         raise ArchError(f"{where}: discriminator {dname} must have one output, its score; it has "
                         f"{len(d.outputs)} ({', '.join(f'{v.name}: {v.type}' for v in d.outputs)})", dspan)
@@ -177,7 +197,8 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
     xin, score = d.inputs[0], d.outputs[0]
     for what, v, model, span in (("input", z, f"generator {gname}", gspan), ("output", x, f"generator {gname}", gspan),
                                  ("input", xin, f"discriminator {dname}", dspan),
-                                 ("output", score, f"discriminator {dname}", dspan)):
+                                 ("output", score, f"discriminator {dname}", dspan),
+                                 *(("condition", c, f"generator {gname}", gspan) for c in g.inputs[1:])):
         if not _batch_ok(v.type):
             raise ArchError(f"{where}: the {what} {v.name} of {model} is {v.type}; its first dim must be the "
                             f"symbolic batch dim (e.g. N) so that batches of any size go through", span)
@@ -190,6 +211,10 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
     if not all(is_static(s) for s in x.type.shape[1:]):
         raise ArchError(f"{where}: generator {gname}'s output {x.name}: {x.type} needs concrete sizes after "
                         f"the batch dim", gspan)
+    for c in g.inputs[1:]:
+        if not all(is_static(s) for s in c.type.shape[1:]):
+            raise ArchError(f"{where}: generator {gname}'s condition {c.name}: {c.type} needs concrete sizes after "
+                            f"the batch dim", gspan)
     problems: list[ArchError] = []
     judged = packed_type(x.type, cfg.pack)
     if not _same_type(judged, xin.type):
@@ -225,6 +250,10 @@ def check_pair(sec: Section, cfg: GanConfig, g, d) -> None:
                                   "end it with Linear(1) (after Flatten for images)"))
     if problems:
         raise problems[0] if len(problems) == 1 else ArchErrors(problems)
+
+
+def _listing(values) -> str:
+    return ", ".join(f"{v.name}: {v.type}" for v in values)
 
 
 def packed_type(t: TensorType, pack: int) -> TensorType:

@@ -70,7 +70,10 @@ def _known(section: Section, name: str) -> bool:
             or any(t.copy.match(name) for t in section.ties))
 
 
-def convert(arrays: dict[str, np.ndarray], section: Section, reading: bool) -> Conversion:
+def convert(arrays: dict[str, np.ndarray], section: Section, reading: bool,
+            params: set | None = None) -> Conversion:
+    """params: the model's parameter names, when reading: a tie whose copy a rule maps to one of
+    them is not a tie for this model (Llama's head, tied or not by a model parameter)."""
     conv = Conversion()
     if section is IDENTITY:
         conv.out = {k: Produced(a, (k,), None) for k, a in arrays.items()}
@@ -80,7 +83,7 @@ def convert(arrays: dict[str, np.ndarray], section: Section, reading: bool) -> C
     for k, a in arrays.items():
         work[canonical(section, k) if reading else k] = (a, k)
     if reading:
-        _resolve_ties(section, work, conv, problems)
+        _resolve_ties(section, work, conv, problems, params or set())
         for k in list(work):
             if any(d.match(k) for d in section.drops):
                 conv.dropped.append(work.pop(k)[1])
@@ -133,11 +136,14 @@ def _produce(conv: Conversion, rule: Rule, names: list[str], steps, arrays, orig
         conv.out[n] = Produced(a, origin, rule)
 
 
-def _resolve_ties(section: Section, work: dict, conv: Conversion, problems: list[str]) -> None:
+def _resolve_ties(section: Section, work: dict, conv: Conversion, problems: list[str], params: set) -> None:
     for tie in section.ties:
         for name in list(work):
             b = tie.copy.match(name)
             if b is None:
+                continue
+            own = targets(section, name)[1]
+            if own and all(n in params for n in own):      # the model keeps the copy as a tensor of its own
                 continue
             of = tie.of.format(b)
             arr, orig = work.pop(name)

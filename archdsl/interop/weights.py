@@ -124,7 +124,7 @@ def import_weights(source, model: Model, *, mapping=None, strict: bool = True) -
     mf = mapping_for(model, mapping)
     sec = choose(list(src.tensors), model, sections_for(model, mf, mapping is not None))
     check_config(src, sec, model)
-    conv = convert(src.tensors, sec, reading=True)
+    conv = convert(src.tensors, sec, reading=True, params=set(model.parameters))
     imp = Imported({}, src, sec, conv.unused, conv.dropped, conv.tied)
     unexpected = [t for t in conv.out if t not in model.parameters]
     if not strict:

@@ -36,9 +36,10 @@ from .workspace import Analysis, Workspace
 
 _TOKEN = re.compile(r"""#[^\n]*|"[^"\n]*"?|'[^'\n]*'?|[A-Za-z_][A-Za-z_0-9]*|[0-9][0-9_.eE]*|->|\*\*|//|[=!<>]=|\S""")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*$")
-_HEADS = ("model", "block", "train", "gan", "repeat")
-TOP_LEVEL = ("model", "block", "import", "train", "gan")
-BODY_KEYWORDS = ("input", "output", "repeat", "if", "else", "and", "or", "not", "true", "false", "as")
+_HEADS = ("model", "block", "cell", "train", "gan", "repeat")
+TOP_LEVEL = ("model", "block", "cell", "import", "train", "gan")
+BODY_KEYWORDS = ("input", "output", "state", "fixed", "repeat", "if", "else", "and", "or", "not", "true", "false",
+                 "as")
 MAX_IMPORT_DEPTH = 3        # folders below the document searched for import paths
 MAX_IMPORT_ITEMS = 500
 
@@ -70,7 +71,7 @@ def complete(a: Analysis, ws: Workspace, pos: T.Position, snippets: bool = True)
         items = [_keyword(k) for k in TOP_LEVEL]
     elif stack[-1][0] == "{" and stack[-1][1] and stack[-1][1][0] in ("train", "gan"):
         items = _section_items(stack[-1][1], code, index)
-    elif len(code) >= 3 and code[-1] == ":" and code[-3] == "input":
+    elif len(code) >= 3 and code[-1] == ":" and code[-3] in ("input", "state", "fixed"):
         items = [T.CompletionItem(label=d, kind=T.CompletionItemKind.TypeParameter, detail="dtype")
                  for d in DTYPES]
     else:

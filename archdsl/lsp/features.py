@@ -439,8 +439,9 @@ def _check_clash(key, new: str, idx: ModuleIndex) -> None:
 
 
 # -- document symbols ----------------------------------------------------------------------------
-_SYMBOL_KINDS = {"model": T.SymbolKind.Class, "block": T.SymbolKind.Function, "param": T.SymbolKind.TypeParameter,
-                 "input": T.SymbolKind.Field, "output": T.SymbolKind.Property, "tensor": T.SymbolKind.Variable,
+_SYMBOL_KINDS = {"model": T.SymbolKind.Class, "block": T.SymbolKind.Function, "cell": T.SymbolKind.Function,
+                 "param": T.SymbolKind.TypeParameter, "input": T.SymbolKind.Field, "state": T.SymbolKind.Field,
+                 "fixed": T.SymbolKind.Field, "output": T.SymbolKind.Property, "tensor": T.SymbolKind.Variable,
                  "layer": T.SymbolKind.Object}
 
 

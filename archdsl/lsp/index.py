@@ -123,8 +123,8 @@ class ModuleIndex:
         bound: list[tuple[A.Node, list, str]] = []
         for stmt in d.body:
             toks = self._tokens_in(stmt.span)
-            if isinstance(stmt, A.Input) and len(toks) > 1:
-                bound.append((stmt, [toks[1]], "input"))
+            if isinstance(stmt, (A.Input, A.State, A.Fixed)) and len(toks) > 1:
+                bound.append((stmt, [toks[1]], {A.Input: "input", A.State: "state", A.Fixed: "fixed"}[type(stmt)]))
             elif isinstance(stmt, A.Assign):
                 names = []
                 for t in toks:
@@ -142,7 +142,7 @@ class ModuleIndex:
             if p.default is not None:
                 self._expr(p.default, scope, {})
         for stmt in d.body:
-            if isinstance(stmt, A.Input) and stmt.type is not None:
+            if isinstance(stmt, (A.Input, A.State, A.Fixed)) and stmt.type is not None:
                 self._expr(stmt.type, scope, {})
             elif isinstance(stmt, (A.Assign, A.Output)):
                 self._expr(stmt.value, scope, {})

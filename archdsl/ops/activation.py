@@ -344,6 +344,9 @@ class _AxisSoftmax(_Elementwise):
     def time_local(self, a):
         return a.x.rank < 3 or a.derived >= 2
 
+    def rowwise(self, a):
+        return a.derived != 0 and not self.batch_coupled(a)
+
     def lower(self, a, g, inputs):
         # Opset >= 13 Softmax/LogSoftmax normalise along one axis (the older ones flattened).
         return [g.op(self.onnx_op, inputs, axis=a.derived)]

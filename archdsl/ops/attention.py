@@ -1,5 +1,5 @@
-"""Attention: MultiHeadAttention, ScaledDotProductAttention, AdditiveAttention (Bahdanau) and
-RotaryEmbedding.
+"""Attention: MultiHeadAttention, ScaledDotProductAttention, AdditiveAttention (Bahdanau),
+RotaryEmbedding, and Swin's window biases (RelativePositionBias2d, ShiftedWindowMask).
 
 Input conventions (the attributes decide what the inputs are; a mismatch is a shape error that
 says which inputs were expected):
@@ -79,9 +79,12 @@ import numpy as np
 from ..autodiff.attention import (
     MASK_MODES, additive_attention, dropout_mask, keep_from, mask_arrays, mha, rope_tables, rotary, sdpa,
 )
+from ..autodiff import functional as F
+from ..autodiff.tensor import Tensor
 from ..backends.torch.lazy import TF, TK
 from ..errors import ArchError
 from ..ir.graph import ParamSpec
+from ..ir.initializers import make as make_init
 from ..ir.types import INT_DTYPES, TensorType, is_static
 from .base import Arg, Op, Sample, explain_params, explain_shape, lowering
 
@@ -380,12 +383,29 @@ class _MaskedAttention(Op):
         return TK.keep_mask(inputs[-1], a.attrs["mask"], s)
 
 
+class _DotProductLowerings:
+    """The three lowerings of the dot-product ops: ONNX's native Attention from opset 24 (lengths
+    as nonpad_kv_seqlen) and 23, the MatMul/Softmax decomposition below; `_lower` builds each."""
+
+    @lowering(since=24, when=native_fits_24)
+    def lower_native_lengths(self, a, g, inputs):
+        return self._lower(a, g, inputs, native=True, nonpad_ok=True)
+
+    @lowering(since=23, when=native_fits)
+    def lower_native(self, a, g, inputs):
+        return self._lower(a, g, inputs, native=True)
+
+    @lowering()
+    def lower_decomposed(self, a, g, inputs):
+        return self._lower(a, g, inputs, native=False)
+
+
 def _same(op, a, b, what_a, what_b):
     if a != b and (is_static(a) == is_static(b)):
         raise op.fail(f"{what_a} does not match {what_b}: {a} vs {b}")
 
 
-class MultiHeadAttention(_MaskedAttention):
+class MultiHeadAttention(_DotProductLowerings, _MaskedAttention):
     """Multi-head attention as nn.MultiheadAttention (batch first): self-attention on x, or
     cross-attention on (query, memory) or (query, key, value), with causal, padding and length
     masks. `kdim`/`vdim` are the feature sizes of the key and value inputs (default: the
@@ -581,8 +601,6 @@ class MultiHeadAttention(_MaskedAttention):
                   need_weights=attrs["need_weights"])
         return list(out) if attrs["need_weights"] else [out]
 
-    # -- ONNX -------------------------------------------------------------------------------
-
     def torch_forward(self, a, ctx, inputs, params):
         lay, attrs, p = a.derived, a.attrs, params.get
         h, dh = attrs["heads"], attrs["d_model"] // attrs["heads"]
@@ -601,17 +619,8 @@ class MultiHeadAttention(_MaskedAttention):
         o = (res[0] if attrs["need_weights"] else res).transpose(1, 2).flatten(2)
         out = TF.linear(o, params["out_weight"], p("out_bias"))
         return [out, res[1]] if attrs["need_weights"] else [out]
-    @lowering(since=24, when=native_fits_24)
-    def lower_native_lengths(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True, nonpad_ok=True)
 
-    @lowering(since=23, when=native_fits)
-    def lower_native(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True)
-
-    @lowering()
-    def lower_decomposed(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=False)
+    # -- ONNX -------------------------------------------------------------------------------
 
     def _lower(self, a, b, inputs, native: bool, nonpad_ok: bool = False):
         attrs, lay = a.attrs, a.derived
@@ -676,7 +685,7 @@ class MultiHeadAttention(_MaskedAttention):
         return [out, w] if attrs["need_weights"] else [out]
 
 
-class ScaledDotProductAttention(_MaskedAttention):
+class ScaledDotProductAttention(_DotProductLowerings, _MaskedAttention):
     """softmax(q k^T * scale + bias + mask) v on (q [N, H, T, dk], k [N, H, S, dk], v [N, H, S, dv])
     as F.scaled_dot_product_attention; scale 0 means 1/sqrt(dk). No parameters. attn_bias=true
     takes a float bias input after v (broadcast against [N, H, T, S], as MultiHeadAttention's);
@@ -775,18 +784,6 @@ class ScaledDotProductAttention(_MaskedAttention):
                            keep=self._torch_keep(a, ctx, inputs, k.shape[2]), causal=a.attrs["causal"],
                            scale=self._scale(a), period=lay.period, drop=drop, need_weights=need)
         return [res[0], res[1]] if need else [res]
-
-    @lowering(since=24, when=native_fits_24)
-    def lower_native_lengths(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True, nonpad_ok=True)
-
-    @lowering(since=23, when=native_fits)
-    def lower_native(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=True)
-
-    @lowering()
-    def lower_decomposed(self, a, g, inputs):
-        return self._lower(a, g, inputs, native=False)
 
     def _lower(self, a, b, inputs, native: bool, nonpad_ok: bool = False):
         lay, attrs = a.derived, a.attrs
@@ -949,3 +946,130 @@ class AdditiveAttention(_MaskedAttention):
             p = b.op("Where", [allow, p, b.const(np.asarray(0.0, dt), hint="zero_f")])
         ctx = b.op("MatMul", [p, k])
         return [ctx, p] if attrs["need_weights"] else [ctx]
+
+
+# =================================================================================================
+# Swin's windows (Liu et al., 2021): a learned relative position bias, the shifted-window mask
+# =================================================================================================
+
+def _window(op: Op, a) -> tuple[int, int]:
+    w = a.attrs["window"]
+    w = (w, w) if isinstance(w, int) else tuple(w)
+    if len(w) != 2 or min(w) < 1:
+        raise op.fail(f"window must be a positive int or a pair (Wh, Ww), got {w}")
+    return w
+
+
+def relative_position_index(wh: int, ww: int) -> np.ndarray:
+    """[M², M²] (M² = wh·ww): for tokens i, j of a window, the row of the bias table holding
+    their offset (dy, dx), each in -(w-1)..w-1; torchvision's relative_position_index."""
+    coords = np.stack(np.meshgrid(np.arange(wh), np.arange(ww), indexing="ij")).reshape(2, -1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
+
+
+def shifted_window_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, value: float) -> np.ndarray:
+    """[windows, 1, M², M²]: 0 between tokens of a window that were neighbours before the cyclic
+    shift, `value` between tokens the shift brought together (torchvision's attn_mask)."""
+    region = np.zeros((h, w), np.int64)
+    count = 0
+    for hs in ((0, -wh), (-wh, -sh), (-sh, None)) if sh else ((0, None),):
+        for ws in ((0, -ww), (-ww, -sw), (-sw, None)) if sw else ((0, None),):
+            region[slice(*hs), slice(*ws)] = count
+            count += 1
+    ids = region.reshape(h // wh, wh, w // ww, ww).transpose(0, 2, 1, 3).reshape(-1, wh * ww)
+    return np.where(ids[:, None, :] != ids[:, :, None], value, 0.0)[:, None]
+
+
+class RelativePositionBias2d(Op):
+    """Swin's relative position bias for attention among the Wh·Ww tokens of a window: a learned
+    table of (2Wh-1)(2Ww-1) offsets x heads, read out as [heads, M², M²] (M² = Wh·Ww) for the
+    window tokens x [..., M², C] it is applied to."""
+    name = "RelativePositionBias2d"
+    family = "attention"
+    args = (Arg("heads", "int"), Arg("window", "ints", doc="Wh, or (Wh, Ww)"))
+    samples = (Sample("x: f32[N, 4, 6] -> RelativePositionBias2d(3, 2)"),
+               Sample("x: f32[N, 6, 5] -> RelativePositionBias2d(2, (2, 3))"))
+
+    def derive(self, a):
+        return _window(self, a)
+
+    def infer(self, a):
+        wh, ww = a.derived
+        if a.attrs["heads"] < 1:
+            raise self.fail(f"heads must be positive, got {a.attrs['heads']}")
+        if a.x.rank < 2 or a.x.shape[-2] != wh * ww:
+            raise self.fail(f"expects the tokens of {wh}x{ww} windows [..., {wh * ww}, C], got {a.x}",
+                            "partition into windows first: Reshape, Permute, Reshape((-1, Wh*Ww, C))")
+        n = wh * ww
+        return [TensorType(a.x.dtype if a.x.is_float else "f32", (a.attrs["heads"], n, n))]
+
+    def params(self, a):
+        wh, ww = a.derived
+        return {"relative_position_bias_table": ParamSpec(
+            ((2 * wh - 1) * (2 * ww - 1), a.attrs["heads"]),
+            initializer=make_init("trunc_normal", [], {"std": 0.02}))}
+
+    def explain(self, a):
+        (wh, ww), h = a.derived, a.attrs["heads"]
+        return [f"RelativePositionBias2d: ({2 * wh - 1}\u00b7{2 * ww - 1}) offsets of a {wh}x{ww} window, "
+                f"read out for each of {wh * ww}\u00b7{wh * ww} token pairs \u2192 {a.out_types[0]}"] \
+            + explain_params(a.params)
+
+    def lower(self, a, g, inputs):
+        (wh, ww), n = a.derived, a.derived[0] * a.derived[1]
+        rows = g.op("Gather", [g.param("relative_position_bias_table"),
+                               g.ints(relative_position_index(wh, ww).reshape(-1), hint="relative_position_index")],
+                    axis=0)
+        return [g.op("Transpose", [g.op("Reshape", [rows, g.ints([n, n, a.attrs["heads"]])])], perm=[2, 0, 1])]
+
+    def forward(self, a, ctx, inputs, params):
+        wh, ww = a.derived
+        rows = F.take(params["relative_position_bias_table"], relative_position_index(wh, ww), axis=0)
+        return [F.transpose(rows, (2, 0, 1))]
+
+
+class ShiftedWindowMask(Op):
+    """Swin's mask for attention in shifted windows over a feature map x [N, H, W, C] rolled by
+    -shift: [windows, 1, M², M²], `value` (-100, as torchvision) between tokens that were not
+    neighbours before the roll, 0 elsewhere; added to the scores with the position bias."""
+    name = "ShiftedWindowMask"
+    family = "attention"
+    args = (Arg("window", "ints", doc="Wh, or (Wh, Ww)"), Arg("shift", "ints", doc="sh, or (sh, sw)"),
+            Arg("value", "float", -100.0, keyword_only=True, doc="added to the scores of pairs split by the shift"))
+    samples = (Sample("x: f32[N, 4, 6, 3] -> ShiftedWindowMask(2, 1)", grad=False),
+               Sample("x: f32[N, 6, 4, 2] -> ShiftedWindowMask((3, 2), (1, 0), value=-50.0)", grad=False))
+
+    def derive(self, a):
+        s = a.attrs["shift"]
+        s = (s, s) if isinstance(s, int) else tuple(s)
+        if len(s) != 2:
+            raise self.fail(f"shift must be an int or a pair (sh, sw), got {a.attrs['shift']}")
+        return _window(self, a), s
+
+    def infer(self, a):
+        (wh, ww), (sh, sw) = a.derived
+        x = a.x
+        self.expect_float(x)
+        if x.rank != 4 or not is_static(x.shape[1]) or not is_static(x.shape[2]):
+            raise self.fail(f"expects a channels-last feature map [N, H, W, C] of concrete H and W, got {x}")
+        h, w = int(x.shape[1]), int(x.shape[2])
+        if h % wh or w % ww:
+            raise self.fail(f"the {h}x{w} map does not split into {wh}x{ww} windows", "pad it to a multiple first")
+        if not (0 <= sh < wh and 0 <= sw < ww):
+            raise self.fail(f"shift {a.attrs['shift']} must be in 0..window-1 per axis (window {wh}x{ww})")
+        if not np.isfinite(a.attrs["value"]):
+            raise self.fail("value must be finite", "-100 is torchvision's (softmax gives those pairs ~e^-100)")
+        n = wh * ww
+        return [TensorType(x.dtype, ((h // wh) * (w // ww), 1, n, n))]
+
+    def _mask(self, a) -> np.ndarray:
+        (wh, ww), (sh, sw) = a.derived
+        return shifted_window_mask(int(a.x.shape[1]), int(a.x.shape[2]), wh, ww, sh, sw,
+                                   a.attrs["value"]).astype(a.x.np_dtype)
+
+    def lower(self, a, g, inputs):
+        return [g.const(self._mask(a), hint="shifted_window_mask")]
+
+    def forward(self, a, ctx, inputs, params):
+        return [Tensor(self._mask(a).astype(inputs[0].data.dtype))]

@@ -27,7 +27,8 @@ that one object, so nothing is worked out twice:
   and the newest opset, a float64 gradient check, explain/summary/render, a fuzz probe.
 
 What other passes need to know about an op it declares here (never by its name elsewhere):
-`time_local`, `recurrence`, `context_length`, `window`, `batch_coupled`, `stochastic`.
+`time_local`, `rowwise`, `recurrence` (with the step graph of a user cell), `context_length`,
+`window`, `batch_coupled`, `stochastic`.
 
 Adding an op: one class (schema, shape rule, params, lowering, forward, torch_forward, samples) in
 its family module; its kernel, if it needs a fused one, in autodiff/ (and in
@@ -39,6 +40,8 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import numpy as np
 
 from ..errors import ArchError, ShapeError, Span
 from ..ir.constraints import Constraint, at_least, relate
@@ -53,8 +56,9 @@ MIN_OPSET = 13
 
 # Argument kinds an op schema may declare; the elaborator checks values against them.
 #   int, float, bool, str, ints (int or tuple of ints), shape (tuple of ints, -1 allowed),
-#   padding (int, tuple or 'same'/'valid'), layer (a layer instance, for tying), any
-ARG_KINDS = ("int", "float", "bool", "str", "ints", "shape", "padding", "layer", "any", "dtype")
+#   padding (int, tuple or 'same'/'valid'), layer (a layer instance, for tying), cell (a cell
+#   instance: an ir.cell.Cell once applied), any
+ARG_KINDS = ("int", "float", "bool", "str", "ints", "shape", "padding", "layer", "cell", "any", "dtype")
 
 
 @dataclass(frozen=True)
@@ -107,13 +111,15 @@ class Sample:
     grad: run the gradient check (False only where the op has no gradient to check).
     expr: for an op the language writes with syntax rather than a call (`x[:, 1:]`, a `param`),
     `call` holds only the inputs (`x: f32[N, T, 6]`) and `expr` the expression whose value is the
-    op's output; `setup` holds statements before it (`param p: f32[2, 3] = zeros`).
+    op's output; `setup` holds statements before it (`param p: f32[2, 3] = zeros`), and `defs`
+    top-level items the call uses (an import, a cell definition).
     """
     call: str
     values: dict = field(default_factory=dict)
     grad: bool = True
     expr: str = ""
     setup: str = ""
+    defs: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,13 @@ class Recurrence:
     reverse: bool = False            # one direction, last step to first
     returns_sequence: bool = True    # output 0 is every step (else the last)
     cell_params: tuple = ()          # per (layer, direction), row k*directions + d: local param names
+    state_types: tuple = ()          # each state's type, where they differ (a user cell); else state_type
+    first_state_output: int = 1      # output index of the first final state (after the cell's outputs)
+    body: Any = None                 # a user cell's step graph (ir/cell.py CellBody); None for fused ops
+
+    def type_of(self, i: int) -> TensorType:
+        """The type of state i."""
+        return self.state_types[i] if self.state_types else self.state_type
 
 
 @dataclass(frozen=True)
@@ -187,6 +200,12 @@ class Op:
         """Output step t of a batch-first sequence depends on input step t alone (or, for a
         recurrent op, on the steps before it through its state)."""
         return False
+
+    def rowwise(self, a: Application) -> bool:
+        """Row n of every output (dim 0, the batch) depends on row n of the inputs alone, so the
+        op may run on the rows of many steps at once: a scanned cell does such work for all
+        steps before its step loop. By default what is position-wise and not batch-coupled."""
+        return self.time_local(a) and not self.batch_coupled(a)
 
     def recurrence(self, a: Application) -> Recurrence | None:
         return None
@@ -340,6 +359,15 @@ class Op:
         if not t.is_float:
             raise self.fail(f"expects a floating-point {what}, got {t}",
                             "integer token ids go through an Embedding first" if t.dtype.startswith("i") else None)
+
+    def expect_fits(self, a, names, headroom: float = 1.0) -> None:
+        """The float attributes `names` fit the input's dtype (they become constants of it), with
+        `headroom` (2: twice the value must fit too)."""
+        big = float(np.finfo(a.x.np_dtype).max)
+        for k in names:
+            v = a.attrs[k]
+            if isinstance(v, float) and not abs(v) * headroom <= big:
+                raise self.fail(f"{k}={v:g} does not fit the input's dtype {a.x.dtype} (max {big / headroom:g})")
 
 
 def _fmt(v) -> str:

@@ -1,7 +1,9 @@
-"""Dropout: zeroes each element with probability p in training, scaling the rest by 1/(1-p)."""
+"""Dropout: zeroes each element with probability p in training, scaling the rest by 1/(1-p); and
+stochastic depth, which drops a whole sample's residual branch."""
 from __future__ import annotations
 
 from ..autodiff import functional as F
+from ..autodiff.tensor import Tensor
 from .base import Arg, Op, Sample
 
 
@@ -37,3 +39,36 @@ class Dropout(Op):
 
     def torch_forward(self, a, ctx, inputs, params):
         return [ctx.dropout(inputs[0], a.attrs["p"])]
+
+class StochasticDepth(Dropout):
+    """Drops the whole residual branch of a sample with probability p in training and scales the
+    kept ones by 1/(1-p) (Huang et al.'s stochastic depth, torchvision.ops.StochasticDepth; mode
+    'batch': one draw for the whole batch); the identity at inference, with no ONNX node."""
+    name = "StochasticDepth"
+    args = (Arg("p", "float", doc="the probability of dropping a sample's branch"),
+            Arg("mode", "str", "row", choices=("row", "batch"), doc="one draw per sample, or one per batch"))
+    samples = (Sample("x: f32[N, 3, 4, 4] -> StochasticDepth(0.2)"),
+               Sample("x: f32[N, T, 6] -> StochasticDepth(0.5, mode='batch')"))
+
+    def infer(self, a):
+        self.expect_float(a.x)
+        p = a.attrs["p"]
+        if not 0.0 <= p <= 1.0:
+            raise self.fail(f"p must be in [0, 1], got {p}", "p is the probability of dropping a sample's branch")
+        if a.x.rank < 1:
+            raise self.fail(f"expects a batch of samples (rank >= 1), got {a.x}")
+        return [a.x]
+
+    def forward(self, a, ctx, inputs, params):
+        x, p = inputs[0], a.attrs["p"]
+        if not ctx.training or p == 0.0:
+            return [x]
+        rows = x.shape[0] if a.attrs["mode"] == "row" else 1
+        keep = (ctx.rng.random(rows) >= p).astype(x.data.dtype)
+        if p < 1.0:         # torchvision: the kept rows scaled by 1/(1-p); p = 1 drops everything
+            keep /= (1.0 - p)
+        return [F.mul(x, Tensor(keep.reshape((rows,) + (1,) * (x.ndim - 1))))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        m = ctx.branch_mask(inputs[0], a.attrs["p"], per_row=a.attrs["mode"] == "row")
+        return [inputs[0] if m is None else inputs[0] * m]

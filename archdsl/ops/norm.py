@@ -492,6 +492,7 @@ class LocalResponseNorm(Op):
             raise self.fail(f"size must be positive, got {a.attrs['size']}")
         if a.attrs["k"] <= 0:
             raise self.fail(f"k must be positive (it keeps the denominator away from 0), got {a.attrs['k']}")
+        self.expect_fits(a, ("alpha", "beta", "k"))
         if a.attrs["alpha"] < 0:
             raise self.fail(f"alpha must be >= 0, got {a.attrs['alpha']}")
 

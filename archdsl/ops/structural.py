@@ -203,13 +203,17 @@ class Permute(Transpose):
 
 
 class Concat(Op):
-    """Concatenates 2 or more inputs along `axis`; every other dim must agree."""
+    """Concatenates 2 or more inputs along `axis`; every other dim must agree, or, with
+    broadcast=true, be 1 and expand (ViT's class token [1, 1, d] before patches [N, P, d])."""
     name = "Concat"
     family = "structural"
-    args = (Arg("axis", "int", 1),)
+    args = (Arg("axis", "int", 1),
+            Arg("broadcast", "bool", False, doc="size-1 dims off the axis expand to the other inputs' size"))
     n_inputs = (2, -1)
     samples = (Sample("(a: f32[N, 2, 3], b: f32[N, 4, 3]) -> Concat"),
-               Sample("(a: f32[N, T, 3], b: f32[N, T, 2], c: f32[N, T, 1]) -> Concat(axis=-1)"))
+               Sample("(a: f32[N, T, 3], b: f32[N, T, 2], c: f32[N, T, 1]) -> Concat(axis=-1)"),
+               Sample("(c: f32[1, 1, 4], x: f32[N, T, 4]) -> Concat(axis=1, broadcast=true)"),
+               Sample("(a: f32[N, 1, 2], b: f32[1, 3, 1], c: f32[N, 3, 2]) -> Concat(axis=-1, broadcast=true)"))
 
     def derive(self, a) -> int:
         """The concat axis, normalised against the rank."""
@@ -226,26 +230,63 @@ class Concat(Op):
         in_types = a.in_types
         if len(in_types) < 2:
             raise self.fail(f"needs at least 2 inputs, got {len(in_types)}")
-        x0, ax = in_types[0], a.derived
-        total = x0.shape[ax]
+        x0, ax, broadcast = in_types[0], a.derived, a.attrs["broadcast"]
         for i, t in enumerate(in_types[1:], start=1):
             if t.dtype != x0.dtype:
                 raise self.fail(f"input {i} has dtype {t.dtype} but input 0 has {x0.dtype} ({t} vs {x0})")
             if t.rank != x0.rank:
                 raise self.fail(f"input {i} {t} has {t.rank} dims but input 0 {x0} has {x0.rank}")
-            for d in range(x0.rank):
-                if d != ax and not self.same_dim(a, t.shape[d], x0.shape[d],
-                                                 f"input {i} must agree with input 0 in dim {d}"):
-                    raise self.fail(f"input {i} {t} differs from input 0 {x0} in dim {d} "
-                                    f"({t.shape[d]} vs {x0.shape[d]}); only dim {ax} (the concat axis) may differ")
-            total = total + t.shape[ax]
-        return [x0.with_shape(x0.shape[:ax] + (total,) + x0.shape[ax + 1:])]
+        out = list(x0.shape)
+        for d in range(x0.rank):
+            if d == ax:
+                continue
+            # the size every input must have in dim d: input 0's, or with broadcast the first not 1
+            k = next((i for i, t in enumerate(in_types) if t.shape[d] != 1), 0) if broadcast else 0
+            out[d] = in_types[k].shape[d]
+            for i, t in enumerate(in_types):
+                if i == k or (broadcast and t.shape[d] == 1):
+                    continue
+                if not self.same_dim(a, t.shape[d], out[d], f"input {i} must agree with input {k} in dim {d}"):
+                    raise self.fail(f"input {i} {t} differs from input {k} {in_types[k]} in dim {d} "
+                                    f"({t.shape[d]} vs {out[d]}); only dim {ax} (the concat axis) may differ",
+                                    None if broadcast or 1 not in (t.shape[d], out[d]) else
+                                    "Concat(..., broadcast=true) expands size-1 dims")
+        out[ax] = sum((t.shape[ax] for t in in_types[1:]), x0.shape[ax])
+        return [x0.with_shape(tuple(out))]
+
+    def _expanded(self, a, i: int) -> list[int]:
+        """The dims input i broadcasts along (size 1 where the output is not)."""
+        return [d for d, (s, o) in enumerate(zip(a.in_types[i].shape, a.out_types[0].shape))
+                if d != a.derived and s == 1 and o != 1]
 
     def lower(self, a, g, inputs):
-        return [g.op("Concat", inputs, axis=a.derived)]
+        ins = list(inputs)
+        for i, name in enumerate(inputs):
+            dims = self._expanded(a, i)
+            if not dims:
+                continue
+            # Expand broadcasts both ways: 1 keeps the input's dim, the rest come from the output
+            # (a concrete size, or read at run time from an input that has it)
+            parts = []
+            for d, o in enumerate(a.out_types[0].shape):
+                if d not in dims:
+                    parts.append(g.ints([1]))
+                elif is_static(o):
+                    parts.append(g.ints([int(o)]))
+                else:
+                    src = next(inputs[k] for k, t in enumerate(a.in_types) if t.shape[d] == o)
+                    parts.append(g.op("Gather", [g.op("Shape", [src]), g.ints([d])], axis=0))
+            ins[i] = g.op("Expand", [name, g.op("Concat", parts, axis=0)])
+        return [g.op("Concat", ins, axis=a.derived)]
 
     def forward(self, a, ctx, inputs, params):
-        return [F.concat(list(inputs), a.derived)]
+        xs = list(inputs)
+        for i, x in enumerate(inputs):
+            dims = self._expanded(a, i)
+            if dims:
+                shape = [max(t.shape[d] for t in inputs) if d in dims else s for d, s in enumerate(x.shape)]
+                xs[i] = F.broadcast_to(x, tuple(shape))
+        return [F.concat(xs, a.derived)]
 
     def torch_forward(self, a, ctx, inputs, params):
         return [torch.cat(list(inputs), a.derived)]

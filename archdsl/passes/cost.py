@@ -41,6 +41,9 @@ class NodeCost:
     out_bytes: int
     shared_with: str | None = None      # first node applying the same layer instance
     reused_params: list[str] = field(default_factory=list)   # counted at an earlier node
+    # a user cell's step (ops that declare a step graph: ops/scan.py): one row per layer of the
+    # step, with its per-step output shapes and MACs; its parameters are counted in this row
+    step: list["NodeCost"] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -193,7 +196,7 @@ def analyze(model: Model, dims: dict[str, int] | None = None, batch: int = 1) ->
             name=n.name, kind=n.kind, describe=_describe(n), scope=tuple(n.scope), instance=n.instance,
             out_types=[str(v.type) for v in n.outputs], out_shapes=[list(s) for s in out_shapes],
             params=params, trainable=trainable, buffers=buffers, macs=macs, out_bytes=out_bytes,
-            shared_with=shared_with, reused_params=reused))
+            shared_with=shared_with, reused_params=reused, step=_step_rows(n, res)))
         for depth, path in enumerate(n.scope):
             sc = scope_of(path, depth)
             sc.params += params
@@ -221,6 +224,35 @@ def analyze(model: Model, dims: dict[str, int] | None = None, batch: int = 1) ->
         buffer_elements=buffer_el, macs=sum(r.macs for r in rows),
         activation_bytes=sum(r.out_bytes for r in rows), input_bytes=input_bytes,
         param_bytes=total * PARAM_BYTES, buffer_bytes=buffer_el * PARAM_BYTES)
+
+
+def _step_rows(n: Node, res: _Resolver) -> list[NodeCost]:
+    """Rows for the layers of one step of a node's cell (none for other nodes): per-step output
+    shapes and MACs, and each layer's parameters (those of the node, counted there once)."""
+    rec = n.op.recurrence(n.app)
+    body = rec.body if rec is not None else None
+    if body is None:
+        return []
+    m = body.model
+    rows, counted = [], set()
+    for b in m.nodes:
+        params = trainable = 0
+        for pname in b.params.values():
+            if pname in counted:
+                continue
+            counted.add(pname)
+            p = m.parameters[pname]
+            if not p.spec.buffer:
+                params += p.numel
+        in_shapes = [res.shape(v.type) for v in b.inputs]
+        out_shapes = [res.shape(v.type) for v in b.outputs]
+        rows.append(NodeCost(
+            name=b.name, kind=b.kind, describe=_describe(b), scope=tuple(b.scope), instance=b.instance,
+            out_types=[str(v.type) for v in b.outputs], out_shapes=[list(s) for s in out_shapes],
+            params=params, trainable=trainable, buffers=0, macs=int(b.op.macs(b.app, in_shapes, out_shapes)),
+            out_bytes=sum(_numel(s) * v.type.np_dtype.itemsize for s, v in zip(out_shapes, b.outputs)),
+            step=_step_rows(b, res)))
+    return rows
 
 
 def _describe(n: Node) -> str:

@@ -5,7 +5,8 @@ A freeze name picks parameters by where they live in the spec:
 * a layer instance (`fc`, `conv2d_1`, `enc`: `Node.instance`; a shared layer is one instance),
 * a block instance or repeat copy (`backbone`, `layer1`, `layer1.repeat_1.0`: any entry of
   `Node.scope`), which freezes every layer inside it,
-* a parameter by its full name (`fc.weight`).
+* a parameter by its full name (`fc.weight`),
+* a layer or block inside a scanned cell, under the scan's name (`decoder.attn`, `lstmcell_1.ih`).
 
 Frozen parameters get `Param.trainable = False`: the NumPy executor gives them no gradient, the
 optimizers never touch them, and `archdsl summary` counts them as non-trainable. Buffers (BatchNorm
@@ -17,15 +18,30 @@ from ..errors import ArchError, Span, did_you_mean
 from ..ir.graph import Model
 
 
-def freeze_candidates(model: Model) -> list[str]:
-    """Every name `apply_freeze` accepts for this model (layers and blocks that own parameters)."""
-    seen: dict[str, None] = {}
+def _layers(model: Model):
+    """(instance name, node name, scopes, parameter names) of every layer with parameters, the
+    layers inside a scanned cell's step too (named under the scan: `decoder.attn`)."""
     for node in model.nodes:
         if not node.params:
             continue
-        for s in node.scope:
+        inst = node.instance or node.name
+        yield inst, node.name, tuple(node.scope), list(node.params.values())
+        rec = node.op.recurrence(node.app)
+        if rec is not None and rec.body is not None:
+            for b in rec.body.model.nodes:
+                if b.params:
+                    yield (f"{inst}.{b.instance or b.name}", f"{inst}.{b.name}",
+                           tuple(node.scope) + (inst,) + tuple(f"{inst}.{s}" for s in b.scope),
+                           [node.params[p] for p in b.params.values()])
+
+
+def freeze_candidates(model: Model) -> list[str]:
+    """Every name `apply_freeze` accepts for this model (layers and blocks that own parameters)."""
+    seen: dict[str, None] = {}
+    for inst, _, scope, _ in _layers(model):
+        for s in scope:
             seen.setdefault(s, None)
-        seen.setdefault(node.instance or node.name, None)
+        seen.setdefault(inst, None)
     return list(seen)
 
 
@@ -35,11 +51,9 @@ def resolve_freeze(model: Model, names, span: Span | None = None) -> list[str]:
     for name in names:
         name = str(name)
         hit = False
-        for node in model.nodes:
-            if not node.params:
-                continue
-            if name == (node.instance or node.name) or name == node.name or name in node.scope:
-                for pname in node.params.values():
+        for inst, node_name, scope, params in _layers(model):
+            if name in (inst, node_name) or name in scope:
+                for pname in params:
                     selected.setdefault(pname, None)
                 hit = True
         if name in model.parameters:

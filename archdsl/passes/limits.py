@@ -16,8 +16,10 @@ the limit; training compares the training bytes. Either way the error states bot
 the layer that contributes most to the one that was too large.
 
 The limit is, in order: the `limit_bytes` argument; the environment variable
-ARCHDSL_MEMORY_LIMIT (`8G`, `512M`, `1.5GiB`, a byte count, or `none` for no limit); this
-machine's memory (physical memory, or the container's cgroup limit when that is lower).
+ARCHDSL_MEMORY_LIMIT (`8G`, `512M`, `1.5GiB`, a byte count, or `none` for no limit); else the
+smallest of this machine's physical memory, the container's cgroup limit and the address space
+`ulimit -v` (RLIMIT_AS) leaves this process (the limit minus what the process already maps:
+the interpreter, NumPy and ONNX Runtime take hundreds of MB of it before any weight exists).
 
 Symbolic dims the caller does not bind count as 1 (as in the cost model); the error then says
 which, so the figure is known to be a lower bound.
@@ -49,6 +51,7 @@ class ResourceEstimate:
     limit_source: str          # where the limit came from
     dominant: str              # the layer contributing most, e.g. "fc1 (Linear, line 7): 3.0 GiB"
     assumed: list[str]         # symbolic dims counted as 1
+    activation_bytes: int = 0  # every layer output of one forward pass at the batch
 
     @property
     def fits(self) -> bool:
@@ -81,21 +84,56 @@ def parse_size(text: str, what: str = ENV_VAR) -> int | None:
 
 
 def machine_memory() -> int | None:
-    """Bytes of memory this process may use: physical memory, or a lower cgroup limit."""
+    """Bytes of memory this process may use: the smallest of physical memory, the cgroup limit
+    and the address space `ulimit -v` leaves it."""
+    return _smallest(_memory_sources())[0]
+
+
+def _memory_sources() -> list[tuple[int | None, str]]:
+    """(bytes or None, what it is) for each bound on this process's memory."""
     total = None
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         pass
+    out = [(total if total and total > 0 else None, "this machine's memory")]
     for f in _CGROUP_FILES:
         try:
             with open(f) as fh:
                 v = fh.read().strip()
         except OSError:
             continue
-        if v.isdigit() and int(v) > 0 and (total is None or int(v) < total):
-            total = int(v)
-    return total if total and total > 0 else None
+        if v.isdigit() and int(v) > 0:
+            out.append((int(v), "the container's memory limit (cgroup)"))
+    out.append((address_space_left(), "the address space left under `ulimit -v`"))
+    return out
+
+
+def _smallest(sources) -> tuple[int | None, str]:
+    known = [(v, what) for v, what in sources if v is not None]
+    return min(known, key=lambda s: s[0]) if known else (None, "")
+
+
+def address_space_left() -> int | None:
+    """RLIMIT_AS (`ulimit -v`) minus the address space this process already maps; None when
+    there is no such limit."""
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    return max(0, soft - _mapped_bytes())
+
+
+def _mapped_bytes() -> int:
+    """The process's virtual memory size (what RLIMIT_AS counts), from /proc/self/statm."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def default_limit() -> tuple[int | None, str]:
@@ -103,8 +141,8 @@ def default_limit() -> tuple[int | None, str]:
     env = os.environ.get(ENV_VAR)
     if env is not None and env.strip():
         return parse_size(env), f"{ENV_VAR}={env.strip()}"
-    mem = machine_memory()
-    return mem, "this machine's memory" if mem is not None else "no limit (machine memory unknown)"
+    mem, source = _smallest(_memory_sources())
+    return mem, source if mem is not None else "no limit (machine memory unknown)"
 
 
 def estimate(model, batch: int = 1, dims: dict | None = None) -> ResourceEstimate:
@@ -118,7 +156,8 @@ def _estimate(model, batch, dims):
     param_bytes = rep.param_bytes + rep.buffer_bytes
     train_bytes = (ADAM_COPIES * rep.param_bytes + rep.buffer_bytes + rep.input_bytes
                    + ACTIVATION_COPIES * rep.activation_bytes)
-    return ResourceEstimate(ir.name, rep.batch, param_bytes, train_bytes, None, "", "", list(rep.assumed)), rep
+    return ResourceEstimate(ir.name, rep.batch, param_bytes, train_bytes, None, "", "", list(rep.assumed),
+                            rep.activation_bytes), rep
 
 
 def check_resources(model, batch: int = 1, dims: dict | None = None, limit_bytes: int | None = None, *,
@@ -157,6 +196,8 @@ def check_resources(model, batch: int = 1, dims: dict | None = None, limit_bytes
     msg = (f"model {est.model} needs {human_bytes(figure)} {what}{at_batch}, more than the limit of "
            f"{human_bytes(limit)} ({source}): parameters {human_bytes(est.param_bytes)} "
            f"({rep.total_params:,} weights), estimated training memory {human_bytes(est.train_bytes)}")
+    if for_training:
+        msg += f" (activations {human_bytes(est.activation_bytes)} at batch {est.batch}, kept for backward)"
     if est.dominant:
         msg += f"; the largest layer is {est.dominant}"
     hints = []
@@ -174,3 +215,21 @@ def check_resources(model, batch: int = 1, dims: dict | None = None, limit_bytes
 def _suggest(n: int) -> str:
     g = -(-n // (1 << 30))      # GiB, rounded up
     return f"{g}G"
+
+
+def check_generation(model, batch: int, dims: dict | None, kept_bytes: int, what: str, hint: str) -> int:
+    """Refuse (ArchError) generating with `model` (`archdsl sample`) when its weights, one forward
+    pass at `batch` with `dims`, and the `kept_bytes` the results take (token ids, text, samples)
+    exceed the memory limit; returns the figure. Counted, never allocated: `-n 100000000` is
+    refused in microseconds instead of dying in an allocation."""
+    weights = activations = 0
+    if model is not None:       # None: an ONNX file, whose results alone are counted
+        rep = analyze(getattr(model, "ir", model), dims=dims, batch=batch)
+        weights, activations = rep.param_bytes + rep.buffer_bytes, rep.input_bytes + rep.activation_bytes
+    figure = weights + activations + int(kept_bytes)
+    limit, source = default_limit()
+    if limit is None or figure <= limit:
+        return figure
+    raise ArchError(f"{what} needs about {human_bytes(figure)}, more than the limit of {human_bytes(limit)} "
+                    f"({source}): {human_bytes(kept_bytes)} of results, {human_bytes(activations)} of "
+                    f"activations at batch {batch}, {human_bytes(weights)} of weights", None, hint)

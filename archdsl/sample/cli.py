@@ -5,6 +5,8 @@
     archdsl sample specs/lstm_lm.arch --weights run/best.npz --device cpu --save-onnx lm_step.onnx ...
     archdsl sample specs/lstm_lm.arch --onnx lm_step.onnx --prompt "def " --length 300
     archdsl sample specs/ring_gan.arch --weights run/checkpoint.npz -n 64 -o samples.png   # a GAN
+    archdsl sample specs/cgan_digits.arch --weights run/checkpoint.npz --class 3 -n 64 -o 3.png
+    archdsl sample specs/vae_digits.arch --weights run/checkpoint.npz -n 64 -o prior.png  # a VAE
 
 Language models run on the NumPy engine (--device numpy, the default) or on ONNX Runtime
 (--device cpu / cuda / auto: the model is exported on the fly, or --onnx FILE is run).
@@ -14,20 +16,31 @@ the training data the checkpoint names, or an ONNX file's metadata (see lm.py). 
 model has a parameter `vocab` that --set does not give, it is set to the vocabulary's size.
 
 The target (archdsl/targets.py) decides: a model samples here (`sample_lm`), a gan section's pair
-in archdsl.gan.sampling.sample_command, which reads -n, -o, --weights, --onnx, --device and --seed.
+in archdsl.gan.sampling.sample_command, which reads -n, -o, --weights, --onnx, --device, --seed
+and --class, a VAE in archdsl/vae.py (the same, and --reconstruct).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..cliargs import nonneg_int, positive_int, temperature
+from ..cliargs import nonneg_int, output_file, positive_int, temperature
 
 
 def cmd_sample(args) -> int:
     from ..api import compile, parse_set
     from ..targets import resolve
+    _refuse_overwriting(args)
     args.overrides = parse_set(args.set)
     return resolve(compile(Path(args.file)), args.model, args.overrides).sample(args)
+
+
+def _refuse_overwriting(args) -> None:
+    """-o and --save-onnx never replace a file the command reads."""
+    from ..fileio import refuse_overwriting_inputs
+    reads = [args.file, args.weights, args.vocab, args.onnx]
+    for flag, out in (("-o", args.output), ("--save-onnx", getattr(args, "save_onnx", None))):
+        if out:
+            refuse_overwriting_inputs(out, reads, flag=flag)
 
 
 def add_commands(sub) -> None:
@@ -46,8 +59,14 @@ def add_commands(sub) -> None:
     p.add_argument("-n", type=positive_int, default=None, dest="n",
                    help="how many samples (language models: continuations, generated as one batch; "
                         "default 1)")
-    p.add_argument("-o", "--output", metavar="OUT",
+    p.add_argument("-o", "--output", metavar="OUT", type=output_file,
                    help="write the samples to OUT (text for a language model; .npy/.png for a GAN)")
+    gen = p.add_argument_group("generative models (GANs, VAEs)")
+    gen.add_argument("--class", dest="classes", metavar="K",
+                     help="a conditional GAN: the classes to generate, -n of each: 3, 0,4,7 or all (default: all)")
+    gen.add_argument("--reconstruct", metavar="FILE",
+                     help="a VAE: reconstruct the inputs in FILE (.npy, or .npz with the model's input arrays) "
+                          "instead of decoding samples of the prior")
     lm = p.add_argument_group("language models")
     lm.add_argument("--prompt", "-p", help="the text to continue")
     lm.add_argument("--length", "-l", type=positive_int, default=200,
@@ -59,7 +78,7 @@ def add_commands(sub) -> None:
     lm.add_argument("--vocab", metavar="FILE", help="the vocabulary: .json list of tokens or .npz with an array 'vocab'")
     lm.add_argument("--onnx", metavar="FILE", help="run this ONNX file (from --save-onnx or archdsl export) "
                                                    "on ONNX Runtime instead of exporting the spec")
-    lm.add_argument("--save-onnx", metavar="FILE", dest="save_onnx",
+    lm.add_argument("--save-onnx", metavar="FILE", dest="save_onnx", type=output_file,
                     help="also write the model that is run (the step model, with the vocabulary) as ONNX")
     lm.add_argument("--opset", type=int, default=None, help="ONNX opset when exporting (default 17)")
     lm.add_argument("--window", type=positive_int, default=None, metavar="W",

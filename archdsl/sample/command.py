@@ -49,6 +49,7 @@ def sample_lm(args, spec, overrides: dict) -> int:
             print(f"wrote {path} ({'step model with carried state' if runner.mode == 'state' else 'model'}, "
                   f"vocabulary in its metadata)", file=sys.stderr)
     n = args.n or 1
+    _check_memory(runner, n, len(args.prompt), args.length)
     texts = generate(runner, vocab, args.prompt, args.length, args.temperature, args.top_k or None,
                      args.seed, n=n)
     secs = time.perf_counter() - t0
@@ -62,8 +63,22 @@ def sample_lm(args, spec, overrides: dict) -> int:
     out = "\n\n".join(args.prompt + (sep if args.prompt and t and not vocab.chars else "") + t for t in texts)
     if args.output:
         from ..fileio import atomic_write
-        atomic_write(Path(args.output), out + "\n")
+        atomic_write(args.output, out + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(out)
     return 0
+
+
+TEXT_BYTES_PER_TOKEN = 16       # a token's id (int64) and its share of the decoded text
+
+
+def _check_memory(runner, n: int, prompt: int, length: int) -> None:
+    """`-n` continuations of `--length` tokens: the ids and text of n x (prompt + length) tokens and
+    the model run at batch n (one step with carried state, else the window or the whole text)."""
+    from ..passes.limits import check_generation
+    steps = 1 if getattr(runner, "mode", None) == "state" else min(getattr(runner, "window", None)
+                                                                  or prompt + length, prompt + length)
+    dims = {s: steps for s in runner.ir.symbols() if s != "N"} if runner.ir is not None else None
+    check_generation(runner.ir, n, dims, TEXT_BYTES_PER_TOKEN * n * (prompt + length),
+                     f"sampling {n:,} x {length:,} tokens", "ask for fewer samples (-n) or fewer tokens (--length)")

@@ -15,10 +15,11 @@ Two ways to step, chosen from the model's graph (`Runner.mode`):
 - "state" (recurrent LMs): the prompt is read once, then every new token is ONE time step
   whose recurrent layers start from the final states of the step before. This is a generic IR
   transform (`stateful`): a copy of the model's IR in which every recurrent node (RNN, LSTM,
-  GRU) takes its initial states from new model inputs `state.<node>.h0` (`.c0`) and returns its
-  final states as new model outputs `state.<node>.h_n` (`.c_n`), exactly the layer's own
-  `(x, h0, c0) -> LSTM(..., return_state=true)` form, so the NumPy engine and the ONNX lowering
-  need nothing new. Nodes that only fed the states of a recurrent layer drop out (a seq2seq
+  GRU, a user cell's Scan: whatever declares a `recurrence`) takes its initial states from new
+  model inputs `state.<node>.h0` (`.c0`; a cell's states by their names, `state.<node>.c`) and
+  returns its final states as new model outputs `state.<node>.h_n` (`.c_n`), exactly the layer's
+  own `(x, h0, c0) -> LSTM(..., return_state=true)` form, so the NumPy engine and the ONNX
+  lowering need nothing new. Nodes that only fed the states of a recurrent layer drop out (a seq2seq
   decoder's step graph no longer contains the encoder). The first call feeds zero states, which
   is what the layers start from without them; if a recurrent layer takes its initial state from
   the graph (a seq2seq decoder), the prompt is instead read by a "prefill" copy that keeps those
@@ -64,6 +65,7 @@ META_VOCAB = "archdsl.vocab"
 META_STATES = "archdsl.states"
 META_LENGTHS = "archdsl.lengths"       # inputs the sampler fills with the number of tokens fed
 SIDECAR = "vocab.json"
+MAX_VOCAB_FILE = 256 << 20      # bytes of a .json vocabulary read at most (a bigger one is refused)
 
 
 # =============================================================================
@@ -155,10 +157,14 @@ class Vocab:
             if "vocab" not in arrays:
                 raise ArchError(f"{p}: no array 'vocab'", hint=f"arrays in the file: {', '.join(arrays) or 'none'}")
             return cls.from_array(arrays["vocab"], f"{p}:vocab")
+        from ..fileio import open_input
         try:
-            with open(p, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            with open_input(p, "vocabulary") as fh:
+                text = fh.read(MAX_VOCAB_FILE + 1)
+            if len(text) > MAX_VOCAB_FILE:
+                raise ArchError(f"the vocabulary '{p}' is larger than {MAX_VOCAB_FILE:,} bytes")
+            data = json.loads(text.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ArchError(f"cannot read the vocabulary '{p}': {e}",
                             hint='a JSON list of tokens, or {"vocab": [...]}') from None
         return cls.from_json(data, p)
@@ -226,6 +232,8 @@ def _onnx_meta(path) -> dict:
     import onnx
     if not os.path.exists(str(path)):
         raise ArchError(f"cannot load model '{path}': no such file")
+    from ..fileio import check_input
+    check_input(path, "model")                  # onnx.load would block forever on a FIFO
     try:
         m = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -305,18 +313,20 @@ def stateful(ir: Model, feed_states: bool = True) -> tuple[Model, list[StateSlot
         outs = [Value(v.name, v.type, producer=nn, index=i, span=v.span) for i, v in enumerate(n.outputs)]
         rec = _recurrence(n)
         if rec is not None:
-            st = rec.state_type
             slots = [StateSlot(n.name, k, f"{STATE_PREFIX}{n.name}.{k}",
-                               f"{STATE_PREFIX}{n.name}.{k[0]}_n", st) for k in rec.states]
+                               f"{STATE_PREFIX}{n.name}.{k.removesuffix('0')}_n", rec.type_of(i))
+                     for i, k in enumerate(rec.states)]
             if feed_states:
-                sin = [Value(s.input, st, span=n.span) for s in slots]
+                sin = [Value(s.input, s.type, span=n.span) for s in slots]
                 nn.inputs = ins[:rec.first_state] + sin
                 state_inputs[id(nn)] = sin
+            first = rec.first_state_output          # after the layer's (or cell's) outputs
             if rec.returns_states:
                 # the node already returns its states (maybe used in the graph): expose them too
-                souts = outs[1:1 + len(slots)]
+                souts = outs[first:first + len(slots)]
             else:
-                souts = [Value(s.output, st, producer=nn, index=1 + i, span=n.span) for i, s in enumerate(slots)]
+                souts = [Value(s.output, s.type, producer=nn, index=first + i, span=n.span)
+                         for i, s in enumerate(slots)]
                 outs += souts
             # bound again with the states as inputs and outputs (the op checks the new form)
             nn.app = n.app.rebind({**n.attrs, **rec.return_states}, [v.type for v in nn.inputs])

@@ -132,6 +132,22 @@ class ParamDecl(Node):
 
 
 @dataclass(frozen=True)
+class State(Node):
+    """`state name: f32[...]` in a cell: the state from the step before; the name's last value
+    in the body is the state this step passes on."""
+    name: str
+    type: TensorTypeExpr
+
+
+@dataclass(frozen=True)
+class Fixed(Node):
+    """`fixed name[: f32[...]]` in a cell: a tensor that is the same at every step (encoder
+    outputs to attend over, an image's feature map)."""
+    name: str
+    type: TensorTypeExpr | None
+
+
+@dataclass(frozen=True)
 class Output(Node):
     name: str | None
     value: Node
@@ -153,7 +169,7 @@ class Param(Node):
 
 @dataclass(frozen=True)
 class Definition(Node):
-    kind: str          # "model" | "block"
+    kind: str          # "model" | "block" | "cell"
     name: str
     name_span: Span
     params: tuple      # of Param

@@ -28,7 +28,7 @@ MAX_NESTING = 100              # brackets ( [ { open at once
 MAX_EXPR_DEPTH = 200           # nesting of operators, calls, conditionals, ... in one statement
 MAX_LITERAL_DIGITS = 100       # digits in one number literal
 
-KEYWORDS = {"model", "block", "input", "output", "param", "import", "repeat", "as", "if", "else", "and",
+KEYWORDS = {"model", "block", "cell", "state", "fixed", "input", "output", "param", "import", "repeat", "as", "if", "else", "and",
             "or", "not", "true", "false", "train", "gan"}
 
 _TOKEN_WORDS = {
@@ -189,6 +189,14 @@ class _ToAst(Transformer_NonRecursive):
         return A.ParamDecl(self._span(meta), str(c[0]), c[1], c[2])
 
     @v_args(meta=True)
+    def state_stmt(self, meta, c):
+        return A.State(self._span(meta), str(c[0]), c[1])
+
+    @v_args(meta=True)
+    def fixed_stmt(self, meta, c):
+        return A.Fixed(self._span(meta), str(c[0]), c[1])
+
+    @v_args(meta=True)
     def output_stmt(self, meta, c):
         return A.Output(self._span(meta), str(c[0]) if c[0] is not None else None, c[1])
 
@@ -215,6 +223,10 @@ class _ToAst(Transformer_NonRecursive):
     @v_args(meta=True)
     def block_def(self, meta, c):
         return self._definition("block", meta, c)
+
+    @v_args(meta=True)
+    def cell_def(self, meta, c):
+        return self._definition("cell", meta, c)
 
     @v_args(meta=True)
     def entry(self, meta, c):

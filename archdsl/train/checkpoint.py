@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,37 +78,30 @@ def _resolve(path) -> str:
 def read_checkpoint(path, model: Model | None = None, strict: bool = True) -> Checkpoint:
     """Read a checkpoint (or a plain .npz of weights). A run directory means its checkpoint.npz.
     Another framework's weights are mapped onto `model` (strictly, or as far as they go for
-    --init); the source tensors that no rule takes are listed in meta["unused"]."""
+    --init); the source tensors that no rule takes are listed in meta["unused"].
+    Regular files only, never unpickled, every array's declared size checked against the memory
+    limit before it is read (archdsl/datafile.py); the metadata's basic fields are checked here,
+    the rest by the reader that needs them (metaschema.py)."""
+    from ..datafile import read_arrays
     from ..interop.sources import is_foreign
+    from .metaschema import BASE, check_meta
     if is_foreign(path):
         return _read_foreign(path, model, strict)
     p = _resolve(path)
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        z = np.load(p, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ArchError(f"'{p}' holds a single array, not a checkpoint (.npz of named arrays)")
-        with z:
-            for k in z.files:
-                arrays[k] = z[k]
-    except ArchError:
-        raise
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise ArchError(f"'{p}' contains pickled Python objects; archdsl never unpickles checkpoints") from None
-        raise ArchError(f"'{p}' is not a readable checkpoint (truncated or corrupt?): {e}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
-        raise ArchError(f"'{p}' is not a readable checkpoint (truncated or corrupt?): {e}") from None
+    arrays = read_arrays(p, "checkpoint")
+    if not isinstance(arrays, dict):
+        raise ArchError(f"'{p}' holds a single array, not a checkpoint (.npz of named arrays)")
     meta: dict = {}
     if META_KEY in arrays:
         raw = arrays.pop(META_KEY)
         try:
             meta = json.loads(raw.tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ArchError(f"'{p}': the checkpoint's metadata is corrupt: {e}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ArchError(f"'{p}' is not an archdsl checkpoint (unknown metadata)")
-        if int(meta.get("version", 0)) > VERSION:
+        check_meta(meta, BASE, p)
+        if meta["version"] > VERSION:
             raise ArchError(f"'{p}' was written by a newer archdsl (checkpoint version {meta['version']})")
         weights = {k[len("param/"):]: a for k, a in arrays.items() if k.startswith("param/")}
         optim = {k[len("optim/"):]: a for k, a in arrays.items() if k.startswith("optim/")}

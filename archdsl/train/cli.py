@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cliargs import fraction, positive_float, positive_int, seed
+from ..cliargs import fraction, output_dir, positive_float, positive_int, seed
 
 
 def cmd_train(args) -> int:
@@ -25,7 +25,7 @@ def cmd_train(args) -> int:
     lead = group is None or group.rank == 0        # only the first process writes and prints
     try:
         result = target.train(args.data, args.output if lead else None, resume=args.resume, init=args.init,
-                              quiet=args.quiet or not lead, log=None if lead else (lambda s: None),
+                              overwrite=args.overwrite, quiet=args.quiet or not lead, log=None if lead else (lambda s: None),
                               threads=args.threads, epochs=args.epochs, steps=args.steps, batch=args.batch,
                               lr=args.lr, seed=args.seed, val_split=args.val_split, freeze=args.freeze or None,
                               engine=args.engine, device=args.device, group=group)
@@ -53,7 +53,7 @@ def add_commands(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a model parameter")
     p.add_argument("--data", "-d", help="an .npz file with one array per model input and loss target "
                                         "(default with --resume: the checkpoint's data file)")
-    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", type=output_dir,
                    help="run directory: checkpoint.npz, best.npz (with validation), metrics.jsonl")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--steps", type=positive_int, help="gan: this many generator updates (instead of epochs)")
@@ -66,6 +66,9 @@ def add_commands(sub) -> None:
                    help="freeze a layer or block by name (repeatable)")
     p.add_argument("--init", metavar="CKPT", help="start from the weights of a checkpoint (names matched)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit for bit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into a RUN_DIR that is not empty, replacing the run files in it "
+                        "(without it, such a directory is refused)")
     p.add_argument("--threads", type=positive_int, help="BLAS threads (1 is fastest for small networks)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (one line per epoch remains)")
     p.add_argument("--engine", choices=["numpy", "torch"], default="numpy",

@@ -3,6 +3,8 @@ checkpoint (as JSON) so that `--resume` continues the same run.
 
     train DigitsCNN {
       loss      = cross_entropy(logits, label, label_smoothing=0.1)   # model output, target array
+                                             # or named terms: dict(recon=..., kl=...), with
+      loss_weights = dict(kl=ramp(0.0, 1.0, epochs=10))     # their weights (archdsl/train/objective.py)
       optimizer = Adam(lr=1e-3)              # or SGD(lr=0.1, momentum=0.9, nesterov=true), AdamW(...)
       batch     = 64
       epochs    = 30
@@ -15,6 +17,8 @@ checkpoint (as JSON) so that `--resume` continues the same run.
       inputs    = dict(image="x")            # model input -> array name in the .npz (default: same)
       targets   = dict(label="y")            # loss target -> array name in the .npz (default: same)
       init      = "backbone.npz"             # start from these weights (names matched; spec-relative)
+      decoder   = Decoder                    # a VAE's decoder: a model of the file that takes the
+                                             #   latent and shares this model's weights by name
     }
 """
 from __future__ import annotations
@@ -22,10 +26,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..elaborate.sections import Section, call_kwargs, call_parts, mapping, number, plain
+from ..elaborate.sections import Ref, Section, call_kwargs, call_parts, mapping, number, plain
 from ..errors import ArchError, did_you_mean
 from ..ir.graph import Model
-from .losses import LOSS_KWARGS, LOSSES
+from .objective import Objective, read_loss, read_weights
 from .metrics import METRIC_KINDS, METRICS
 from .optim import OPTIMIZER_ARGS, OPTIMIZERS, SCHEDULE_ARGS, SCHEDULES
 from .settings import SavedSettings
@@ -33,7 +37,8 @@ from .settings import SavedSettings
 
 @dataclass
 class TrainConfig(SavedSettings):
-    loss: dict                                   # {"name", "output", "target", "kwargs"}
+    loss: dict | None                            # one built-in loss: {"name", "output", "target", "kwargs"}
+    terms: list = field(default_factory=list)    # or named terms (archdsl/train/objective.py)
     optimizer: dict = field(default_factory=lambda: {"name": "Adam", "lr": 1e-3})
     batch: int = 32
     epochs: int = 10
@@ -46,6 +51,7 @@ class TrainConfig(SavedSettings):
     inputs: dict = field(default_factory=dict)
     targets: dict = field(default_factory=dict)
     init: str | None = None
+    decoder: str | None = None                   # a VAE's decoder model (archdsl/targets.py)
     spans: dict = field(default_factory=dict, repr=False, compare=False)   # key -> Span (not saved)
 
     @property
@@ -82,15 +88,15 @@ def config_from_section(sec: Section, base_dir: str | None = None) -> TrainConfi
     e, sp = sec.entries, sec.spans
     if "loss" not in e:
         raise ArchError(f"train {sec.name} needs a loss, e.g. loss = cross_entropy(logits, label)", sec.span)
-    func, args, kwargs, lspan = call_parts(e["loss"], "loss", sp["loss"])
-    if func not in LOSSES:
-        raise ArchError(f"unknown loss '{func}'", lspan, did_you_mean(func, LOSSES) or f"losses: {', '.join(LOSSES)}")
-    if len(args) != 2:
-        raise ArchError(f"{func} takes the model output and the target: {func}(output, target)", lspan)
-    kind = LOSSES[func][1]
-    loss = {"name": func, "output": str(plain(args[0], lspan)), "target": str(plain(args[1], lspan)),
-            "kwargs": call_kwargs(func, (), kwargs, LOSS_KWARGS[kind], lspan, "loss")}
-    cfg = TrainConfig(loss=loss, spans=dict(sp))
+    loss, terms, exprs = read_loss(e["loss"], sp["loss"])
+    cfg = TrainConfig(loss=loss, terms=terms, spans=dict(sp))
+    cfg.spans.update({f"expr.{k}": x for k, x in exprs.items()})      # the syntax trees, for positions
+    if "loss_weights" in e:
+        read_weights(e["loss_weights"], sp["loss_weights"], cfg.terms)
+    if "decoder" in e:
+        if not isinstance(e["decoder"], Ref):
+            raise ArchError("decoder names a model of the file, e.g. decoder = Decoder", sp["decoder"])
+        cfg.decoder = e["decoder"].name
     if "optimizer" in e:
         func, args, kwargs, ospan = call_parts(e["optimizer"], "optimizer", sp["optimizer"])
         if func not in OPTIMIZERS:
@@ -145,23 +151,13 @@ def config_for(spec, model_name: str, **overrides) -> TrainConfig:
     return config_from_section(sec, base).with_overrides(**overrides)
 
 
-def validate(cfg: TrainConfig, model: Model) -> None:
-    """Check the config against the model: loss output, metrics, numbers."""
+def validate(cfg: TrainConfig, model: Model, objective=None) -> None:
+    """Check the config against the model: the loss (compiled: `objective`), metrics, numbers."""
     sp = cfg.spans
-    outs = [v.name for v in model.outputs]
-    name, out = cfg.loss["name"], cfg.loss["output"]
-    if name not in LOSSES:
-        raise ArchError(f"unknown loss '{name}'", sp.get("loss"), did_you_mean(name, LOSSES))
-    if out not in outs:
-        raise ArchError(f"loss {name} reads '{out}', which is not an output of model {model.name}",
-                        sp.get("loss"), did_you_mean(out, outs) or f"outputs: {', '.join(outs)}")
-    kind = LOSSES[name][1]
-    otype = next(v.type for v in model.outputs if v.name == out)
-    if not otype.is_float:
-        raise ArchError(f"loss {name} needs a floating output, '{out}' is {otype}", sp.get("loss"))
-    if kind == "classes" and otype.rank < 2:
-        raise ArchError(f"{name} needs logits with a class axis last ([N, C] or [N, T, C]), '{out}' is {otype}",
-                        sp.get("loss"))
+    if objective is None:
+        objective = Objective(model, cfg.loss, cfg.terms, sp)
+    clf = objective.classifier
+    name, kind = (clf.loss["name"], clf.kind) if clf is not None else ("this loss", None)
     for m in cfg.metrics:
         if m not in METRICS:
             raise ArchError(f"unknown metric '{m}'", sp.get("metrics"),

@@ -18,11 +18,11 @@ where it stopped. The train/validation split is drawn from (s, 1).
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..datafile import read_arrays
 from ..errors import ArchError, did_you_mean
 from ..ir.types import TensorType, is_static
 
@@ -88,33 +88,18 @@ def split(ds: Dataset, val_split: float, seed: int) -> tuple[Dataset, Dataset | 
 # -- loading ---------------------------------------------------------------------------------------
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file, never unpickling; unreadable files -> ArchError."""
+    """All arrays of an .npz file, never unpickling, each array's declared size checked against
+    the memory limit before it is read (archdsl/datafile.py); unreadable files -> ArchError."""
     path = str(path)
     if not os.path.exists(path):
         raise ArchError(f"no data file '{path}'")
     if os.path.isdir(path):
         raise ArchError(f"data '{path}' is a directory, not an .npz file")
-    out = {}
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ArchError(f"{path}: expected an .npz archive of named arrays, got a single array",
-                            hint="save with np.savez(path, image=x, label=y)")
-        with z:
-            for k in z.files:
-                try:
-                    out[k] = z[k]
-                except ValueError as e:
-                    if "allow_pickle" in str(e) or "Object arrays" in str(e):
-                        raise ArchError(f"{path}: array '{k}' holds Python objects (a pickle); "
-                                        "archdsl never unpickles data",
-                                        hint="store numbers: np.asarray(values, dtype=np.float32)") from None
-                    raise
-    except ArchError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise ArchError(f"{path}: not a readable .npz file (truncated or corrupt?): {e}") from None
-    return out
+    arrays = read_arrays(path, "data")
+    if isinstance(arrays, np.ndarray):
+        raise ArchError(f"{path}: expected an .npz archive of named arrays, got a single array",
+                        hint="save with np.savez(path, image=x, label=y)")
+    return arrays
 
 
 def _fmt_shape(shape) -> str:

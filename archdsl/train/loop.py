@@ -42,17 +42,19 @@ from ..autodiff import backward, clear_tape, no_grad
 from ..backends.numpy.executor import NonFiniteError, NumpyExecutor
 from ..errors import ArchError
 from ..ir.graph import Model
+from ..ir.types import Sym
 from ..passes.freeze import resolve_freeze
 from ..passes.init import initialize
+from ..passes.limits import check_resources
 from .checkpoint import check_weights, init_from, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
-from .data import Dataset, TargetSpec, load_data, split
-from .losses import LOSSES, per_example_total
+from .data import Dataset, load_data, split
+from .objective import Objective
 from .metrics import METRIC_FINISH, METRICS
 from .optim import (
     OPTIMIZERS, SCHEDULES, CosineSchedule, clip_grad_norm, global_grad_norm, schedule_factor,
 )
-from .run import Run, non_finite
+from .run import Run, non_finite, upgrade_meta
 
 EVAL_CHUNK = 512
 
@@ -115,28 +117,62 @@ def _fmt_metric(k: str, v) -> str:
     return f"{k} {v:.4f}"
 
 
-class _Accum:
-    """Running sums for one epoch's loss and metrics (exact averages over examples)."""
+def data_dims(ir: Model, arrays: dict) -> dict[str, int]:
+    """The sizes of the symbolic dims of the model's inputs (T, S, ...) in the training arrays
+    (N, the example axis, is the batch and is left out)."""
+    dims: dict[str, int] = {}
+    for v in ir.inputs:
+        arr = arrays.get(v.name)
+        if arr is None or arr.ndim != len(v.type.shape):
+            continue
+        for d, n in zip(v.type.shape[1:], arr.shape[1:]):
+            if isinstance(d, Sym) and d.const == 0 and len(d.terms) == 1 and next(iter(d.terms.values())) == 1:
+                dims.setdefault(next(iter(d.terms)), int(n))
+    return dims
 
-    def __init__(self, metrics, state: dict | None = None):
+
+def read_resumable(path):
+    """The checkpoint `--resume` continues from, its metadata checked against the schema of a
+    supervised run (metaschema.py) before any field is used."""
+    from .metaschema import check_meta, train_schema
+    ck = read_checkpoint(path)
+    if not ck.is_full:
+        raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint",
+                        hint="use --init to start a new run from these weights")
+    if ck.meta.get("kind") == "gan":
+        raise ArchError(f"'{ck.path}' is a checkpoint of a gan run, not of a supervised one",
+                        hint="resume it with the spec's gan section")
+    ck.meta = upgrade_meta(ck.meta)
+    check_meta(ck.meta, train_schema(), ck.path)
+    return ck
+
+
+class _Accum:
+    """Running sums for one epoch's loss, loss terms and metrics (exact averages over examples)."""
+
+    def __init__(self, metrics, state: dict | None = None, terms: tuple = ()):
         state = state or {}
-        self.loss_sum = float(state.get("loss_sum", 0.0))
+        sums = state.get("sums", {})
+        self.sums = {k: float(sums.get(k, 0.0)) for k in ("loss",) + tuple(terms)}
+        self.sums["loss"] = float(state.get("loss_sum", self.sums["loss"]))
         self.count = int(state.get("count", 0))
         self.m = {m: [float(x) for x in state.get("metrics", {}).get(m, (0.0, 0))] for m in metrics}
         self.seconds = float(state.get("seconds", 0.0))
 
     def add(self, rec: dict) -> None:
-        self.loss_sum += rec["loss_total"]
+        for k, v in rec["totals"].items():
+            self.sums[k] += v
         self.count += rec["count"]
         for k, (s, n) in rec["metrics"].items():
             self.m[k][0] += s
             self.m[k][1] += n
 
     def state(self) -> dict:
-        return {"loss_sum": self.loss_sum, "count": self.count, "metrics": self.m, "seconds": self.seconds}
+        return {"loss_sum": self.sums["loss"], "sums": self.sums, "count": self.count, "metrics": self.m,
+                "seconds": self.seconds}
 
     def values(self, prefix="") -> dict:
-        out = {f"{prefix}loss": self.loss_sum / self.count if self.count else None}
+        out = {f"{prefix}{k}": s / self.count if self.count else None for k, s in self.sums.items()}
         for k, (s, n) in self.m.items():
             out[f"{prefix}{k}"] = METRIC_FINISH.get(k, float)(s / n) if n else None
         return out
@@ -145,8 +181,9 @@ class _Accum:
 # -- the supervised policy ---------------------------------------------------------------------------
 
 class Trainer:
-    """Supervised training: one model, a loss over one output and a target array, metrics, an
-    optional validation split (best.npz keeps the lowest validation loss); a policy of a Run."""
+    """Supervised training: one model, its loss (a built-in loss of an output and a target array,
+    or named terms: archdsl/train/objective.py), metrics, an optional validation split (best.npz
+    keeps the lowest validation loss); a policy of a Run."""
 
     def __init__(self, model, config: TrainConfig, *, quiet: bool = False, log=None, threads: int | None = None,
                  spec_file: str | None = None, on_step=None):
@@ -163,14 +200,15 @@ class Trainer:
         self.threads = threads
         self.spec_file = spec_file or self.ir.file
         self.run: Run | None = None
-        validate(config, self.ir)
-        name = config.loss["name"]
-        self.loss_fn, self.kind = LOSSES[name]
-        self.loss_kwargs = dict(config.loss.get("kwargs", {}))
-        self.out_name = config.loss["output"]
-        self.target_name = config.loss["target"]
-        otype = next(v.type for v in self.ir.outputs if v.name == self.out_name)
-        self.targets = [TargetSpec(self.target_name, otype, self.kind, self.loss_kwargs.get("ignore_index"))]
+        spec = getattr(model, "spec", None)
+        self.objective = Objective(self.ir, config.loss, config.terms, config.spans,
+                                   spec.ns if spec is not None else None)
+        validate(config, self.ir, self.objective)
+        self.targets = self.objective.targets
+        self.term_names = () if self.objective.single else tuple(self.objective.names)
+        clf = self.objective.classifier
+        self.kind = clf.kind if clf is not None else None
+        self.clf_kwargs = dict(clf.loss["kwargs"]) if clf is not None else {}
 
     @property
     def name(self) -> str:
@@ -190,42 +228,43 @@ class Trainer:
             return load_data("<arrays>", self.ir, self.targets, cfg.inputs, cfg.targets, files=dict(data))
         return load_data(data, self.ir, self.targets, cfg.inputs, cfg.targets)
 
-    def _loss(self, out, target):
-        return self.loss_fn(out, target, **self.loss_kwargs)
+    def _metrics(self, outs: dict, batch: dict) -> dict:
+        if not self.cfg.metrics:
+            return {}
+        clf = self.objective.classifier
+        out, target = self.as_array(outs[clf.loss["output"]]), batch[clf.loss["target"]]
+        return {m: METRICS[m](out, target, self.kind, self.clf_kwargs.get("ignore_index")) for m in self.cfg.metrics}
 
-    def _metrics(self, out: np.ndarray, target: np.ndarray) -> dict:
-        return {m: METRICS[m](out, target, self.kind, self.loss_kwargs.get("ignore_index")) for m in self.cfg.metrics}
+    def as_array(self, t) -> np.ndarray:
+        """An output of the engine as a NumPy array."""
+        return t.data
 
-    def evaluate(self, ex: NumpyExecutor, ds: Dataset, prefix: str = "") -> dict:
-        """Loss and metrics of `ds` in inference mode (no dropout, BatchNorm running statistics)."""
-        acc = _Accum(self.cfg.metrics)
-        red = self.loss_kwargs.get("reduction", "mean")
+    def evaluate(self, ex: NumpyExecutor, ds: Dataset, prefix: str = "", step: int = 0, steps_per_epoch: int = 1) -> dict:
+        """Loss, loss terms and metrics of `ds` in inference mode (no dropout, BatchNorm running
+        statistics); ramped term weights at `step`."""
+        acc = _Accum(self.cfg.metrics, terms=self.term_names)
         for _, b in ds.batches(EVAL_CHUNK):
-            target = b[self.target_name]
-            lv, out = self.eval_batch(ex, {v.name: b[v.name] for v in self.ir.inputs}, target)
-            n = len(target)
-            acc.add({"loss_total": per_example_total(lv, red, n), "count": n, "metrics": self._metrics(out, target)})
+            acc.add(self.eval_batch(ex, b, step, steps_per_epoch))
         return acc.values(prefix)
 
-    def eval_batch(self, ex, inputs: dict, target: np.ndarray) -> tuple[float, np.ndarray]:
-        """(the loss, the output) of one batch in inference mode."""
+    def eval_batch(self, ex, batch: dict, step: int, steps_per_epoch: int) -> dict:
+        """One batch's record in inference mode: its loss and term totals, count, metrics."""
         with no_grad():
-            out = ex.forward(inputs, training=False)[self.out_name]
-            return float(self._loss(out, target).data), out.data
+            outs = ex.forward({v.name: batch[v.name] for v in self.ir.inputs}, training=False)
+            _, _, totals, n = self.objective(outs, batch, step, steps_per_epoch)
+            return {"totals": totals, "count": n, "metrics": self._metrics(outs, batch)}
 
     # -- the run ----------------------------------------------------------------------------------
-    def fit(self, data, run_dir=None, *, resume=None, init=None) -> TrainResult:
+    def fit(self, data, run_dir=None, *, resume=None, init=None, overwrite: bool = False) -> TrainResult:
         ck = None
         if resume is not None:
-            ck = read_checkpoint(resume)
-            if not ck.is_full:
-                raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint",
-                                hint="use --init to start a new run from these weights")
+            ck = read_resumable(resume)
             if ck.meta.get("model") != self.ir.name:
                 raise ArchError(f"'{ck.path}' is a checkpoint of model {ck.meta.get('model')}, not {self.ir.name}")
         self._data, self._init = data, init
         self.run = run = Run(self, run_dir, resume=resume, quiet=self.quiet, log=self.log, threads=self.threads,
-                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed)
+                             on_step=self._on_step if self.user_on_step is not None else None, seed=self.cfg.seed,
+                             overwrite=overwrite, reads=(data, init, self.cfg.init, self.spec_file))
         run.fit(ck)
         ex = self.executor
         best_path = run.out_dir / "best.npz" if run.out_dir is not None else None
@@ -246,6 +285,9 @@ class Trainer:
         frozen = set(resolve_freeze(ir, cfg.freeze, cfg.spans.get("freeze")))
         frozen |= {n for n, p in ir.parameters.items() if not p.trainable}
         self.frozen = frozen
+        # parameters, optimizer state and activations at the batch and the data's dims, before a
+        # weight is allocated (passes/limits.py)
+        check_resources(ir, batch=min(cfg.batch, len(self.train_ds)), dims=data_dims(ir, ds.arrays))
         if ck is not None:
             weights = check_weights(ck.weights, ir, ck.path)
         else:
@@ -270,7 +312,6 @@ class Trainer:
         run.setup(len(self.train_ds), ds.path, spe, spe * cfg.epochs)
         self.in_names = [v.name for v in ir.inputs]
         self.params = list(self.trainable.values())
-        self.red = self.loss_kwargs.get("reduction", "mean")
 
     def open_engine(self, run: Run, weights: dict, frozen: set) -> None:
         """The engine's part of `open`: the executor, its trainable parameters, the optimizer,
@@ -284,31 +325,26 @@ class Trainer:
         self.frozen_buffers = {n: ex.params[n].data.copy() for n in frozen if self.ir.parameters[n].spec.buffer}
 
     def accumulator(self, state):
-        return _Accum(self.cfg.metrics, state)
+        return _Accum(self.cfg.metrics, state, self.term_names)
 
-    def next_batch(self, run: Run, b: int) -> tuple[dict, np.ndarray]:
-        """Batch b of the epoch's order as (inputs, target) arrays; sets the step's learning rate."""
+    def next_batch(self, run: Run, b: int) -> dict:
+        """Batch b of the epoch's order (every array it needs); sets the step's learning rate."""
         cfg, opt = self.cfg, self.opt
         batch = self.train_ds.batch(run.order[b * cfg.batch:(b + 1) * cfg.batch])
         opt.lr = opt.base_lr * schedule_factor(self.schedules, opt.t, run.total, run.steps_per_epoch) \
             if self.schedules else opt.base_lr
-        return {k: batch[k] for k in self.in_names}, batch[self.target_name]
-
-    def record(self, lv: float, out: np.ndarray, target: np.ndarray) -> dict:
-        """A step's record: its loss, the sums behind the epoch's loss and metrics."""
-        n_ex = len(target)
-        return {"loss": lv, "loss_total": per_example_total(lv, self.red, n_ex), "count": n_ex,
-                "metrics": self._metrics(out, target)}
+        return batch
 
     def step(self, run: Run, b: int) -> dict:
         cfg, ex, opt = self.cfg, self.executor, self.opt
-        inputs, target = self.next_batch(run, b)
-        out = ex.forward(inputs, training=True)[self.out_name]
-        loss = self._loss(out, target)
+        batch = self.next_batch(run, b)
+        inputs = {k: batch[k] for k in self.in_names}
+        outs = ex.forward(inputs, training=True)
+        loss, values, totals, n_ex = self.objective(outs, batch, run.step, run.steps_per_epoch)
         lv = float(loss.data)
         if not math.isfinite(lv):
             clear_tape()
-            self._diagnose(run, inputs, lv)
+            self._diagnose(run, inputs, lv, values)
         backward(loss)
         norm = clip_grad_norm(self.params, cfg.clip_norm) if cfg.clip_norm else global_grad_norm(self.params)
         if not math.isfinite(norm):
@@ -317,12 +353,12 @@ class Trainer:
         opt.zero_grad()
         for n, saved in self.frozen_buffers.items():
             np.copyto(ex.params[n].data, saved)
-        return self.record(lv, out.data, target)
+        return {"loss": lv, "totals": totals, "count": n_ex, "metrics": self._metrics(outs, batch)}
 
     def end_epoch(self, run: Run, acc: _Accum) -> dict:
-        rec = {"lr": self.opt.lr, **acc.values()}
+        rec = {"lr": self.opt.lr, **acc.values(), **self.objective.ramped_weights(run.step, run.steps_per_epoch)}
         if self.val_ds is not None:
-            rec.update(self.evaluate(self.executor, self.val_ds, prefix="val_"))
+            rec.update(self.evaluate(self.executor, self.val_ds, "val_", run.step, run.steps_per_epoch))
         self._improved = self.val_ds is not None and rec["val_loss"] is not None and (
             self.best is None or rec["val_loss"] < self.best)
         if self._improved:
@@ -345,8 +381,11 @@ class Trainer:
     def save(self, run: Run, path, meta: dict) -> Path:
         return save_checkpoint(path, self.executor.weights(), self.opt.state_arrays(), meta)
 
-    def _diagnose(self, run: Run, inputs, lv):
+    def _diagnose(self, run: Run, inputs, lv, values: dict):
         where = f"at epoch {run.epoch + 1}, step {run.step + 1}"
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad and not self.objective.single:
+            where += f" (loss term{'s' if len(bad) > 1 else ''} {', '.join(bad)})"
         hint = "lower the learning rate or set clip_norm" + run.last_good_note()
         try:
             with no_grad():
@@ -371,8 +410,8 @@ class Trainer:
 
 
 def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resume=None, init=None,
-          quiet: bool = False, log=None, threads: int | None = None, on_step=None, policy=None,
-          **overrides) -> TrainResult:
+          quiet: bool = False, log=None, threads: int | None = None, on_step=None, overwrite: bool = False,
+          policy=None, **overrides) -> TrainResult:
     """Train `model` (a CompiledModel or IR Model) on `data` (an .npz path, a dict of arrays, or a
     Dataset). `config` defaults to the model's train section; with `resume`, to the checkpoint's
     config (where `epochs` may be raised). Overrides: epochs, batch, lr, seed, val_split, clip_norm,
@@ -380,9 +419,7 @@ def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resum
     Trainer, the NumPy engine; the PyTorch engine passes its own)."""
     ir = _ir(model)
     if resume is not None and config is None:
-        ck = read_checkpoint(resume)
-        if not ck.is_full:
-            raise ArchError(f"'{ck.path}' holds weights only; --resume needs a training checkpoint")
+        ck = read_resumable(resume)
         config = TrainConfig.from_json(ck.meta["config"])
         changed = [k for k in ("batch", "lr", "seed", "val_split", "clip_norm")
                    if overrides.get(k) is not None
@@ -408,4 +445,4 @@ def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resum
     spec_file = getattr(getattr(model, "spec", None), "file", None)
     trainer = (policy or Trainer)(model, config, quiet=quiet, log=log, threads=threads, spec_file=spec_file,
                                   on_step=on_step)
-    return trainer.fit(data, run_dir, resume=resume, init=init)
+    return trainer.fit(data, run_dir, resume=resume, init=init, overwrite=overwrite)

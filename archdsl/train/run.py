@@ -26,10 +26,13 @@ run that was never interrupted (same machine and BLAS thread count).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,7 +43,7 @@ from ..autodiff import Tape, clear_tape
 from ..autodiff.allocator import keep_freed_memory
 from ..crashpoints import crash_point
 from ..errors import ArchError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, refuse_overwriting_inputs
 from ..version import __version__
 
 SHOW_EVERY = 10          # progress-bar postfix refresh, in steps
@@ -51,9 +54,12 @@ class Run:
     `seconds`, `checkpoint` (the path written last, or None), `out_dir`."""
 
     def __init__(self, policy, run_dir=None, *, resume=None, quiet: bool = False, log=None,
-                 threads: int | None = None, on_step=None, seed: int = 0):
+                 threads: int | None = None, on_step=None, seed: int = 0, overwrite: bool = False,
+                 reads: tuple = ()):
+        """reads: the files the run reads (data, --init, the spec), which it must never write."""
         self.policy = policy
         self.run_dir, self.resume = run_dir, resume
+        self.overwrite, self.reads = overwrite, reads
         self.quiet, self.threads, self.on_step = quiet, threads, on_step
         self._plain_log = log is None
         self.log = log or (lambda s: print(s, flush=True))
@@ -105,7 +111,9 @@ class Run:
     def fit(self, checkpoint=None):
         """Run the policy from the start, or from `checkpoint` (already read by the caller)."""
         t_start = time.perf_counter()
-        with training_run(self):
+        with training_run(self), run_directory(self.run_dir, resume=self.resume, overwrite=self.overwrite,
+                                               reads=self.reads) as out:
+            self.out_dir = out
             try:
                 self._fit(checkpoint, t_start)
             finally:
@@ -117,8 +125,7 @@ class Run:
         policy = self.policy
         policy.open(self, ck)
         if ck is not None:
-            self._restore(ck.meta)
-        self.out_dir = make_run_dir(self.run_dir)
+            self._restore(ck.meta, ck.path)
         ck_path = self.out_dir / "checkpoint.npz" if self.out_dir is not None else None
         bar = None
         if not self.quiet and sys.stderr.isatty():
@@ -199,16 +206,17 @@ class Run:
         write_metrics(ck_path.parent, self.history)
         self.checkpoint = ck_path
 
-    def _restore(self, meta: dict) -> None:
+    def _restore(self, meta: dict, path) -> None:
         meta = upgrade_meta(meta)
         self.epoch, self.batch, self.step = int(meta["epoch"]), int(meta["batch"]), int(meta["step"])
-        for name, state in meta["rng"].items():
-            if name in self.streams:
-                self.streams[name].bit_generator.state = state
+        with corrupt_state(path):
+            for name, state in meta["rng"].items():
+                if name in self.streams:
+                    self.streams[name].bit_generator.state = state
         self._epoch_start_shuffle = None
         self.history = [h for h in meta.get("history", []) if h["epoch"] <= self.epoch]   # finished epochs
         self.partial = meta.get("partial") if self.batch else None
-        self.log(f"resuming {self.policy.name} from {meta.get('path', 'the checkpoint')}: epoch {self.epoch + 1}, "
+        self.log(f"resuming {self.policy.name} from {path}: epoch {self.epoch + 1}, "
                  f"batch {self.batch}, step {self.step}")
         if self.step >= self.total:
             self.log(f"nothing to do: the checkpoint already ran {self.step} of {self.total} steps")
@@ -298,15 +306,87 @@ def _stop_on_sigint(run):
         signal.signal(signal.SIGINT, old)
 
 
-def make_run_dir(run_dir) -> Path | None:
-    """The run directory as a Path, created if missing (None: the run writes nothing)."""
-    out_dir = Path(run_dir) if run_dir is not None else None
-    if out_dir is not None:
+RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.jsonl", "generator.npz", "discriminator.npz")
+
+
+@contextlib.contextmanager
+def run_directory(run_dir, *, resume=None, overwrite: bool = False, reads=()):
+    """The run directory (a Path, created if missing; None: the run writes nothing), locked for
+    the whole run, with what would destroy files refused before any work is done:
+
+    - another run holding the directory (an exclusive `flock` on it, released by the kernel
+      when the process ends, also by SIGKILL): refused;
+    - a directory that is not empty: refused, unless the run resumes from a checkpoint in it,
+      or `overwrite` (the files a run writes, RUN_FILES, are then removed first, so no
+      `best.npz` of an earlier run is left beside the new checkpoint);
+    - a file the run reads (`reads`: data, --init, the spec) that the run would write: refused;
+    - a directory the run cannot write (read-only, no permission): refused now, not after the
+      first epoch.
+    """
+    if run_dir is None:
+        yield None
+        return
+    out = Path(run_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as e:
+        raise ArchError(f"cannot create run directory '{out}': {e.strerror or e}") from None
+    try:
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArchError(f"run directory '{out}' is in use by another training run",
+                            hint="wait for that run to finish, or train into another directory") from None
+        resuming_here = resume is not None and _holds(out, resume)
+        entries = sorted(os.listdir(out))
+        if entries and not overwrite and not resuming_here:
+            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+            raise ArchError(f"run directory '{out}' is not empty ({shown}): a new run would overwrite it",
+                            hint=f"continue that run with --resume {out}, train into a new directory, or "
+                                 "pass --overwrite to replace its run files")
+        for name in RUN_FILES:
+            refuse_overwriting_inputs(out / name, [f for f in reads if isinstance(f, (str, os.PathLike))],
+                                      flag=f"the run's {name}")
+            if os.path.lexists(out / name) and not (out / name).is_file():
+                raise ArchError(f"run directory '{out}' holds a {name} that is not a regular file",
+                                hint="a run writes its files there: move that one away")
+        if overwrite and not resuming_here:
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    if not (out / name).is_dir():
+                        os.unlink(out / name)
+        try:                                  # a run that cannot save fails now, not after an epoch
+            probe, probe_path = tempfile.mkstemp(dir=out, prefix=".write-test.")
+            os.close(probe)
+            os.unlink(probe_path)
         except OSError as e:
-            raise ArchError(f"cannot create run directory '{out_dir}': {e.strerror or e}") from None
-    return out_dir
+            raise ArchError(f"cannot write into run directory '{out}': {e.strerror or e}",
+                            hint="choose a directory you can write to") from None
+        yield out
+    finally:
+        os.close(fd)
+
+
+def _holds(directory: Path, checkpoint) -> bool:
+    """Whether `checkpoint` (a file, or a run directory) lies in `directory`."""
+    p = Path(checkpoint)
+    where = p if p.is_dir() else p.parent
+    try:
+        return where.resolve() == directory.resolve() or where.samefile(directory)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def corrupt_state(path):
+    """Restoring a generator's state from a checkpoint: what the schema cannot see (a bit
+    generator's own fields) is an ArchError too."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError) as e:
+        raise ArchError(f"'{path}': the checkpoint's metadata is corrupt: a random generator's state "
+                        f"cannot be restored ({e})") from None
 
 
 def write_metrics(out_dir: Path, history: list[dict]) -> None:

@@ -6,12 +6,24 @@ source position (`FILE:LINE`) in its doc_string, so Netron shows where it came f
 Constants and export-time derived tensors are kept as NumPy arrays (`arrays`) until the
 exporter assembles the model, so each tensor is copied into the protobuf exactly once and
 graph rewrites (e.g. folding BatchNorm into Conv) can read and replace values cheaply.
+
+An op with a graph of its own (a scanned cell's step, ops/scan.py) lowers it through a `child`
+builder: its nodes go into the subgraph, while names, constants and weights are the model's, so
+every name stays unique and the subgraph reads constants and parameters as outer-scope values.
 """
 from __future__ import annotations
 
 import numpy as np
 import onnx
 from onnx import helper
+
+from ...ir.types import DTYPES, is_static
+
+
+def value_info(name: str, t) -> onnx.ValueInfoProto:
+    """A typed ONNX value: symbolic dims become named dynamic dims (N, T)."""
+    dims = [int(d) if is_static(d) else str(d) for d in t.shape]
+    return helper.make_tensor_value_info(name, DTYPES[t.dtype][1], dims)
 
 
 class OnnxBuilder:
@@ -25,6 +37,7 @@ class OnnxBuilder:
         self.param_names: dict[str, str] = {}
         self.weights: dict[str, np.ndarray] = {}
         self.source = None               # span -> "FILE:LINE" (set by the exporter)
+        self.prefix = ""                 # the op a child builder lowers a subgraph for
 
     # -- naming ---------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -36,7 +49,49 @@ class OnnxBuilder:
         return name
 
     def _prefix(self) -> str:
+        if self.prefix:
+            return f"{self.prefix}/{self.node.name}" if self.node is not None else self.prefix
         return self.node.name if self.node is not None else "graph"
+
+    # -- lowering graphs ------------------------------------------------------------------
+    def lower_nodes(self, model, names: dict, param_names: dict | None = None, nodes=None,
+                    prefix: str | None = None) -> None:
+        """Lower `model`'s nodes (or those of `nodes`) in order. names: id(Value) -> ONNX name,
+        given for the values they read and filled in with every node output. param_names maps
+        the model's parameter names to initializer names (a cell's relative names to the scan's);
+        None: the same. prefix: put before the node names while lowering them."""
+        from ...errors import ArchError
+        saved = self.node, self.param_names, self.prefix
+        if prefix is not None:
+            self.prefix = prefix
+        for node in (model.nodes if nodes is None else nodes):
+            self.node = node
+            self.param_names = {k: (v if param_names is None else param_names[v]) for k, v in node.params.items()}
+            try:
+                lower = node.op.lowering_for(node.app, self.opset)
+                outs = lower(node.app, self, [names[id(v)] for v in node.inputs])
+            except MemoryError:     # a constant the op builds (e.g. a position table) cannot be allocated
+                raise ArchError(f"not enough memory to export {node.name} ({node.op.name}) with inputs "
+                                f"{', '.join(str(v.type) for v in node.inputs)}", node.span) from None
+            if len(outs) != len(node.outputs):
+                raise AssertionError(f"{node.op.name}.{lower.__name__} returned {len(outs)} outputs, "
+                                     f"expected {len(node.outputs)}")
+            for v, o in zip(node.outputs, outs):
+                names[id(v)] = o
+        self.node, self.param_names, self.prefix = saved
+
+    def child(self, prefix: str) -> "OnnxBuilder":
+        """A builder for a subgraph of the op being lowered (see the module docstring)."""
+        sub = OnnxBuilder(self.opset)
+        sub.arrays, sub._consts, sub._used = self.arrays, self._consts, self._used
+        sub.weights, sub.source = self.weights, self.source
+        sub.prefix = prefix
+        return sub
+
+    def graph(self, name: str, inputs: list, outputs: list) -> onnx.GraphProto:
+        """This builder's nodes as a subgraph; inputs and outputs are (name, TensorType) pairs."""
+        return helper.make_graph(self.nodes, self.fresh(name), [value_info(n, t) for n, t in inputs],
+                                 [value_info(n, t) for n, t in outputs])
 
     # -- emitting -------------------------------------------------------------------------
     def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "",

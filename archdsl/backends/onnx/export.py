@@ -11,6 +11,7 @@ of 2 GiB or more).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 import os
@@ -24,9 +25,8 @@ from ...errors import ArchError
 from ...ir.constraints import METADATA_KEY as CONSTRAINTS_KEY
 from ...ir.constraints import dumps as dump_constraints
 from ...ir.graph import Model
-from ...ir.types import DTYPES, is_static
 from ...ops.base import MIN_OPSET
-from .builder import OnnxBuilder
+from .builder import OnnxBuilder, value_info
 
 DEFAULT_OPSET = 17
 
@@ -78,11 +78,6 @@ def _ir_version(opset: int) -> int:
     return max(7, helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
 
 
-def _value_info(name: str, t) -> onnx.ValueInfoProto:
-    dims = [int(d) if is_static(d) else str(d) for d in t.shape]
-    return helper.make_tensor_value_info(name, DTYPES[t.dtype][1], dims)
-
-
 def _source_namer(main_file: str):
     """span -> 'FILE:LINE'. Files imported by the spec are named relative to the main spec's
     directory as the user gave it, so the exported bytes do not depend on where the checkout
@@ -116,6 +111,16 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
 
     fold: fold inference-mode BatchNorm into the preceding Conv/ConvTranspose/Gemm (default).
     """
+    m, tensors = _lower(model, weights, opset, metadata, fold)
+    for name, value, _ in tensors:
+        _add_initializer(m.graph, name, value())
+    return m
+
+
+def _lower(model: Model, weights, opset, metadata, fold) -> tuple[onnx.ModelProto, list]:
+    """The model without its initializers, and the initializers as (name, function giving the
+    array, bytes), in order: their data is fetched (a seeded weight generated) only when it is
+    written."""
     top = max_opset()
     if not isinstance(opset, numbers.Integral) or isinstance(opset, bool) or not MIN_OPSET <= opset <= top:
         raise ArchError(f"opset {opset} is not supported: choose {MIN_OPSET}..{top}",
@@ -128,22 +133,8 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     names: dict[int, str] = {}
     for v in model.inputs:
         names[id(v)] = b.fresh(v.name)
-    used_params: set[str] = set()
-    for node in model.nodes:
-        b.node = node
-        b.param_names = dict(node.params)
-        try:
-            lower = node.op.lowering_for(node.app, opset)
-            outs = lower(node.app, b, [names[id(v)] for v in node.inputs])
-        except MemoryError:     # a constant the op builds (e.g. a position table) cannot be allocated
-            raise ArchError(f"not enough memory to export {node.name} ({node.op.name}) with inputs "
-                            f"{', '.join(str(v.type) for v in node.inputs)}", node.span) from None
-        if len(outs) != len(node.outputs):
-            raise AssertionError(f"{node.op.name}.{lower.__name__} returned {len(outs)} outputs, expected {len(node.outputs)}")
-        for v, o in zip(node.outputs, outs):
-            names[id(v)] = o
-        used_params.update(node.params.values())
-    b.node = None
+    b.lower_nodes(model, names)
+    used_params = {p for node in model.nodes for p in node.params.values()}
 
     # Graph outputs take the model's output names: rename producers (or add Identity when an
     # output is a graph input, an initializer, or appears twice).
@@ -158,13 +149,12 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
         else:
             out = v.name if v.name not in b._used or v.name == src else b.fresh(v.name)
             rename[src] = out
-        graph_outputs.append(_value_info(out, v.type))
+        graph_outputs.append(value_info(out, v.type))
     if rename:
         for n in b.nodes:
             if any(o in rename for o in n.output):
                 n.output[:] = [rename.get(o, o) for o in n.output]
-            if any(i in rename for i in n.input):
-                n.input[:] = [rename.get(i, i) for i in n.input]
+            _rename_inputs(n, rename)
 
     nodes = b.nodes
     if fold:
@@ -176,7 +166,7 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     for n in reversed(nodes):
         if any(o in needed for o in n.output):
             live.append(n)
-            needed.update(i for i in n.input if i)
+            needed.update(i for i in reads(n) if i)
     live.reverse()
 
     m = onnx.ModelProto()
@@ -187,33 +177,68 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
     g = m.graph
     g.name = model.name
     g.node.extend(live)
-    g.input.extend(_value_info(names[id(v)], v.type) for v in model.inputs)
+    g.input.extend(value_info(names[id(v)], v.type) for v in model.inputs)
     g.output.extend(graph_outputs)
-    for pname in sorted(used_params):
-        if pname in needed and pname not in b.arrays:
-            _add_initializer(g, pname, np.asarray(weights[pname], dtype=np.float32))
-    for name, arr in b.arrays.items():
-        if name in needed:
-            _add_initializer(g, name, arr)
+    tensors = [(p, functools.partial(_param_array, weights, p), 4 * int(model.parameters[p].numel))
+               for p in sorted(used_params) if p in needed and p not in b.arrays]
+    tensors += [(name, functools.partial(b.arrays.get, name), b.arrays[name].nbytes)
+                for name in b.arrays if name in needed]
     meta = {"archdsl_version": _version(), "spec_file": model.file, "model": model.name}
     meta.update({f"param.{k}": str(v) for k, v in model.args.items()})
     if model.constraints:       # checked by archdsl.runtime.Session before ONNX Runtime runs
         meta[CONSTRAINTS_KEY] = dump_constraints(model.constraints, b.source)
     meta.update(metadata or {})
     helper.set_model_props(m, meta)
-    return m
+    return m, tensors
+
+
+def _param_array(weights, name: str) -> np.ndarray:
+    return np.asarray(weights[name], dtype=np.float32)
+
+
+def _little_endian(arr) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")    # (ascontiguousarray makes 0-d 1-d)
+
+
+def _subgraphs(n: onnx.NodeProto):
+    for a in n.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
+def reads(n: onnx.NodeProto) -> list[str]:
+    """The names a node reads: its inputs, and the outer-scope values its subgraphs use (a Scan
+    body reads the model's weights and the tensors its cell keeps fixed that way)."""
+    out = list(n.input)
+    for g in _subgraphs(n):
+        defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+        for m in g.node:
+            out += [i for i in reads(m) if i and i not in defined]
+            defined.update(m.output)
+    return out
+
+
+def _rename_inputs(n: onnx.NodeProto, rename: dict) -> None:
+    if any(i in rename for i in n.input):
+        n.input[:] = [rename.get(i, i) for i in n.input]
+    for g in _subgraphs(n):
+        for m in g.node:
+            _rename_inputs(m, rename)
 
 
 def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray) -> None:
     """Append `arr` as a raw-data TensorProto: one copy of the data into the message."""
-    arr = np.asarray(arr)
-    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    arr = _little_endian(arr)
     t = g.initializer.add()
     t.name = name
     t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
     t.dims.extend(arr.shape)
-    t.raw_data = np.ascontiguousarray(arr).tobytes()
+    t.raw_data = arr.tobytes()
 
 
 # -- BatchNorm folding ------------------------------------------------------------------------
@@ -230,7 +255,7 @@ def _fold_batchnorm(b: OnnxBuilder, nodes: list[onnx.NodeProto], outputs: set[st
     producer = {o: n for n in nodes for o in n.output}
     uses: dict[str, int] = {}
     for n in nodes:
-        for i in n.input:
+        for i in reads(n):
             if i:
                 uses[i] = uses.get(i, 0) + 1
     dropped: set[int] = set()
@@ -384,6 +409,92 @@ def save(proto: onnx.ModelProto, path) -> None:
                     f.write(proto.SerializeToString())
             finally:
                 _restore(moved)
+
+
+def write_onnx(model: Model, weights, path, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
+               fold: bool = True) -> onnx.ModelProto:
+    """Lower `model` and write it to `path` (atomically, as `save` does) without ever holding the
+    whole model in memory: the graph is written first, then each initializer, its bytes going
+    from the weight's own buffer to the file (or, above EXTERNAL_DATA_THRESHOLD bytes in all, to
+    `<file>.data` as ONNX external data). With `weights` a mapping that makes each array when
+    asked (passes/init.py: SeededWeights), the peak memory is about one weight, not the model
+    (protobuf's own serialisation would need the model twice or more).
+
+    Each initializer is written as a ModelProto fragment `{graph {initializer}}`: protobuf merges
+    repeated embedded messages, so the file parses (onnx, ONNX Runtime) as the model `to_onnx`
+    builds. Returns the model without its initializers (the graph, for a summary)."""
+    from pathlib import Path
+
+    from ...fileio import atomic_path, is_regular_output
+    path = Path(path)
+    m, tensors = _lower(model, weights, opset, metadata, fold)
+    sizes = [size for _, _, size in tensors]
+    external = sum(sizes) > EXTERNAL_DATA_THRESHOLD
+    if external and not is_regular_output(path):
+        raise ArchError(f"cannot write '{path}': the model's {sum(sizes):,} bytes of weights go to a '.data' "
+                        "file beside the model file, and this is not a regular file",
+                        hint="write to a regular file")
+    with contextlib.ExitStack() as stack:
+        data = None
+        if external:
+            data = open(stack.enter_context(atomic_path(path.with_name(path.name + ".data"))), "wb")
+            stack.callback(data.close)
+        tmp = stack.enter_context(atomic_path(path))
+        with open(tmp, "wb") as f:
+            f.write(m.SerializeToString())
+            for name, value, size in tensors:
+                to_data = data is not None and size >= EXTERNAL_MIN_TENSOR_BYTES
+                _write_initializer(f, name, value(), data if to_data else None, path.name + ".data")
+        if data is not None:
+            data.flush()
+    return m
+
+
+_FIELD = {"model.graph": onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number,
+          "graph.initializer": onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number,
+          "tensor.raw_data": onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _length_delimited(field: int, length: int) -> bytes:
+    """A protobuf field header of wire type 2 (bytes, embedded message) and its length."""
+    return _varint(field << 3 | 2) + _varint(length)
+
+
+def _write_initializer(f, name: str, arr: np.ndarray, data=None, location: str = "") -> None:
+    """Append one initializer to the model file `f` (see write_onnx); its bytes are written from
+    the array's buffer, into `f` as raw_data or into `data` (external data, aligned offset)."""
+    arr = _little_endian(arr)
+    t = onnx.TensorProto()
+    t.name = name
+    t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
+    t.dims.extend(arr.shape)
+    raw = memoryview(arr.reshape(-1)).cast("B")
+    if data is not None:
+        offset = data.tell()
+        pad = -offset % EXTERNAL_ALIGNMENT
+        data.write(b"\0" * pad)
+        data.write(raw)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", location), ("offset", str(offset + pad)), ("length", str(raw.nbytes))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        head, raw = t.SerializeToString(), memoryview(b"")
+    else:
+        head = t.SerializeToString() + _length_delimited(_FIELD["tensor.raw_data"], raw.nbytes)
+    tensor = len(head) + raw.nbytes
+    graph = len(_length_delimited(_FIELD["graph.initializer"], tensor)) + tensor
+    f.write(_length_delimited(_FIELD["model.graph"], graph) + _length_delimited(_FIELD["graph.initializer"], tensor))
+    f.write(head)
+    f.write(raw)
 
 
 def _externalize(proto: onnx.ModelProto, data_path: str, location: str) -> list:

@@ -291,6 +291,23 @@ def dropout_mask(like, shape, p, training):
     return (torch.rand(shape, dtype=like.dtype, device=like.device) >= p).to(like.dtype) * (1.0 / (1.0 - p))
 
 
+def branch_keep(u, p, like):
+    """Stochastic depth's multiplier from uniform draws u, one per row: 0, or 1/(1-p) for a kept
+    row (p = 1 keeps none), shaped to broadcast over `like`."""
+    keep = (u >= p).to(like.dtype)
+    if p < 1.0:
+        keep = keep * (1.0 / (1.0 - p))
+    return keep.reshape((u.shape[0],) + (1,) * (like.dim() - 1))
+
+
+@leaf
+def branch_mask(x, p, per_row, training):
+    """branch_keep with PyTorch's generator, or None when not training (or p = 0)."""
+    if not training or p == 0:
+        return None
+    return branch_keep(torch.rand(x.shape[0] if per_row else 1, dtype=torch.float64, device=x.device), p, x)
+
+
 @leaf
 def noise_like(x, kind, a, b, draw):
     """Noise shaped like x: 'normal' N(a, b^2), 'uniform' U(a, b) or 'bernoulli' (1 with

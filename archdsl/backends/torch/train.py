@@ -10,7 +10,9 @@ theirs, so a run continues on either engine (`--resume` reads the same checkpoin
                  own follow (archdsl/train/optim.py), with archdsl's argument checks, state names
                  (momentum/<param>, m/<param>, v/<param>) and step count in checkpoints
     losses       `loss_terms`: cross_entropy (labels or probabilities, label smoothing,
-                 ignore_index), binary_cross_entropy on logits and mse, as archdsl defines them
+                 ignore_index), binary_cross_entropy on logits and mse, as archdsl defines them;
+                 named terms, their ramped weights and expression terms through the section's
+                 Objective (archdsl/train/objective.py), an expression run by this engine
     clipping     by global norm, as torch.nn.utils.clip_grad_norm_
     randomness   dropout and noise from the run's seeded streams (context.py), so a resumed run
                  draws what the uninterrupted one drew
@@ -160,6 +162,11 @@ class TorchTrainer(Trainer):
         super().__init__(model, config, **options)
         self.device = group.device if group is not None else resolve_device(device)
         self.random, self.group = random, group
+        self._graphs: dict = {}          # an expression term's graph as a module
+        if group is not None and not (self.objective.single and self.objective.terms[0].loss is not None):
+            raise ArchError("--nproc trains a model whose loss is one built-in loss (cross_entropy, mse, ...); "
+                            f"model {self.ir.name}'s loss has named terms or expressions",
+                            config.spans.get("loss"), "drop --nproc (--device cuda trains it on a GPU)")
 
     def open_engine(self, run: Run, weights: dict, frozen: set) -> None:
         if self.threads:
@@ -177,56 +184,88 @@ class TorchTrainer(Trainer):
         self.frozen_buffers = {n: net.tensor(n).detach().clone() for n in frozen if self.ir.parameters[n].spec.buffer}
         self.net = net
         if self.group is not None:
-            self.net = self.group.wrap(net, find_unused=not _reaches_everything(self.ir, self.out_name, self.trainable))
+            out = self.objective.terms[0].loss["output"]
+            self.net = self.group.wrap(net, find_unused=not _reaches_everything(self.ir, out, self.trainable))
             run.log(f"{self.group.world} processes ({torch.distributed.get_backend()}, DistributedDataParallel): "
                     f"each takes its share of every batch of {self.cfg.batch}")
 
-    def _target(self, target: np.ndarray):
-        return torch.as_tensor(target, device=self.device)
+    def as_array(self, t) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    def term_value(self, t, outs: dict, batch: dict):
+        """A loss term on torch tensors: a built-in loss, or an expression's graph run by this
+        engine (the Objective's term_value, archdsl/train/objective.py)."""
+        if t.loss is not None:
+            total, count = loss_terms(t.loss["name"], t.loss["kwargs"], outs[t.loss["output"]],
+                                      torch.as_tensor(batch[t.loss["target"]], device=self.device))
+            red = t.loss["kwargs"].get("reduction", "mean")
+            return (total / max(count, 1) if red == "mean" else total), red
+        net = self._graphs.get(t.name)
+        if net is None:
+            net = self._graphs[t.name] = TorchModel(t.graph, {}, device=self.device)
+        feeds = {x.name: (outs[x.name] if x.name in outs else batch[x.name]) for x in t.graph.inputs}
+        return next(iter(net(feeds, training=False).values())), "mean"
 
     def step(self, run: Run, b: int) -> dict:
-        inputs, target = self.next_batch(run, b)
-        group, red = self.group, self.red
-        if group is not None:
-            rows = group.share(np.arange(len(target)))
-            inputs, target = {k: v[rows] for k, v in inputs.items()}, target[rows]
+        batch = self.next_batch(run, b)
+        if self.group is not None:
+            return self._distributed_step(run, batch)
+        inputs = {k: batch[k] for k in self.in_names}
         self.net.train()
-        out = self.net(inputs)[self.out_name]
-        total, count = loss_terms(self.cfg.loss["name"], self.loss_kwargs, out, self._target(target))
-        out_np = out.detach().cpu().numpy()
-        metrics = self._metrics(out_np, target)
-        s, n, rows_all = total.item(), float(count), float(len(target))
-        world = 1
-        if group is not None:        # the whole batch's numbers, and a stop asked for in any process
-            world = group.world
-            flat = [s, n, rows_all, float(run.stop_requested)] + [x for m in metrics.values() for x in m]
-            flat = group.all_sum(flat)
-            s, n, rows_all = flat[:3]
-            run.stop_requested = run.stop_requested or flat[3] > 0
-            metrics = {k: (flat[4 + 2 * i], int(flat[5 + 2 * i])) for i, k in enumerate(metrics)}
+        outs = self.net(inputs)
+        loss, values, totals, n_ex = self.objective(outs, batch, run.step, run.steps_per_epoch, self.term_value)
+        lv = loss.item()
+        if not math.isfinite(lv):
+            self._diagnose(run, inputs, lv, values)
+        self._update(loss)
+        return {"loss": lv, "totals": totals, "count": n_ex, "metrics": self._metrics(outs, batch)}
+
+    def _distributed_step(self, run: Run, batch: dict) -> dict:
+        """One step of a process of a distributed run: its share of the batch, the whole batch's
+        loss and metrics summed over the processes (one built-in loss: its sum and count)."""
+        group, term = self.group, self.objective.terms[0]
+        rows = group.share(np.arange(len(next(iter(batch.values())))))
+        batch = {k: v[rows] for k, v in batch.items()}
+        inputs = {k: batch[k] for k in self.in_names}
+        red = term.loss["kwargs"].get("reduction", "mean")
+        self.net.train()
+        outs = self.net(inputs)
+        total, count = loss_terms(term.loss["name"], term.loss["kwargs"], outs[term.loss["output"]],
+                                  torch.as_tensor(batch[term.loss["target"]], device=self.device))
+        metrics = self._metrics(outs, batch)
+        # the whole batch's numbers, and a stop asked for in any process
+        flat = [total.item(), float(count), float(len(rows)), float(run.stop_requested)]
+        flat = group.all_sum(flat + [x for m in metrics.values() for x in m])
+        s, n, rows_all = flat[:3]
+        run.stop_requested = run.stop_requested or flat[3] > 0
+        metrics = {k: (flat[4 + 2 * i], int(flat[5 + 2 * i])) for i, k in enumerate(metrics)}
         lv = s / max(n, 1.0) if red == "mean" else s
         if not math.isfinite(lv):
-            self._diagnose(run, inputs, lv)
-        self.opt.zero_grad()
+            self._diagnose(run, inputs, lv, {"loss": lv})
         # DistributedDataParallel averages the processes' gradients: scaled so the update is the
         # whole batch's (each process's share of the sum, times the number of processes)
-        (total * (world / max(n, 1.0) if red == "mean" else world)).backward()
+        self._update(total * (group.world / max(n, 1.0) if red == "mean" else group.world))
+        rows_all = int(rows_all)
+        return {"loss": lv, "totals": {"loss": per_example_total(lv, red, rows_all)}, "count": rows_all,
+                "metrics": metrics}
+
+    def _update(self, loss) -> None:
+        """Backward, clipping, the optimizer's step, frozen buffers restored."""
+        self.opt.zero_grad()
+        loss.backward()
         norm = grad_norm(self.trainable.values(), self.cfg.clip_norm)
         if not math.isfinite(norm):
-            self._bad_grads(run)
+            self._bad_grads(self.run)
         self.opt.step()
         with torch.no_grad():
             for name, saved in self.frozen_buffers.items():
                 self.executor.tensor(name).copy_(saved)
-        rows_all = int(rows_all)
-        return {"loss": lv, "loss_total": per_example_total(lv, red, rows_all), "count": rows_all, "metrics": metrics}
 
-    def eval_batch(self, ex, inputs: dict, target: np.ndarray) -> tuple[float, np.ndarray]:
+    def eval_batch(self, ex, batch: dict, step: int, steps_per_epoch: int) -> dict:
         with torch.no_grad():
-            out = ex(inputs, training=False)[self.out_name]
-            total, count = loss_terms(self.cfg.loss["name"], self.loss_kwargs, out, self._target(target))
-            lv = float(total) / max(count, 1) if self.red == "mean" else float(total)
-            return lv, out.cpu().numpy()
+            outs = ex({v.name: batch[v.name] for v in self.ir.inputs}, training=False)
+            _, _, totals, n = self.objective(outs, batch, step, steps_per_epoch, self.term_value)
+            return {"totals": totals, "count": n, "metrics": self._metrics(outs, batch)}
 
     def grad_finite(self, t) -> bool:
         return t.grad is None or bool(torch.isfinite(t.grad).all())
@@ -265,22 +304,25 @@ class TorchGanTrainer(GanTrainer):
         fake = None
         for k in range(cfg.d_steps):
             z = torch.as_tensor(self.pair.noise(B, self.noise_rng), device=dev)
+            c_fake = self.draw_conditions(B)
             if k == cfg.d_steps - 1:           # the fake the generator update reuses, with its graph
-                fake = gen({self.zin: z})[self.gout]
+                fake = gen({self.zin: z, **c_fake})[self.gout]
                 fake_d = fake.detach()
             else:
                 with torch.no_grad():
-                    fake_d = gen({self.zin: z})[self.gout]
-            x = torch.as_tensor(self.real_batch(run, in_epoch, k), device=dev)
+                    fake_d = gen({self.zin: z, **c_fake})[self.gout]
+            x, c_real = self.real_batch(run, in_epoch, k)
+            x = torch.as_tensor(x, device=dev)
             fake_d = pack_rows(fake_d, pk)
             if self.joint:
-                scores = disc({self.din: torch.cat([x, fake_d])})[self.dout]
+                both = {name: np.concatenate([c_real[name], c_fake[name]]) for name in self.conds}
+                scores = disc({self.din: torch.cat([x, fake_d]), **both})[self.dout]
                 loss = d_loss_joint(obj, scores, B // pk)
                 sc = scores.detach().cpu().numpy()
                 sr, sf = sc[:B // pk], sc[B // pk:]
             else:
-                sr_t = disc({self.din: x})[self.dout]
-                sf_t = disc({self.din: fake_d})[self.dout]
+                sr_t = disc({self.din: x, **c_real})[self.dout]
+                sf_t = disc({self.din: fake_d, **c_fake})[self.dout]
                 loss = d_loss(obj, sr_t, sf_t)
                 sr, sf = sr_t.detach().cpu().numpy(), sf_t.detach().cpu().numpy()
             lv = loss.item()
@@ -293,7 +335,7 @@ class TorchGanTrainer(GanTrainer):
             d_real_p += O.probability(obj, sr)
             d_fake_p += O.probability(obj, sf)
         # generator update: gradients flow through D into G; D's own are dropped before its next update
-        gl = g_loss(obj, disc({self.din: pack_rows(fake, pk)})[self.dout])
+        gl = g_loss(obj, disc({self.din: pack_rows(fake, pk), **c_fake})[self.dout])
         glv = gl.item()
         if not math.isfinite(glv):
             self._non_finite(run, "generator", glv)
