@@ -1028,6 +1028,9 @@ class RelativePositionBias2d(Op):
         rows = F.take(params["relative_position_bias_table"], relative_position_index(wh, ww), axis=0)
         return [F.transpose(rows, (2, 0, 1))]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TK.relative_position_bias(params["relative_position_bias_table"], *a.derived)]
+
 
 class ShiftedWindowMask(Op):
     """Swin's mask for attention in shifted windows over a feature map x [N, H, W, C] rolled by
@@ -1073,3 +1076,8 @@ class ShiftedWindowMask(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [Tensor(self._mask(a).astype(inputs[0].data.dtype))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        (wh, ww), (sh, sw) = a.derived
+        return [TK.shifted_window_mask(inputs[0], int(a.x.shape[1]), int(a.x.shape[2]), wh, ww, sh, sw,
+                                       a.attrs["value"])]

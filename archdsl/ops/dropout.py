@@ -70,5 +70,4 @@ class StochasticDepth(Dropout):
         return [F.mul(x, Tensor(keep.reshape((rows,) + (1,) * (x.ndim - 1))))]
 
     def torch_forward(self, a, ctx, inputs, params):
-        m = ctx.branch_mask(inputs[0], a.attrs["p"], per_row=a.attrs["mode"] == "row")
-        return [inputs[0] if m is None else inputs[0] * m]
+        return [ctx.drop_branch(inputs[0], a.attrs["p"], per_row=a.attrs["mode"] == "row")]

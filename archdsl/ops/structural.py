@@ -289,7 +289,13 @@ class Concat(Op):
         return [F.concat(xs, a.derived)]
 
     def torch_forward(self, a, ctx, inputs, params):
-        return [torch.cat(list(inputs), a.derived)]
+        xs = list(inputs)
+        for i, x in enumerate(inputs):
+            dims = self._expanded(a, i)
+            if dims:        # each expanded dim's size read from an input that has it
+                src = {d: next(k for k, t in enumerate(a.in_types) if t.shape[d] != 1) for d in dims}
+                xs[i] = x.expand([inputs[src[d]].shape[d] if d in dims else -1 for d in range(a.in_types[i].rank)])
+        return [torch.cat(xs, a.derived)]
 
 
 def norm_dim(op: Op, x, d: int, what: str = "dim", extra: int = 0) -> int:

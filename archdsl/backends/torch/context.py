@@ -92,13 +92,13 @@ class TorchContext:
         m = self.dropout_mask(x.shape, p, x)
         return x if m is None else x * m
 
-    def branch_mask(self, x, p: float, per_row: bool):
-        """Stochastic depth's multiplier: one draw per sample (`per_row`) or one for the batch,
-        0 or 1/(1-p); None outside training. Drawn in float64, as the NumPy engine draws it."""
+    def drop_branch(self, x, p: float, per_row: bool):
+        """Stochastic depth in training: x times 0 or 1/(1-p), one draw per sample (`per_row`)
+        or one for the batch, in float64 as the NumPy engine draws; x itself otherwise."""
         if not self.training or p == 0:
-            return None
+            return x
         u = self.random.uniform((x.shape[0] if per_row else 1,), torch.float64, x.device)
-        return TK.branch_keep(u, p, x)
+        return x * TK.branch_keep(u, p, x)
 
     def noise_like(self, x, kind: str, a: float, b: float, sample: bool):
         """Noise shaped like x ('normal' N(a, b^2), 'uniform' U(a, b), 'bernoulli' 1 with

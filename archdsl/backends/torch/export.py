@@ -50,8 +50,8 @@ class ExportContext:
     def dropout_mask(self, shape, p: float, like):
         return TK.dropout_mask(like, shape, p, self.training) if p else None
 
-    def branch_mask(self, x, p: float, per_row: bool):
-        return TK.branch_mask(x, p, per_row, self.training) if p else None
+    def drop_branch(self, x, p: float, per_row: bool):
+        return TK.drop_branch(x, p, per_row, self.training) if p else x
 
     def noise_like(self, x, kind: str, a: float, b: float, sample: bool):
         return TK.noise_like(x, kind, a, b, True if sample else self.training)

@@ -47,6 +47,31 @@ def _proxy_in(value):
 # -- attention -----------------------------------------------------------------------------------
 
 @leaf
+def relative_position_bias(table, wh, ww):
+    """Swin's relative position bias [heads, M², M²] (M² = wh·ww): for tokens i, j of a window,
+    the row of table [(2wh-1)(2ww-1), heads] holding their offset (torchvision's index)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).reshape(2, -1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    index = (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
+    return table[index.to(table.device)].permute(2, 0, 1)
+
+
+@leaf
+def shifted_window_mask(like, h, w, wh, ww, sh, sw, value):
+    """Swin's mask [windows, 1, M², M²] for a map h x w rolled by -(sh, sw): `value` between
+    tokens of a window that were not neighbours before the roll, 0 elsewhere (torchvision's)."""
+    region = torch.zeros(h, w, dtype=torch.int64)
+    count = 0
+    for hs in ((0, -wh), (-wh, -sh), (-sh, None)) if sh else ((0, None),):
+        for ws in ((0, -ww), (-ww, -sw), (-sw, None)) if sw else ((0, None),):
+            region[slice(*hs), slice(*ws)] = count
+            count += 1
+    ids = region.reshape(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
+    mask = torch.where(ids[:, None, :] != ids[:, :, None], value, 0.0)
+    return mask[:, None].to(like.device, like.dtype)
+
+
+@leaf
 def keep_mask(mask, mode, length):
     """The [N, S] keep mask (True = attend) from a padding mask or sequence lengths (mode
     'padding' or 'lengths'), for keys of `length`."""
@@ -301,11 +326,11 @@ def branch_keep(u, p, like):
 
 
 @leaf
-def branch_mask(x, p, per_row, training):
-    """branch_keep with PyTorch's generator, or None when not training (or p = 0)."""
+def drop_branch(x, p, per_row, training):
+    """Stochastic depth with PyTorch's generator: x times branch_keep in training, else x."""
     if not training or p == 0:
-        return None
-    return branch_keep(torch.rand(x.shape[0] if per_row else 1, dtype=torch.float64, device=x.device), p, x)
+        return x
+    return x * branch_keep(torch.rand(x.shape[0] if per_row else 1, dtype=torch.float64, device=x.device), p, x)
 
 
 @leaf
