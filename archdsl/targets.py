@@ -78,9 +78,9 @@ class Target:
     def train(self, data, run_dir, **options):
         raise NotImplementedError
 
-    def distributable(self) -> bool:
-        """Can several processes train it together (`train --nproc`)?"""
-        return False
+    def not_distributable(self) -> str | None:
+        """Why several processes cannot train it together (`train --nproc`), or None when they can."""
+        return "--nproc trains a supervised model; a gan trains in one process"
 
     def describe_run(self, result, spec_file, run_dir: Path, model_arg: str | None) -> list[str]:
         """What `archdsl train` prints after a run: the result, the files written, what next."""
@@ -146,9 +146,14 @@ class ModelTarget(Target):
                      threads=threads, overwrite=overwrite, log=log, policy=_policy("model", engine, device, group),
                      **(overrides if resume else {}))
 
-    def distributable(self) -> bool:
-        from .train.config import section_for
-        return section_for(self.spec, self.name) is not None
+    def not_distributable(self) -> str | None:
+        from .train.config import config_for, section_for
+        if section_for(self.spec, self.name) is None:
+            return Target.not_distributable(self)
+        if config_for(self.spec, self.name).terms:
+            return (f"--nproc trains a model whose loss is one built-in loss (cross_entropy, mse, ...); "
+                    f"model {self.name}'s loss has named terms or expressions")
+        return None
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         if getattr(self, "_gan", None) is not None:
@@ -254,6 +259,9 @@ class VaeTarget(ModelTarget):
     def train(self, data, run_dir, **options):
         self._trained = ModelTarget(self.spec, self.vae.model)
         return self._trained.train(data, run_dir, **options)
+
+    def not_distributable(self) -> str | None:
+        return ModelTarget(self.spec, self.vae.model).not_distributable()
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         lines = self._trained.describe_run(result, spec_file, run_dir, model_arg)

@@ -193,3 +193,22 @@ def test_export_torch_cli_runs_without_archdsl(work):
     assert p.returncode == 1 and ".py" in p.stderr
     p = run("export", work / "net.arch", "--format", "torch", "--opset", "17", "-o", work / "m.py")
     assert p.returncode == 1 and "--opset" in p.stderr
+
+
+def test_loss_terms_train_on_torch_and_nproc_refuses_them(tmp_path):
+    """A VAE (a loss of named expression terms) trains with --engine torch and resumes on the
+    NumPy engine; --nproc refuses it with a clear error before starting any process."""
+    spec = ROOT / "specs/vae_digits.arch"
+    np.savez(tmp_path / "d.npz", image=np.random.default_rng(0).random((64, 1, 8, 8), dtype=np.float32))
+    args = [spec, "-d", tmp_path / "d.npz", "--set", "hidden=16", "--quiet"]
+    p = run("train", *args, "-o", tmp_path / "v", "--engine", "torch", "--epochs", "2")
+    assert p.returncode == 0, p.stderr
+    rec = [json.loads(line) for line in (tmp_path / "v/metrics.jsonl").read_text().splitlines()]
+    assert len(rec) == 2 and all(np.isfinite(r[k]) for r in rec for k in ("loss", "recon", "kl", "kl_weight"))
+    p = run("train", spec, "--set", "hidden=16", "-o", tmp_path / "v2", "--resume", tmp_path / "v/checkpoint.npz",
+            "--epochs", "3", "--quiet")
+    assert p.returncode == 0, p.stderr
+    p = run("train", *args, "-o", tmp_path / "v3", "--engine", "torch", "--nproc", "2")
+    assert p.returncode == 1 and "named terms or expressions" in p.stderr and "drop --nproc" in p.stderr, p.stderr
+    assert not (tmp_path / "v3").exists()
+

@@ -17,9 +17,9 @@ def cmd_train(args) -> int:
     if args.engine == "torch":
         from ..backends.torch import distributed
         if (args.nproc or 1) > 1 and not distributed.in_group():
-            if not target.distributable():
-                raise ArchError("--nproc trains a supervised model; a gan trains in one process",
-                                hint="drop --nproc (--device cuda trains it on a GPU)")
+            why = target.not_distributable()
+            if why:
+                raise ArchError(why, hint="drop --nproc (--device cuda trains it on a GPU)")
             return distributed.launch(args.nproc, distributed.without_nproc(args.argv))
         group = distributed.join(args.device)
     lead = group is None or group.rank == 0        # only the first process writes and prints
