@@ -11,7 +11,7 @@ environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK, and MASTER_A
 loopback interface); each joins the group (`join`). When one fails the others are stopped. Every process reads the same data and draws the same
 shuffled order from the run's seed; each takes its share of every global batch (the `batch` of
 the train section), so a step's update is the one a single process makes on the whole batch
-(the loss is rescaled by the share's size: see `TorchTrainer.step`). Only rank 0 writes the
+(the loss is rescaled by the share's size: see `TorchTrainer._distributed_step`). Only rank 0 writes the
 run directory (checkpoints, metrics.jsonl) and prints; a resumed run reads the checkpoint in
 every process. BatchNorm normalises each process's share with its own statistics (as
 DistributedDataParallel without SyncBatchNorm does).
