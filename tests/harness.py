@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +21,25 @@ from archdsl.passes.init import initialize
 
 OPSETS = (17, max_opset())
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_archdsl(*args, timeout=300, env_extra=None):
+    """`python -m archdsl ARGS` in a subprocess from the repository root, BLAS on one thread;
+    the completed process (a traceback on stderr fails the test: it is an archdsl bug)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    p = subprocess.run([sys.executable, "-m", "archdsl", *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout, cwd=EXAMPLES.parent, env=env)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+def toy_workdir(path: Path, spec: str) -> Path:
+    """A folder for the CLI tests: the spec as net.arch, and the small classification data they
+    train on as data.npz (x [200, 8], label = argmax of x's first three columns)."""
+    (path / "net.arch").write_text(spec)
+    x = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    np.savez(path / "data.npz", x=x, label=x[:, :3].argmax(1))
+    return path
 
 
 def example(name: str):

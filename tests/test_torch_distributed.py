@@ -6,15 +6,13 @@ processes or one. The global batch (15) does not split evenly, so unequal shares
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from archdsl.train.checkpoint import read_checkpoint
+from harness import run_archdsl
 
 pytest.importorskip("torch")
 
@@ -40,10 +38,7 @@ train Net {
 
 
 def run(*args, timeout=600):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "archdsl", *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout, cwd=ROOT, env=env)
-    assert "Traceback" not in p.stderr, p.stderr
+    p = run_archdsl(*args, timeout=timeout)
     assert p.returncode == 0, p.stderr
     return p
 

@@ -16,6 +16,8 @@ import archdsl
 from archdsl.backends.numpy.executor import NumpyExecutor
 from archdsl.errors import ArchError
 from archdsl.train.checkpoint import read_checkpoint
+from harness import run_archdsl as run
+from harness import toy_workdir
 
 torch = pytest.importorskip("torch")
 from archdsl.backends.torch.module import TorchModel  # noqa: E402
@@ -43,21 +45,9 @@ train Net {
 """
 
 
-def run(*args, timeout=300, env_extra=None):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    p = subprocess.run([sys.executable, "-m", "archdsl", *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout, cwd=ROOT, env=env)
-    assert "Traceback" not in p.stderr, p.stderr
-    return p
-
-
 @pytest.fixture()
 def work(tmp_path):
-    (tmp_path / "net.arch").write_text(SPEC)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((200, 8)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x, label=x[:, :3].argmax(1))
-    return tmp_path
+    return toy_workdir(tmp_path, SPEC)
 
 
 def _weights(path):

@@ -339,10 +339,7 @@ class Scan(Op):
         """(slots, the step graph's nodes as (torch_forward, app, input slots, output slots,
         parameter items), the output slots), cached on the layout."""
         m = lay.body.model
-        slot = {id(v): i for i, v in enumerate(m.inputs)}
-        for n in m.nodes:
-            for v in n.outputs:
-                slot[id(v)] = len(slot)
+        slot = m.value_slots()
         nodes = [(n.op.torch_forward, n.app, tuple(slot[id(v)] for v in n.inputs),
                   tuple(slot[id(v)] for v in n.outputs), tuple(n.params.items())) for n in m.nodes]
         lay.torch_plan = (len(slot), nodes, [slot[id(v)] for v in m.outputs])
@@ -505,10 +502,7 @@ class _StepPlan:
 
     def __init__(self, lay: ScanLayout):
         m = lay.body.model
-        slot = {id(v): i for i, v in enumerate(m.inputs)}
-        for n in m.nodes:
-            for v in n.outputs:
-                slot[id(v)] = len(slot)
+        slot = m.value_slots()
         self.n = len(slot)
         n_seq, n_fixed = lay.n_seq, len(lay.cell.fixed)
         kind = classify(lay)

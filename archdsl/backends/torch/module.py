@@ -98,12 +98,7 @@ class TorchModel(nn.Module):
 
     def _build_plan(self) -> None:
         ir = self.ir
-        slot: dict[int, int] = {}
-        for v in ir.inputs:
-            slot[id(v)] = len(slot)
-        for n in ir.nodes:
-            for v in n.outputs:
-                slot[id(v)] = len(slot)
+        slot = ir.value_slots()
         self.n_slots = len(slot)
         self.input_slots = [(v.name, slot[id(v)], v.type) for v in ir.inputs]
         # per node: (node, application, its torch_forward, input slots, output slots,

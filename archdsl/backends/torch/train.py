@@ -196,8 +196,7 @@ class TorchTrainer(Trainer):
         """A loss term on torch tensors: a built-in loss, or an expression's graph run by this
         engine (the Objective's term_value, archdsl/train/objective.py)."""
         if t.loss is not None:
-            total, count = loss_terms(t.loss["name"], t.loss["kwargs"], outs[t.loss["output"]],
-                                      torch.as_tensor(batch[t.loss["target"]], device=self.device))
+            total, count = self._summed(t.loss, outs, batch)
             red = t.loss["kwargs"].get("reduction", "mean")
             return (total / max(count, 1) if red == "mean" else total), red
         net = self._graphs.get(t.name)
@@ -205,6 +204,11 @@ class TorchTrainer(Trainer):
             net = self._graphs[t.name] = TorchModel(t.graph, {}, device=self.device)
         feeds = {x.name: (outs[x.name] if x.name in outs else batch[x.name]) for x in t.graph.inputs}
         return next(iter(net(feeds, training=False).values())), "mean"
+
+    def _summed(self, loss: dict, outs: dict, batch: dict) -> tuple:
+        """A built-in loss of the batch as (its sum, how many terms it averages): loss_terms."""
+        return loss_terms(loss["name"], loss["kwargs"], outs[loss["output"]],
+                          torch.as_tensor(batch[loss["target"]], device=self.device))
 
     def step(self, run: Run, b: int) -> dict:
         batch = self.next_batch(run, b)
@@ -230,8 +234,7 @@ class TorchTrainer(Trainer):
         red = term.loss["kwargs"].get("reduction", "mean")
         self.net.train()
         outs = self.net(inputs)
-        total, count = loss_terms(term.loss["name"], term.loss["kwargs"], outs[term.loss["output"]],
-                                  torch.as_tensor(batch[term.loss["target"]], device=self.device))
+        total, count = self._summed(term.loss, outs, batch)
         metrics = self._metrics(outs, batch)
         # the whole batch's numbers, and a stop asked for in any process
         flat = [total.item(), float(count), float(len(rows)), float(run.stop_requested)]
@@ -325,25 +328,24 @@ class TorchGanTrainer(GanTrainer):
                 sf_t = disc({self.din: fake_d, **c_fake})[self.dout]
                 loss = d_loss(obj, sr_t, sf_t)
                 sr, sf = sr_t.detach().cpu().numpy(), sf_t.detach().cpu().numpy()
-            lv = loss.item()
-            if not math.isfinite(lv):
-                self._non_finite(run, "discriminator", lv)
-            self.d_opt.zero_grad()
-            loss.backward()
-            self.d_opt.step()
-            d_lv += lv
+            d_lv += self._descend(run, self.d_opt, loss, "discriminator")
             d_real_p += O.probability(obj, sr)
             d_fake_p += O.probability(obj, sf)
         # generator update: gradients flow through D into G; D's own are dropped before its next update
         gl = g_loss(obj, disc({self.din: pack_rows(fake, pk), **c_fake})[self.dout])
-        glv = gl.item()
-        if not math.isfinite(glv):
-            self._non_finite(run, "generator", glv)
-        self.g_opt.zero_grad()
-        gl.backward()
-        self.g_opt.step()
+        glv = self._descend(run, self.g_opt, gl, "generator")
         n = cfg.d_steps
         return {"d_loss": d_lv / n, "g_loss": glv, "d_real": d_real_p / n, "d_fake": d_fake_p / n}
+
+    def _descend(self, run: Run, opt, loss, who: str) -> float:
+        """One update of `opt` down `loss`, whose value (returned) must be finite."""
+        lv = loss.item()
+        if not math.isfinite(lv):
+            self._non_finite(run, who, lv)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return lv
 
 
 # -- the adversarial objectives (archdsl/gan/objectives.py) on torch tensors ------------------------
