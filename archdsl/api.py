@@ -224,6 +224,23 @@ class CompiledModel:
             weights = SeededWeights(self.ir, seed)
         return write_onnx(self.ir, weights, path, opset=DEFAULT_OPSET if opset is None else opset)
 
+    def deploy(self, path: str | os.PathLike | None = None, *, target: str | None = None,
+               opset: int | None = None, precision: str = "fp32", half_io: bool = False, seed: int = 0,
+               weights: dict | None = None):
+        """The ONNX file for a deployment target ("cpu", "cuda" or None: portable), at the opset
+        the target runs (or `opset`), in `precision` ("fp32", "fp16", "bf16"): a
+        backends.onnx.deploy.Export (proto, opset, fallbacks, warnings()); written if `path`."""
+        from .backends.onnx.deploy import export
+        from .backends.onnx.export import save
+        if weights is None:
+            from .passes.limits import check_resources
+            check_resources(self.ir, for_training=False)
+            weights = self.init_weights(seed)
+        result = export(self.ir, weights, target=target, opset=opset, precision=precision, half_io=half_io)
+        if path is not None:
+            save(result.proto, path)
+        return result
+
     def executor(self, weights: dict | None = None, seed: int = 0):
         from .backends.numpy.executor import NumpyExecutor
         return NumpyExecutor(self.ir, weights if weights is not None else self.init_weights(seed), seed=seed)

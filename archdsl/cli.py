@@ -75,8 +75,11 @@ def cmd_render(args) -> int:
 def cmd_export(args) -> int:
     from .fileio import announce, refuse_overwriting_inputs
     fmt = args.format or ("torch" if Path(args.output).suffix == ".py" else "onnx")
-    if fmt == "torch" and args.opset is not None:
-        raise ArchError("--opset applies to ONNX; --format torch writes PyTorch source")
+    if fmt == "torch":
+        for flag, given in (("--opset", args.opset is not None), ("--target", args.target is not None),
+                            ("--precision", args.precision != "fp32"), ("--half-io", args.half_io)):
+            if given:
+                raise ArchError(f"{flag} applies to ONNX; --format torch writes PyTorch source")
     target = _target(args)
     # the model, and its external data (ONNX) or its weights beside it (PyTorch)
     extra = str(Path(args.output).with_suffix(".pt")) if fmt == "torch" else args.output + ".data"
@@ -89,12 +92,20 @@ def cmd_export(args) -> int:
                               f"{model.param_count:,} parameters"
                               f"{' (trained weights from ' + args.weights + ')' if args.weights else ''}")
         return 0
-    from .backends.onnx.export import DEFAULT_OPSET
-    graph, model = target.export(args.output, opset=args.opset, seed=args.seed, weights=args.weights,
-                                 role="discriminator" if args.discriminator else None)
-    announce(args.output, f"wrote {args.output}: model {model.name}, opset "
-                          f"{DEFAULT_OPSET if args.opset is None else args.opset}, {len(graph.graph.node)} nodes, "
-                          f"{model.param_count:,} parameters"
+    result, model = target.export(args.output, opset=args.opset, seed=args.seed, weights=args.weights,
+                                  role="discriminator" if args.discriminator else None,
+                                  target=args.target, precision=args.precision, half_io=args.half_io)
+    for w in result.warnings():
+        print(f"warning: {w}", file=sys.stderr)
+    how = ""
+    if args.target is not None:
+        how = f" for {args.target}" + ("" if args.opset is not None else
+                                       " (the newest opset it runs)" if args.target == "cpu" else
+                                       " (the newest opset whose op versions all have CUDA kernels)")
+    prec = "" if result.precision == "fp32" else f", {result.precision}" + (" throughout" if args.half_io else
+                                                                           " (float32 inputs and outputs)")
+    announce(args.output, f"wrote {args.output}: model {model.name}, opset {result.opset}{how}{prec}, "
+                          f"{len(result.proto.graph.node)} nodes, {model.param_count:,} parameters"
                           f"{' (trained weights from ' + args.weights + ')' if args.weights else f' (seed {args.seed})'}")
     return 0
 
@@ -108,10 +119,10 @@ def cmd_run(args) -> int:
         inputs = [spec.partition("=")[2] for spec in args.input]
         refuse_overwriting_inputs(args.output, [args.model_file, args.model_file + ".data", *inputs,
                                                 *(i.rpartition(":")[0] for i in inputs if ":" in i)])
-    sess = Session(args.model_file, device=args.device)
+    sess = Session(args.model_file, device=args.device, precision=args.precision)
     feeds = load_inputs(args.input)
     outs = sess.run(feeds)
-    print(f"ran {args.model_file} on {sess.device} ({', '.join(sess.providers)})")
+    print(f"ran {args.model_file} on {sess.device} ({', '.join(sess.providers)}), {sess.precision}")
     for name, arr in outs.items():
         flat = np.asarray(arr).ravel()
         preview = np.array2string(flat[:6], precision=4, separator=", ")
@@ -122,6 +133,17 @@ def cmd_run(args) -> int:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **outs)
         announce(args.output, f"wrote {args.output}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .benchmark import bench, format_bench
+    from .cliargs import dims
+    from .runtime import Session
+    sess = Session(args.model_file, device=args.device, precision=args.precision)
+    rows = bench(sess, args.batch, dims(args.dim), runs=args.runs, warmup=args.warmup,
+                 copy_outputs=args.copy_outputs)
+    print(format_bench(sess, rows, args.copy_outputs, args.warmup))
     return 0
 
 
@@ -167,7 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model.onnx, or model.py with --format torch")
     p.add_argument("--format", choices=["onnx", "torch"],
                    help="onnx, or torch: standalone PyTorch source (default: torch for a .py output)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 17; with --target, the newest the target runs)")
+    p.add_argument("--target", choices=["cpu", "cuda"], default=None,
+                   help="the execution provider the file is for: its lowerings and an opset whose op versions "
+                        "it implements (cuda: warns about nodes a CUDA session would leave to the CPU)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="weights and compute in float16 or bfloat16 (bf16: --target cuda only); "
+                        "inputs and outputs stay float32 unless --half-io")
+    p.add_argument("--half-io", action="store_true", dest="half_io",
+                   help="with --precision fp16/bf16: half-precision inputs and outputs too")
     p.add_argument("--weights", help="a training checkpoint (.npz) to export instead of seeded weights")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default 0)")
     p.add_argument("--discriminator", action="store_true",
@@ -179,7 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy")
     p.add_argument("-o", "--output", type=output_file, help="write the outputs to an .npz")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16"],
+                   help="fp32: float32 throughout, TF32 off (default); tf32: TF32 matrix products on the GPU; "
+                        "fp16: the model converted to float16 on load")
     p.set_defaults(fn=cmd_run)
+
+    from .cliargs import nonneg_int, positive_int
+    p = sub.add_parser("bench", help="latency (p50/p90) and throughput of an ONNX file on ONNX Runtime")
+    p.add_argument("model_file", help="model.onnx")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8], metavar="B",
+                   help="batch sizes (default: 1 8)")
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=V",
+                   help="size of another symbolic dim, e.g. --dim T=128")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16"])
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs per batch size (default 50)")
+    p.add_argument("--warmup", type=nonneg_int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--copy-outputs", action="store_true", dest="copy_outputs",
+                   help="on a GPU: copy every output back to the host in each run (default: keep them there)")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("doctor", help="report the installation: versions, providers, graphviz")
     p.set_defaults(fn=cmd_doctor)

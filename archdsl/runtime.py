@@ -18,6 +18,21 @@ still lists CUDA in that case. So "cuda" checks `session.get_providers()` after 
 the session and refuses to go on if CUDA is not really there; "auto" records what it got
 in `device` and, when it wanted CUDA and did not get it, why (`fallback_reason`).
 
+Precision (`precision=`, what the GPU may do): "fp32" (the default) runs float32 models in full
+float32, TF32 off (the CUDA provider's use_tf32=0), where archdsl promises agreement with the
+NumPy engine within 1e-4; "tf32" lets the CUDA provider's matrix products use TF32 (faster on
+Ampere and later GPUs, about 1e-3 relative error); "fp16" converts a float32 model to float16 on
+load (backends/onnx/precision.py: float32 inputs and outputs, weights and compute in float16;
+a model already in half precision runs as it is). On the CPU provider fp32 and tf32 are alike.
+`cpu_fallback=False` (device "cuda") makes ONNX Runtime refuse a model any of whose nodes would
+run on the CPU (session.disable_cpu_ep_fallback).
+
+Keeping data on the device. `run(feeds, on_device=True)` returns ONNX Runtime OrtValues that
+stay in the session's device memory (IOBinding), and any feed may be such an OrtValue (an
+output of this or another session on the same device, or `to_device(array)`): a serving loop
+or a sampler passes state from step to step without copies through the host, and copies back
+only what it needs (`value.numpy()`).
+
 Dtypes. One rule for floats and integers alike: a feed whose dtype is of the same kind as the
 input's (a float for a float input, an integer for an integer input) is cast to the input's
 dtype when every value fits in it: float64 -> float32 (values within float32's range; they are
@@ -40,11 +55,12 @@ from archdsl.errors import ArchError, did_you_mean, raise_errors
 from archdsl.installed import ort_package
 from archdsl.ir.constraints import METADATA_KEY, explain, loads, violated
 
-__all__ = ["Session", "IOInfo", "load_inputs", "format_shape", "GPU_HINT"]
+__all__ = ["Session", "IOInfo", "load_inputs", "format_shape", "GPU_HINT", "PRECISIONS"]
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "tf32", "fp16")
 
 GPU_HINT = (
     "install the GPU build of ONNX Runtime in place of the CPU one: `make gpu` "
@@ -143,12 +159,22 @@ class Session:
     `inputs` / `outputs` lists of IOInfo, `name` the file name (or "<bytes>").
     """
 
-    def __init__(self, path_or_bytes, device: str = "auto", options: "ort.SessionOptions | None" = None):
+    def __init__(self, path_or_bytes, device: str = "auto", options: "ort.SessionOptions | None" = None,
+                 precision: str = "fp32", cpu_fallback: bool = True):
         if device not in DEVICES:
             raise ArchError(f"unknown device '{device}'", hint=did_you_mean(str(device), DEVICES)
                             or "choose one of: auto, cpu, cuda")
+        if precision not in PRECISIONS:
+            raise ArchError(f"unknown precision '{precision}'", hint=did_you_mean(str(precision), PRECISIONS)
+                            or "choose one of: fp32, tf32, fp16")
+        if not cpu_fallback and device != "cuda":
+            raise ArchError("cpu_fallback=False forbids CPU nodes in a CUDA session; it needs device 'cuda'")
         self.requested_device = device
+        self.precision = precision
+        self.cpu_fallback = cpu_fallback
         self.name, self._model = self._read(path_or_bytes)
+        if precision == "fp16":
+            self._model = self._half(self._model)
         self._options = options
         self.fallback_reason: str | None = None
 
@@ -162,11 +188,16 @@ class Session:
                     f"CUDAExecutionProvider (available: {', '.join(available) or 'none'})",
                     hint=GPU_HINT)
             try:
-                sess = self._create([CUDA, CPU])
+                sess = self._create([CUDA, CPU] if cpu_fallback else [CUDA])
             except ArchError:
                 raise
             except Exception as e:  # CUDA initialisation can throw; tell that apart from a bad model
                 self._create([CPU])  # raises the loading error if the model itself is the problem
+                if not cpu_fallback and "fallback" in str(e).lower():
+                    raise ArchError(f"{self.name} has nodes ONNX Runtime would run on the CPU, and CPU "
+                                    f"fallback is disabled: {_first_line(e)}",
+                                    hint="export with `archdsl export --target cuda` (an opset and lowerings "
+                                         "the CUDA provider runs), or allow the fallback") from None
                 raise ArchError(f"device 'cuda' requested but ONNX Runtime could not start CUDA "
                                 f"for {self.name}: {_first_line(e)}", hint=CUDA_LIBS_HINT) from None
             if CUDA not in sess.get_providers():
@@ -233,13 +264,25 @@ class Session:
         return path, path  # ORT reads paths itself (and finds external data beside the file)
 
     def _create(self, providers):
+        options = [self._provider_options(p) for p in providers]
         try:
-            return ort.InferenceSession(self._model, sess_options=self._options or self._default_options(),
-                                        providers=providers)
+            return ort.InferenceSession(self._model, sess_options=self._session_options(providers),
+                                        providers=providers, provider_options=options)
         except Exception as e:
             if providers[0] != CPU:
                 raise  # the caller tells a CUDA failure from a bad model
             raise self._load_error(e) from None
+
+    def _provider_options(self, provider: str) -> dict:
+        if provider == CUDA:        # fp32 means float32 matrix products: TF32 only when asked for
+            return {"use_tf32": "1" if self.precision == "tf32" else "0"}
+        return {}
+
+    def _session_options(self, providers):
+        so = self._options or self._default_options()
+        if not self.cpu_fallback and CUDA in providers:
+            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        return so
 
     @staticmethod
     def _default_options():
@@ -248,6 +291,20 @@ class Session:
         # the ArchError says; CUDA fallbacks are reported by us
         so.log_severity_level = 4
         return so
+
+    def _half(self, model):
+        """The model in float16 (unless it is in half precision already): precision.to_half."""
+        import onnx
+
+        from .backends.onnx.precision import to_half
+        try:
+            proto = onnx.load_model_from_string(model) if isinstance(model, bytes) else onnx.load(model)
+        except Exception as e:
+            raise self._load_error(e) from None
+        half = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+        if any(t.data_type in half for t in proto.graph.initializer):
+            return model
+        return to_half(proto, "fp16").SerializeToString()
 
     def _load_error(self, e: Exception) -> ArchError:
         msg = _first_line(e)
@@ -282,7 +339,7 @@ class Session:
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))
         outs = ", ".join(map(str, self.outputs))
-        return f"<Session {self.name} on {self.device}: ({ins}) -> ({outs})>"
+        return f"<Session {self.name} on {self.device} ({self.precision}): ({ins}) -> ({outs})>"
 
     @property
     def input_names(self) -> list[str]:
@@ -318,7 +375,7 @@ class Session:
             except ArchError as e:
                 errors.append(e)
                 continue
-            err = self._check_shape(info, arr.shape, dims)
+            err = self._check_shape(info, tuple(arr.shape()) if isinstance(arr, ort.OrtValue) else arr.shape, dims)
             if err is not None:
                 errors.append(err)
                 continue
@@ -343,9 +400,11 @@ class Session:
                                     f"{self.model_name}: {message}", hint=hint))
         return errors
 
-    def run(self, feeds: Mapping[str, object], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Run the model. feeds: input name -> array. outputs: names to compute (default: all).
-        Returns output name -> np.ndarray."""
+    def run(self, feeds: Mapping[str, object], outputs: list[str] | None = None, *,
+            on_device: bool = False) -> dict:
+        """Run the model. feeds: input name -> array (or an OrtValue on this session's device).
+        outputs: names to compute (default: all). Returns output name -> np.ndarray, or with
+        on_device=True -> OrtValue left in the device's memory (module docstring)."""
         arrays = self.check(feeds)
         names = list(self.output_names if outputs is None else outputs)
         for n in names:
@@ -355,6 +414,8 @@ class Session:
         quiet = ort.RunOptions()
         quiet.log_severity_level = 4        # the failure is reported below, not as a raw log line
         try:
+            if on_device or any(isinstance(v, ort.OrtValue) for v in arrays.values()):
+                return self._run_bound(arrays, names, quiet, on_device)
             results = self._sess.run(names, arrays, quiet)
         except Exception as e:
             # The inputs passed every check we can make; what remains is data-dependent (a token
@@ -368,8 +429,36 @@ class Session:
 
     __call__ = run
 
+    def _run_bound(self, arrays: dict, names: list[str], run_options, on_device: bool) -> dict:
+        binding = self._sess.io_binding()
+        for name, v in arrays.items():
+            if isinstance(v, ort.OrtValue):
+                binding.bind_ortvalue_input(name, v)
+            else:
+                binding.bind_cpu_input(name, v)
+        for name in names:
+            binding.bind_output(name, self.device)
+        self._sess.run_with_iobinding(binding, run_options)
+        values = binding.get_outputs()
+        if on_device:
+            return dict(zip(names, values))
+        return {n: v.numpy() for n, v in zip(names, values)}
+
+    def to_device(self, value, name: str | None = None) -> "ort.OrtValue":
+        """An array copied into this session's device memory (an OrtValue to feed `run`); with
+        `name`, checked and cast as that input's feed would be."""
+        if isinstance(value, ort.OrtValue):
+            return value
+        arr = self._convert(self._in[name], value) if name is not None else _contiguous(np.asarray(value))
+        return ort.OrtValue.ortvalue_from_numpy(arr, self.device, 0)
+
     @staticmethod
     def _convert(info: IOInfo, value) -> np.ndarray:
+        if isinstance(value, ort.OrtValue):    # on a device already: no cast possible, only checks
+            if value.data_type() != info.type:
+                raise ArchError(f"input '{info.name}' expects {info.type_str}, got an OrtValue of "
+                                f"{value.data_type()}", hint="copy it to the host, convert it, and feed the array")
+            return value
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         want = info.dtype
         if want is None or arr.dtype == want:

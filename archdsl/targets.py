@@ -58,12 +58,20 @@ class Target:
         return load_weights(path, model.ir)
 
     def export(self, path, opset: int | None = None, seed: int = 0, weights: str | None = None,
-               role: str | None = None):
-        """Write the ONNX file (streamed: about one weight in memory at a time); returns (the
-        graph without its initializers, model)."""
+               role: str | None = None, target: str | None = None, precision: str = "fp32",
+               half_io: bool = False):
+        """Write the ONNX file; returns (backends.onnx.deploy.Export, model). A portable float32
+        file is streamed (about one weight in memory at a time: CompiledModel.save_onnx); a
+        deployment target or half precision goes through CompiledModel.deploy."""
         model = self.export_model(role)
         w = self.export_weights(weights, model) if weights else None
-        return model.save_onnx(path, opset=opset, seed=seed, weights=w), model
+        if target is None and precision == "fp32" and not half_io:
+            from .backends.onnx.deploy import Export
+            from .backends.onnx.export import DEFAULT_OPSET
+            graph = model.save_onnx(path, opset=opset, seed=seed, weights=w)
+            return Export(graph, DEFAULT_OPSET if opset is None else opset, None, "fp32"), model
+        return model.deploy(path, opset=opset, seed=seed, weights=w, target=target, precision=precision,
+                            half_io=half_io), model
 
     def export_torch(self, path, seed: int = 0, weights: str | None = None, role: str | None = None):
         """Write the model as a standalone PyTorch module (and its weights beside it, given a

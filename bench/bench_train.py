@@ -76,7 +76,6 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import json  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -89,7 +88,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import archdsl  # noqa: E402
-from benchlib import cpu_model  # noqa: E402
+from benchlib import cpu_model, peak_rss_kib, reset_peak_rss  # noqa: E402
 from archdsl.autodiff import backward  # noqa: E402
 from archdsl.autodiff.allocator import keep_freed_memory  # noqa: E402
 from archdsl.backends.numpy.executor import NumpyExecutor  # noqa: E402
@@ -547,51 +546,18 @@ def measure(w: Workload, engines: list[str], reps: int, seconds: float) -> dict:
 
 # -- memory (subprocess) -------------------------------------------------------------------------------
 
-def _maxrss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
-
-
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak-RSS mark to the current RSS (Linux: clear_refs 5) and return it (KiB).
-    Without it the peak is the imports' (torch's import alone peaks above a small network's
-    training), and the delta reads 0. Falls back to ru_maxrss elsewhere."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        rss = _proc_status_kib("VmRSS")
-        if rss is not None:
-            return rss
-    except OSError:
-        pass
-    return _maxrss_kib()
-
-
-def _peak_rss_kib() -> int:
-    hwm = _proc_status_kib("VmHWM")
-    return hwm if hwm is not None else _maxrss_kib()
-
-
 def memory_child(key: str, engine: str) -> None:
     w = Workload(key)
     batches = w.batches
     nb = len(batches)
-    rss0 = _reset_peak_rss()
+    rss0 = reset_peak_rss()
     e = make(engine, w)
     if engine == "archdsl-loop":
         e.run_epochs(2)
     else:
         for i in range(50):
             e.step(*batches[i % nb])
-    rss1 = _peak_rss_kib()
+    rss1 = peak_rss_kib()
     del e
     traced = None
     if engine != "torch":

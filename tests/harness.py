@@ -75,12 +75,13 @@ def ort_run(proto: onnx.ModelProto, inputs: dict) -> dict[str, np.ndarray]:
     return dict(zip(names, sess.run(names, inputs)))
 
 
-def check_parity(model, inputs: dict, weights=None, opsets=OPSETS, atol=1e-4, rtol=1e-4, seed=0):
-    """Export at each opset, full_check it, run on ORT, compare with the NumPy engine."""
+def check_parity(model, inputs: dict, weights=None, opsets=OPSETS, atol=1e-4, rtol=1e-4, seed=0, provider=None):
+    """Export at each opset (with `provider`'s lowerings, if given), full_check it, run on ORT's
+    CPU provider, compare with the NumPy engine."""
     weights = weights if weights is not None else initialize(model, seed)
     ref = NumpyExecutor(model, weights).run(inputs)
     for opset in opsets:
-        proto = to_onnx(model, weights, opset=opset)
+        proto = to_onnx(model, weights, opset=opset, provider=provider)
         onnx.checker.check_model(proto, full_check=True)
         got = ort_run(proto, inputs)
         for v in model.outputs:

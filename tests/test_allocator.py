@@ -1,4 +1,4 @@
-"""archdsl/autodiff/allocator.py: `archdsl train` keeps freed memory for the next step."""
+"""archdsl/autodiff/allocator.py: a training run reuses freed memory instead of re-faulting it."""
 import os
 import subprocess
 import sys
@@ -7,38 +7,70 @@ import textwrap
 import pytest
 
 CHILD = textwrap.dedent("""
-    import resource, numpy as np
-    from archdsl.autodiff.allocator import keep_freed_memory
-    tuned = keep_freed_memory()
-    assert keep_freed_memory() == tuned            # once per process, same answer
+    import resource, sys, numpy as np
+    from archdsl.autodiff.allocator import keep_freed_memory, reused_memory
+    MIB = int(sys.argv[1])
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    # 64 MiB: above the largest mmap threshold glibc's own adaptation reaches (32 MiB)
-    for _ in range(3):                             # warm up: the heap grows once
-        a = np.ones(16 << 20, np.float32); del a
-    f0 = faults()
-    for _ in range(10):                            # 64 MiB allocated, touched and freed 10 times
-        a = np.ones(16 << 20, np.float32); del a
-    print(tuned, faults() - f0)
+    def steps(n):                                  # arrays allocated, touched and freed n times
+        for _ in range(n):
+            a = np.ones(MIB << 18, np.float32); b = np.ones(MIB << 17, np.float32); del a, b
+    if sys.argv[2] == "run":
+        with reused_memory() as tuned:
+            steps(3)                               # warm up: the heap grows once
+            f0 = faults(); steps(10); f1 = faults()
+        f2 = faults(); steps(3); after = faults() - f2  # the defaults are back
+    else:
+        tuned = keep_freed_memory()
+        assert keep_freed_memory() == tuned        # once per process, same answer
+        steps(3); f0 = faults(); steps(10); f1 = faults(); after = -1
+    print(tuned, f1 - f0, after)
 """)
 
 
-def child(**env):
-    p = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, **env})
+def child(mib, mode, **env):
+    p = subprocess.run([sys.executable, "-c", CHILD, str(mib), mode], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, **env})
     assert p.returncode == 0, p.stderr
-    tuned, faults = p.stdout.split()
-    return tuned == "True", int(faults)
+    tuned, faults, after = p.stdout.split()
+    return tuned == "True", int(faults), int(after)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
-def test_freed_memory_is_reused_without_page_faults():
-    tuned, faults = child()
+@pytest.mark.parametrize("mib", [64, 320])        # below and above any mmap threshold glibc allows
+@pytest.mark.parametrize("mode", ["run", "process"])
+def test_freed_memory_is_reused_without_page_faults(mib, mode):
+    tuned, faults, after = child(mib, mode)
     if not tuned:
         pytest.skip("not glibc")
     # fresh mappings fault on first touch (per page, or per huge page with THP); reused heap
     # memory does not fault again
-    tuned_off, faults_off = child(ARCHDSL_MALLOC="default")
+    tuned_off, faults_off, _ = child(mib, mode, ARCHDSL_MALLOC="default")
     assert not tuned_off
-    assert faults_off >= 10 * 32, faults_off                     # at least a fault per 2 MiB page
+    pages = 10 * (mib + mib // 2) // 2                              # a fault per 2 MiB page at least
+    assert faults_off >= pages, faults_off
     assert faults * 10 < faults_off, (faults, faults_off)
+    if mode == "run":                      # after the run the memory went back: fresh faults again
+        assert after >= 3 * (mib + mib // 2) // 2, after
+
+
+def test_trainer_runs_inside_reused_memory(monkeypatch):
+    """Every training run (supervised and GAN policies) enters reused_memory through training_run."""
+    import archdsl.train.run as loop
+    seen = []
+
+    class Probe:
+        def __enter__(self):
+            seen.append("enter")
+
+        def __exit__(self, *exc):
+            seen.append("exit")
+
+    monkeypatch.setattr(loop, "reused_memory", Probe)
+
+    class T:
+        threads = None
+        stop_requested = False
+    with loop.training_run(T()):
+        assert seen == ["enter"]
+    assert seen == ["enter", "exit"]

@@ -571,7 +571,7 @@ def ref_conv_transpose(x, w, b, stride, pads, opad, dil, groups):
 @pytest.fixture(params=["wide", "narrow"])
 def im2col_path(request, monkeypatch):
     """Run a conv test through both im2col layouts."""
-    from archdsl.autodiff import convolution as conv_mod
+    from archdsl.autodiff import im2col as conv_mod
     monkeypatch.setattr(conv_mod, "_WIDE_CG", 1 if request.param == "wide" else 10 ** 9)
     return request.param
 

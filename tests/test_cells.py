@@ -305,6 +305,92 @@ def test_std_cells_equal_the_fused_layers_on_onnx_runtime(name):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+# -- cells with no fused layer: their equations in NumPy ------------------------------------------
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def _lin(w, p, x, bias=True):
+    return x @ w[f"{p}.weight"].T + (w[f"{p}.bias"] if bias else 0)
+
+
+def _min_gru(w, x, h):
+    z = _sigmoid(_lin(w, "mingrucell_1.z", x))
+    return (1 - z) * h + z * _lin(w, "mingrucell_1.h", x)
+
+
+def _mgu(w, x, h):
+    p = "mgucell_1"
+    f = _sigmoid(_lin(w, f"{p}.W_f", x) + _lin(w, f"{p}.U_f", h, bias=False))
+    candidate = np.tanh(_lin(w, f"{p}.W_h", x) + _lin(w, f"{p}.U_h", f * h, bias=False))
+    return (1 - f) * h + f * candidate
+
+
+def _ind_rnn(w, x, h):
+    return np.maximum(_lin(w, "indrnncell_1.W", x) + w["indrnncell_1.u"] * h, 0)
+
+
+def _layer_norm_rnn(w, x, h):
+    p = "layernormrnncell_1"
+    a = _lin(w, f"{p}.W_xh", x, bias=False) + _lin(w, f"{p}.W_hh", h, bias=False)
+    mu, var = a.mean(-1, keepdims=True), a.var(-1, keepdims=True)
+    return np.tanh(w[f"{p}.ln.weight"] * (a - mu) / np.sqrt(var + 1e-5) + w[f"{p}.ln.bias"])
+
+
+EQUATIONS = {"MinGRUCell": _min_gru, "MGUCell": _mgu, "IndRNNCell": _ind_rnn, "LayerNormRNNCell": _layer_norm_rnn}
+
+
+@pytest.mark.parametrize("name", sorted(EQUATIONS))
+def test_new_cells_follow_their_equations_on_both_engines_with_checked_gradients(name):
+    ir = model(f"""
+    model M {{
+      input x: f32[N, T, 3]
+      output y = x -> Scan({name}(4))
+    }}
+    """)
+    w = initialize(ir, 2)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 6, 3)).astype(np.float32)
+    h = np.zeros((3, 4))
+    want = []
+    for t in range(x.shape[1]):
+        h = EQUATIONS[name](w, x[:, t].astype(np.float64), h)
+        want.append(h)
+    y = check_parity(ir, {"x": x}, w)["y"]            # ONNX Runtime (opset 17 and newest) = NumPy engine
+    np.testing.assert_allclose(y, np.stack(want, 1), atol=1e-5)
+    check_grads(ir, {"x": x[:2, :4]}, w)
+
+
+@pytest.mark.parametrize("name", sorted(EQUATIONS))
+def test_new_cells_train(name, tmp_path):
+    from archdsl.train import train
+    spec = compiled(f"""
+    model CellLM {{
+      input tokens: i64[N, T]
+      output logits = tokens -> Embedding(16, 8) -> Scan({name}(16)) -> Linear(16)
+    }}
+    train CellLM {{
+      loss      = cross_entropy(logits, next)
+      optimizer = Adam(lr=3e-2)
+      batch     = 16
+      epochs    = 8
+      seed      = 0
+    }}
+    """)
+    m = spec.model()
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 16, (64, 8))
+    np.savez(tmp_path / "d.npz", tokens=tokens, next=np.roll(tokens, 1, axis=1))   # the previous token
+    w0 = m.init_weights(0)
+    r = train(m, tmp_path / "d.npz", run_dir=tmp_path / "run", quiet=True)
+    assert r.steps == 32
+    losses = [e["loss"] for e in r.history]
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.8 * losses[0], losses
+    for k in m.ir.parameters:
+        assert not np.array_equal(r.weights[k], w0[k]), f"{k} did not train"
+
+
 def test_lstm_cell_with_lengths_reverse_and_initial_states_equals_the_fused_lstm():
     spec = compiled("""
     model Cell {

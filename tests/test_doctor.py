@@ -65,7 +65,7 @@ def test_cuda_listed_but_falls_back(monkeypatch):
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     real = ort.InferenceSession
 
-    def fake(model, sess_options=None, providers=None):
+    def fake(model, sess_options=None, providers=None, provider_options=None):
         return real(model, sess_options=sess_options, providers=["CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", fake)
     detail, ok = rows_by_item()["cuda"]
@@ -87,7 +87,7 @@ def test_cuda_usable(monkeypatch):
         def get_providers(self):
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
-    def fake(model, sess_options=None, providers=None):
+    def fake(model, sess_options=None, providers=None, provider_options=None):
         return Claims(real(model, sess_options=sess_options, providers=["CPUExecutionProvider"]))
     monkeypatch.setattr(ort, "InferenceSession", fake)
     detail, ok = rows_by_item()["cuda"]

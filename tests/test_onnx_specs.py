@@ -30,6 +30,7 @@ import pytest
 import archdsl
 from archdsl.backends.onnx.export import DEFAULT_OPSET, max_opset, to_onnx
 from archdsl.ir.constraints import violated
+from archdsl.backends.onnx.placement import shape_view as _shape_view
 from archdsl.ir.types import is_static
 
 SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.arch"))
@@ -131,31 +132,6 @@ def _inputs(ir, dims: dict, seed: int) -> dict[str, np.ndarray]:
         else:
             out[v.name] = rng.integers(0, high, shape).astype(v.type.np_dtype)
     return out
-
-
-def _shape_view(proto: onnx.ModelProto, inline_below: int = 1024) -> onnx.ModelProto:
-    """The same graph with each initializer of `inline_below` bytes or more declared as external
-    data (name, dtype and dims kept; no bytes copied)."""
-    m = onnx.ModelProto()
-    m.ir_version = proto.ir_version
-    m.opset_import.extend(proto.opset_import)
-    g, src = m.graph, proto.graph
-    g.name = src.name
-    g.node.extend(src.node)
-    g.input.extend(src.input)
-    g.output.extend(src.output)
-    g.value_info.extend(src.value_info)
-    for t in src.initializer:
-        n = int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        if n < inline_below:
-            g.initializer.add().CopyFrom(t)
-            continue
-        h = g.initializer.add()
-        h.name, h.data_type = t.name, t.data_type
-        h.dims.extend(t.dims)
-        h.data_location = onnx.TensorProto.EXTERNAL
-        h.external_data.add(key="location", value="weights.bin")
-    return m
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list:

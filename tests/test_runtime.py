@@ -9,7 +9,6 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from archdsl import runtime
 from archdsl.errors import ArchError, ArchErrors
 from archdsl.runtime import IOInfo, Session, load_inputs
 
@@ -305,10 +304,15 @@ class FakeSession:
     def __init__(self, real_cls, gets=None, fail_cuda=None):
         self.real_cls, self.gets, self.fail_cuda = real_cls, gets, fail_cuda
 
-    def __call__(self, model, sess_options=None, providers=None):
+    options: list = []
+
+    def __call__(self, model, sess_options=None, providers=None, provider_options=None):
         FakeSession.created.append(list(providers))
-        real = self.real_cls(model, sess_options=sess_options, providers=["CPUExecutionProvider"])
-        if "CUDAExecutionProvider" in providers:
+        FakeSession.options.append(dict(zip(providers, provider_options or [{}] * len(providers))))
+        cuda = "CUDAExecutionProvider" in providers
+        # the real session runs on the CPU: a CUDA request's options (no CPU fallback) do not apply
+        real = self.real_cls(model, sess_options=None if cuda else sess_options, providers=["CPUExecutionProvider"])
+        if cuda:
             if self.fail_cuda:
                 raise RuntimeError(self.fail_cuda)
             reported = list(self.gets)
@@ -328,6 +332,7 @@ def with_cuda_listed(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     FakeSession.created = []
+    FakeSession.options = []
 
     def install(**kw):
         monkeypatch.setattr(ort, "InferenceSession", FakeSession(ort.InferenceSession, **kw))
@@ -462,3 +467,40 @@ def test_load_inputs_never_unpickles(tmp_path, monkeypatch):
     np.savez(tmp_path / "b.npz", b=np.zeros(2))
     load_inputs([f"a={tmp_path / 'a.npy'}", f"b={tmp_path / 'b.npz'}"])
     assert seen == [False, False]
+
+
+# -- precision, CPU fallback, data kept on the device ------------------------------------------------
+
+def test_fp32_turns_tf32_off_and_tf32_asks_for_it(model_path, with_cuda_listed):
+    with_cuda_listed(gets=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    Session(model_path, device="cuda")
+    Session(model_path, device="cuda", precision="tf32")
+    assert [o["CUDAExecutionProvider"] for o in FakeSession.options] == [{"use_tf32": "0"}, {"use_tf32": "1"}]
+
+
+def test_cuda_without_cpu_fallback(model_path, with_cuda_listed):
+    with_cuda_listed(gets=["CUDAExecutionProvider"])
+    s = Session(model_path, device="cuda", cpu_fallback=False)
+    assert FakeSession.created[-1] == ["CUDAExecutionProvider"] and s.device == "cuda"
+    with_cuda_listed(fail_cuda="This session cannot use the CPU EP because session.disable_cpu_ep_fallback "
+                               "is set; nodes would fall back to CPU: Gather")
+    with pytest.raises(ArchError) as e:
+        Session(model_path, device="cuda", cpu_fallback=False)
+    assert "fallback is disabled" in msg(e) and "--target cuda" in msg(e)
+    with pytest.raises(ArchError, match="needs device 'cuda'"):
+        Session(model_path, device="cpu", cpu_fallback=False)
+
+
+def test_outputs_kept_on_the_device_feed_the_next_run(sess):
+    f = feeds(3)
+    held = sess.run(f, on_device=True)
+    assert all(isinstance(v, ort.OrtValue) for v in held.values())
+    np.testing.assert_allclose(held["out"].numpy(), f["a"] + f["b"])
+    # an output fed back as an input, an array copied to the device once, a host array
+    again = sess.run({"a": held["out"], "b": sess.to_device(f["b"], "b"), "ids": held["cnt"]})
+    np.testing.assert_allclose(again["out"], f["a"] + 2 * f["b"], rtol=1e-6)
+    np.testing.assert_array_equal(again["cnt"], f["ids"] + 2)
+    with pytest.raises(ArchError, match="expects float32.*OrtValue of tensor\\(int64\\)"):
+        sess.run({"a": held["cnt"], "b": f["b"], "ids": f["ids"]})
+    with pytest.raises(ArchError, match="dim 1 must be 3"):
+        sess.run({"a": sess.to_device(np.zeros((3, 4), np.float32)), "b": f["b"], "ids": f["ids"]})

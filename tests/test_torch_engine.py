@@ -181,8 +181,9 @@ def test_export_torch_cli_runs_without_archdsl(work):
     np.testing.assert_allclose(np.load(work / "y.npy"), want, atol=1e-5, rtol=1e-5)
     p = run("export", work / "net.arch", "--format", "torch", "-o", work / "net.onnx")
     assert p.returncode == 1 and ".py" in p.stderr
-    p = run("export", work / "net.arch", "--format", "torch", "--opset", "17", "-o", work / "m.py")
-    assert p.returncode == 1 and "--opset" in p.stderr
+    for flags in (["--opset", "17"], ["--target", "cuda"], ["--precision", "fp16"]):
+        p = run("export", work / "net.arch", "--format", "torch", *flags, "-o", work / "m.py")
+        assert p.returncode == 1 and f"{flags[0]} applies to ONNX" in p.stderr, p.stderr
 
 
 def test_loss_terms_train_on_torch_and_nproc_refuses_them(tmp_path):

@@ -183,9 +183,10 @@ def mse(pred, target, reduction="mean"):
     rt = t.requires_grad
     if not ((rp or rt) and _GRAD[0]):
         return _const(val)
+    ps, ts = p.data.shape, t.data.shape
 
     def vjp(g):
         gd = d * (2.0 * weight(g)) if reduction != "none" else d * (2.0 * g)
-        return (_ub(gd, p.data.shape) if rp else None,
-                _ub(-gd, t.data.shape) if rt else None)
+        return (_ub(gd, ps) if rp else None,
+                _ub(-gd, ts) if rt else None)
     return record(val, (p, t), vjp)

@@ -75,7 +75,11 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
     inv = 1.0 / np.sqrt(var + eps)
     scale = inv if gam is None else gam.reshape(-1) * inv
     if use_batch:
-        out = xc * scale.reshape(bshape)
+        # the centred copy becomes the output: the backward recomputes x - mean from x (alive on
+        # the tape anyway) rather than keeping a second activation-sized array
+        out = xc
+        xc = None
+        out *= scale.reshape(bshape)
         if b_t is not None:
             out += b_t.data.reshape(bshape)
     else:
@@ -89,16 +93,17 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
 
     def vjp(g):
         sum_g = g.sum(axis=axes) if (rb or (rx and use_batch)) else None
-        sum_gxhat = None
+        sum_gxhat = c = None
         if rg or (rx and use_batch):
-            c = xc if use_batch else xd - mean.reshape(bshape)
+            c = xd - mean.reshape(bshape)
             sum_gxhat = _chan_dot(g, c, nd) * inv  # sum(g * xhat) without forming xhat
         gx = None
         if rx:
             gx = g * scale.reshape(bshape)
             if use_batch:
                 # scale * (g - mean(g) - xhat * mean(g * xhat)), folded per channel
-                gx -= xc * (scale * inv * sum_gxhat / n).reshape(bshape)
+                c *= (scale * inv * sum_gxhat / n).reshape(bshape)
+                gx -= c
                 gx -= (scale * sum_g / n).reshape(bshape)
         ggam = sum_gxhat.reshape(gam.shape) if rg else None
         gbet = sum_g.reshape(b_t.data.shape) if rb else None

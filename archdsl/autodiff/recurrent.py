@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._arrays import row_sum
 from .tensor import defprim
 
 __all__ = ["lstm_layer", "gru_layer", "rnn_layer"]
@@ -147,10 +148,96 @@ def _lstm_perm(H):
 
 
 _CHUNK = 8      # backward steps whose factors are formed together (G, A chunks stay in L2)
+_FOLD_C = 128   # inputs narrower than this are folded into each step's matmul (see _lstm_cols)
+_COLS_MIN_H = 256   # hidden sizes from which the LSTM runs transposed (see lstm_layer)
+
+
+def _from_tm_t(a, reverse, pad):
+    """[T, F, N] (features by batch) in processing order -> batch-first [N, T, F]."""
+    a = a.transpose(0, 2, 1)
+    return _from_tm(a, reverse) if pad is None else pad.from_tm(a)
+
+
+def _bptt(G, TC, CC, dY, dZ, step_matmul, dh, dc_next, DC, peeps, dy_transposed):
+    """The LSTM's backward recurrence, for either layout: gates G [T, 4, a, b] (o, i, f, g),
+    tanh(c) TC and states CC [T(+1), a, b]; writes the pre-activation gradients into dZ
+    [T, 4, a, b] (views) and leaves dh, dc_next (updated in place) as the gradients of h0, c0.
+    step_matmul(t) sets dh from dZ[t]; dY [T, N, H] (added transposed when dy_transposed), DC
+    (None, or the final-state gradients per step), peeps (None or (p_i, p_f, p_o) shaped to
+    broadcast over [a, b]).
+
+    dz_o = dh * A_o, dz_{i,f,g} = dc * A_{i,f,g}, dc = dh * B + dc_next, with the factors
+      A_o = o(1-o) tanh(c), A_i = i(1-i) g, A_f = f(1-f) c_prev, A_g = (1-g^2) i,
+      B = o (1 - tanh(c)^2).
+    They do not depend on the incoming gradient, so they are formed in bulk, but chunk by chunk
+    of _CHUNK steps just before the loop needs them: each pass then works on data in L2 instead
+    of streaming the whole [T, 4, a, b] arrays from memory (~2x faster)."""
+    T = G.shape[0]
+    shape, dt = dh.shape, dh.dtype
+    mul, sub = np.multiply, np.subtract
+    CH = min(_CHUNK, T) or 1
+    Ac = np.empty((CH, 4) + shape, dt)
+    Bc = np.empty((CH,) + shape, dt)
+    dc = np.empty(shape, dt)
+    tmp = np.empty(shape, dt)
+    lo = T
+    for t in range(T - 1, -1, -1):
+        if t < lo:
+            lo = max(t + 1 - CH, 0)
+            n = t + 1 - lo
+            Gk, A, B = G[lo:t + 1], Ac[:n], Bc[:n]
+            S, SA = Gk[:, :3], A[:, :3]
+            mul(S, S, out=SA)
+            sub(S, SA, out=SA)                           # sigma' = s (1 - s) for o, i, f
+            A[:, 0] *= TC[lo:t + 1]
+            A[:, 1] *= Gk[:, 3]
+            A[:, 2] *= CC[lo:t + 1]
+            GA = A[:, 3]
+            mul(Gk[:, 3], Gk[:, 3], out=GA)
+            sub(1.0, GA, out=GA)
+            GA *= Gk[:, 1]
+            mul(TC[lo:t + 1], TC[lo:t + 1], out=B)
+            sub(1.0, B, out=B)
+            B *= Gk[:, 0]
+        k = t - lo
+        dh += dY[t].T if dy_transposed else dY[t]
+        mul(dh, Bc[k], out=dc)
+        dc += dc_next
+        if DC is not None:
+            dc += DC[t]
+        dz4 = dZ[t]
+        At = Ac[k]
+        if peeps is not None:
+            p_i, p_f, p_o = peeps
+            mul(dh, At[0], out=dz4[0])
+            mul(dz4[0], p_o, out=tmp)
+            dc += tmp
+            mul(At[1:], dc, out=dz4[1:])
+            mul(dc, G[t, 2], out=dc_next)
+            mul(dz4[1], p_i, out=tmp)
+            dc_next += tmp
+            mul(dz4[2], p_f, out=tmp)
+            dc_next += tmp
+        else:
+            mul(At[1:], dc, out=dz4[1:])
+            mul(dh, At[0], out=dz4[0])
+            mul(dc, G[t, 2], out=dc_next)
+        step_matmul(t)
 
 
 @defprim
 def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=False, lengths=None):
+    # Two layouts of one algorithm. Batch-major (state [N, H], gates [T, 4, N, H]; input,
+    # bias and recurrence in one matmul per step; no transposes anywhere) is the faster one for
+    # small hidden sizes, where per-call and copy overheads decide; features-by-batch (state
+    # [H, N]) for large ones, where the per-step GEMM's shape decides (bench/bench_midsize.py:
+    # hidden 512, ~10% faster forward; bench/bench_lstm.py: hidden 128, ~15% slower).
+    kernel = _lstm_cols if w_hh.shape[1] >= _COLS_MIN_H else _lstm_rows
+    return kernel(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths)
+
+
+def _lstm_rows(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths):
+    """The LSTM with batch-major state [N, H]: see lstm_layer."""
     N, T, C = x.shape
     pad = None if lengths is None else _Padded(lengths, N, T, reverse)
     H = w_hh.shape[1]
@@ -191,7 +278,7 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     CC[0] = 0.0 if c0 is None else c0
     TC = np.empty((T, N, H), dt)         # tanh(c_t)
     tmp = np.empty((N, H), dt)
-    mul, add, sub, tanh, matmul = np.multiply, np.add, np.subtract, np.tanh, np.matmul
+    mul, tanh, matmul = np.multiply, np.tanh, np.matmul
     for t in range(T):
         z = G[t]
         c = CC[t]
@@ -235,7 +322,6 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
         gy, ghn, gcn = grads
         DC = None
         dh = np.empty((N, H), dt)
-        dc = np.empty((N, H), dt)
         dc_next = np.empty((N, H), dt)
         if pad is None:
             dY = _to_tm(gy, reverse)
@@ -248,61 +334,12 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
             pad.inject(DC, gcn)
             dh[...] = 0.0
             dc_next[...] = 0.0
-        # dz_o = dh * A_o, dz_{i,f,g} = dc * A_{i,f,g}, dc = dh * B + dc_next, with the factors
-        #   A_o = o(1-o) tanh(c), A_i = i(1-i) g, A_f = f(1-f) c_prev, A_g = (1-g^2) i,
-        #   B = o (1 - tanh(c)^2).
-        # They do not depend on the incoming gradient, so they are formed in bulk, but chunk by
-        # chunk of _CHUNK steps just before the loop needs them: each pass then works on data in
-        # L2 instead of streaming the whole [T, 4, N, H] arrays from memory (~2x faster).
-        CH = min(_CHUNK, T) or 1
-        Ac = np.empty((CH, 4, N, H), dt)
-        Bc = np.empty((CH, N, H), dt)
         # dZ row-major [T, N, 4H] (written through gate-major views): one [N, 4H] x [4H, H]
         # matmul per step for dh, and the weight gradients need no transposing copy.
         dZ = np.empty((T, N, H4), dt)
         dZ4 = dZ.reshape(T, N, 4, H).transpose(0, 2, 1, 3)
-        lo = T
-        for t in range(T - 1, -1, -1):
-            if t < lo:
-                lo = max(t + 1 - CH, 0)
-                n = t + 1 - lo
-                Gk, A, B = G[lo:t + 1], Ac[:n], Bc[:n]
-                S, SA = Gk[:, :3], A[:, :3]
-                mul(S, S, out=SA)
-                sub(S, SA, out=SA)                       # sigma' = s (1 - s) for o, i, f
-                A[:, 0] *= TC[lo:t + 1]
-                A[:, 1] *= Gk[:, 3]
-                A[:, 2] *= CC[lo:t + 1]
-                GA = A[:, 3]
-                mul(Gk[:, 3], Gk[:, 3], out=GA)
-                sub(1.0, GA, out=GA)
-                GA *= Gk[:, 1]
-                mul(TC[lo:t + 1], TC[lo:t + 1], out=B)
-                sub(1.0, B, out=B)
-                B *= Gk[:, 0]
-            k = t - lo
-            dh += dY[t]
-            mul(dh, Bc[k], out=dc)
-            dc += dc_next
-            if DC is not None:
-                dc += DC[t]
-            dz4 = dZ4[t]
-            At = Ac[k]
-            if peep:
-                mul(dh, At[0], out=dz4[0])
-                mul(dz4[0], p_o, out=tmp)
-                dc += tmp
-                mul(At[1:], dc, out=dz4[1:])
-                mul(dc, G[t, 2], out=dc_next)
-                mul(dz4[1], p_i, out=tmp)
-                dc_next += tmp
-                mul(dz4[2], p_f, out=tmp)
-                dc_next += tmp
-            else:
-                mul(At[1:], dc, out=dz4[1:])
-                mul(dh, At[0], out=dz4[0])
-                mul(dc, G[t, 2], out=dc_next)
-            matmul(dZ[t], Wh, out=dh)
+        _bptt(G, TC, CC, dY, dZ4, lambda t: matmul(dZ[t], Wh, out=dh), dh, dc_next, DC,
+              (p_i, p_f, p_o) if peep else None, False)
         dZ2 = dZ.reshape(T * N, H4)
         # [K, 4H] = XH^T dZ: every weight and bias gradient (transposed: as XH^T @ dZ the GEMM is
         # ~12% faster than dZ^T @ XH on these shapes)
@@ -327,6 +364,152 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
                 dh if h0 is not None else None, dc_next if c0 is not None else None) + dp
 
     return (_from_tm(Y, reverse) if pad is None else pad.from_tm(Y), h_n, c_n), vjp
+
+
+def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths):
+    """The LSTM with transposed state [H, N]: see lstm_layer."""
+    N, T, C = x.shape
+    pad = None if lengths is None else _Padded(lengths, N, T, reverse)
+    H = w_hh.shape[1]
+    H4 = 4 * H
+    dt = np.result_type(x.dtype, w_ih.dtype)
+    perm = _lstm_perm(H)
+    Wi = w_ih[perm].astype(dt, copy=False)               # [4H, C], internal order (o, i, f, g)
+    Wh = w_hh[perm].astype(dt, copy=False)               # [4H, H]
+    # The recurrence runs transposed, features by batch: z_t [4H, N] = Wh h_{t-1} + (Wi x_t + b),
+    # so each step's matmul is [4H, H] x [H, N] (OpenBLAS runs this shape ~20% faster than
+    # [N, H] x [H, 4H] for a small batch) and each gate is a contiguous [H, N] block of rows.
+    # Rows of the sigmoid gates are scaled by 1/2: sigma(z) = (tanh(z/2) + 1)/2, so one tanh
+    # covers every gate. Wide inputs (C >= _FOLD_C) get their projection for all T steps from one
+    # large GEMM before the loop, added per step; narrow ones are folded into the step's matmul,
+    # [Wi | b | Wh] x [x_t; 1; h_{t-1}] (a projection, its copy and an add per step cost more
+    # there than the few extra columns).
+    scale = np.full((H4, 1), 0.5, dt)
+    scale[3 * H:] = 1.0
+    X2 = (_to_tm(x, reverse) if pad is None else pad.to_tm(x)).reshape(T * N, C)   # [(t, n), C]
+    bias = None if b_ih is None else (b_ih + b_hh)[perm].astype(dt, copy=False) * scale[:, 0]
+    Whs = Wh * scale
+    fold = C < _FOLD_C
+    if fold:
+        K = C + 1 + H
+        XH = np.empty((T + 1, K, N), dt)                 # [x_t; 1; h_{t-1}] per step, transposed
+        XH[:T, :C] = X2.reshape(T, N, C).transpose(0, 2, 1)
+        XH[T, :C] = 0.0
+        XH[:, C] = 1.0
+        W4 = np.empty((H4, K), dt)
+        W4[:, :C] = Wi * scale
+        W4[:, C] = 0.0 if bias is None else bias
+        W4[:, C + 1:] = Whs
+        HH = XH[:, C + 1:]                               # HH[t + 1] = h_t (transposed), HH[0] = h0
+        G = np.empty((T, H4, N), dt)                     # pre-activations, then the gates
+    else:
+        XP = (Wi * scale) @ X2.T                         # [4H, T*N]
+        if bias is not None:
+            XP += bias[:, None]
+        # G[t] [4H, N]: step t's input projection, then its pre-activations, then its gates
+        G = np.ascontiguousarray(XP.reshape(H4, T, N).transpose(1, 0, 2))
+        del XP
+        zh = np.empty((H4, N), dt)
+        HH = np.empty((T + 1, H, N), dt)
+    HH[0] = 0.0 if h0 is None else np.asarray(h0).T
+    CC = np.empty((T + 1, H, N), dt)                     # CC[t + 1] = c_t, CC[0] = c0
+    CC[0] = 0.0 if c0 is None else np.asarray(c0).T
+    TC = np.empty((T, H, N), dt)                         # tanh(c_t)
+    tmp = np.empty((H, N), dt)
+    peep = p_i is not None
+    if peep:
+        pis, pfs, pos = (0.5 * p[:, None].astype(dt) for p in (p_i, p_f, p_o))
+    mul, tanh, matmul = np.multiply, np.tanh, np.matmul
+    for t in range(T):
+        z = G[t]
+        c = CC[t]
+        if fold:
+            matmul(W4, XH[t], out=z)
+        else:
+            matmul(Whs, HH[t], out=zh)
+            z += zh
+        z4 = z.reshape(4, H, N)
+        o, i, f, g = z4
+        if peep:
+            mul(c, pis, out=tmp)
+            i += tmp
+            mul(c, pfs, out=tmp)
+            f += tmp
+            s_ = z4[1:3]
+            tanh(s_, out=s_)
+            s_ *= 0.5
+            s_ += 0.5
+            tanh(g, out=g)
+        else:
+            tanh(z, out=z)
+            s_ = z[:3 * H]
+            s_ *= 0.5
+            s_ += 0.5
+        cn = CC[t + 1]
+        mul(f, c, out=cn)
+        mul(i, g, out=tmp)
+        cn += tmp
+        if peep:
+            mul(cn, pos, out=tmp)
+            o += tmp
+            tanh(o, out=o)
+            o *= 0.5
+            o += 0.5
+        tc = TC[t]
+        tanh(cn, out=tc)
+        mul(o, tc, out=HH[t + 1])
+    if pad is None:
+        h_n, c_n = np.array(HH[T].T), np.array(CC[T].T)
+    else:
+        h_n = pad.final(HH[1:].transpose(0, 2, 1))
+        c_n = pad.final(CC[1:].transpose(0, 2, 1))
+
+    def vjp(grads):
+        gy, ghn, gcn = grads
+        DC = None
+        # dY [T, N, H] in processing order; each step adds its block transposed (no full copy)
+        if pad is None:
+            dY = np.asarray(gy, dt).transpose(1, 0, 2)
+            if reverse:
+                dY = dY[::-1]
+            dh = np.array(np.asarray(ghn, dt).T)
+            dc_next = np.array(np.asarray(gcn, dt).T)
+        else:       # the final states' gradients enter at each row's last valid step
+            dY = pad.to_tm(np.asarray(gy, dt))
+            pad.inject(dY, ghn)
+            DC = np.zeros((T, N, H), dt)
+            pad.inject(DC, gcn)
+            DC = DC.transpose(0, 2, 1)
+            dh = np.zeros((H, N), dt)
+            dc_next = np.zeros((H, N), dt)
+        dZ = np.empty((T, H4, N), dt)
+        WhT = np.ascontiguousarray(Wh.T)                 # [H, 4H]
+        _bptt(G.reshape(T, 4, H, N), TC, CC, dY, dZ.reshape(T, 4, H, N), lambda t: matmul(WhT, dZ[t], out=dh),
+              dh, dc_next, DC, tuple(p[:, None] for p in (p_i, p_f, p_o)) if peep else None, True)
+        # every weight and bias gradient from [4H, T*N] (one transposing copy, then large GEMMs)
+        dZ2 = np.ascontiguousarray(dZ.transpose(1, 0, 2)).reshape(H4, T * N)
+        Hp = np.ascontiguousarray(HH[:T].transpose(0, 2, 1)).reshape(T * N, H)
+        dw_ih = np.empty_like(Wi)
+        dw_ih[perm] = dZ2 @ X2
+        dw_hh = np.empty_like(Wh)
+        dw_hh[perm] = dZ2 @ Hp
+        dX = (dZ2.T @ Wi).reshape(T, N, C)
+        dx = _from_tm(dX, reverse) if pad is None else pad.from_tm(dX)
+        db_ih = db_hh = None
+        if b_ih is not None:
+            db_ih = np.empty(H4, dt)
+            db_ih[perm] = row_sum(dZ2)
+            db_hh = db_ih.copy()
+        dp = (None, None, None)
+        if peep:
+            dZg = dZ.reshape(T, 4, H, N)
+            dp = ((dZg[:, 1] * CC[:T]).sum(axis=(0, 2)), (dZg[:, 2] * CC[:T]).sum(axis=(0, 2)),
+                  (dZg[:, 0] * CC[1:]).sum(axis=(0, 2)))
+        return (dx, dw_ih, dw_hh, db_ih, db_hh,
+                np.array(dh.T) if h0 is not None else None,
+                np.array(dc_next.T) if c0 is not None else None) + dp
+
+    return (_from_tm_t(HH[1:], reverse, pad), h_n, c_n), vjp
 
 
 # =============================================================================

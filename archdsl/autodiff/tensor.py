@@ -255,7 +255,10 @@ def backward(loss, grad=None):
     if not isinstance(loss, Tensor):
         raise TypeError("backward() expects a Tensor")
     tape = _TAPE
-    touched = []
+    # tensors whose gradient is pending, by id: leaves, and outputs of operations on another tape
+    # (a GAN's generator seen from the discriminator's tape); an intermediate leaves it when its
+    # own entry is reached
+    pending = {}
     prev_mode = _GRAD[0]
     _GRAD[0] = False  # vjps built from Tensor ops must not grow the tape we walk
     try:
@@ -271,17 +274,23 @@ def backward(loss, grad=None):
                 grad = grad.data
             seed = materialize(grad, ldata.shape, ldata.dtype)
         loss._g = seed
-        touched.append(loss)
-        push = touched.append
+        pending[id(loss)] = loss
+        settle = pending.pop
         seen = set()
         remember = seen.add
-        for out, inputs, vjp in reversed(tape):
+        pop = tape.pop
+        # Entries leave the tape as they are processed, so each operation's saved arrays (its vjp
+        # closure) and its output (with the output's gradient) are freed as soon as the backward
+        # has passed it, instead of all of them living until the end (peak memory).
+        while tape:
+            out, inputs, vjp = pop()
             g = out._g
             if g is None:
                 continue
             # out is an intermediate and its gradient is complete (creation order
             # is topological): publish it without a copy, then propagate.
             out._g = None
+            settle(id(out), None)
             if type(g) is _ndarray:
                 remember(id(g))
                 out.grad = g if out.grad is None else out.grad + g
@@ -294,15 +303,16 @@ def backward(loss, grad=None):
                 tg = t._g
                 if tg is None:
                     t._g = gi
-                    push(t)
+                    pending[id(t)] = t
                 else:
                     t._g = tg + gi
+            del out, inputs, vjp, g, grads
         if loss._op and loss._g is not None:
             raise RuntimeError("backward: the loss's operations are no longer on the tape "
                                "(backward already ran on this graph, or clear_tape() was called)")
-        # what is left in touched with a pending _g are leaves (and the loss if
-        # it is one): give them owned arrays of their own dtype.
-        for t in touched:
+        # what is left pending are leaves (and the loss if it is one): give them owned arrays
+        # of their own dtype.
+        for t in pending.values():
             g = t._g
             if g is None:
                 continue
@@ -320,8 +330,12 @@ def backward(loss, grad=None):
             remember(id(g))
             t.grad = g if t.grad is None else t.grad + g
     finally:
-        for t in touched:
+        for t in pending.values():
             t._g = None
+        for out, inputs, _ in tape:       # what an error left unprocessed
+            out._g = None
+            for t in inputs:
+                t._g = None
         tape.clear()
         _GRAD[0] = prev_mode
 
@@ -431,11 +445,12 @@ def add(a, b):
     ra = a.requires_grad
     rb = b.requires_grad
     if (ra or rb) and _GRAD[0]:
+        sa, sb = ad.shape, bd.shape      # shapes only: the arrays need not outlive the forward
+
         def vjp(g):
-            # shapes are read here, not in the forward: inference never pays
             gs = g.shape
-            return ((g if ad.shape == gs else _ub(g, ad.shape)) if ra else None,
-                    (g if bd.shape == gs else _ub(g, bd.shape)) if rb else None)
+            return ((g if sa == gs else _ub(g, sa)) if ra else None,
+                    (g if sb == gs else _ub(g, sb)) if rb else None)
         return record(out, (a, b), vjp)
     return _const(out)
 
@@ -464,10 +479,12 @@ def sub(a, b):
     ra = a.requires_grad
     rb = b.requires_grad
     if (ra or rb) and _GRAD[0]:
+        sa, sb = ad.shape, bd.shape
+
         def vjp(g):
             gs = g.shape
-            return ((g if ad.shape == gs else _ub(g, ad.shape)) if ra else None,
-                    (-(g if bd.shape == gs else _ub(g, bd.shape))) if rb else None)
+            return ((g if sa == gs else _ub(g, sa)) if ra else None,
+                    (-(g if sb == gs else _ub(g, sb))) if rb else None)
         return record(out, (a, b), vjp)
     return _const(out)
 
@@ -637,10 +654,10 @@ def sigmoid(x):
 def relu(x):
     if not isinstance(x, Tensor):
         x = _wrap(x)
-    xd = x.data
-    out = np.maximum(xd, 0)
+    out = np.maximum(x.data, 0)
     if x.requires_grad and _GRAD[0]:
-        return record(out, (x,), lambda g: (g * (xd > 0),))
+        # the mask from the output, so the input's array is not kept for the backward
+        return record(out, (x,), lambda g: (g * (out > 0),))
     return _const(out)
 
 

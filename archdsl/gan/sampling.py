@@ -47,13 +47,14 @@ def noise(pair, n: int, seed: int = 0) -> np.ndarray:
 
 
 def generate(pair, weights=None, n: int = 64, seed: int = 0, device: str = "numpy", z: np.ndarray | None = None,
-             onnx=None, conditions: dict | None = None) -> tuple[np.ndarray, dict]:
+             onnx=None, conditions: dict | None = None, precision: str = "fp32") -> tuple[np.ndarray, dict]:
     """(samples, info): `n` samples of the pair's generator (or one per row of `z`).
 
     weights: name -> array (the generator's), or None with `onnx` (a path / ModelProto of an
     exported generator). device: "numpy" for the NumPy engine, else the ONNX Runtime device
-    ("cpu", "cuda", "auto"). conditions: a conditional generator's other inputs (name -> array,
-    one row per sample). info: engine, device, providers, seconds."""
+    ("cpu", "cuda", "auto"), with `precision` (runtime.Session: fp32 = TF32 off, so CUDA
+    samples agree with the NumPy engine's). conditions: a conditional generator's other inputs
+    (name -> array, one row per sample). info: engine, device, providers, seconds."""
     if z is None:
         if n < 1:
             raise ArchError(f"the number of samples must be at least 1, got {n}")
@@ -63,10 +64,11 @@ def generate(pair, weights=None, n: int = 64, seed: int = 0, device: str = "nump
     if missing:
         raise ArchError(f"generator {pair.generator.name} is conditional: it needs {', '.join(missing)} too",
                         hint="archdsl sample takes --class K for class labels")
-    return run_chunks(pair.generator, weights, feeds, pair.sample_output.name, device, onnx)
+    return run_chunks(pair.generator, weights, feeds, pair.sample_output.name, device, onnx, precision)
 
 
-def run_chunks(model, weights, feeds: dict, output: str, device: str, onnx=None) -> tuple[np.ndarray, dict]:
+def run_chunks(model, weights, feeds: dict, output: str, device: str, onnx=None,
+               precision: str = "fp32") -> tuple[np.ndarray, dict]:
     """(`model`'s output `output` for `feeds`, info), CHUNK rows at a time: on the NumPy engine
     (device "numpy"), or on ONNX Runtime ("cpu", "cuda", "auto"): `model` exported with
     `weights` in memory, or the exported file `onnx`. info: engine, device, providers, seconds.
@@ -89,7 +91,7 @@ def run_chunks(model, weights, feeds: dict, output: str, device: str, onnx=None)
     else:
         from ..runtime import Session
         src = onnx if onnx is not None else model.to_onnx(weights=weights)
-        sess = Session(str(src) if isinstance(src, (str, Path)) else src, device=device)
+        sess = Session(str(src) if isinstance(src, (str, Path)) else src, device=device, precision=precision)
         in_names = [i.name for i in sess.inputs]
         if sorted(in_names) != sorted(feeds):
             raise ArchError(f"{sess.name} takes inputs {', '.join(in_names)}, but {model.name} takes "
@@ -151,8 +153,13 @@ def sample_options(args, needs: str, hint: str) -> SimpleNamespace:
     if onnx is not None and not Path(onnx).exists():
         raise ArchError(f"no ONNX file '{onnx}'")
     n, seed = getattr(args, "n", None), getattr(args, "seed", None)
+    device = getattr(args, "device", None) or ("auto" if onnx else "numpy")
+    precision = getattr(args, "precision", None) or "fp32"
+    if device == "numpy" and precision != "fp32":
+        raise ArchError(f"--precision {precision} applies to ONNX Runtime; the NumPy engine computes in float32",
+                        hint="add --device cuda (or cpu, auto)")
     return SimpleNamespace(weights=wpath, onnx=onnx, output=out, n=n, seed=0 if seed is None else int(seed),
-                           device=getattr(args, "device", None) or ("auto" if onnx else "numpy"))
+                           device=device, precision=precision)
 
 
 def requested_classes(spec: str | None, known: list | None) -> list[int]:
@@ -211,7 +218,8 @@ def sample_command(args, pair) -> int:
     check_generation(pair.generator.ir, min(count, CHUNK), None, per_sample * count,    # kept + joined
                      f"drawing {count:,} samples", "ask for fewer samples (-n)")
     weights = None if o.onnx else load_member(o.weights, pair.generator.ir, role="generator")
-    samples, info = generate(pair, weights, count, o.seed, o.device, onnx=o.onnx, conditions=conditions)
+    samples, info = generate(pair, weights, count, o.seed, o.device, onnx=o.onnx, conditions=conditions,
+                             precision=o.precision)
     what = write_samples(o.output, samples, cols)
     on = info["engine"] + (f" on {info['device']}" if info["engine"] == "ONNX Runtime" else "")
     print(f"wrote {o.output}: {what} from generator {pair.generator.name} of gan {pair.name}{label} "

@@ -18,7 +18,7 @@ from ..autodiff import functional as F
 from ..backends.torch.lazy import TF, torch
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
-from .base import Arg, Op, Sample, lowering
+from .base import CUDA_PROVIDER, Arg, Op, Sample, lowering
 
 
 class _Elementwise(Op):
@@ -265,6 +265,15 @@ class Mish(_Elementwise):
     @lowering()
     def lower_decomposed(self, a, g, inputs):
         return [g.op("Mul", [inputs[0], g.op("Tanh", [g.op("Softplus", inputs)])])]
+
+    @lowering(providers=(CUDA_PROVIDER,))
+    def lower_cuda(self, a, g, inputs):
+        # ONNX Runtime's CUDA provider has no Mish kernel, and its Softplus stops at Softplus-1:
+        # softplus(x) = relu(x) + log(1 + exp(-|x|)), which never overflows, from ops it runs
+        (x,) = inputs
+        tail = g.op("Log", [g.op("Add", [g.op("Exp", [g.op("Neg", [g.op("Abs", [x])])]),
+                                         _const_like(a, g, 1.0, "one")])])
+        return [g.op("Mul", [x, g.op("Tanh", [g.op("Add", [g.op("Relu", [x]), tail])])])]
 
     def forward(self, a, ctx, inputs, params):
         return [F.mish(inputs[0])]

@@ -93,30 +93,18 @@ from .base import Arg, Op, Sample, explain_params, explain_shape, lowering
 # ONNX helpers
 # =================================================================================================
 
-def _dim(b, x, axis: int, keep_1d: bool = False) -> str:
-    """The runtime size of dim `axis` of x: a scalar (or a 1-element 1-D tensor)."""
-    idx = b.ints([axis] if keep_1d else axis, hint=f"dim{axis}")
-    return b.op("Gather", [b.op("Shape", [x]), idx], axis=0)
-
-
-def _range(b, n_scalar: str) -> str:
-    zero = b.const(np.asarray(0, np.int64), hint="zero")
-    one = b.const(np.asarray(1, np.int64), hint="one")
-    return b.op("Range", [zero, n_scalar, one])
-
-
 def _keep_from_lengths(b, lengths: str, dtype: str, key_src: str, key_axis: int) -> str:
     """[N, S] bool from lengths [N]: arange(S) < lengths[:, None]."""
     if dtype != "i64":
         lengths = b.op("Cast", [lengths], to=7)
-    rs = b.op("Unsqueeze", [_range(b, _dim(b, key_src, key_axis)), b.ints([0], "axes")])
+    rs = b.op("Unsqueeze", [b.arange(key_src, key_axis), b.ints([0], "axes")])
     return b.op("Less", [rs, b.op("Unsqueeze", [lengths, b.ints([1], "axes")])])
 
 
 def _causal_allow(b, q_src: str, q_axis: int, k_src: str, k_axis: int) -> str:
     """[T, S] bool: key j <= query i."""
-    rt = b.op("Unsqueeze", [_range(b, _dim(b, q_src, q_axis)), b.ints([1], "axes")])
-    rs = b.op("Unsqueeze", [_range(b, _dim(b, k_src, k_axis)), b.ints([0], "axes")])
+    rt = b.op("Unsqueeze", [b.arange(q_src, q_axis), b.ints([1], "axes")])
+    rs = b.op("Unsqueeze", [b.arange(k_src, k_axis), b.ints([0], "axes")])
     return b.op("GreaterOrEqual", [rt, rs])
 
 
@@ -143,7 +131,7 @@ def rope_cos_sin(b, src: str, axis: int, dim: int, theta: float, np_dtype) -> tu
     """[L, dim/2] cos and sin of the rotary angles for positions 0..L-1, L the runtime length of
     dim `axis` of src (computed in the graph: the length may be symbolic)."""
     inv = (1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)).astype(np_dtype)
-    pos = b.op("Cast", [_range(b, _dim(b, src, axis))], to=onnx_dtype(np_dtype))
+    pos = b.op("Cast", [b.arange(src, axis)], to=onnx_dtype(np_dtype))
     ang = b.op("Mul", [b.op("Unsqueeze", [pos, b.ints([1], "axes")]), b.const(inv, hint="inv_freq")])
     return b.op("Cos", [ang]), b.op("Sin", [ang])
 
@@ -151,7 +139,7 @@ def rope_cos_sin(b, src: str, axis: int, dim: int, theta: float, np_dtype) -> tu
 def rope_native(b, x: str, cos: str, sin: str, interleaved: bool, heads: int | None) -> str:
     """ONNX's RotaryEmbedding (opset >= 23) on x [N, T, heads*d] (heads given) or [N, H, T, d],
     with the [T, d/2] tables expanded over the batch (its caches without position ids)."""
-    lead = b.op("Concat", [_dim(b, x, 0, keep_1d=True), b.ints([1, 1], "ones")], axis=0)
+    lead = b.sizes(x, 3 if heads is not None else 4, {0: 0}, 3)        # [N, 1, 1]
     c3, s3 = (b.op("Expand", [b.op("Unsqueeze", [t, b.ints([0], "axes")]), lead]) for t in (cos, sin))
     return b.op("RotaryEmbedding", [x, c3, s3], interleaved=1 if interleaved else None, num_heads=heads)
 
@@ -187,10 +175,17 @@ def _bias_4d(b, bias: str, rank: int) -> str:
     return bias if rank == 4 else b.op("Unsqueeze", [bias, b.ints(list(range(4 - rank)), "axes")])
 
 
-def _bias_to_batch(b, bias4: str, q_src: str, period: int) -> str:
-    """A periodic bias [P, H, T, S] tiled to the batch: [N, H, T, S] (N a multiple of P)."""
-    reps = b.op("Div", [_dim(b, q_src, 0, keep_1d=True), b.ints([period], "period")])
-    return b.op("Tile", [bias4, b.op("Concat", [reps, b.ints([1, 1, 1], "ones3")], axis=0)])
+def _bias_to_batch(b, bias4: str, q_src: str, q_rank: int, period: int) -> str:
+    """A periodic bias [P, H, T, S] tiled to the batch: [N, H, T, S] (N a multiple of P). Tile's
+    repeats [N/P, 1, 1, 1] are the Shape of the query's batch column reshaped to [N/P, P] and cut
+    to its first column (device ops; no arithmetic on a Shape output: builder.sizes)."""
+    rest = list(range(1, q_rank))
+    col = b.op("Slice", [q_src, b.ints([0] * len(rest), "zeros"), b.ints([1] * len(rest), "ones"),
+                         b.ints(rest, "axes")])
+    col = b.op("Reshape", [col, b.ints([-1, period], "by_period")])
+    col = b.op("Slice", [col, b.ints([0], "zeros"), b.ints([1], "ones"), b.ints([1], "axes")])
+    reps = b.op("Shape", [b.op("Reshape", [col, b.ints([-1, 1, 1, 1], "reps")])])
+    return b.op("Tile", [bias4, reps])
 
 
 def _lower_core(b, *, native, q, k, v, q_src, k_src, layout, heads, t_axis, s_axis, causal, mask_mode,
@@ -206,7 +201,7 @@ def _lower_core(b, *, native, q, k, v, q_src, k_src, layout, heads, t_axis, s_ax
     if bias is not None:
         bias = _bias_4d(b, bias, bias_rank)
         if period:
-            bias = _bias_to_batch(b, bias, q_src, period)
+            bias = _bias_to_batch(b, bias, q_src, 3 if layout == "3d" else 4, period)
     keep = None
     nonpad = ""
     if mask_mode == "lengths":
@@ -220,9 +215,8 @@ def _lower_core(b, *, native, q, k, v, q_src, k_src, layout, heads, t_axis, s_ax
         attn_mask = ""
         if keep is not None:    # ORT wants the query length in the mask: [N, 1, T, S]
             k4 = b.op("Unsqueeze", [keep, b.ints([1, 2], "axes")])
-            shape = b.op("Concat", [b.ints([1, 1], "ones"), _dim(b, q_src, t_axis, keep_1d=True),
-                                    b.ints([1], "one")], axis=0)
-            attn_mask = b.op("Expand", [k4, shape])
+            q_rank = 3 if layout == "3d" else 4
+            attn_mask = b.op("Expand", [k4, b.sizes(q_src, q_rank, {t_axis: 2}, 4)])   # [1, 1, T, 1]
         if bias is not None:
             attn_mask = bias
         ins = [q, k, v, attn_mask, "", "", nonpad]

@@ -14,7 +14,9 @@ that one object, so nothing is worked out twice:
 - `macs(a, in_shapes, out_shapes) -> int`: multiply-accumulates at concrete shapes;
 - `explain(a) -> [str]`: the shape and parameter arithmetic, as a lecture writes it;
 - `lower(a, g, inputs)`: the ONNX lowering through the builder `g`, or several lowerings, each
-  decorated `@lowering(since=opset)`: the exporter takes the newest one that applies;
+  decorated `@lowering(since=opset)` (optionally `providers=(...)`, for exports to those
+  execution providers only): the exporter takes the newest one that applies; lowerings read
+  runtime sizes through the builder's `dim`/`arange`/`sizes` (builder.py says why);
 - `forward(a, ctx, inputs, params) -> [Tensor]`: the NumPy forward on the autodiff engine (fused
   kernels with hand-written gradients live in archdsl/autodiff/, by theme);
 - `torch_forward(a, ctx, inputs, params) -> [torch.Tensor]`: the PyTorch forward (the PyTorch
@@ -49,6 +51,10 @@ from ..ir.graph import ParamSpec
 from ..ir.types import TensorType
 
 REQUIRED = object()
+
+# ONNX Runtime's execution providers, as a lowering's `providers` names them
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
 # The oldest ONNX opset archdsl exports (Split/Squeeze/Unsqueeze take their axes as inputs from
 # 13 on, which every lowering relies on).
@@ -169,7 +175,11 @@ class Lowering:
 
 def lowering(since: int = MIN_OPSET, *, when: Callable | None = None, providers: tuple | None = None):
     """Mark an op method as an ONNX lowering from opset `since` on (ONNX's own rule: the newest
-    version not newer than the model's opset). `when(a)` narrows it to some applications."""
+    version not newer than the model's opset). `when(a)` narrows it to some applications;
+    `providers` (e.g. ("CUDAExecutionProvider",)) to exports for those execution providers (the
+    op version another lowering emits has no kernel there: backends/onnx/cuda_kernels.py), which
+    prefer it to every portable lowering that applies; a portable export (provider None) never
+    takes it."""
     def mark(fn):
         fn.__lowering__ = Lowering(since, when, providers, fn.__name__)
         return fn
@@ -268,11 +278,12 @@ class Op:
         raise ArchError(f"{self.name} cannot run on the PyTorch engine yet", a.span)
 
     def lowering_for(self, a: Application, opset: int, provider: str | None = None) -> Callable:
-        """The bound lowering method the exporter calls at `opset`: the newest applicable one."""
-        for low in self.lowerings:
+        """The bound lowering method the exporter calls at `opset` for execution `provider` (None:
+        a portable file): the newest applicable one declared for that provider, else the newest
+        applicable portable one."""
+        ours = [low for low in self.lowerings if low.providers is not None and provider in low.providers]
+        for low in ours + [low for low in self.lowerings if low.providers is None]:
             if low.since > opset or (low.when is not None and not low.when(a)):
-                continue
-            if provider is not None and low.providers is not None and provider not in low.providers:
                 continue
             return getattr(self, low.method)
         raise ArchError(f"{self.name} cannot be exported at opset {opset}",

@@ -292,6 +292,9 @@ class Conv3d(_Conv):
                Sample("x: f32[N, 4, 5, 6, 5] -> Conv3d(2, (2, 3, 1), stride=(1, 2, 2), dilation=(2, 1, 1), groups=2)"))
 
 
+_INT_MAX = 2 ** 63 - 1          # a Slice end past any size
+
+
 class _ConvTranspose(_ConvBase):
     """The gradient of a convolution with respect to its input (a learned upsampling):
     out = (in - 1)*s - 2p + d*(k-1) + output_padding + 1; weight [C_in, C_out/groups, *k]."""
@@ -344,23 +347,28 @@ class _ConvTranspose(_ConvBase):
         return _prod(in_shapes[0]) * (a.attrs["out_channels"] // a.attrs["groups"]) * _prod(a.derived.k)
 
     def lower(self, a, g, inputs):
-        # output_padding only lengthens the end of the output, which is the full transposed
-        # convolution cropped to [p, full - p + op): so it is lowered as a smaller end pad
-        # (pads_end = p - op). onnxruntime rejects output_padding >= stride, which PyTorch allows
-        # when dilation > stride; where op > p, the rest goes to output_padding if it is below the
-        # stride, else the tail (which no kernel tap reaches: bias only) is padded in explicitly.
+        # Symmetric pads, always: the CUDA provider (cuDNN) runs no ConvTranspose with asymmetric
+        # pads and leaves it to the CPU. PyTorch's output is the full transposed convolution
+        # cropped to [p, full - p + op); ONNX's pads p, p with output_padding op is that same crop
+        # (the op extra positions at the end are computed, not zeros). ONNX Runtime rejects
+        # output_padding >= stride, which PyTorch allows when dilation > stride: there the full
+        # convolution is computed without pads or bias, cropped with a Slice, padded past its end
+        # (positions no kernel tap reaches) and the bias added.
         k, s, d, p, op = a.derived
         n, bias = self.ndim, a.attrs["bias"]
-        end = [max(p[i] - op[i], 0) for i in range(n)]
+        geometry = dict(kernel_shape=list(k), strides=list(s), dilations=list(d), group=a.attrs["groups"])
+        if all(op[i] < s[i] for i in range(n)):
+            ins = [inputs[0], g.param("weight")] + ([g.param("bias")] if bias else [])
+            return [g.op("ConvTranspose", ins, pads=list(p) * 2,
+                         output_padding=list(op) if any(op) else None, **geometry)]
+        y = g.op("ConvTranspose", [inputs[0], g.param("weight")], **geometry)
+        ends = [op[i] - p[i] if op[i] < p[i] else _INT_MAX for i in range(n)]     # from the end
+        y = g.op("Slice", [y, g.ints(list(p), "starts"), g.ints(ends, "ends"), g.ints(list(range(2, 2 + n)), "axes")])
         extra = [max(op[i] - p[i], 0) for i in range(n)]
-        explicit = any(extra[i] >= s[i] for i in range(n))
-        ins = [inputs[0], g.param("weight")] + ([g.param("bias")] if bias and not explicit else [])
-        y = g.op("ConvTranspose", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
-                 pads=list(p) + end, output_padding=None if explicit else extra, group=a.attrs["groups"])
-        if explicit:
+        if any(extra):
             y = g.op("Pad", [y, g.ints([0] * (n + 2) + [0, 0] + extra, hint="pads")])
-            if bias:
-                y = g.op("Add", [y, g.derived("bias", lambda v: v.reshape((-1,) + (1,) * n), "bcast")])
+        if bias:
+            y = g.op("Add", [y, g.derived("bias", lambda v: v.reshape((-1,) + (1,) * n), "bcast")])
         return [y]
 
     def forward(self, a, ctx, inputs, params):

@@ -47,10 +47,8 @@ def _sinusoid_graph(b, x: str, d: int, dt) -> str:
     """pe[:T] built from T = x.shape[1]: angle[t, i] = t * div[i]; sin and cos interleaved."""
     half = (d + 1) // 2
     div = np.exp(np.arange(0, d, 2, dtype=np.float64) * (-math.log(10000.0) / d)).astype(dt)
-    t = b.op("Gather", [b.op("Shape", [x]), b.ints(1, "dim1")], axis=0)
     to = {np.dtype(np.float16): 10, np.dtype(np.float64): 11}.get(np.dtype(dt), 1)
-    pos = b.op("Cast", [b.op("Range", [b.const(np.asarray(0, np.int64), hint="zero"), t,
-                                       b.const(np.asarray(1, np.int64), hint="one")])], to=to)
+    pos = b.op("Cast", [b.arange(x, 1)], to=to)
     ang = b.op("Mul", [b.op("Unsqueeze", [pos, b.ints([1], "axes")]), b.const(div.reshape(1, half), hint="div")])
     both = b.op("Concat", [b.op("Unsqueeze", [b.op(f, [ang]), b.ints([2], "axes")]) for f in ("Sin", "Cos")], axis=2)
     pe = b.op("Reshape", [both, b.ints([0, 2 * half], "shape")])            # [T, 2*half]
@@ -97,8 +95,7 @@ class _AddPositions(Op):
         t = a.x.shape[1]
         if is_static(t) and g.value(table) is not None and a.attrs["max_len"] == t:
             return table
-        ends = g.op("Gather", [g.op("Shape", [x]), g.ints([1], "dim1")], axis=0)
-        return g.op("Slice", [table, g.ints([0], "starts"), ends, g.ints([0], "axes")])
+        return g.op("Slice", [table, g.ints([0], "starts"), g.dim(x, 1), g.ints([0], "axes")])
 
 
 class PositionalEncoding(_AddPositions):

@@ -20,7 +20,7 @@ import numpy as np
 from ..autodiff import functional as F
 from ..backends.torch.lazy import TF
 from ..ir.types import is_static
-from .base import Arg, Op, Sample, Window
+from .base import Arg, Op, Sample, Window, lowering
 from .conv import spatial_names
 
 _LINEAR = {"linear": 3, "bilinear": 4, "trilinear": 5}      # mode -> the input rank it takes
@@ -122,16 +122,29 @@ class Upsample(Op):
     def _align(self, a) -> bool:
         return bool(a.attrs["align_corners"])
 
+    def _modes(self, a) -> dict:
+        if a.attrs["mode"] == "nearest":
+            return dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return dict(mode="linear", coordinate_transformation_mode="align_corners" if self._align(a)
+                    else "pytorch_half_pixel")
+
+    @lowering(since=18)
+    def lower_axes(self, a, g, inputs):
+        # Resize's `axes` (opset 18) lets sizes name the spatial dims alone: no runtime N and C
+        if a.attrs["size"] is None:
+            return self.lower(a, g, inputs)
+        n = a.x.rank
+        spatial = g.ints([int(d) for d in a.out_types[0].shape[2:]], "spatial")
+        return [g.op("Resize", [inputs[0], "", "", spatial], axes=list(range(2, n)), **self._modes(a))]
+
+    @lowering()
     def lower(self, a, g, inputs):
-        x, attrs = inputs[0], a.attrs
-        if attrs["mode"] == "nearest":
-            kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-        else:
-            kw = dict(mode="linear", coordinate_transformation_mode="align_corners" if self._align(a)
-                      else "pytorch_half_pixel")
-        if attrs["size"] is None:
+        x, kw = inputs[0], self._modes(a)
+        if a.attrs["size"] is None:
             scales = g.const(np.asarray([1.0, 1.0] + list(a.derived), np.float32), hint="scales")
             return [g.op("Resize", [x, "", scales], **kw)]
+        # below opset 18 sizes covers every dim, N and C read at run time (under the CUDA provider
+        # that Concat of a Shape output runs on the CPU; opset 18 avoids it)
         nc = g.op("Slice", [g.op("Shape", [x]), g.ints([0], "starts"), g.ints([2], "ends"), g.ints([0], "axes")])
         sizes = g.op("Concat", [nc, g.ints([int(d) for d in a.out_types[0].shape[2:]], "spatial")], axis=0)
         return [g.op("Resize", [x, "", "", sizes], **kw)]

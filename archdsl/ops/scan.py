@@ -43,7 +43,7 @@ from ..autodiff import functional as F
 from ..backends.torch.lazy import torch
 from ..errors import ArchError
 from ..ir.cell import Cell, CellBody
-from ..ir.types import DTYPES, Sym, TensorType, is_static, resolve_dim
+from ..ir.types import Sym, TensorType, is_static, resolve_dim
 from .base import DOT, Arg, Op, Recurrence, Sample, _prod
 
 INT_LENGTH_DTYPES = ("i32", "i64")
@@ -235,7 +235,7 @@ class Scan(Op):
         lay, attrs = a.derived, a.attrs
         plan = lay.plan or self._plan(lay)
         body = lay.body
-        n_seq, n_out, n_states = lay.n_seq, lay.n_out, len(lay.cell.states)
+        n_out, n_states = lay.n_out, len(lay.cell.states)
         T = int(inputs[0].shape[1])
         hoisted = _run_hoisted(plan, ctx, inputs, lay, params)
         states = list(inputs[lay.first_state:])
@@ -439,23 +439,21 @@ class Scan(Op):
             results += finals
         return results
 
-    def _dims(self, a, g, inputs, t: TensorType) -> str:
+    def _zeros(self, a, g, inputs, t: TensorType) -> str:
+        """A zero state of type t: concrete dims in a constant, each symbolic one expanded to the
+        size of the input that has it (device-side, builder.expand_like)."""
         lay = a.derived
-        parts = []
-        for d in t.shape:
+        runtime = []
+        for pos, d in enumerate(t.shape):
             if is_static(d):
-                parts.append(g.ints([int(d)]))
                 continue
             src = lay.sources.get(d)
             if src is None:
                 raise ArchError(f"Scan: cannot tell the size {d} of a state of {lay.cell.label} from its inputs",
                                 a.span, "give the initial states as inputs")
-            parts.append(g.op("Gather", [g.op("Shape", [inputs[src[0]]]), g.ints([src[1]], "axis")], axis=0))
-        return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=0)
-
-    def _zeros(self, a, g, inputs, t: TensorType) -> str:
-        zero = helper.make_tensor("zero", DTYPES[t.dtype][1], [1], [0])
-        return g.op("ConstantOfShape", [self._dims(a, g, inputs, t)], value=zero)
+            runtime.append((pos, inputs[src[0]], a.in_types[src[0]].rank, src[1]))
+        zero = g.const(np.zeros([int(d) if is_static(d) else 1 for d in t.shape], t.np_dtype), hint="zeros")
+        return g.expand_like(zero, t.rank, runtime)
 
     def _mask(self, a, g, inputs) -> str:
         """[N, T] bool: step t of row n is valid (t < lengths[n])."""
@@ -463,9 +461,7 @@ class Scan(Op):
         lens = inputs[lay.lengths]
         if a.in_types[lay.lengths].dtype != "i64":
             lens = g.op("Cast", [lens], to=7)
-        shape = g.op("Shape", [inputs[0]])
-        T = g.op("Gather", [shape, g.const(np.array(1, np.int64), hint="one")], axis=0)
-        steps = g.op("Range", [g.const(np.array(0, np.int64), hint="zero"), T, g.const(np.array(1, np.int64), hint="one")])
+        steps = g.arange(inputs[0], 1)         # 0..T-1, computed on the device
         return g.op("Less", [g.op("Unsqueeze", [steps, g.ints([0], "axes")]),
                              g.op("Unsqueeze", [lens, g.ints([1], "axes")])])
 

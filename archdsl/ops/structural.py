@@ -16,7 +16,7 @@ import numpy as np
 from ..autodiff import functional as F
 from ..backends.torch.lazy import TK, torch
 from ..ir.types import Sym, TensorType, fit_number, is_static
-from .base import Arg, Op, Sample, Window
+from .base import CUDA_PROVIDER, Arg, Op, Sample, Window, lowering
 
 
 def _prod(dims):
@@ -57,7 +57,14 @@ class Flatten(Op):
             return [x.with_shape((1,))]
         return [x.with_shape(x.shape[:s] + (_prod(x.shape[s:e + 1]),) + x.shape[e + 1:])]
 
-    def lower(self, a, g, inputs):
+    @lowering(since=21, providers=(CUDA_PROVIDER,))
+    def lower_cuda(self, a, g, inputs):
+        # ONNX Runtime's CUDA Flatten kernel stops at Flatten-13 (Flatten-21 would run on the
+        # CPU): the same merge as a Reshape, whose kernel covers every opset
+        return self.lower(a, g, inputs, native=False)
+
+    @lowering()
+    def lower(self, a, g, inputs, native=True):
         (x,) = inputs
         t = a.x
         s, e = a.derived
@@ -66,13 +73,19 @@ class Flatten(Op):
             return [g.op("Reshape", [x, g.ints([1])])]
         if s == e:
             return [x]
-        if s == 1 and e == r - 1:
+        if native and s == 1 and e == r - 1:
             return [g.op("Flatten", [x], axis=1)]
         head = [0] * s + [-1]           # 0 copies the input dim at the same index
         tail = _concrete(t.shape[e + 1:])
         if tail is not None:
             return [g.op("Reshape", [x, g.ints(head + tail)])]
-        # Symbolic trailing dims: take them from the runtime shape.
+        # One symbolic dim among the merged one and the trailing ones: -1 finds it.
+        merged = _prod(t.shape[s:e + 1])
+        rest = [merged] + list(t.shape[e + 1:])
+        if sum(not is_static(d) for d in rest) == 1:
+            return [g.op("Reshape", [x, g.ints([0] * s + [int(d) if is_static(d) else -1 for d in rest])])]
+        # Several symbolic dims: take the trailing ones from the runtime shape (a Concat of a Shape
+        # output, which the CUDA provider runs on the CPU).
         shape = g.op("Shape", [x])
         tail_dims = g.op("Slice", [shape, g.ints([e + 1], "starts"), g.ints([r], "ends"), g.ints([0], "axes")])
         return [g.op("Reshape", [x, g.op("Concat", [g.ints(head), tail_dims], axis=0)])]
@@ -265,18 +278,18 @@ class Concat(Op):
             dims = self._expanded(a, i)
             if not dims:
                 continue
-            # Expand broadcasts both ways: 1 keeps the input's dim, the rest come from the output
-            # (a concrete size, or read at run time from an input that has it)
-            parts = []
-            for d, o in enumerate(a.out_types[0].shape):
-                if d not in dims:
-                    parts.append(g.ints([1]))
-                elif is_static(o):
-                    parts.append(g.ints([int(o)]))
-                else:
-                    src = next(inputs[k] for k, t in enumerate(a.in_types) if t.shape[d] == o)
-                    parts.append(g.op("Gather", [g.op("Shape", [src]), g.ints([d])], axis=0))
-            ins[i] = g.op("Expand", [name, g.op("Concat", parts, axis=0)])
+            # Expand broadcasts both ways: 1 keeps the input's dim; concrete sizes in one Expand,
+            # each runtime size read from an input that has it (builder.expand_like)
+            out = a.out_types[0].shape
+            fixed = [int(o) if d in dims and is_static(o) else 1 for d, o in enumerate(out)]
+            if any(f != 1 for f in fixed):
+                name = g.op("Expand", [name, g.ints(fixed)])
+            runtime = []
+            for d in dims:
+                if not is_static(out[d]):
+                    k = next(k for k, t in enumerate(a.in_types) if t.shape[d] == out[d])
+                    runtime.append((d, inputs[k], a.in_types[k].rank, d))
+            ins[i] = g.expand_like(name, len(out), runtime)
         return [g.op("Concat", ins, axis=a.derived)]
 
     def forward(self, a, ctx, inputs, params):

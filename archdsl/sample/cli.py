@@ -1,7 +1,7 @@
 """`archdsl sample`: text from a trained language model, or samples from a trained GAN.
 
     archdsl sample specs/lstm_lm.arch --weights run/best.npz --prompt "def " --length 300 \\
-        --temperature 0.8 [--top-k 10] [--seed 0] [--device numpy|cpu|cuda|auto]
+        --temperature 0.8 [--top-k 10] [--seed 0] [--device numpy|cpu|cuda|auto] [--precision fp32|tf32|fp16]
     archdsl sample specs/lstm_lm.arch --weights run/best.npz --device cpu --save-onnx lm_step.onnx ...
     archdsl sample specs/lstm_lm.arch --onnx lm_step.onnx --prompt "def " --length 300
     archdsl sample specs/ring_gan.arch --weights run/checkpoint.npz -n 64 -o samples.png   # a GAN
@@ -10,7 +10,8 @@
 
 Language models run on the NumPy engine (--device numpy, the default) or on ONNX Runtime
 (--device cpu / cuda / auto: the model is exported on the fly, or --onnx FILE is run).
-Recurrent LMs step with carried state, others re-run a window (archdsl/sample/lm.py).
+Recurrent LMs step with carried state, others re-run a window (archdsl/sample/lm.py); on CUDA
+the state and the logits stay on the GPU and each token is picked there (lm.DevicePicker).
 The vocabulary comes from --vocab, a vocab.json beside the checkpoint, the array `vocab` of
 the training data the checkpoint names, or an ONNX file's metadata (see lm.py). When the
 model has a parameter `vocab` that --set does not give, it is set to the vocabulary's size.
@@ -55,6 +56,9 @@ def add_commands(sub) -> None:
     p.add_argument("--device", choices=["numpy", "cpu", "cuda", "auto"], default=None,
                    help="numpy: the NumPy engine (default); cpu, cuda, auto: ONNX Runtime "
                         "(default with --onnx: auto)")
+    p.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default=None,
+                   help="what ONNX Runtime may do on the GPU: fp32 (default: float32 throughout, TF32 off), "
+                        "tf32 (TF32 matrix products), fp16 (the model converted to float16)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling (default 0)")
     p.add_argument("-n", type=positive_int, default=None, dest="n",
                    help="how many samples (language models: continuations, generated as one batch; "

@@ -22,6 +22,10 @@ def sample_lm(args, spec, overrides: dict) -> int:
     if args.onnx and args.save_onnx:
         raise ArchError("--save-onnx writes the model exported from the spec and --weights; "
                         "with --onnx there is nothing to export")
+    precision = getattr(args, "precision", None) or "fp32"
+    if device == "numpy" and precision != "fp32":
+        raise ArchError(f"--precision {precision} applies to ONNX Runtime; the NumPy engine computes in float32",
+                        hint="add --device cuda (or cpu, auto)")
     if not args.onnx and not args.weights:
         raise ArchError("sampling needs trained weights: --weights CKPT (a checkpoint or run directory)",
                         hint="train first: archdsl train SPEC --data DATA.npz -o run/, then --weights run/best.npz")
@@ -29,7 +33,7 @@ def sample_lm(args, spec, overrides: dict) -> int:
     t0 = time.perf_counter()
     if args.onnx:
         runner = Runner(None, engine="onnx", device=device, window=args.window,
-                        mode="window" if args.window else "auto", onnx_file=args.onnx)
+                        mode="window" if args.window else "auto", onnx_file=args.onnx, precision=precision)
         name = Path(args.onnx).name
     else:
         name_arg = args.model
@@ -42,7 +46,7 @@ def sample_lm(args, spec, overrides: dict) -> int:
         weights = load_weights(args.weights, model.ir)
         engine = "numpy" if device == "numpy" else "onnx"
         runner = Runner(model.ir, weights, engine=engine, device=device, window=args.window,
-                        mode="window" if args.window else "auto", opset=args.opset)
+                        mode="window" if args.window else "auto", opset=args.opset, precision=precision)
         name = model.name
         if args.save_onnx:
             path = runner.save_onnx(args.save_onnx, weights, vocab, opset=args.opset)
@@ -55,7 +59,9 @@ def sample_lm(args, spec, overrides: dict) -> int:
     secs = time.perf_counter() - t0
     how = ("carried state" if runner.mode == "state"
            else f"window of {runner.window}" if runner.window else "re-running the whole text")
-    where = "the NumPy engine" if runner.device == "numpy" else f"ONNX Runtime ({runner.device})"
+    where = "the NumPy engine" if runner.device == "numpy" else f"ONNX Runtime ({runner.device}" + (
+        f", {precision}" if precision != "fp32" else "") + (", on-device state and picking" if runner.on_device
+                                                          else "") + ")"
     unit = "characters" if vocab.chars else "tokens"
     print(f"sampled {name} on {where}, {how}: {n} x {args.length} {unit}, temperature "
           f"{args.temperature:g}, top-k {args.top_k or '-'}, seed {args.seed} ({secs:.2f}s)", file=sys.stderr)

@@ -387,20 +387,20 @@ class _NumpyEngine:
         self.ex = NumpyExecutor(ir, weights)
         self.device = "numpy"
 
-    def run(self, feeds: dict) -> dict:
+    def run(self, feeds: dict, on_device: bool = False) -> dict:
         return self.ex.run(feeds)
 
 
 class _OrtEngine:
     name = "onnx"
 
-    def __init__(self, source, device: str = "auto"):
+    def __init__(self, source, device: str = "auto", precision: str = "fp32"):
         from ..runtime import Session
-        self.sess = Session(source, device=device)
+        self.sess = Session(source, device=device, precision=precision)
         self.device = self.sess.device
 
-    def run(self, feeds: dict) -> dict:
-        return self.sess.run(feeds)
+    def run(self, feeds: dict, on_device: bool = False) -> dict:
+        return self.sess.run(feeds, on_device=on_device)
 
 
 def _export(ir: Model, weights: dict, opset: int | None, metadata: dict | None = None):
@@ -468,22 +468,27 @@ class Runner:
     [N, P] and returns the next-token logits [N, V]; `step(ids)` appends one token per row and
     returns the logits after it.
 
-    engine "numpy" or "onnx" (device cpu / cuda / auto); mode "auto" (see the module docstring),
-    "state" or "window"; window: tokens the model sees in window mode (default: its context
-    length, else everything). `onnx_file` runs a saved .onnx file instead of exporting."""
+    engine "numpy" or "onnx" (device cpu / cuda / auto, precision fp32 / tf32 / fp16: runtime.py);
+    mode "auto" (see the module docstring), "state" or "window"; window: tokens the model sees in
+    window mode (default: its context length, else everything). `onnx_file` runs a saved .onnx
+    file instead of exporting. on_device (ONNX Runtime only; default: on CUDA): the recurrent
+    states and the logits stay in device memory between steps and `generate_ids` picks the next
+    token there (DevicePicker), copying back one id per row and step."""
 
     def __init__(self, ir: Model | None, weights: dict | None = None, *, engine: str = "numpy",
                  device: str = "auto", mode: str = "auto", window: int | None = None,
                  token_input: str | None = None, output: str | None = None, opset: int | None = None,
-                 onnx_file=None):
+                 onnx_file=None, precision: str = "fp32", on_device: bool | None = None):
         self.engine_name = engine
+        self.precision = precision
+        self._on_device = on_device
         self.slots: list[StateSlot] = []
         self._prefill = None
         self.lengths_inputs: list[str] = []
         self._lengths_dtype: dict = {}
         if onnx_file is not None:
             self._init_file(onnx_file, device, mode, window, token_input, output)
-            return
+            return self._resolve_on_device()
         if ir is None or weights is None:
             raise ValueError("Runner needs an IR and its weights, or an onnx_file")
         self.ir = ir
@@ -514,11 +519,18 @@ class Runner:
         else:
             self.engine = self._make(ir, weights, engine, device, opset)
         self.device = self.engine.device
+        self._resolve_on_device()
+
+    def _resolve_on_device(self) -> None:
+        wanted = self._on_device if self._on_device is not None else self.device == "cuda"
+        if wanted and self.engine.name != "onnx":
+            raise ArchError("on_device keeps values in ONNX Runtime's device memory; the NumPy engine has none")
+        self.on_device = bool(wanted)
 
     def _init_file(self, path, device, mode, window, token_input, output):
         meta = _onnx_meta(path)
         self.ir = None
-        self.engine = _OrtEngine(str(path), device)
+        self.engine = _OrtEngine(str(path), device, self.precision)
         self.device = self.engine.device
         sess = self.engine.sess
         ints = [i for i in sess.inputs if i.dtype is not None and i.dtype.kind in "iu"
@@ -570,12 +582,11 @@ class Runner:
         self.context_names = [i.name for i in sess.inputs
                               if i.name != token_input and not i.name.startswith(STATE_PREFIX)]
 
-    @staticmethod
-    def _make(ir, weights, engine, device, opset):
+    def _make(self, ir, weights, engine, device, opset):
         if engine == "numpy":
             return _NumpyEngine(ir, weights)
         if engine == "onnx":
-            return _OrtEngine(_export(ir, weights, opset), device)
+            return _OrtEngine(_export(ir, weights, opset), device, self.precision)
         raise ArchError(f"unknown engine '{engine}'", hint="numpy or onnx")
 
     # -- analysis --------------------------------------------------------------------------
@@ -603,7 +614,9 @@ class Runner:
             raise ArchError(f"token id {int(ids.max() if ids.max() >= self.vocab_size else ids.min())} is outside "
                             f"the model's vocabulary of {self.vocab_size}")
 
-    def start(self, prompt: np.ndarray, context: dict | None = None) -> np.ndarray:
+    def start(self, prompt: np.ndarray, context: dict | None = None, keep: bool = False):
+        """The next-token logits [N, V] after the prompt [N, P]; keep=True (on_device runners):
+        the model's whole logits output, left in device memory (for DevicePicker)."""
         prompt = np.asarray(prompt, dtype=np.int64)
         if prompt.ndim != 2 or prompt.shape[1] == 0:
             raise ArchError(f"the prompt must be a non-empty [N, P] array of token ids, got shape {list(prompt.shape)}",
@@ -616,36 +629,53 @@ class Runner:
                             f"{', '.join(missing)} besides the tokens")
         self.history = prompt
         if self.mode == "window":
-            return self._window()
+            return self._window(keep)
+        device = keep or self.on_device       # states stay on the device between steps
         if self._prefill is not None:
             feeds = self._feeds(self.prefill_context, prompt)
-            outs = self._prefill.run(feeds)
+            outs = self._prefill.run(feeds, on_device=device)
         else:
             n = prompt.shape[0]
             feeds = self._feeds(self.context_names, prompt)
             for s in self.slots:
                 shape = [int(d) if isinstance(d, int) else n for d in s.type.shape]
                 feeds[s.input] = np.zeros(shape, s.type.np_dtype)
-            outs = self.engine.run(feeds)
+            outs = self.engine.run(feeds, on_device=device)
         self.states = {s.input: outs[s.output] for s in self.slots}
-        return np.asarray(outs[self.output])[:, -1]
+        return self._logits(outs[self.output], keep)
 
-    def step(self, ids) -> np.ndarray:
+    def step(self, ids, keep: bool = False):
+        """Append one token per row; the logits after it (keep: as `start`)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1, 1)
         self._check_ids(ids)
         self.history = np.concatenate([self.history, ids], axis=1)
         if self.mode == "window":
-            return self._window()
+            return self._window(keep)
         feeds = self._feeds(self.context_names, ids)
         feeds.update(self.states)
-        outs = self.engine.run(feeds)
+        outs = self.engine.run(feeds, on_device=keep or self.on_device)
         self.states = {s.input: outs[s.output] for s in self.slots}
-        return np.asarray(outs[self.output])[:, -1]
+        return self._logits(outs[self.output], keep)
 
-    def _window(self) -> np.ndarray:
+    def _window(self, keep: bool = False):
         h = self.history if self.window is None else self.history[:, -self.window:]
         feeds = self._feeds(self.context_names, h)
-        return np.asarray(self.engine.run(feeds)[self.output])[:, -1]
+        return self._logits(self.engine.run(feeds, on_device=keep)[self.output], keep)
+
+    @staticmethod
+    def _logits(value, keep: bool):
+        if keep:
+            return value
+        return np.asarray(value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray)
+                          else value)[:, -1]
+
+    def picker(self, temperature: float, top_k: int | None):
+        """A DevicePicker for this runner's logits, or None where tokens are picked on the host
+        (not on_device, or a vocabulary size unknown until the first step)."""
+        if not self.on_device or self.vocab_size is None:
+            return None
+        info = next(o for o in self.engine.sess.outputs if o.name == self.output)
+        return DevicePicker(self.vocab_size, info.type, temperature, top_k, self.engine.sess.device)
 
     def _feeds(self, names, tokens: np.ndarray) -> dict:
         """The tokens, the context inputs among `names`, and each recurrent layer's `lengths`
@@ -736,14 +766,92 @@ def pick(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.rand
     return np.minimum((cdf <= u).sum(axis=-1), p.shape[-1] - 1)
 
 
+class DevicePicker:
+    """`pick` as a small ONNX model run on the LM's device: the last step's logits stay in device
+    memory, and one token id per row comes back. It computes in float64 from the same uniform
+    draws as `pick` (one per row, from the same generator), so it picks the same tokens from the
+    same logits; its ops all have CUDA kernels in float64 (tests/test_serving.py checks)."""
+
+    def __init__(self, vocab: int, logits_type: str, temperature: float, top_k: int | None, device: str):
+        from ..runtime import Session
+        self.temperature = temperature
+        self.proto = picker_model(vocab, logits_type, temperature, top_k)
+        self.sess = Session(self.proto, device=device)
+
+    def __call__(self, logits, rng: np.random.Generator) -> np.ndarray:
+        n = logits.shape()[0] if callable(getattr(logits, "shape", None)) else logits.shape[0]
+        feeds = {"logits": logits}
+        if self.temperature != 0:
+            feeds["u"] = rng.random((n, 1))
+        return self.sess.run(feeds)["token"]
+
+
+def picker_model(vocab: int, logits_type: str, temperature: float, top_k: int | None):
+    """The ONNX graph of `pick` on logits [N, T, vocab] (its last step): token int64 [N]."""
+    import onnx
+    from onnx import TensorProto as TP
+    from onnx import helper as h
+    elem = {"tensor(float)": TP.FLOAT, "tensor(float16)": TP.FLOAT16, "tensor(double)": TP.DOUBLE}[logits_type]
+    nodes, inits = [], []
+
+    def const(name, value, dtype):
+        inits.append(onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def node(op, ins, out, **attrs):
+        nodes.append(h.make_node(op, ins, [out], name=out, **attrs))
+        return out
+
+    last = node("Gather", ["logits", const("last", -1, np.int64)], "last_step", axis=1)
+    z = node("Cast", [last], "z64", to=TP.DOUBLE)
+    inputs = [h.make_tensor_value_info("logits", elem, ["N", "T", vocab])]
+    if temperature == 0:
+        node("ArgMax", [z], "token", axis=-1, keepdims=0)
+    else:
+        inputs.append(h.make_tensor_value_info("u", TP.DOUBLE, ["N", 1]))
+        axis = const("axis", [-1], np.int64)
+        z = node("Div", [z, const("temperature", temperature, np.float64)], "scaled")
+        if top_k and top_k < vocab:
+            node("TopK", [z, const("k", [top_k], np.int64)], "top", axis=-1)
+            nodes[-1].output.append("top_i")
+            kth = node("Slice", ["top", const("k1", [top_k - 1], np.int64), const("k2", [top_k], np.int64),
+                                 const("axis1", [1], np.int64)], "kth")
+            keep = node("GreaterOrEqual", [z, kth], "in_top")
+            z = node("Where", [keep, z, const("neg_inf", -np.inf, np.float64)], "top_only")
+        m = node("ReduceMax", [z, axis], "max", keepdims=1)
+        p = node("Exp", [node("Sub", [z, m], "shifted")], "unnormalised")
+        p = node("Div", [p, node("ReduceSum", [p, axis], "total", keepdims=1)], "p")
+        cdf = node("CumSum", [p, const("axis0", -1, np.int64)], "cdf")
+        end = node("Slice", [cdf, const("minus1", [-1], np.int64), const("big", [vocab], np.int64),
+                             const("axis1b", [1], np.int64)], "cdf_end")
+        below = node("LessOrEqual", [cdf, node("Mul", ["u", end], "threshold")], "below")
+        count = node("ReduceSum", [node("Cast", [below], "below_i", to=TP.INT64), axis], "count", keepdims=0)
+        node("Min", [count, const("vmax", vocab - 1, np.int64)], "token")
+    out = h.make_tensor_value_info("token", TP.INT64, ["N"])
+    graph = h.make_graph(nodes, "pick", inputs, [out], initializer=inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)], producer_name="archdsl")
+    model.ir_version = 8
+    return model
+
+
 def generate_ids(runner: Runner, prompt: np.ndarray, length: int, temperature: float = 1.0,
                  top_k: int | None = None, seed: int = 0, context: dict | None = None) -> np.ndarray:
-    """`length` new token ids per row of `prompt` [N, P]: [N, length]."""
+    """`length` new token ids per row of `prompt` [N, P]: [N, length]. A runner that keeps its
+    values on the device (Runner.on_device) picks each token there (DevicePicker)."""
     if temperature < 0:
         raise ArchError(f"the temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 0:
         raise ArchError(f"top-k must be >= 0, got {top_k}")
     rng = np.random.default_rng(seed)
+    picker = runner.picker(temperature, top_k)
+    if picker is not None:
+        out = np.empty((prompt.shape[0], length), np.int64)
+        logits = runner.start(prompt, context, keep=True)
+        for i in range(length):
+            out[:, i] = picker(logits, rng)
+            if i + 1 < length:
+                logits = runner.step(out[:, i], keep=True)
+        return out
     logits = runner.start(prompt, context)
     if runner.vocab_size is None:
         runner.vocab_size = logits.shape[-1]

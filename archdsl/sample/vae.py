@@ -32,7 +32,7 @@ def sample_command(args, vae) -> int:
         model = vae.model
         inputs = _inputs(recon_file, model.ir, o.n)
         weights = None if o.onnx else vae_weights(vae, o.weights, model)
-        out, info = run_chunks(model, weights, inputs, vae.output.name, o.device, o.onnx)
+        out, info = run_chunks(model, weights, inputs, vae.output.name, o.device, o.onnx, o.precision)
         first = inputs[model.ir.inputs[0].name]
         samples, cols = out, None
         if Path(o.output).suffix.lower() == ".png" and first.shape == out.shape:
@@ -43,7 +43,7 @@ def sample_command(args, vae) -> int:
         n = 64 if o.n is None else int(o.n)
         weights = None if o.onnx else vae_weights(vae, o.weights, vae.decoder)
         out, info = run_chunks(vae.decoder, weights, {vae.latent.name: vae.prior(n, o.seed)}, vae.output.name,
-                               o.device, o.onnx)
+                               o.device, o.onnx, o.precision)
         what = write_samples(o.output, out)
         done = f"{n} samples of the prior N(0, I) decoded by {vae.decoder.name}, seed {o.seed}"
     on = info["engine"] + (f" on {info['device']}" if info["engine"] == "ONNX Runtime" else "")

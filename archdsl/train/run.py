@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..autodiff import Tape, clear_tape
-from ..autodiff.allocator import keep_freed_memory
+from ..autodiff.allocator import reused_memory
 from ..crashpoints import crash_point
 from ..errors import ArchError
 from ..fileio import atomic_write, refuse_overwriting_inputs
@@ -279,8 +279,7 @@ def training_run(run):
     """The surroundings of a whole run: a tape of its own, `run.threads` BLAS threads, Ctrl-C
     asking the run to stop, no NumPy warnings (the policies detect and report non-finite values),
     and an allocator that keeps freed memory for the next step (autodiff/allocator.py)."""
-    keep_freed_memory()
-    with Tape(), blas_threads(run.threads), _stop_on_sigint(run), \
+    with reused_memory(), Tape(), blas_threads(run.threads), _stop_on_sigint(run), \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         yield
 

@@ -1,6 +1,8 @@
 """Runs a model's IR on the NumPy autodiff engine, in training or inference mode."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ...autodiff import Tensor, no_grad
@@ -56,6 +58,7 @@ class NumpyExecutor:
                        {k: self.params[v] for k, v in n.params.items()}) for n in model.nodes]
         self._outputs = [(v.name, slot[id(v)]) for v in model.outputs]
         self._fitting: set = set()      # input shapes known to satisfy the model's constraints
+        self._dead = _last_uses(self._plan, len(model.inputs), {s for _, s in self._outputs})
 
     def trainable(self) -> dict[str, Tensor]:
         return {n: t for n, t in self.params.items() if t.requires_grad}
@@ -85,13 +88,15 @@ class NumpyExecutor:
         ctx = self.ctx
         ctx.training = training
         env = self._wrap_inputs(inputs)
-        for node, app, fwd, ins, outs, params in self._plan:
+        for (node, app, fwd, ins, outs, params), dead in zip(self._plan, self._dead):
             res = fwd(app, ctx, [env[i] for i in ins], params)
             if len(outs) == 1:
                 env[outs[0]] = res[0]
             else:
                 for i, t in zip(outs, res):
                     env[i] = t
+            if dead:
+                _drop(env, dead)
             if check_finite:
                 for t in res:
                     if np.issubdtype(t.data.dtype, np.floating) and not np.all(np.isfinite(t.data)):
@@ -104,3 +109,42 @@ class NumpyExecutor:
         """Inference without recording a tape: name -> array."""
         with no_grad():
             return {k: t.data for k, t in self.forward(inputs, training=training).items()}
+
+
+# Values released once their last consumer has run: their arrays from 64 KiB up.
+_RELEASE_BYTES = 1 << 16
+
+
+def _last_uses(plan, n_inputs: int, outputs: set) -> list[tuple]:
+    """Per plan step, the node-output slots no later step reads (model outputs excepted)."""
+    last = {}
+    for i, (_, _, _, ins, outs, _) in enumerate(plan):
+        for s in outs:
+            last[s] = i                      # an output nobody reads dies where it is made
+        for s in ins:
+            last[s] = i
+    dead = [[] for _ in plan]
+    for s, i in last.items():
+        if s >= n_inputs and s not in outputs:
+            dead[i].append(s)
+    return [tuple(d) for d in dead]
+
+
+def _drop(env: list, slots: tuple) -> None:
+    """Forget values whose last consumer has run. An unrecorded value is freed with its last
+    reference; a recorded one stays on the tape (its gradient is routed through it), so its
+    array is released when nothing else holds it: no backward closure captured it, no other
+    value is a view of it, no other slot is the same tensor. That frees, for example, a
+    BatchNorm output once the ReLU after it has run (the ReLU keeps its own output for its
+    mask): what PyTorch frees by reference counting."""
+    for s in slots:
+        t = env[s]
+        env[s] = None
+        if t is None or not t._op:
+            continue
+        d = t.data
+        if d is None or d.nbytes < _RELEASE_BYTES:
+            continue
+        del d
+        if sys.getrefcount(t.data) <= 2 and not any(u is t for u in env):
+            t.data = None

@@ -10,6 +10,15 @@ graph rewrites (e.g. folding BatchNorm into Conv) can read and replace values ch
 An op with a graph of its own (a scanned cell's step, ops/scan.py) lowers it through a `child`
 builder: its nodes go into the subgraph, while names, constants and weights are the model's, so
 every name stays unique and the subgraph reads constants and parameters as outer-scope values.
+
+Runtime sizes (`dim`, `arange`, `sizes`). Under the CUDA execution provider a `Shape` output
+lives in host memory, and ONNX Runtime runs every node that reads it as data (a Gather picking
+one dim, a Concat of dims, arithmetic on them) on the CPU, with copies around it; a session that
+forbids CPU fallback then fails. So a lowering reads runtime sizes only through these helpers,
+which let a Shape output feed nothing but the inputs kernels take from host memory (Reshape's
+and Expand's shape, Slice's bounds, Tile's repeats) and compute positions on the device. The
+encoding depends on the opset (Shape's start/end exist from 15 on), which is why it lives here
+and not in the lowerings.
 """
 from __future__ import annotations
 
@@ -26,6 +35,13 @@ def value_info(name: str, t) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, DTYPES[t.dtype][1], dims)
 
 
+def stand_in(shape, dtype=np.float32) -> np.ndarray:
+    """A read-only array of `shape` that occupies one element (all strides 0): a weight's
+    place in a graph-only export (export.to_onnx(data=False))."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=tuple(int(d) for d in shape),
+                                           strides=(0,) * len(shape), writeable=False)
+
+
 class OnnxBuilder:
     def __init__(self, opset: int):
         self.opset = opset
@@ -38,6 +54,8 @@ class OnnxBuilder:
         self.weights: dict[str, np.ndarray] = {}
         self.source = None               # span -> "FILE:LINE" (set by the exporter)
         self.prefix = ""                 # the op a child builder lowers a subgraph for
+        self.lazy = False                # a graph-only export: derived tensors keep their shape only
+        self.provider = None             # the execution provider the file is for (to_onnx's provider)
 
     # -- naming ---------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -68,7 +86,7 @@ class OnnxBuilder:
             self.node = node
             self.param_names = {k: (v if param_names is None else param_names[v]) for k, v in node.params.items()}
             try:
-                lower = node.op.lowering_for(node.app, self.opset)
+                lower = node.op.lowering_for(node.app, self.opset, self.provider)
                 outs = lower(node.app, self, [names[id(v)] for v in node.inputs])
             except MemoryError:     # a constant the op builds (e.g. a position table) cannot be allocated
                 raise ArchError(f"not enough memory to export {node.name} ({node.op.name}) with inputs "
@@ -84,7 +102,7 @@ class OnnxBuilder:
         """A builder for a subgraph of the op being lowered (see the module docstring)."""
         sub = OnnxBuilder(self.opset)
         sub.arrays, sub._consts, sub._used = self.arrays, self._consts, self._used
-        sub.weights, sub.source = self.weights, self.source
+        sub.weights, sub.source, sub.provider, sub.lazy = self.weights, self.source, self.provider, self.lazy
         sub.prefix = prefix
         return sub
 
@@ -142,11 +160,59 @@ class OnnxBuilder:
         key = ("derived", pname, suffix)
         if key in self._consts:
             return self._consts[key]
-        arr = np.ascontiguousarray(fn(self.weights[pname]))
+        arr = fn(self.weights[pname])
+        arr = stand_in(arr.shape, arr.dtype) if self.lazy else np.ascontiguousarray(arr)
         name = self.fresh(f"{pname}.{suffix}")
         self.arrays[name] = arr
         self._consts[key] = name
         return name
+
+    # -- runtime sizes (see the module docstring) -----------------------------------------------
+    def dim(self, x: str, axis: int) -> str:
+        """The runtime size of dim `axis` of x as a 1-element int64 vector: `Shape(start, end)`
+        from opset 15 on (a Shape output, read from host memory by Slice/Expand/Reshape), a Gather
+        over the whole Shape below it (which ONNX Runtime's CUDA provider places on the CPU)."""
+        if self.opset >= 15:
+            return self.op("Shape", [x], start=axis, end=axis + 1 if axis != -1 else None)
+        return self.op("Gather", [self.op("Shape", [x]), self.ints([axis], f"dim{axis}")], axis=0)
+
+    def arange(self, x: str, axis: int) -> str:
+        """The positions 0, 1, ..., n-1 (int64 [n]) for n the runtime size of dim `axis` of x,
+        computed on the device: an exclusive CumSum of ones expanded to [n]. (Range would need n
+        as a scalar, which only a Gather over the Shape makes: below opset 15, that is used.)"""
+        if self.opset >= 15:
+            ones = self.op("Expand", [self.const(np.ones(1, np.int64), hint="one1"), self.dim(x, axis)])
+            return self.op("CumSum", [ones, self.const(np.asarray(0, np.int64), hint="axis0")], exclusive=1)
+        n = self.op("Gather", [self.op("Shape", [x]), self.const(np.asarray(axis, np.int64), hint=f"dim{axis}")],
+                    axis=0)
+        return self.op("Range", [self.const(np.asarray(0, np.int64), hint="zero"), n,
+                                 self.const(np.asarray(1, np.int64), hint="one")])
+
+    def sizes(self, x: str, rank_x: int, keep: dict[int, int], rank: int) -> str:
+        """A shape vector of length `rank`: the runtime size of x's axis a at position keep[a],
+        1 elsewhere (e.g. [1, 1, T, 1] to Expand a mask to). It is the Shape of x sliced to one
+        element on every other axis and moved into place with Squeeze/Unsqueeze (tiny device
+        ops), so host memory holds it as Shape's own output, never as a Concat of dims. The kept
+        axes must keep their order (keep is increasing in both)."""
+        assert list(keep) == sorted(keep) and list(keep.values()) == sorted(keep.values())
+        drop = [i for i in range(rank_x) if i not in keep]
+        y = x
+        if drop:
+            ends = self.ints([1] * len(drop), "ones")
+            y = self.op("Slice", [y, self.ints([0] * len(drop), "zeros"), ends, self.ints(drop, "axes")])
+            y = self.op("Squeeze", [y, self.ints(drop, "axes")])
+        add = [i for i in range(rank) if i not in keep.values()]
+        if add:
+            y = self.op("Unsqueeze", [y, self.ints(add, "axes")])
+        return self.op("Shape", [y])
+
+    def expand_like(self, x: str, rank: int, dims) -> str:
+        """x expanded along runtime sizes: `dims` lists (position, source, source rank, source
+        axis), dim `position` of the result taking the size of the source's axis. One Expand per
+        dim, each reading a Shape output (sizes): no Concat of dims, nothing for the CPU."""
+        for pos, src, rank_src, axis in dims:
+            x = self.op("Expand", [x, self.sizes(src, rank_src, {axis: pos}, rank)])
+        return x
 
     def value(self, name: str) -> np.ndarray | None:
         """The export-time value of an initializer (a parameter or a constant), or None."""

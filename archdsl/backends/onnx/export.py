@@ -26,7 +26,7 @@ from ...ir.constraints import METADATA_KEY as CONSTRAINTS_KEY
 from ...ir.constraints import dumps as dump_constraints
 from ...ir.graph import Model
 from ...ops.base import MIN_OPSET
-from .builder import OnnxBuilder, value_info
+from .builder import OnnxBuilder, stand_in, value_info
 
 DEFAULT_OPSET = 17
 
@@ -105,19 +105,30 @@ def _source_namer(main_file: str):
     return name
 
 
-def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET,
-            metadata: dict[str, str] | None = None, fold: bool = True) -> onnx.ModelProto:
+def to_onnx(model: Model, weights: dict[str, np.ndarray] | None, opset: int = DEFAULT_OPSET,
+            metadata: dict[str, str] | None = None, fold: bool = True,
+            provider: str | None = None, data: bool = True) -> onnx.ModelProto:
     """Lower `model` with `weights` (parameter name -> array) to an ONNX ModelProto.
 
     fold: fold inference-mode BatchNorm into the preceding Conv/ConvTranspose/Gemm (default).
+    provider: the execution provider the file is for ("CUDAExecutionProvider", ...): lowerings
+    declared for providers apply only to theirs; None (the default) exports the portable ones.
+    Choosing an opset per provider is deploy.export's job.
+    data=False: the graph alone, fast, for analysis (placement, the opset search): tensors of
+    1 KiB or more carry their name, type and dims but no values (declared as external data that
+    does not exist), and weights may be None (stand-ins of the parameters' shapes).
     """
-    m, tensors = _lower(model, weights, opset, metadata, fold)
+    if weights is None:
+        if data:
+            raise ValueError("to_onnx needs the weights unless data=False")
+        weights = {name: stand_in(p.spec.shape) for name, p in model.parameters.items()}
+    m, tensors = _lower(model, weights, opset, metadata, fold, provider, lazy=not data)
     for name, value, _ in tensors:
-        _add_initializer(m.graph, name, value())
+        _add_initializer(m.graph, name, value(), data)
     return m
 
 
-def _lower(model: Model, weights, opset, metadata, fold) -> tuple[onnx.ModelProto, list]:
+def _lower(model: Model, weights, opset, metadata, fold, provider=None, lazy=False) -> tuple[onnx.ModelProto, list]:
     """The model without its initializers, and the initializers as (name, function giving the
     array, bytes), in order: their data is fetched (a seeded weight generated) only when it is
     written."""
@@ -127,7 +138,7 @@ def _lower(model: Model, weights, opset, metadata, fold) -> tuple[onnx.ModelProt
                         hint=f"the installed onnxruntime runs opsets up to {top}")
     opset = int(opset)
     b = OnnxBuilder(opset)
-    b.weights = weights
+    b.weights, b.provider, b.lazy = weights, provider, lazy
     b.source = _source_namer(model.file)
     b._used.update(model.parameters)
     names: dict[int, str] = {}
@@ -231,8 +242,17 @@ def _rename_inputs(n: onnx.NodeProto, rename: dict) -> None:
             _rename_inputs(m, rename)
 
 
-def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray) -> None:
-    """Append `arr` as a raw-data TensorProto: one copy of the data into the message."""
+def _add_initializer(g: onnx.GraphProto, name: str, arr: np.ndarray, data: bool = True) -> None:
+    """Append `arr` as a raw-data TensorProto: one copy of the data into the message (without
+    data: a tensor of EXTERNAL_MIN_TENSOR_BYTES or more is declared only, see to_onnx)."""
+    arr = np.asarray(arr)
+    if not data and arr.nbytes >= EXTERNAL_MIN_TENSOR_BYTES:
+        t = g.initializer.add()
+        t.name, t.data_type = name, helper.np_dtype_to_tensor_dtype(arr.dtype)
+        t.dims.extend(arr.shape)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        t.external_data.add(key="location", value="<no data: a graph-only export>")
+        return
     arr = _little_endian(arr)
     t = g.initializer.add()
     t.name = name
@@ -282,9 +302,12 @@ def _fold_batchnorm(b: OnnxBuilder, nodes: list[onnx.NodeProto], outputs: set[st
         shape = _scale_shape(src, w)
         if shape is None or scale.shape != (w.shape[shape.index(-1)],):
             continue
-        new_w = (w.astype(np.float64) * scale.reshape(shape)).astype(w.dtype)
-        b0 = np.zeros_like(scale) if bias is None else np.asarray(bias, dtype=np.float64)
-        new_b = ((b0 - mean) * scale + beta).astype(w.dtype)
+        if b.lazy:              # a graph-only export: the folded values are not needed
+            new_w, new_b = stand_in(w.shape, w.dtype), stand_in(scale.shape, w.dtype)
+        else:
+            new_w = (w.astype(np.float64) * scale.reshape(shape)).astype(w.dtype)
+            b0 = np.zeros_like(scale) if bias is None else np.asarray(bias, dtype=np.float64)
+            new_b = ((b0 - mean) * scale + beta).astype(w.dtype)
         # A weight (bias) used by this node alone keeps its name, now holding the folded values
         # (Netron still shows `<layer>.weight`); a shared one gets a folded copy of its own.
         owner = src.name.rsplit("/", 1)[0]

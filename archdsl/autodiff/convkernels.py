@@ -1,0 +1,450 @@
+"""Fast kernels for large 2-D convolutions (issue 21); convolution.py's conv and conv_transpose
+hand a call here when `plan` accepts it, and keep their own im2col kernels for everything else.
+
+Measured on the convolutions of a CIFAR ResNet-18 at batch 64, one thread (bench/midsize.md):
+im2col + OpenBLAS GEMM reaches 50-90 GFLOP/s, while ONNX Runtime's CPU convolutions (MLAS, a
+dependency already) run as fast as PyTorch's oneDNN: its NCHWc direct convolution kernel does a
+3x3 64->64 convolution at 32x32 in the time oneDNN does, about twice as fast as im2col.
+Winograd or a channels-last implicit im2col written in NumPy would pay several passes over
+memory per call and cannot reach that. So:
+
+* forward: one ONNX Runtime session per (shapes, attributes, threads) holding one node: the NCHWc
+  form `ReorderInput -> nchwc.Conv -> ReorderOutput` (the graph ONNX Runtime's own layout
+  optimiser builds, but with the weight as an input: the NumPy side lays the filter out in MLAS's
+  blocked order, [O/B, C/B, kh, kw, B, B] or [O/B, C, kh, kw, B], B the CPU's block size, so the
+  weights may change every step), or a plain ONNX Conv where the blocked form does not apply
+  (groups, channel counts that do not fit the blocks).
+* input gradient: for stride 1, a convolution of dy with the flipped, transposed weight (the same
+  kernels); otherwise ONNX ConvTranspose of dy with the same weight (MLAS's GEMM + col2im).
+* weight gradient: ONNX Runtime has no kernel for it (the batch/channel-swapped convolution it
+  could be written as has a kernel the size of the image, which MLAS runs slowly), so it is
+  GEMMs in NumPy, a few images at a time (no 150 MB buffer per convolution, none kept between
+  forward and backward): for stride 1 on maps of 8x8 and more, one GEMM per kernel tap on a
+  shifted slice of the padded image, no im2col (7% less time on a ResNet-18's weight
+  gradients); otherwise im2col + GEMM.
+
+Sessions bind NumPy arrays in place (IOBinding: no copies); ONNX Runtime's threads follow the
+BLAS thread count, without spinning. float32 only (MLAS): float64 (gradient checks) and small
+convolutions, where the per-call overhead of a session run (tens of microseconds) would decide,
+stay on the NumPy kernels. Set ARCHDSL_CONV=numpy to turn this module off.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .im2col import _input_grad, _wmat
+
+__all__ = ["plan", "conv", "conv_transpose", "conv_forward", "conv_input_grad", "conv_weight_grad"]
+
+# Below these, NumPy's im2col kernels are as fast (per-call overhead, tiny feature maps where the
+# blocked kernel idles): multiply-accumulates per call, and output positions per image.
+MIN_MACS = 20_000_000
+MIN_POSITIONS = 64
+_CACHE_SIZE = 96
+_IM2COL_BYTES = 4 << 20        # weight gradient: im2col block size (a few images), and its
+_IM2COL_ROWS = 2048            # least number of rows (small images: the GEMM needs the length)
+# Weight gradient by shifted GEMMs (no im2col) from these sizes: output positions per image (on
+# a 4x4 map the zero positions of the padded grid, 9 of 25, cost more than im2col), input
+# channels (the GEMMs' width), and the images' block size (the buffer stays in L2).
+SHIFTED_POSITIONS = 64
+SHIFTED_CHANNELS = 16
+_SHIFTED_BYTES = 512 << 10
+
+_state: dict = {}
+_sessions: OrderedDict = OrderedDict()
+
+
+def _enabled() -> bool:
+    if "ok" not in _state:
+        ok = os.environ.get("ARCHDSL_CONV", "") != "numpy"
+        if ok:
+            try:
+                import onnx  # noqa: F401  (both build and run the sessions)
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                ok = False
+        _state["ok"] = ok
+    return _state["ok"]
+
+
+def _blas_threads() -> int:
+    """The BLAS thread count now (threadpool_limits may change it): ONNX Runtime's follows it."""
+    if "blas" not in _state:
+        ctl = None
+        try:
+            from threadpoolctl import ThreadpoolController
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            ctl = libs[0] if libs else None
+        except Exception:       # threadpoolctl missing or a BLAS it cannot drive: one thread
+            ctl = None
+        _state["blas"] = ctl
+    ctl = _state["blas"]
+    return max(1, int(ctl.num_threads)) if ctl is not None else 1
+
+
+def _session(key, build):
+    """The cached session for `key` (built by build() -> (nodes, inputs)), with its IOBinding."""
+    hit = _sessions.get(key)
+    if hit is not None:
+        _sessions.move_to_end(key)
+        return hit
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    nodes, inputs = build()
+    graph = helper.make_graph(nodes, "k", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft.nchwc", 1)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = key[-1]
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if _shared_arena():
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    hit = (sess, sess.io_binding())
+    _sessions[key] = hit
+    if len(_sessions) > _CACHE_SIZE:
+        _sessions.popitem(last=False)
+    return hit
+
+
+def _shared_arena() -> bool:
+    """All sessions take their scratch (NCHWc copies of inputs and outputs) from one arena of the
+    ONNX Runtime environment: it grows to the largest call's needs once and is reused from then
+    on, instead of an arena per session or a malloc per call interleaving with NumPy's arrays."""
+    if "arena" not in _state:
+        import onnxruntime as ort
+        try:
+            ort.create_and_register_allocator(
+                ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT),
+                ort.OrtArenaCfg(0, 1, -1, -1))       # no cap, grow by what is asked, defaults
+            _state["arena"] = True
+        except Exception:       # registered already (by another user of the process), or refused
+            _state["arena"] = False
+    return _state["arena"]
+
+
+def _run(key, build, feeds, out_shape):
+    """Run the session for `key` on C-contiguous float32 `feeds`, into a fresh NumPy array."""
+    from onnxruntime import OrtValue
+    sess, io = _session(key, build)
+    out = np.empty(out_shape, np.float32)
+    # OrtValues wrap the arrays without copying; unlike bind_cpu_input, whose reference to the
+    # array outlives clear_binding_inputs (every session would keep its last input alive),
+    # they are released with the binding
+    for name, arr in feeds.items():
+        io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(arr))
+    io.bind_output("Y", "cpu", 0, np.float32, out_shape, out.ctypes.data)
+    try:
+        sess.run_with_iobinding(io)
+    finally:
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+    return out
+
+
+def _block() -> int:
+    """MLAS's NCHWc channel block (16 with AVX-512, 8 with AVX2), or 0 where it has none."""
+    if "block" not in _state:
+        from onnx import helper
+        try:
+            # ReorderInput pads 4 channels up to one block
+            sess, _ = _session(("block", 1), lambda: (
+                [helper.make_node("ReorderInput", ["X"], ["Y"], domain="com.microsoft.nchwc")], [("X", [1, 4, 1, 1])]))
+            y = sess.run(None, {"X": np.ones((1, 4, 1, 1), np.float32)})[0]
+            _state["block"] = int(y.shape[1]) if y.shape[1] >= 8 else 0
+        except Exception:       # no NCHWc kernels on this CPU or build: plain Conv nodes only
+            _state["block"] = 0
+        _sessions.pop(("block", 1), None)
+    return _state["block"]
+
+
+# -- which calls come here ---------------------------------------------------------------------------
+
+def plan(xshape, wshape, dtype, stride, dil, pads, groups):
+    """The output size of conv(x, w) (x [N, C, H, W], w [O, C/groups, kh, kw]) when it runs here,
+    else None: float32, 2-D, padding not negative, channel groups at least 8 wide, and large
+    enough that a session run's overhead does not matter (small convolutions, like the digits
+    CNN's, are bound by per-call overhead, where NumPy's kernels are faster)."""
+    if len(xshape) != 4 or dtype != np.float32 or not _enabled():
+        return None
+    if any(b < 0 or a < 0 for b, a in pads):
+        return None
+    N, C = xshape[:2]
+    O = wshape[0]
+    if groups > 1 and C // groups < 8:
+        return None                        # depthwise and narrow groups: the NumPy kernels
+    out_sp = tuple((S + b + a - d * (k - 1) - 1) // s + 1
+                   for S, (b, a), d, k, s in zip(xshape[2:], pads, dil, wshape[2:], stride))
+    if min(out_sp) < 1 or N * O * math.prod(out_sp) * (C // groups) * wshape[2] * wshape[3] < MIN_MACS:
+        return None
+    return out_sp
+
+
+def _record(out, x, w, b, grad_x, grad_w):
+    """Add the bias and record the primitive: grad_x(g) / grad_w(g) give the input and weight
+    gradients; nothing is kept for the backward but x and w themselves."""
+    from .tensor import _GRAD, _const, record
+    if b is not None:
+        out += b.data.reshape(1, -1, 1, 1)
+    rx, rw, rb = x.requires_grad, w.requires_grad, b is not None and b.requires_grad
+    if not ((rx or rw or rb) and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        return (grad_x(g) if rx else None, grad_w(g) if rw else None,
+                g.sum(axis=(0, 2, 3)) if rb else None)
+    return record(out, (x, w) if b is None else (x, w, b), vjp)
+
+
+def conv(x, w, b, stride, dil, pads, groups, out_sp):
+    """convolution.conv for a call `plan` accepted (x, w, b Tensors)."""
+    xd, wd = x.data, w.data
+    return _record(conv_forward(xd, wd, stride, dil, pads, groups, out_sp), x, w, b,
+                   lambda g: conv_input_grad(g, wd, xd.shape, stride, dil, pads, groups),
+                   lambda g: conv_weight_grad(xd, g, wd.shape, stride, dil, pads, groups))
+
+
+def conv_transpose(x, w, b, stride, dil, pads, groups, out_shape):
+    """convolution.conv_transpose for a call whose adjoint convolution `plan` accepted: it is that
+    convolution's input gradient, and its gradients are the convolution and its weight gradient."""
+    xd, wd = x.data, w.data
+    return _record(conv_input_grad(xd, wd, out_shape, stride, dil, pads, groups), x, w, b,
+                   lambda g: conv_forward(g, wd, stride, dil, pads, groups, xd.shape[2:]),
+                   lambda g: conv_weight_grad(g, xd, wd.shape, stride, dil, pads, groups))
+
+
+# -- the kernels --------------------------------------------------------------------------------------
+
+def _blocked_filter(w, B, blocked_input):
+    """w [O, C, kh, kw] in MLAS's NCHWc filter order, output channels zero-padded to B:
+    [O/B, C/B, kh, kw, B(c), B(o)] when the input is blocked, else [O/B, C, kh, kw, B(o)]."""
+    O, C, kh, kw = w.shape
+    Op = -(-O // B) * B
+    if blocked_input:
+        out = np.zeros((Op // B, C // B, kh, kw, B, B), np.float32)
+        out[:O // B] = w[:O // B * B].reshape(O // B, B, C // B, B, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+        if O % B:
+            tail = np.zeros((B, C, kh, kw), np.float32)
+            tail[:O % B] = w[O // B * B:]
+            out[-1] = tail.reshape(B, C // B, B, kh, kw).transpose(1, 3, 4, 2, 0)
+    else:
+        out = np.zeros((Op // B, C, kh, kw, B), np.float32)
+        wp = w if O == Op else np.concatenate([w, np.zeros((Op - O, C, kh, kw), np.float32)])
+        out[...] = wp.reshape(Op // B, B, C, kh, kw).transpose(0, 2, 3, 4, 1)
+    return out.reshape(Op, C, kh, kw)
+
+
+def _conv(x, w, stride, dil, pads, groups, out_sp):
+    """conv(x, w) [N, O, *out_sp] by ONNX Runtime: the NCHWc kernel where its blocks fit."""
+    N, C = x.shape[:2]
+    O, _, kh, kw = w.shape
+    B = _block()
+    onnx_pads = [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
+    attrs = {"strides": list(stride), "dilations": list(dil), "pads": onnx_pads, "group": groups}
+    x = np.ascontiguousarray(x)
+    blocked_in = B and C % B == 0
+    if B and groups == 1 and (blocked_in or C < B):
+        key = ("nchwc", x.shape, w.shape, stride, dil, tuple(onnx_pads), _blas_threads())
+
+        def build():
+            from onnx import helper
+            nodes, src = [], "X"
+            if blocked_in:
+                nodes.append(helper.make_node("ReorderInput", ["X"], ["Xb"], domain="com.microsoft.nchwc"))
+                src = "Xb"
+            nodes.append(helper.make_node("Conv", [src, "W"], ["Yb"], domain="com.microsoft.nchwc", **attrs))
+            nodes.append(helper.make_node("ReorderOutput", ["Yb"], ["Y"], domain="com.microsoft.nchwc", channels=O))
+            return nodes, [("X", list(x.shape)), ("W", None)]
+        return _run(key, build, {"X": x, "W": _blocked_filter(w, B, blocked_in)}, (N, O) + tuple(out_sp))
+    key = ("conv", x.shape, w.shape, stride, dil, tuple(onnx_pads), groups, _blas_threads())
+
+    def build():
+        from onnx import helper
+        return [helper.make_node("Conv", ["X", "W"], ["Y"], **attrs)], [("X", list(x.shape)), ("W", list(w.shape))]
+    return _run(key, build, {"X": x, "W": np.ascontiguousarray(w)}, (N, O) + tuple(out_sp))
+
+
+def conv_forward(x, w, stride, dil, pads, groups, out_sp):
+    """conv(x, w) without bias: [N, O, *out_sp]. Small feature maps (fewer than MIN_POSITIONS
+    outputs per image, e.g. 4x4) take im2col + one GEMM over the whole batch, which beats the
+    blocked kernel there; the im2col matrix is dropped at once, not kept for the backward."""
+    if math.prod(out_sp) >= MIN_POSITIONS:
+        return _conv(x, w, stride, dil, pads, groups, out_sp)
+    N = x.shape[0]
+    O, Cg, kh, kw = w.shape
+    G = groups
+    cols = _windows(x, 0, N, (kh, kw), stride, dil, pads, G, out_sp)      # [G, N*P, kh*kw*Cg]
+    w2 = w.reshape(G, O // G, Cg, kh * kw).transpose(0, 1, 3, 2).reshape(G, O // G, -1)
+    y = np.matmul(cols, w2.transpose(0, 2, 1))                              # [G, N*P, O/G]
+    y = y.reshape(G, N, math.prod(out_sp), O // G).transpose(1, 0, 3, 2)
+    return np.ascontiguousarray(y).reshape((N, O) + tuple(out_sp))
+
+
+def conv_input_grad(g, w, xshape, stride, dil, pads, groups):
+    """The gradient of conv(x, w) with respect to x [xshape] given the output gradient g."""
+    k = w.shape[2:]
+    if math.prod(g.shape[2:]) < MIN_POSITIONS:          # small maps: GEMM + col2im in NumPy
+        return _input_grad(g, w, _wmat(w, groups), tuple(xshape), stride, dil, pads, groups)
+    full = [d * (kk - 1) for d, kk in zip(dil, k)]
+    if all(s == 1 for s in stride) and all(b <= f and a <= f for (b, a), f in zip(pads, full)):
+        # a stride-1 convolution of g with each group's kernel flipped and its channels swapped
+        O, Cg = w.shape[:2]
+        G = groups
+        wf = w.reshape((G, O // G, Cg) + k).swapaxes(1, 2)[..., ::-1, ::-1].reshape((G * Cg, O // G) + k)
+        q = tuple((f - b, f - a) for (b, a), f in zip(pads, full))
+        return _conv(g, np.ascontiguousarray(wf), (1, 1), dil, q, G, tuple(xshape[2:]))
+    N, O = g.shape[:2]
+    opad = [S + b + a - d * (kk - 1) - 1 - (o - 1) * s
+            for S, (b, a), d, kk, o, s in zip(xshape[2:], pads, dil, k, g.shape[2:], stride)]
+    attrs = {"strides": list(stride), "dilations": list(dil), "group": groups, "output_padding": opad,
+             "pads": [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]}
+    g = np.ascontiguousarray(g)
+    key = ("convT", g.shape, w.shape, tuple(xshape), stride, dil, tuple(attrs["pads"]), groups, _blas_threads())
+
+    def build():
+        from onnx import helper
+        return ([helper.make_node("ConvTranspose", ["X", "W"], ["Y"], **attrs)],
+                [("X", list(g.shape)), ("W", list(w.shape))])
+    return _run(key, build, {"X": g, "W": np.ascontiguousarray(w)}, tuple(xshape))
+
+
+def _windows(x, n0, n1, k, stride, dil, pads, G, out_sp, buf=None):
+    """im2col of images n0:n1 of x [N, C, H, W]: [G, (n1-n0)*P, kh*kw*C/G], (kh, kw, c) inner.
+    `buf` [G, >= n1-n0, H+pads, W+pads, C/G], zero where padding, is reused when given."""
+    N, C, H, W = x.shape
+    (pt, pb), (pl, pr) = pads
+    Cg = C // G
+    nb = n1 - n0
+    if buf is None:
+        buf = np.zeros((G, nb, H + pt + pb, W + pl + pr, Cg), np.float32)
+    xb = buf[:, :nb]
+    xb[:, :, pt:pt + H, pl:pl + W] = x[n0:n1].reshape(nb, G, Cg, H, W).transpose(1, 0, 3, 4, 2)
+    ext = tuple(d * (kk - 1) + 1 for d, kk in zip(dil, k))
+    v = sliding_window_view(xb, ext, axis=(2, 3))         # [G, nb, Hp-e+1, Wp-e+1, Cg, eh, ew]
+    v = v[:, :, :(out_sp[0] - 1) * stride[0] + 1:stride[0], :(out_sp[1] - 1) * stride[1] + 1:stride[1], :,
+          ::dil[0], ::dil[1]]
+    return v.transpose(0, 1, 2, 3, 5, 6, 4).reshape(G, nb * math.prod(out_sp), k[0] * k[1] * Cg)
+
+
+def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
+    """The gradient of conv(x, w) with respect to w [wshape] given the output gradient g, summed
+    over blocks of a few images (each block's operands stay in cache): for stride-1 convolutions
+    on maps of at least SHIFTED_POSITIONS outputs, kh*kw GEMMs on shifted slices of the padded
+    image (`_weight_grad_shifted`, no im2col matrix); otherwise im2col + GEMM
+    (`_weight_grad_im2col`), accumulated in [G, Og, kh*kw*Cg].
+
+    With n BLAS threads the images are split between n workers, each running its blocks with a
+    one-thread BLAS: OpenBLAS splitting every one of these modest GEMMs between its own threads
+    synchronises them per call, which measured up to 9x slower on a busy 2-core machine (a
+    descheduled helper thread stalls each call)."""
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = wshape
+    P = math.prod(g.shape[2:])
+    shifted = (groups == 1 and C >= SHIFTED_CHANNELS and P >= SHIFTED_POSITIONS
+               and all(s == 1 for s in stride) and all(d == 1 for d in dil)
+               and all(0 <= min(b, a) < k for (b, a), k in zip(pads, wshape[2:])))
+    if shifted:
+        (pt, pb), (pl, pr) = pads
+        step = max(1, _SHIFTED_BYTES // ((H + max(pt, pb)) * (W + max(pl, pr)) * C * 4))
+        part = _weight_grad_shifted
+    else:
+        K = kh * kw * Cg
+        step = max(1, min(N, max(_IM2COL_BYTES // (P * K * 4 * groups), -(-_IM2COL_ROWS // P))))
+        part = _weight_grad_im2col
+    n = min(_blas_threads(), -(-N // step))
+    if n <= 1:
+        acc = part(x, g, wshape, stride, dil, pads, groups, 0, N, step)
+    else:
+        bounds = [round(N * i / n) for i in range(n + 1)]
+        ctl = _state["blas"]
+        before = ctl.num_threads         # may exceed n (fewer blocks than threads)
+        pool = _workers(n)
+        ctl.set_num_threads(1)
+        try:
+            parts = list(pool.map(lambda i: part(x, g, wshape, stride, dil, pads, groups,
+                                                 bounds[i], bounds[i + 1], step), range(n)))
+        finally:
+            ctl.set_num_threads(before)
+        acc = parts[0]
+        for a in parts[1:]:
+            acc += a
+    if shifted:                                      # [kh, kw, O, C]
+        return acc.transpose(2, 3, 0, 1).copy()
+    return acc.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2).copy()
+
+
+def _workers(n):
+    """A thread pool of n workers, kept (NumPy's copies and GEMMs release the GIL)."""
+    pool = _state.get("pool")
+    if pool is None or pool._max_workers != n:
+        from concurrent.futures import ThreadPoolExecutor
+        if pool is not None:
+            pool.shutdown()
+        pool = _state["pool"] = ThreadPoolExecutor(n, thread_name_prefix="archdsl-conv")
+    return pool
+
+
+def _weight_grad_im2col(x, g, wshape, stride, dil, pads, G, n0, n1, step):
+    """conv_weight_grad's sum over images n0:n1 by im2col + GEMM, [G, Og, kh*kw*Cg]."""
+    _, C, H, W = x.shape
+    O, Cg, kh, kw = wshape
+    Og = O // G
+    out_sp = g.shape[2:]
+    P = math.prod(out_sp)
+    (pt, pb), (pl, pr) = pads
+    buf = np.zeros((G, min(step, n1 - n0), H + pt + pb, W + pl + pr, Cg), np.float32)
+    acc = np.zeros((G, Og, kh * kw * Cg), np.float32)
+    for a in range(n0, n1, step):
+        b = min(n1, a + step)
+        cols = _windows(x, a, b, (kh, kw), stride, dil, pads, G, out_sp, buf)
+        gT = g[a:b].reshape(b - a, G, Og, P).transpose(1, 2, 0, 3).reshape(G, Og, (b - a) * P)
+        acc += np.matmul(gT, cols)
+    return acc
+
+
+def _weight_grad_shifted(x, g, wshape, stride, dil, pads, groups, n0, n1, step):
+    """conv_weight_grad's sum over images n0:n1 for stride 1, dilation 1, one group, as
+    [kh, kw, O, C]: kh*kw GEMMs g [O, L] @ x [L, C], each on a shifted slice of one buffer.
+
+    The images lie channels-last in one flat buffer of rows W + z wide (z = the widest side
+    padding) and images H + z' rows apart (z' = the tallest), zero outside the data, after a
+    lead of zeros; g lies on the same grid, zero where no output is. Then the input under tap
+    (i, j) of every output position is the buffer shifted by i*(W+z) + j: a row that runs off
+    one side reads the zeros shared with the next row or image, which stand for the padding.
+    The GEMMs read the image kh*kw times from cache instead of writing an im2col matrix
+    kh*kw times its size, at the price of the few zero positions in g."""
+    _, C, H, W = x.shape
+    O, _, kh, kw = wshape
+    (pt, pb), (pl, pr) = pads
+    Ho, Wo = g.shape[2:]
+    Wr, Hb = W + max(pl, pr), H + max(pt, pb)      # row width, rows per image (Ho <= Hb, Wo <= Wr)
+    lead = pt * Wr + pl
+    nb = min(step, n1 - n0)
+    L = nb * Hb * Wr
+    xbuf = np.zeros((lead + L + (kh - 1) * Wr + kw, C), np.float32)
+    gbuf = np.zeros((O, L), np.float32)
+    acc = np.zeros((kh, kw, O, C), np.float32)
+    tmp = np.empty((O, C), np.float32)
+    for a in range(n0, n1, step):
+        b = min(n1, a + step)
+        m = b - a
+        Lm = m * Hb * Wr
+        xbuf[lead:lead + Lm].reshape(m, Hb, Wr, C)[:, :H, :W] = x[a:b].transpose(0, 2, 3, 1)
+        gbuf[:, :Lm].reshape(O, m, Hb, Wr)[:, :, :Ho, :Wo] = g[a:b].transpose(1, 0, 2, 3)
+        for i in range(kh):
+            for j in range(kw):
+                s = i * Wr + j
+                np.matmul(gbuf[:, :Lm], xbuf[s:s + Lm], out=tmp)
+                acc[i, j] += tmp
+    return acc
