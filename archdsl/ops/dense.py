@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
 from .base import DOT, Arg, Op, Sample, numel
@@ -70,3 +71,6 @@ class Linear(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [F.linear(inputs[0], params["weight"], params.get("bias"))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.linear(inputs[0], params["weight"], params.get("bias"))]
