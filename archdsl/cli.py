@@ -74,9 +74,24 @@ def cmd_render(args) -> int:
 
 def cmd_export(args) -> int:
     from .fileio import announce, refuse_overwriting_inputs
+    fmt = args.format or ("torch" if Path(args.output).suffix == ".py" else "onnx")
+    if fmt == "torch":
+        for flag, given in (("--opset", args.opset is not None), ("--target", args.target is not None),
+                            ("--precision", args.precision != "fp32"), ("--half-io", args.half_io)):
+            if given:
+                raise ArchError(f"{flag} applies to ONNX; --format torch writes PyTorch source")
     target = _target(args)
-    for out in (args.output, args.output + ".data"):       # the model, and its external data
+    # the model, and its external data (ONNX) or its weights beside it (PyTorch)
+    extra = str(Path(args.output).with_suffix(".pt")) if fmt == "torch" else args.output + ".data"
+    for out in (args.output, extra):
         refuse_overwriting_inputs(out, [*target.spec.ns.files, args.weights])
+    if fmt == "torch":
+        files, model = target.export_torch(args.output, seed=args.seed, weights=args.weights,
+                                           role="discriminator" if args.discriminator else None)
+        announce(args.output, f"wrote {', '.join(map(str, files))}: model {model.name} as a PyTorch module, "
+                              f"{model.param_count:,} parameters"
+                              f"{' (trained weights from ' + args.weights + ')' if args.weights else ''}")
+        return 0
     result, model = target.export(args.output, opset=args.opset, seed=args.seed, weights=args.weights,
                                   role="discriminator" if args.discriminator else None,
                                   target=args.target, precision=args.precision, half_io=args.half_io)
@@ -168,9 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotate each layer with its receptive field and highlight LAYER's")
     p.set_defaults(fn=cmd_render)
 
-    p = sub.add_parser("export", help="lower to an ONNX file")
+    p = sub.add_parser("export", help="lower to an ONNX file, or write a PyTorch module")
     _add_model_args(p)
-    p.add_argument("-o", "--output", required=True, type=output_file, help="model.onnx")
+    p.add_argument("-o", "--output", required=True, type=output_file,
+                   help="model.onnx, or model.py with --format torch")
+    p.add_argument("--format", choices=["onnx", "torch"],
+                   help="onnx, or torch: standalone PyTorch source (default: torch for a .py output)")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default 17; with --target, the newest the target runs)")
     p.add_argument("--target", choices=["cpu", "cuda"], default=None,
@@ -232,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ap = build_parser()
         args = ap.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)      # what `train --nproc` runs again
         if not getattr(args, "fn", None):
             ap.print_help()
             return 2

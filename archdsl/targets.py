@@ -73,8 +73,22 @@ class Target:
         return model.deploy(path, opset=opset, seed=seed, weights=w, target=target, precision=precision,
                             half_io=half_io), model
 
+    def export_torch(self, path, seed: int = 0, weights: str | None = None, role: str | None = None):
+        """Write the model as a standalone PyTorch module (and its weights beside it, given a
+        checkpoint); returns (files, model)."""
+        from .backends.torch.lazy import require_torch
+        require_torch("export --format torch")
+        from .backends.torch.export import export_torch
+        model = self.export_model(role)
+        w = self.export_weights(weights, model) if weights else None
+        return export_torch(model.ir, path, w, spec_file=str(self.spec.file or "")), model
+
     def train(self, data, run_dir, **options):
         raise NotImplementedError
+
+    def not_distributable(self) -> str | None:
+        """Why several processes cannot train it together (`train --nproc`), or None when they can."""
+        return "--nproc trains a supervised model; a gan trains in one process"
 
     def describe_run(self, result, spec_file, run_dir: Path, model_arg: str | None) -> list[str]:
         """What `archdsl train` prints after a run: the result, the files written, what next."""
@@ -123,7 +137,7 @@ class ModelTarget(Target):
         return load_member(path, model.ir)
 
     def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, steps=None,
-              overwrite=False, **overrides):
+              overwrite=False, log=None, engine: str = "numpy", device=None, group=None, **overrides):
         from .train.config import config_for, section_for
         from .train.loop import train
         if section_for(self.spec, self.name) is None:
@@ -131,12 +145,23 @@ class ModelTarget(Target):
             if pair is not None:            # a gan member without a train section of its own: its pair
                 self._gan = GanTarget(self.spec, pair)
                 return self._gan.train(data, run_dir, resume=resume, init=init, quiet=quiet, threads=threads,
-                                       steps=steps, overwrite=overwrite, **overrides)
+                                       steps=steps, overwrite=overwrite, log=log, engine=engine, device=device,
+                                       group=group, **overrides)
         if steps is not None:
             raise ArchError("--steps counts generator updates of a gan; supervised training counts --epochs")
         config = None if resume else config_for(self.spec, self.name, **overrides)
         return train(self.model, data, config, run_dir=run_dir, resume=resume, init=init, quiet=quiet,
-                     threads=threads, overwrite=overwrite, **(overrides if resume else {}))
+                     threads=threads, overwrite=overwrite, log=log, policy=_policy("model", engine, device, group),
+                     **(overrides if resume else {}))
+
+    def not_distributable(self) -> str | None:
+        from .train.config import config_for, section_for
+        if section_for(self.spec, self.name) is None:
+            return Target.not_distributable(self)
+        if config_for(self.spec, self.name).terms:
+            return (f"--nproc trains a model whose loss is one built-in loss (cross_entropy, mse, ...); "
+                    f"model {self.name}'s loss has named terms or expressions")
+        return None
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         if getattr(self, "_gan", None) is not None:
@@ -195,13 +220,13 @@ class GanTarget(Target):
         return load_member(path, model.ir)
 
     def train(self, data, run_dir, *, resume=None, init=None, quiet=False, threads=None, val_split=None,
-              freeze=None, overwrite=False, **overrides):
+              freeze=None, overwrite=False, log=None, engine: str = "numpy", device=None, group=None, **overrides):
         from .gan.loop import train_gan
         for flag, given in (("--val-split", val_split), ("--freeze", freeze), ("--init", init)):
             if given:
                 raise ArchError(f"{flag} is not supported for a gan (it applies to supervised training)")
         return train_gan(self.pair, data, run_dir=run_dir, resume=resume, quiet=quiet, threads=threads,
-                         overwrite=overwrite, **overrides)
+                         overwrite=overwrite, log=log, policy=_policy("gan", engine, device, group), **overrides)
 
     def describe_run(self, result, spec_file, run_dir, model_arg):
         from .gan.loop import format_record
@@ -243,6 +268,9 @@ class VaeTarget(ModelTarget):
         self._trained = ModelTarget(self.spec, self.vae.model)
         return self._trained.train(data, run_dir, **options)
 
+    def not_distributable(self) -> str | None:
+        return ModelTarget(self.spec, self.vae.model).not_distributable()
+
     def describe_run(self, result, spec_file, run_dir, model_arg):
         lines = self._trained.describe_run(result, spec_file, run_dir, model_arg)
         ck = result.best or result.checkpoint
@@ -254,6 +282,18 @@ class VaeTarget(ModelTarget):
     def sample(self, options) -> int:
         from .sample.vae import sample_command
         return sample_command(options, self.vae)
+
+
+def _policy(kind: str, engine: str, device, group):
+    """The trainer factory of an engine: None for the NumPy engine (the default policies)."""
+    if engine == "numpy":
+        if device is not None:
+            raise ArchError(f"--device {device} runs the PyTorch engine", hint="add --engine torch")
+        return None
+    from .backends.torch.lazy import require_torch
+    require_torch("--engine torch")
+    from .backends.torch.train import engine_policy
+    return engine_policy(kind, device, group=group)
 
 
 def _gan_of(spec, model_name: str):

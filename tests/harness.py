@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +21,25 @@ from archdsl.passes.init import initialize
 
 OPSETS = (17, max_opset())
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_archdsl(*args, timeout=300, env_extra=None):
+    """`python -m archdsl ARGS` in a subprocess from the repository root, BLAS on one thread;
+    the completed process (a traceback on stderr fails the test: it is an archdsl bug)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    p = subprocess.run([sys.executable, "-m", "archdsl", *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout, cwd=EXAMPLES.parent, env=env)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+def toy_workdir(path: Path, spec: str) -> Path:
+    """A folder for the CLI tests: the spec as net.arch, and the small classification data they
+    train on as data.npz (x [200, 8], label = argmax of x's first three columns)."""
+    (path / "net.arch").write_text(spec)
+    x = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    np.savez(path / "data.npz", x=x, label=x[:, :3].argmax(1))
+    return path
 
 
 def example(name: str):
@@ -166,6 +186,96 @@ def check_torch(model, inputs: dict, fn, weights=None, seed=0, atol=1e-7, rtol=1
             np.testing.assert_allclose(t.grad, tx[k].grad.numpy(), atol=atol, rtol=rtol,
                                        err_msg=f"gradient of input {k}")
     return {k: t.data for k, t in outs.items()}
+
+
+def check_engines(model, inputs: dict, weights=None, seed=0, training=False, grad=True, atol=1e-5, rtol=1e-5,
+                  grad_tol=1e-7) -> dict:
+    """The PyTorch engine against the NumPy engine on the same weights and inputs: every output in
+    float32 within atol/rtol, the buffers a training forward updates (BatchNorm's running
+    statistics), and (grad) in float64 the gradients of a random projection of the float outputs
+    for every trainable parameter and float input. Training mode draws the NumPy engine's masks and
+    noise on both (NumpyRandom). Returns the NumPy outputs."""
+    import torch
+
+    from archdsl.backends.torch.module import TorchModel
+    weights = weights if weights is not None else initialize(model, seed)
+    for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
+        if dtype == np.float64 and not grad:
+            break
+        w = {k: v.astype(dtype) for k, v in weights.items()}
+        xs = {k: (v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v) for k, v in inputs.items()}
+        ex = NumpyExecutor(model, w, dtype=dtype)
+        ex.ctx.rng = np.random.default_rng(seed + 5)
+        net = TorchModel(model, w, dtype=tdtype)
+        net.use_numpy_random(np.random.default_rng(seed + 5))
+        feed = {k: (Tensor(v, requires_grad=True) if np.issubdtype(v.dtype, np.floating) else v) for k, v in xs.items()}
+        tx = {k: torch.tensor(v, requires_grad=np.issubdtype(v.dtype, np.floating)) for k, v in xs.items()}
+        ours = ex.forward(feed, training=training)
+        theirs = net(tx, training=training)
+        for v in model.outputs:
+            a, b = ours[v.name].data, theirs[v.name].detach().numpy()
+            assert a.shape == b.shape and a.dtype == b.dtype, (v.name, a.shape, b.shape, a.dtype, b.dtype)
+            tol = dict(atol=atol, rtol=rtol) if dtype == np.float32 else dict(atol=grad_tol, rtol=grad_tol)
+            np.testing.assert_allclose(b, a, err_msg=f"{model.name} output {v.name} ({np.dtype(dtype).name})", **tol)
+        for n, t in net.tensors().items():
+            np.testing.assert_allclose(t.detach().numpy(), ex.params[n].data, atol=atol, rtol=rtol,
+                                       err_msg=f"{model.name} buffer/parameter {n} after the forward")
+        if dtype == np.float32:
+            continue
+        rng = np.random.default_rng(seed + 11)
+        total_np, total_t = None, None
+        for v in model.outputs:
+            a = ours[v.name]
+            if not np.issubdtype(a.data.dtype, np.floating):
+                continue
+            probe = rng.standard_normal(a.shape)
+            total_np = (a * probe).sum() if total_np is None else total_np + (a * probe).sum()
+            term = (theirs[v.name] * torch.tensor(probe)).sum()
+            total_t = term if total_t is None else total_t + term
+        if total_np is None:
+            continue
+        backward(total_np)
+        total_t.backward()
+        for n, t in net.tensors().items():
+            if t.requires_grad:
+                g = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+                mine = ex.params[n].grad if ex.params[n].grad is not None else np.zeros(t.shape)
+                np.testing.assert_allclose(g, mine, atol=grad_tol, rtol=grad_tol * 10, err_msg=f"gradient of {n}")
+        for k, t in feed.items():
+            if isinstance(t, Tensor):
+                g = tx[k].grad.numpy() if tx[k].grad is not None else np.zeros(t.shape)
+                mine = t.grad if t.grad is not None else np.zeros(t.shape)
+                np.testing.assert_allclose(g, mine, atol=grad_tol, rtol=grad_tol * 10, err_msg=f"gradient of input {k}")
+    return {k: t.data for k, t in ours.items()}
+
+
+def run_exported(source: str, weights: dict, args: list, training: bool = False) -> list:
+    """Run the text of an exported PyTorch module (export --format torch) with only torch and
+    math importable: its class, the archdsl weights loaded by name, called on `args` (arrays);
+    its outputs as arrays."""
+    import builtins
+
+    import torch
+    real_import = builtins.__import__
+
+    def no_archdsl(name, *a, **kw):
+        if name.split(".")[0] == "archdsl":
+            raise ImportError("an exported module must not import archdsl")
+        return real_import(name, *a, **kw)
+    ns = {"__name__": "exported"}
+    builtins.__import__ = no_archdsl
+    try:
+        exec(compile(source, "exported.py", "exec"), ns)
+    finally:
+        builtins.__import__ = real_import
+    cls = next(v for k, v in ns.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+               and v.__module__ == "exported")
+    model = cls()
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    model.train(training)
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(np.asarray(a)) for a in args])
+    return [t.detach().numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
 def run_authoring(capsys, *argv):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from archdsl.cli import main
+from harness import run_archdsl as run
+from harness import toy_workdir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,21 +35,9 @@ train Net {
 """
 
 
-def run(*args, timeout=120):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "archdsl", *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout, cwd=ROOT, env=env)
-    assert "Traceback" not in p.stderr, p.stderr
-    return p
-
-
 @pytest.fixture()
 def work(tmp_path):
-    (tmp_path / "net.arch").write_text(SPEC)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((200, 8)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x, label=x[:, :3].argmax(1))
-    return tmp_path
+    return toy_workdir(tmp_path, SPEC)
 
 
 def test_train_export_summary(work, capsys):

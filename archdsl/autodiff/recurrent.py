@@ -236,6 +236,42 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     return kernel(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths)
 
 
+def _lstm_step(z4, c, cn, tc, tmp, peep, out) -> None:
+    """One LSTM step's gate arithmetic, in place, shared by both layouts: z4 holds the gate-major
+    pre-activations (o, i, f, g), the sigmoid gates' scaled by 1/2 (sigma(z) = (tanh(z/2) + 1)/2,
+    one tanh for all four gates); c is c_{t-1}. Writes c_t into cn, tanh(c_t) into tc and h_t into
+    out. peep: (p_i/2, p_f/2, p_o/2), or None."""
+    mul, tanh = np.multiply, np.tanh
+    o, i, f, g = z4
+    if peep is not None:
+        pis, pfs, pos = peep
+        mul(c, pis, out=tmp)
+        i += tmp
+        mul(c, pfs, out=tmp)
+        f += tmp
+        s = z4[1:3]
+        tanh(s, out=s)
+        s *= 0.5
+        s += 0.5
+        tanh(g, out=g)
+    else:
+        tanh(z4, out=z4)
+        s = z4[:3]
+        s *= 0.5
+        s += 0.5
+    mul(f, c, out=cn)
+    mul(i, g, out=tmp)
+    cn += tmp
+    if peep is not None:
+        mul(cn, pos, out=tmp)
+        o += tmp
+        tanh(o, out=o)
+        o *= 0.5
+        o += 0.5
+    tanh(cn, out=tc)
+    mul(o, tc, out=out)
+
+
 def _lstm_rows(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths):
     """The LSTM with batch-major state [N, H]: see lstm_layer."""
     N, T, C = x.shape
@@ -271,47 +307,17 @@ def _lstm_rows(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
     # Gate-major [T, 4, N, H]: every gate of a step is one contiguous [N, H] block, so the per-step
     # ufuncs run on contiguous memory (~1.4x faster than the strided gate slices of [N, 4H] rows).
     G = np.empty((T, 4, N, H), dt)                       # pre-activations, then the gates
-    peep = p_i is not None
-    if peep:
-        pis, pfs, pos = 0.5 * p_i, 0.5 * p_f, 0.5 * p_o
+    peep = None if p_i is None else (0.5 * p_i, 0.5 * p_f, 0.5 * p_o)
     CC = np.empty((T + 1, N, H), dt)     # CC[t + 1] = c_t, CC[0] = c0
     CC[0] = 0.0 if c0 is None else c0
     TC = np.empty((T, N, H), dt)         # tanh(c_t)
     tmp = np.empty((N, H), dt)
-    mul, tanh, matmul = np.multiply, np.tanh, np.matmul
+    matmul = np.matmul
     for t in range(T):
         z = G[t]
         c = CC[t]
         matmul(XH[t, None], W4, out=z)
-        o, i, f, g = z
-        if peep:
-            mul(c, pis, out=tmp)
-            i += tmp
-            mul(c, pfs, out=tmp)
-            f += tmp
-            s = z[1:3]
-            tanh(s, out=s)
-            s *= 0.5
-            s += 0.5
-            tanh(g, out=g)
-        else:
-            tanh(z, out=z)
-            s = z[:3]
-            s *= 0.5
-            s += 0.5
-        cn = CC[t + 1]
-        mul(f, c, out=cn)
-        mul(i, g, out=tmp)
-        cn += tmp
-        if peep:
-            mul(cn, pos, out=tmp)
-            o += tmp
-            tanh(o, out=o)
-            o *= 0.5
-            o += 0.5
-        tc = TC[t]
-        tanh(cn, out=tc)
-        mul(o, tc, out=XH[t + 1, :, C + 1:])
+        _lstm_step(z, c, CC[t + 1], TC[t], tmp, peep, XH[t + 1, :, C + 1:])
     Y = XH[1:, :, C + 1:]
     if pad is None:
         h_n, c_n = np.array(Y[-1]), np.array(CC[T])
@@ -416,10 +422,8 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
     CC[0] = 0.0 if c0 is None else np.asarray(c0).T
     TC = np.empty((T, H, N), dt)                         # tanh(c_t)
     tmp = np.empty((H, N), dt)
-    peep = p_i is not None
-    if peep:
-        pis, pfs, pos = (0.5 * p[:, None].astype(dt) for p in (p_i, p_f, p_o))
-    mul, tanh, matmul = np.multiply, np.tanh, np.matmul
+    peep = None if p_i is None else tuple(0.5 * p[:, None].astype(dt) for p in (p_i, p_f, p_o))
+    matmul = np.matmul
     for t in range(T):
         z = G[t]
         c = CC[t]
@@ -429,35 +433,7 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
             matmul(Whs, HH[t], out=zh)
             z += zh
         z4 = z.reshape(4, H, N)
-        o, i, f, g = z4
-        if peep:
-            mul(c, pis, out=tmp)
-            i += tmp
-            mul(c, pfs, out=tmp)
-            f += tmp
-            s_ = z4[1:3]
-            tanh(s_, out=s_)
-            s_ *= 0.5
-            s_ += 0.5
-            tanh(g, out=g)
-        else:
-            tanh(z, out=z)
-            s_ = z[:3 * H]
-            s_ *= 0.5
-            s_ += 0.5
-        cn = CC[t + 1]
-        mul(f, c, out=cn)
-        mul(i, g, out=tmp)
-        cn += tmp
-        if peep:
-            mul(cn, pos, out=tmp)
-            o += tmp
-            tanh(o, out=o)
-            o *= 0.5
-            o += 0.5
-        tc = TC[t]
-        tanh(cn, out=tc)
-        mul(o, tc, out=HH[t + 1])
+        _lstm_step(z4, c, CC[t + 1], TC[t], tmp, peep, HH[t + 1])
     if pad is None:
         h_n, c_n = np.array(HH[T].T), np.array(CC[T].T)
     else:

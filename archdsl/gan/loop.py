@@ -208,18 +208,14 @@ class GanTrainer:
             dw = check_weights(self._ck_w["discriminator"], self.d_ir, f"{ck.path} (discriminator)")
         else:
             gw, dw = initialize(self.g_ir, cfg.seed), initialize(self.d_ir, cfg.seed + 1)
-        gen = self.gen = NumpyExecutor(self.g_ir, gw, seed=cfg.seed)
-        disc = self.disc = NumpyExecutor(self.d_ir, dw, seed=cfg.seed)
-        gen.ctx.rng = run.stream("generator", 3)
-        disc.ctx.rng = run.stream("discriminator", 5)
+        g_params, d_params = self.open_engine(run, gw, dw)
         self.noise_rng = run.stream("noise", 4)
         self.cond_rng = run.stream("conditions", 6) if self.conds else None
-        g_params, d_params = gen.trainable(), disc.trainable()
         for what, ps, ir in (("generator", g_params, self.g_ir), ("discriminator", d_params, self.d_ir)):
             if not ps:
                 raise ArchError(f"nothing to train: the {what} {ir.name} has no trainable parameters")
-        self.g_opt = build_optimizer(cfg.g_optimizer, g_params)
-        self.d_opt = build_optimizer(cfg.d_optimizer, d_params)
+        self.g_opt = self.optimizer(cfg.g_optimizer, g_params)
+        self.d_opt = self.optimizer(cfg.d_optimizer, d_params)
         try:
             self.g_sched = build_schedules(cfg.schedule, self.g_opt.base_lr)
             self.d_sched = build_schedules(cfg.schedule, self.d_opt.base_lr)
@@ -233,6 +229,18 @@ class GanTrainer:
         run.setup(len(ds), ds.path, spe, cfg.steps if cfg.steps is not None else cfg.epochs * spe)
         self.joint = not _couples_batch(self.d_ir)
         self.d_list = list(d_params.values())
+
+    def open_engine(self, run: Run, gw: dict, dw: dict) -> tuple[dict, dict]:
+        """The engine's executors for both models, with their random streams; returns their
+        trainable parameters (here: the NumPy engine's)."""
+        gen = self.gen = NumpyExecutor(self.g_ir, gw, seed=self.cfg.seed)
+        disc = self.disc = NumpyExecutor(self.d_ir, dw, seed=self.cfg.seed)
+        gen.ctx.rng = run.stream("generator", 3)
+        disc.ctx.rng = run.stream("discriminator", 5)
+        return gen.trainable(), disc.trainable()
+
+    def optimizer(self, spec: dict, params: dict):
+        return build_optimizer(spec, params)
 
     def accumulator(self, state):
         return Accum(self.KEYS, state)
@@ -257,10 +265,22 @@ class GanTrainer:
                 out[name] = arr[self.cond_rng.integers(0, len(arr), n)]
         return out
 
-    def step(self, run: Run, in_epoch: int) -> dict:
+    def set_lrs(self, run: Run) -> None:
+        """Both learning rates for this step, from the schedule."""
         if self.g_sched:
             self.g_opt.lr = self.g_opt.base_lr * schedule_factor(self.g_sched, run.step, run.total, run.steps_per_epoch)
             self.d_opt.lr = self.d_opt.base_lr * schedule_factor(self.d_sched, run.step, run.total, run.steps_per_epoch)
+
+    def real_batch(self, run: Run, in_epoch: int, k: int) -> tuple[np.ndarray, dict]:
+        """The real samples of discriminator update k of this step, packed for D, and their
+        conditions."""
+        B = self.cfg.batch
+        i0 = (in_epoch * self.cfg.d_steps + k) * B
+        idx = run.order[i0:i0 + B]
+        return pack_rows(self.real[idx], self.cfg.pack), {name: arr[idx] for name, arr in self.conds.items()}
+
+    def step(self, run: Run, in_epoch: int) -> dict:
+        self.set_lrs(run)
         cfg, B, pk = self.cfg, self.cfg.batch, self.cfg.pack
         gen, disc, obj = self.gen, self.disc, cfg.objective
         d_real_p = d_fake_p = d_lv = 0.0
@@ -276,10 +296,7 @@ class GanTrainer:
             else:
                 with no_grad():
                     fake_data = gen.forward({self.zin: z, **c_fake}, training=True)[self.gout].data
-            i0 = (in_epoch * cfg.d_steps + k) * B
-            idx = run.order[i0:i0 + B]
-            x = pack_rows(self.real[idx], pk)
-            c_real = {name: arr[idx] for name, arr in self.conds.items()}
+            x, c_real = self.real_batch(run, in_epoch, k)
             fake_data = pack_rows(fake_data, pk)
             if self.joint:
                 both = {name: np.concatenate([c_real[name], c_fake[name]]) for name in self.conds}
@@ -342,11 +359,13 @@ class GanTrainer:
 
 
 def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resume=None, quiet: bool = False,
-              log=None, threads: int | None = None, on_step=None, overwrite: bool = False, **overrides) -> GanResult:
+              log=None, threads: int | None = None, on_step=None, overwrite: bool = False, policy=None,
+              **overrides) -> GanResult:
     """Train the pair (a GanPair, from spec.gan()) on real samples `data` (an .npz path, an array,
     a dict of arrays). `config` defaults to the pair's gan section; with `resume`, to the
     checkpoint's config (where only epochs / steps may change). Overrides: epochs, steps, batch,
-    seed, lr, g_lr, d_lr."""
+    seed, lr, g_lr, d_lr. `policy(pair, config, **options)` makes the trainer (default: GanTrainer,
+    the NumPy engine)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if resume is not None and config is None:
         ck, _, _ = read_gan_checkpoint(resume)
@@ -366,5 +385,5 @@ def train_gan(pair, data, config: GanConfig | None = None, run_dir=None, *, resu
         config = config.with_overrides(**overrides)
     if data is None:
         raise ArchError("no training data: pass --data REAL.npz (an array of real samples)")
-    return GanTrainer(pair, config, quiet=quiet, log=log, threads=threads, on_step=on_step).fit(
+    return (policy or GanTrainer)(pair, config, quiet=quiet, log=log, threads=threads, on_step=on_step).fit(
         data, run_dir, resume=resume, overwrite=overwrite)

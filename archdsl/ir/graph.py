@@ -153,6 +153,17 @@ class Model:
                 return n
         raise KeyError(name)
 
+    def value_slots(self) -> dict[int, int]:
+        """Each value's place in a flat list, keyed by id(): the inputs first, then every node's
+        outputs in order (how the executors lay out a forward's values)."""
+        slot: dict[int, int] = {}
+        for v in self.inputs:
+            slot[id(v)] = len(slot)
+        for n in self.nodes:
+            for v in n.outputs:
+                slot[id(v)] = len(slot)
+        return slot
+
     def symbols(self) -> list[str]:
         """Symbolic dims of the inputs, in order of first appearance."""
         seen: list[str] = []

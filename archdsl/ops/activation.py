@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF, torch
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
 from .base import CUDA_PROVIDER, Arg, Op, Sample, lowering
@@ -53,6 +54,9 @@ class ReLU(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.relu(inputs[0])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.relu(inputs[0])]
+
 
 def _clip(a, g, x, lo: float, hi: float):
     return g.op("Clip", [x, _const_like(a, g, lo, "min"), _const_like(a, g, hi, "max")])
@@ -68,6 +72,9 @@ class ReLU6(_Elementwise):
 
     def forward(self, a, ctx, inputs, params):
         return [F.clip(inputs[0], 0.0, 6.0)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.relu6(inputs[0])]
 
 
 class Hardtanh(_Elementwise):
@@ -87,6 +94,9 @@ class Hardtanh(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.clip(inputs[0], a.attrs["min_val"], a.attrs["max_val"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.hardtanh(inputs[0], a.attrs["min_val"], a.attrs["max_val"])]
+
 
 class LeakyReLU(_Elementwise):
     """x for x >= 0, negative_slope * x below."""
@@ -99,6 +109,9 @@ class LeakyReLU(_Elementwise):
 
     def forward(self, a, ctx, inputs, params):
         return [F.leaky_relu(inputs[0], a.attrs["negative_slope"])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.leaky_relu(inputs[0], a.attrs["negative_slope"])]
 
 
 class ELU(_Elementwise):
@@ -113,6 +126,9 @@ class ELU(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.elu(inputs[0], a.attrs["alpha"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.elu(inputs[0], a.attrs["alpha"])]
+
 
 class Tanh(_Elementwise):
     """The hyperbolic tangent, into (-1, 1)."""
@@ -125,6 +141,9 @@ class Tanh(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.tanh(inputs[0])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.tanh(inputs[0])]
+
 
 class Sigmoid(_Elementwise):
     """1 / (1 + exp(-x)), into (0, 1)."""
@@ -136,6 +155,9 @@ class Sigmoid(_Elementwise):
 
     def forward(self, a, ctx, inputs, params):
         return [F.sigmoid(inputs[0])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.sigmoid(inputs[0])]
 
 
 class PReLU(_Elementwise):
@@ -174,6 +196,9 @@ class PReLU(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.prelu(inputs[0], params["weight"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.prelu(inputs[0], params["weight"])]
+
 
 class SiLU(_Elementwise):
     """x * sigmoid(x), the sigmoid-weighted linear unit (EfficientNet, Llama's SwiGLU)."""
@@ -187,6 +212,9 @@ class SiLU(_Elementwise):
 
     def forward(self, a, ctx, inputs, params):
         return [F.silu(inputs[0])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.silu(inputs[0])]
 
 
 class Swish(SiLU):
@@ -206,6 +234,9 @@ class Hardswish(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.hardswish(inputs[0])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.hardswish(inputs[0])]
+
 
 class Hardsigmoid(_Elementwise):
     """relu6(x + 3) / 6, a piecewise-linear sigmoid (MobileNetV3's squeeze-excitation)."""
@@ -217,6 +248,9 @@ class Hardsigmoid(_Elementwise):
 
     def forward(self, a, ctx, inputs, params):
         return [F.hardsigmoid(inputs[0])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.hardsigmoid(inputs[0])]
 
 
 class Mish(_Elementwise):
@@ -244,6 +278,9 @@ class Mish(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.mish(inputs[0])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.mish(inputs[0])]
+
 
 class Softplus(_Elementwise):
     """log(1 + exp(beta x)) / beta, a smooth ReLU; x itself where beta x > threshold (PyTorch's)."""
@@ -268,6 +305,9 @@ class Softplus(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.softplus(inputs[0], a.attrs["beta"], a.attrs["threshold"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.softplus(inputs[0], a.attrs["beta"], a.attrs["threshold"])]
+
 
 class Softsign(_Elementwise):
     """x / (1 + |x|), into (-1, 1)."""
@@ -280,6 +320,9 @@ class Softsign(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.softsign(inputs[0])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.softsign(inputs[0])]
+
 
 class LogSigmoid(_Elementwise):
     """log(sigmoid(x)) = -softplus(-x), computed stably."""
@@ -291,6 +334,9 @@ class LogSigmoid(_Elementwise):
 
     def forward(self, a, ctx, inputs, params):
         return [F.log_sigmoid(inputs[0])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.logsigmoid(inputs[0])]
 
 
 class _AxisSoftmax(_Elementwise):
@@ -324,6 +370,9 @@ class Softmax(_AxisSoftmax):
     def forward(self, a, ctx, inputs, params):
         return [F.softmax(inputs[0], a.derived)]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.softmax(inputs[0], a.derived)]
+
 
 class LogSoftmax(_AxisSoftmax):
     """The logarithm of Softmax, computed stably: x - logsumexp(x) along `axis`."""
@@ -333,6 +382,9 @@ class LogSoftmax(_AxisSoftmax):
 
     def forward(self, a, ctx, inputs, params):
         return [F.log_softmax(inputs[0], a.derived)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.log_softmax(inputs[0], a.derived)]
 
 
 class GELU(_Elementwise):
@@ -361,6 +413,9 @@ class GELU(_Elementwise):
     def forward(self, a, ctx, inputs, params):
         return [F.gelu(inputs[0], a.attrs["approximate"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.gelu(inputs[0], approximate=a.attrs["approximate"])]
+
 
 class Identity(Op):
     """Passes its input through (any dtype); exports no node."""
@@ -378,4 +433,7 @@ class Identity(Op):
         return [inputs[0]]
 
     def forward(self, a, ctx, inputs, params):
+        return [inputs[0]]
+
+    def torch_forward(self, a, ctx, inputs, params):
         return [inputs[0]]

@@ -81,6 +81,7 @@ from ..autodiff.attention import (
 )
 from ..autodiff import functional as F
 from ..autodiff.tensor import Tensor
+from ..backends.torch.lazy import TF, TK
 from ..errors import ArchError
 from ..ir.graph import ParamSpec
 from ..ir.initializers import make as make_init
@@ -365,6 +366,16 @@ class _MaskedAttention(Op):
         dmask = dropout_mask(ctx.rng, p, (n, heads, t, s), inputs[0].dtype) if ctx.training else None
         return block, dead, dmask
 
+    @staticmethod
+    def _torch_keep(a, ctx, inputs, s):
+        """The [N, S] keep mask of a PyTorch forward (None without a mask input); lengths are
+        checked as the NumPy engine checks them (not while tracing for export)."""
+        if not a.derived.has_mask:
+            return None
+        if a.attrs["mask"] == "lengths" and not ctx.tracing:
+            keep_from("lengths", inputs[-1].cpu().numpy(), s)
+        return TK.keep_mask(inputs[-1], a.attrs["mask"], s)
+
 
 class _DotProductLowerings:
     """The three lowerings of the dot-product ops: ONNX's native Attention from opset 24 (lengths
@@ -584,7 +595,27 @@ class MultiHeadAttention(_DotProductLowerings, _MaskedAttention):
                   need_weights=attrs["need_weights"])
         return list(out) if attrs["need_weights"] else [out]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        lay, attrs, p = a.derived, a.attrs, params.get
+        h, dh = attrs["heads"], attrs["d_model"] // attrs["heads"]
+        xq = inputs[0]
+        xk = inputs[1] if lay.kind != "self" else xq
+        xv = inputs[2] if lay.kind == "kv" else xk
+        q, k, v = (TF.linear(x, params[f"{w}_weight"], p(f"{w}_bias")).unflatten(-1, (heads, dh)).transpose(1, 2)
+                   for x, w, heads in ((xq, "q", h), (xk, "k", lay.kv_heads), (xv, "v", lay.kv_heads)))
+        if attrs["rotary"]:
+            q, k = TK.rotary(q, theta=attrs["rope_theta"]), TK.rotary(k, theta=attrs["rope_theta"])
+        drop = ctx.dropout_mask((xq.shape[0], h, xq.shape[1], xk.shape[1]), attrs["dropout"], q)
+        res = TK.attention(q, k, v, bias=inputs[lay.n_float] if lay.bias is not None else None,
+                           keep=self._torch_keep(a, ctx, inputs, xk.shape[1]), causal=attrs["causal"],
+                           scale=attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(dh),
+                           period=lay.period, drop=drop, need_weights=attrs["need_weights"])
+        o = (res[0] if attrs["need_weights"] else res).transpose(1, 2).flatten(2)
+        out = TF.linear(o, params["out_weight"], p("out_bias"))
+        return [out, res[1]] if attrs["need_weights"] else [out]
+
     # -- ONNX -------------------------------------------------------------------------------
+
     def _lower(self, a, b, inputs, native: bool, nonpad_ok: bool = False):
         attrs, lay = a.attrs, a.derived
         d, h, kvh = attrs["d_model"], attrs["heads"], lay.kv_heads
@@ -739,6 +770,15 @@ class ScaledDotProductAttention(_DotProductLowerings, _MaskedAttention):
                    block=block, dead=dead, dmask=dmask, need_weights=a.attrs["need_weights"])
         return list(out) if a.attrs["need_weights"] else [out]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        lay, need = a.derived, a.attrs["need_weights"]
+        q, k, v = inputs[:3]
+        drop = ctx.dropout_mask((q.shape[0], q.shape[1], q.shape[2], k.shape[2]), a.attrs["dropout"], q)
+        res = TK.attention(q, k, v, bias=inputs[3] if lay.bias is not None else None,
+                           keep=self._torch_keep(a, ctx, inputs, k.shape[2]), causal=a.attrs["causal"],
+                           scale=self._scale(a), period=lay.period, drop=drop, need_weights=need)
+        return [res[0], res[1]] if need else [res]
+
     def _lower(self, a, b, inputs, native: bool, nonpad_ok: bool = False):
         lay, attrs = a.derived, a.attrs
         q, k, v = inputs[:3]
@@ -800,6 +840,9 @@ class RotaryEmbedding(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [rotary(inputs[0], theta=a.attrs["theta"], interleaved=a.attrs["interleaved"])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TK.rotary(inputs[0], theta=a.attrs["theta"], interleaved=a.attrs["interleaved"])]
 
 
 class AdditiveAttention(_MaskedAttention):
@@ -869,6 +912,13 @@ class AdditiveAttention(_MaskedAttention):
         out = additive_attention(q, k, params["query_weight"], params["key_weight"], params["bias"], params["v"],
                                  block=block, dead=dead, need_weights=a.attrs["need_weights"])
         return list(out) if a.attrs["need_weights"] else [out]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        q, k = inputs[:2]
+        need = a.attrs["need_weights"]
+        res = TK.additive_attention(q, k, params["query_weight"], params["key_weight"], params["bias"], params["v"],
+                                    keep=self._torch_keep(a, ctx, inputs, k.shape[1]), need_weights=need)
+        return [res[0], res[1]] if need else [res]
 
     def lower(self, a, b, inputs):
         attrs = a.attrs
@@ -972,6 +1022,9 @@ class RelativePositionBias2d(Op):
         rows = F.take(params["relative_position_bias_table"], relative_position_index(wh, ww), axis=0)
         return [F.transpose(rows, (2, 0, 1))]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TK.relative_position_bias(params["relative_position_bias_table"], *a.derived)]
+
 
 class ShiftedWindowMask(Op):
     """Swin's mask for attention in shifted windows over a feature map x [N, H, W, C] rolled by
@@ -1017,3 +1070,8 @@ class ShiftedWindowMask(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [Tensor(self._mask(a).astype(inputs[0].data.dtype))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        (wh, ww), (sh, sw) = a.derived
+        return [TK.shifted_window_mask(inputs[0], int(a.x.shape[1]), int(a.x.shape[2]), wh, ww, sh, sw,
+                                       a.attrs["value"])]

@@ -19,6 +19,11 @@ that one object, so nothing is worked out twice:
   runtime sizes through the builder's `dim`/`arange`/`sizes` (builder.py says why);
 - `forward(a, ctx, inputs, params) -> [Tensor]`: the NumPy forward on the autodiff engine (fused
   kernels with hand-written gradients live in archdsl/autodiff/, by theme);
+- `torch_forward(a, ctx, inputs, params) -> [torch.Tensor]`: the PyTorch forward (the PyTorch
+  engine and `export --format torch`), written with `torch`, `TF` (torch.nn.functional) and `TK`
+  (shared kernels, archdsl/backends/torch/kernels.py) from archdsl/backends/torch/lazy.py; it
+  passes `ctx.training` on rather than branching on it, and draws through `ctx`
+  (archdsl/backends/torch/context.py);
 - `samples`: a few applications, written in .arch, that the contract test
   (tests/test_op_contract.py) runs through every method: types, ONNX Runtime parity at opset 17
   and the newest opset, a float64 gradient check, explain/summary/render, a fuzz probe.
@@ -27,8 +32,9 @@ What other passes need to know about an op it declares here (never by its name e
 `time_local`, `rowwise`, `recurrence` (with the step graph of a user cell), `context_length`,
 `window`, `batch_coupled`, `stochastic`.
 
-Adding an op: one class (schema, shape rule, params, lowering, forward, samples) in its family
-module; its kernel, if it needs a fused one, in autodiff/; nothing else edited.
+Adding an op: one class (schema, shape rule, params, lowering, forward, torch_forward, samples) in
+its family module; its kernel, if it needs a fused one, in autodiff/ (and in
+archdsl/backends/torch/kernels.py for PyTorch); nothing else edited.
 """
 from __future__ import annotations
 
@@ -267,6 +273,9 @@ class Op:
 
     def forward(self, a: Application, ctx, inputs: list, params: dict) -> list:
         raise ArchError(f"{self.name} cannot run on the NumPy engine yet", a.span)
+
+    def torch_forward(self, a: Application, ctx, inputs: list, params: dict) -> list:
+        raise ArchError(f"{self.name} cannot run on the PyTorch engine yet", a.span)
 
     def lowering_for(self, a: Application, opset: int, provider: str | None = None) -> Callable:
         """The bound lowering method the exporter calls at `opset` for execution `provider` (None:

@@ -20,10 +20,12 @@ import math
 from typing import NamedTuple
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF
 from ..ir.graph import ParamSpec
 from ..ir.types import DimExpr, Sym, is_static
 from .base import DOT, MINUS, Arg, Op, Sample, Window
-from .dense import SPECTRAL_NORM, spectral_explain, spectral_onnx, spectral_params, spectral_weight
+from .dense import (SPECTRAL_NORM, spectral_explain, spectral_onnx, spectral_params, spectral_torch_weight,
+                    spectral_weight)
 
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
@@ -245,6 +247,16 @@ class _Conv(_ConvBase):
         w = spectral_weight(a, ctx, params, self.sn_dim)
         return [F.conv(inputs[0], w, params.get("bias"), stride=s, padding=pads, dilation=d, groups=a.attrs["groups"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        k, s, d, pads, _ = a.derived
+        x = inputs[0]
+        if any(b != e for b, e in pads):          # asymmetric ('same' with an even kernel): pad first
+            x = TF.pad(x, [v for b, e in reversed(pads) for v in (b, e)])
+            pads = ((0, 0),) * self.ndim
+        conv = (TF.conv1d, TF.conv2d, TF.conv3d)[self.ndim - 1]
+        w = spectral_torch_weight(a, ctx, params, self.sn_dim)
+        return [conv(x, w, params.get("bias"), s, [b for b, _ in pads], d, a.attrs["groups"])]
+
     def explain(self, a):
         x, y, attrs = a.x, a.out_types[0], a.attrs
         k, s, d, pads, _ = a.derived
@@ -375,6 +387,12 @@ class _ConvTranspose(_ConvBase):
         w = spectral_weight(a, ctx, params, self.sn_dim)
         return [F.conv_transpose(inputs[0], w, params.get("bias"), stride=s, padding=p,
                                  output_padding=op, dilation=d, groups=a.attrs["groups"])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        k, s, d, p, op = a.derived
+        conv = (TF.conv_transpose1d, TF.conv_transpose2d, TF.conv_transpose3d)[self.ndim - 1]
+        w = spectral_torch_weight(a, ctx, params, self.sn_dim)
+        return [conv(inputs[0], w, params.get("bias"), s, p, op, a.attrs["groups"], d)]
 
     def explain(self, a):
         x, y, attrs = a.x, a.out_types[0], a.attrs

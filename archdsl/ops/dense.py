@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF, TK
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
 from .base import DOT, Arg, Op, Sample, numel
@@ -37,6 +38,14 @@ def spectral_weight(a, ctx, params, dim: int = 0):
     if not a.attrs["spectral_norm"]:
         return params["weight"]
     return F.spectral_norm(params["weight"], params["weight_u"], params["weight_v"], ctx.training, dim=dim)
+
+
+def spectral_torch_weight(a, ctx, params, dim: int = 0):
+    """The weight a PyTorch forward uses: W, or W / sigma under spectral_norm (the buffers
+    updated in training, as the NumPy engine updates them)."""
+    if not a.attrs["spectral_norm"]:
+        return params["weight"]
+    return TK.spectral_norm(params["weight"], params["weight_u"], params["weight_v"], ctx.training, dim=dim)
 
 
 def spectral_onnx(a, g, dim: int = 0, then=None, suffix: str = "") -> str:
@@ -127,3 +136,6 @@ class Linear(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [F.linear(inputs[0], spectral_weight(a, ctx, params), params.get("bias"))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.linear(inputs[0], spectral_torch_weight(a, ctx, params), params.get("bias"))]

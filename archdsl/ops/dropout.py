@@ -37,6 +37,8 @@ class Dropout(Op):
             return [inputs[0]]
         return [F.dropout(inputs[0], a.attrs["p"], ctx.training, ctx.rng)]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [ctx.dropout(inputs[0], a.attrs["p"])]
 
 class StochasticDepth(Dropout):
     """Drops the whole residual branch of a sample with probability p in training and scales the
@@ -66,3 +68,6 @@ class StochasticDepth(Dropout):
         if p < 1.0:         # torchvision: the kept rows scaled by 1/(1-p); p = 1 drops everything
             keep /= (1.0 - p)
         return [F.mul(x, Tensor(keep.reshape((rows,) + (1,) * (x.ndim - 1))))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [ctx.drop_branch(inputs[0], a.attrs["p"], per_row=a.attrs["mode"] == "row")]

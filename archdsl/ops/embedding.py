@@ -5,6 +5,7 @@ import numpy as np
 
 from ..autodiff import Tensor
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF
 from ..ir.graph import MAX_INIT_STD, ParamSpec
 from ..ir.types import INT_DTYPES, TensorType
 from .base import DOT, Arg, Op, Sample
@@ -72,3 +73,6 @@ class Embedding(Op):
             return [y]
         keep = (idx != a.derived)[..., None].astype(w.data.dtype)   # no gradient into the padding row
         return [y * Tensor(keep)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.embedding(inputs[0], params["weight"], padding_idx=a.derived)]

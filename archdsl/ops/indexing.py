@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TK
 from ..ir.types import is_static
 from .base import Arg, Op, Sample
 
@@ -186,3 +187,9 @@ class Index(Op):
     def forward(self, a, ctx, inputs, params):
         idx = tuple(it.start if it.pick else slice(it.start, it.stop, it.step) for it in a.derived)
         return [F.getitem(inputs[0], idx)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        items = tuple(it.start if it.pick else slice(it.start, it.stop, it.step) for it in a.derived)
+        if any(not it.pick and it.step < 0 for it in a.derived):     # torch slices step forward only
+            return [TK.index(inputs[0], items)]
+        return [inputs[0][items]]

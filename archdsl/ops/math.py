@@ -16,10 +16,13 @@ NotEqual any dtype. Shapes broadcast as in NumPy, checked with their symbolic di
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..autodiff import Tensor
 from ..autodiff import functional as F
+from ..backends.torch.lazy import torch
 from ..ir.types import TensorType, fit_number
 from .base import Arg, Op, Sample, numel
 from .structural import _Binary, _dims, _num
@@ -58,6 +61,9 @@ class Neg(_Unary):
     engine_fn = F.neg
     samples = (Sample("x: f32[N, 3] -> Neg"), Sample("x: i64[N, T] -> Neg", grad=False))
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.neg(inputs[0])]
+
 
 class Abs(_Unary):
     """|x| (what abs(x) makes of a tensor); the gradient at 0 is 0, as in PyTorch."""
@@ -67,6 +73,9 @@ class Abs(_Unary):
     engine_fn = F.abs
     samples = (Sample("x: f32[N, 2, 3] -> Abs"),)
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.abs(inputs[0])]
+
 
 class Exp(_Unary):
     """e to the power x (exp(x))."""
@@ -74,6 +83,9 @@ class Exp(_Unary):
     onnx_op = "Exp"
     engine_fn = F.exp
     samples = (Sample("x: f32[N, 4] -> Exp"),)
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.exp(inputs[0])]
 
 
 class Log(_Unary):
@@ -83,6 +95,9 @@ class Log(_Unary):
     engine_fn = F.log
     samples = (Sample("x: f32[N, 4] -> Log", values={"x": (1, 9)}),)
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.log(inputs[0])]
+
 
 class Sqrt(_Unary):
     """The square root (sqrt(x)); NaN below 0."""
@@ -90,6 +105,9 @@ class Sqrt(_Unary):
     onnx_op = "Sqrt"
     engine_fn = F.sqrt
     samples = (Sample("x: f32[N, T, 3] -> Sqrt", values={"x": (1, 9)}),)
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.sqrt(inputs[0])]
 
 
 class Rsqrt(_Unary):
@@ -103,6 +121,9 @@ class Rsqrt(_Unary):
     def forward(self, a, ctx, inputs, params):
         return [F.pow(inputs[0], -0.5)]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.rsqrt(inputs[0])]
+
 
 class Div(_Binary):
     """a / b between floating-point tensors, or with a number on either side (`x / 2`, `1 / x`)."""
@@ -111,6 +132,7 @@ class Div(_Binary):
     onnx_op = "Div"
     symbol = "/"
     engine_fn = F.div
+    torch_fn = operator.truediv
     dtypes = "float"
     samples = (Sample("(a: f32[N, 3, 4], b: f32[4]) -> Div", values={"b": (1, 4)}),
                Sample("x: f32[N, 3] -> Div(value=2.0)"),
@@ -125,6 +147,7 @@ class Pow(_Binary):
     onnx_op = "Pow"
     symbol = "**"
     engine_fn = F.pow
+    torch_fn = operator.pow
     dtypes = "float"
     samples = (Sample("x: f32[N, 3] -> Pow(value=2.0)"),
                Sample("x: f32[N, 3] -> Pow(value=0.5)", values={"x": (1, 9)}),
@@ -158,6 +181,7 @@ class Equal(_Compare):
     onnx_op = "Equal"
     symbol = "=="
     np_fn = np.equal
+    torch_fn = operator.eq
     dtypes = "any"
     samples = (Sample("(a: i64[N, T], b: i64[N, T]) -> Equal", values={"a": (0, 2), "b": (0, 2)}, grad=False),
                Sample("x: i64[N, T] -> Equal(value=0)", values={"x": (0, 2)}, grad=False))
@@ -168,6 +192,7 @@ class NotEqual(_Compare):
     name = "NotEqual"
     symbol = "!="
     np_fn = np.not_equal
+    torch_fn = operator.ne
     dtypes = "any"
     samples = (Sample("x: i64[N, T] -> NotEqual(value=0)", values={"x": (0, 3)}, grad=False),)
 
@@ -182,6 +207,7 @@ class Less(_Compare):
     onnx_op = "Less"
     symbol = "<"
     np_fn = np.less
+    torch_fn = operator.lt
     samples = (Sample("(a: f32[N, 3], b: f32[3]) -> Less", grad=False),
                Sample("x: f32[N, 3] -> Less(value=0.0, reverse=true)", grad=False))
 
@@ -192,6 +218,7 @@ class LessOrEqual(_Compare):
     onnx_op = "LessOrEqual"
     symbol = "<="
     np_fn = np.less_equal
+    torch_fn = operator.le
     samples = (Sample("x: i64[N, T] -> LessOrEqual(value=2)", grad=False),)
 
 
@@ -201,6 +228,7 @@ class Greater(_Compare):
     onnx_op = "Greater"
     symbol = ">"
     np_fn = np.greater
+    torch_fn = operator.gt
     samples = (Sample("x: f32[N, 4] -> Greater(value=0.0)", grad=False),)
 
 
@@ -210,6 +238,7 @@ class GreaterOrEqual(_Compare):
     onnx_op = "GreaterOrEqual"
     symbol = ">="
     np_fn = np.greater_equal
+    torch_fn = operator.ge
     samples = (Sample("(a: f32[N, T, 1], b: f32[N, 1, 3]) -> GreaterOrEqual", grad=False),)
 
 
@@ -286,6 +315,9 @@ class Where(Op):
         x, y = self._operands(a, inputs, lambda v: np.asarray(v, dt))
         return [F.where(_data(inputs[0]), x, y)]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.where(inputs[0], *self._operands(a, inputs, lambda v: v))]
+
     def describe(self, attrs):
         return ", ".join(f"{k}={_num(attrs[k])}" for k in ("x", "y") if attrs.get(k) is not None)
 
@@ -332,3 +364,6 @@ class MatMul(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [F.matmul(inputs[0], inputs[1])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.matmul(inputs[0], inputs[1])]

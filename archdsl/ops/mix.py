@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF, torch
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
 from .base import Arg, Op, Sample, lowering, numel
@@ -105,5 +106,15 @@ class ScalarMix(Op):
             if a.attrs["do_layer_norm"]:
                 x = F.layer_norm(x, axes=-1, eps=_EPS)
             term = x * F.getitem(s, j)
+            out = term if out is None else out + term
+        return [out]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        s = torch.softmax(params["weights"], 0) * params["gamma"]
+        out = None
+        for j, x in enumerate(inputs):
+            if a.attrs["do_layer_norm"]:
+                x = TF.layer_norm(x, (int(a.in_types[j].shape[-1]),), eps=_EPS)
+            term = x * s[j]
             out = term if out is None else out + term
         return [out]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF
 from ..ir.graph import ParamSpec
 from ..ir.types import is_static
 from .base import Arg, Op, Sample, explain_params, lowering
@@ -75,6 +76,10 @@ class BatchNorm(Op):
     def forward(self, a, ctx, inputs, params):
         return [F.batch_norm(inputs[0], params["weight"], params["bias"], params["running_mean"],
                              params["running_var"], ctx.training, a.attrs["momentum"], a.attrs["eps"])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.batch_norm(inputs[0], params["running_mean"], params["running_var"], params["weight"],
+                              params["bias"], ctx.training, a.attrs["momentum"], a.attrs["eps"])]
 
 
 _RANK_NAMES = {2: "[N, C]", 3: "[N, C, L]", 4: "[N, C, H, W]"}
@@ -179,6 +184,13 @@ class LayerNorm(Op):
             return [F.transpose(y, (0, r - 1) + tuple(range(1, r - 1)))]
         return [F.layer_norm(x, params["weight"], params["bias"], tuple(range(-len(a.derived), 0)),
                              a.attrs["eps"])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        shape = tuple(int(v) for v in a.derived)
+        if a.attrs["channels_first"]:
+            y = TF.layer_norm(inputs[0].movedim(1, -1), shape, params["weight"], params["bias"], a.attrs["eps"])
+            return [y.movedim(-1, 1)]
+        return [TF.layer_norm(inputs[0], shape, params["weight"], params["bias"], a.attrs["eps"])]
 
 
 def trailing_dims(op: Op, x, ns) -> tuple:
@@ -306,6 +318,10 @@ class GroupNorm(Op):
         return [F.group_norm(inputs[0], a.attrs["num_groups"], params.get("weight"), params.get("bias"),
                              a.attrs["eps"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.group_norm(inputs[0], a.attrs["num_groups"], params.get("weight"), params.get("bias"),
+                              a.attrs["eps"])]
+
 
 class _InstanceNorm(Op):
     """Instance normalisation (Ulyanov et al.) over the positions of each sample's channel; PyTorch's
@@ -357,6 +373,12 @@ class _InstanceNorm(Op):
         return [F.instance_norm(inputs[0], params.get("weight"), params.get("bias"), params.get("running_mean"),
                                 params.get("running_var"), use_input_stats=ctx.training or not track,
                                 momentum=a.attrs["momentum"], eps=a.attrs["eps"])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        track = a.attrs["track_running_stats"]
+        return [TF.instance_norm(inputs[0], params.get("running_mean"), params.get("running_var"),
+                                 params.get("weight"), params.get("bias"), ctx.training if track else True,
+                                 a.attrs["momentum"], a.attrs["eps"])]
 
 
 _RANK_NAMES[5] = "[N, C, D, H, W]"
@@ -446,6 +468,9 @@ class RMSNorm(Op):
     def forward(self, a, ctx, inputs, params):
         return [F.rms_norm(inputs[0], params.get("weight"), len(a.derived), self._eps(a))]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.rms_norm(inputs[0], tuple(int(v) for v in a.derived), params.get("weight"), self._eps(a))]
+
 
 class LocalResponseNorm(Op):
     """Local response normalisation across channels (AlexNet): x / (k + alpha/size * sum of x^2
@@ -508,3 +533,7 @@ class LocalResponseNorm(Op):
     def forward(self, a, ctx, inputs, params):
         at = a.attrs
         return [F.local_response_norm(inputs[0], at["size"], at["alpha"], at["beta"], at["k"])]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        at = a.attrs
+        return [TF.local_response_norm(inputs[0], at["size"], at["alpha"], at["beta"], at["k"])]

@@ -47,3 +47,6 @@ class Parameter(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [params[""]]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [params[""]]

@@ -17,6 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF
 from ..ir.types import is_static
 from .base import Arg, Op, Sample, Window
 from .conv import ConvGeometry, _axes_line, _one, _show, as_tuple, out_dim, spatial_names, window_formula
@@ -118,6 +119,17 @@ class _Pool(Op):
             return [F.avg_pool(inputs[0], count_include_pad=a.attrs["count_include_pad"], **kw)]
         return [(F.max_pool if self.kind == "max" else F.min_pool)(inputs[0], **kw)]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        k, s, _, p, _ = a.derived
+        n, ceil = self.ndim, a.attrs["ceil_mode"]
+        if self.kind == "avg":
+            pool = (TF.avg_pool1d, TF.avg_pool2d, TF.avg_pool3d)[n - 1]
+            return [pool(inputs[0], k, s, p, ceil, a.attrs["count_include_pad"])]
+        pool = (TF.max_pool1d, TF.max_pool2d, TF.max_pool3d)[n - 1]
+        if self.kind == "min":
+            return [-pool(-inputs[0], k, s, p, 1, ceil)]
+        return [pool(inputs[0], k, s, p, 1, ceil)]
+
     def explain(self, a):
         x, y = a.x, a.out_types[0]
         k, s, _, p, _ = a.derived
@@ -214,6 +226,13 @@ class _GlobalPool(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [F.global_pool(inputs[0], kind=self.kind)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        dims = tuple(range(2, a.x.rank))
+        x = inputs[0]
+        if self.kind == "avg":
+            return [x.mean(dims, keepdim=True)]
+        return [x.amax(dims, keepdim=True) if self.kind == "max" else x.amin(dims, keepdim=True)]
 
     def explain(self, a):
         x, y = a.x, a.out_types[0]
@@ -321,3 +340,8 @@ class AdaptiveAvgPool2d(Op):
         if tuple(x.shape[2:]) == a.derived:
             return [x]
         return [F.adaptive_avg_pool2d(x, a.derived)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        if tuple(a.x.shape[2:]) == a.derived:
+            return [inputs[0]]
+        return [TF.adaptive_avg_pool2d(inputs[0], a.derived)]

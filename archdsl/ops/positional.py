@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TK
 from ..errors import ArchError
 from ..ir.graph import MAX_INIT_STD, ParamSpec
 from ..ir.types import is_static
@@ -150,6 +151,14 @@ class PositionalEncoding(_AddPositions):
         p = a.attrs["dropout"]
         return [F.dropout(y, p, ctx.training, ctx.rng) if ctx.training and p > 0 else y]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        x = inputs[0]
+        if not ctx.tracing:
+            self._runtime_len(a, x.shape[1])
+        if a.attrs["scale"] != 1.0:
+            x = x * a.attrs["scale"]
+        return [ctx.dropout(x + TK.sinusoid(x.shape[1], int(a.x.shape[-1]), x), a.attrs["dropout"])]
+
 
 class PositionalEmbedding(_AddPositions):
     """x + weight[:T]: learned absolute positions (GPT-2's wpe, BERT's position embeddings).
@@ -180,6 +189,12 @@ class PositionalEmbedding(_AddPositions):
         self._runtime_len(a, t)
         w = params["weight"]
         return [F.add(x, w if t == w.shape[0] else F.getitem(w, slice(0, t)))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        x = inputs[0]
+        if not ctx.tracing:
+            self._runtime_len(a, x.shape[1])
+        return [x + params["weight"][:x.shape[1]]]
 
 
 class SelectStep(Op):
@@ -212,3 +227,6 @@ class SelectStep(Op):
     def forward(self, a, ctx, inputs, params):
         idx = (slice(None),) * a.derived + (a.attrs["index"],)
         return [F.getitem(inputs[0], idx)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [inputs[0].select(a.derived, a.attrs["index"])]

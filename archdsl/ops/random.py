@@ -86,6 +86,9 @@ class NormalLike(_Noise):
     def lower_draw(self, a, g, x):
         return g.op("RandomNormalLike", [x], mean=float(a.attrs["mean"]), scale=float(a.attrs["std"]))
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [ctx.noise_like(inputs[0], "normal", a.attrs["mean"], a.attrs["std"], a.attrs["sample"])]
+
 
 class UniformLike(_Noise):
     """Uniform noise U(low, high) shaped like the input; its mean at inference."""
@@ -108,6 +111,9 @@ class UniformLike(_Noise):
     def lower_draw(self, a, g, x):
         return g.op("RandomUniformLike", [x], low=float(a.attrs["low"]), high=float(a.attrs["high"]))
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [ctx.noise_like(inputs[0], "uniform", a.attrs["low"], a.attrs["high"], a.attrs["sample"])]
+
 
 class BernoulliLike(_Noise):
     """0/1 noise, 1 with probability p, shaped like the input (random masks); p at inference."""
@@ -129,6 +135,9 @@ class BernoulliLike(_Noise):
         u = g.op("RandomUniformLike", [x], low=0.0, high=1.0)
         p = g.const(np.asarray(a.attrs["p"], a.x.np_dtype), hint="p")
         return g.op("Cast", [g.op("Less", [u, p])], to=int(_onnx_dtype(a.x.np_dtype)))
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [ctx.noise_like(inputs[0], "bernoulli", a.attrs["p"], 0.0, a.attrs["sample"])]
 
 
 def _onnx_dtype(dt) -> int:

@@ -68,6 +68,7 @@ import numpy as np
 
 from ..autodiff import functional as F
 from ..autodiff.recurrent import gru_layer, lstm_layer, rnn_layer
+from ..backends.torch.lazy import TK
 from ..errors import ArchError
 from ..ir.graph import ParamSpec
 from ..ir.types import TensorType, is_static
@@ -331,6 +332,21 @@ class _Recurrent(Op):
         if a["return_state"]:
             outs += [F.stack(f, axis=0) for f in finals]
         return outs
+
+    def torch_forward(self, app, ctx, inputs, params):
+        a = app.attrs
+        first = self.first_state(a)
+        lengths = inputs[1] if first == 2 else None
+        if lengths is not None and not ctx.tracing:
+            self._lengths(app, lengths.cpu().numpy(), inputs[0].shape[0], inputs[0].shape[1])
+        cells = [_suffix(k, d) for k in range(a["num_layers"]) for d in range(self.dirs(a))]
+        weights = [[params[f"weight_ih{s}"], params[f"weight_hh{s}"], params.get(f"bias_ih{s}"),
+                    params.get(f"bias_hh{s}")] + [params[f"{p}{s}"] for p in self.extra_params(a)] for s in cells]
+        outs = TK.recurrent(self.name, inputs[0], lengths, list(inputs[first:]), weights, num_layers=a["num_layers"],
+                            bidirectional=a["bidirectional"], reverse=a["reverse"],
+                            return_sequences=a["return_sequences"], nonlinearity=a.get("nonlinearity", "tanh"),
+                            linear_before_reset=a.get("linear_before_reset", True))
+        return [outs[i] for i in range(len(app.out_types))]
 
 
     def _lengths(self, app, v, n: int, t: int) -> np.ndarray:

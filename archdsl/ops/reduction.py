@@ -11,6 +11,7 @@ Floating-point tensors only; the output keeps the input's dtype.
 from __future__ import annotations
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import torch
 from .base import Arg, Op, Sample, lowering, numel
 from .structural import norm_dim
 
@@ -21,6 +22,7 @@ class _Reduce(Op):
             Arg("keepdim", "bool", False, doc="keep the reduced dims with size 1"))
     onnx_op = ""
     engine_fn = None
+    torch_fn = ""           # torch.sum / torch.mean
 
     def derive(self, a) -> tuple:
         """The reduced dims, sorted and non-negative."""
@@ -55,12 +57,18 @@ class _Reduce(Op):
             return [inputs[0]]
         return [type(self).engine_fn(inputs[0], axis=a.derived, keepdims=a.attrs["keepdim"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        if not a.derived:
+            return [inputs[0]]
+        return [getattr(torch, self.torch_fn)(inputs[0], dim=a.derived, keepdim=a.attrs["keepdim"])]
+
 
 class Sum(_Reduce):
     """The sum over `dim` (an int or a tuple; default: every dim, a scalar), as `sum(x, dim)` writes it."""
     name = "Sum"
     onnx_op = "ReduceSum"
     engine_fn = F.sum
+    torch_fn = "sum"
     samples = (Sample("x: f32[N, 3, 4] -> Sum"), Sample("x: f32[N, T, 3] -> Sum(-1)"),
                Sample("x: f32[N, 2, 3, 4]", expr="sum(x, (1, 3), keepdim=true)"))
 
@@ -70,6 +78,7 @@ class Mean(_Reduce):
     name = "Mean"
     onnx_op = "ReduceMean"
     engine_fn = F.mean
+    torch_fn = "mean"
     samples = (Sample("x: f32[N, 4] -> Mean"), Sample("x: f32[N, 3, 4] -> Mean(dim=1, keepdim=true)"),
                Sample("x: f32[N, 2, 3]", expr="mean(x, 1)"))
 

@@ -18,6 +18,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TF
 from ..ir.types import is_static
 from .base import Arg, Op, Sample, Window, lowering
 from .conv import spatial_names
@@ -156,6 +157,11 @@ class Upsample(Op):
                 for i, (n_in, n_out, s) in enumerate(zip(x.shape[2:], out_sp, a.derived)) if (n_in, s) != (n_out, 1.0)}
         return [F.resample(x, mats) if mats else x]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        size, mode = a.attrs["size"], a.attrs["mode"]
+        return [TF.interpolate(inputs[0], size=size, scale_factor=None if size is not None else a.derived, mode=mode,
+                               align_corners=self._align(a) if mode != "nearest" else None)]
+
     def _runtime_sizes(self, a, shape) -> tuple:
         size = a.attrs["size"]
         if size is not None:
@@ -210,6 +216,9 @@ class PixelShuffle(_PixelShuffle):
         y = F.transpose(F.reshape(x, (n, c // (r * r), r, r, h, w)), (0, 1, 4, 2, 5, 3))
         return [F.reshape(y, (n, c // (r * r), h * r, w * r))]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.pixel_shuffle(inputs[0], a.attrs["upscale_factor"])]
+
 
 class PixelUnshuffle(_PixelShuffle):
     """The inverse of PixelShuffle: [N, C, H*r, W*r] into [N, C*r^2, H, W]."""
@@ -243,3 +252,6 @@ class PixelUnshuffle(_PixelShuffle):
         n, c, h, w = x.shape
         y = F.transpose(F.reshape(x, (n, c, h // r, r, w // r, r)), (0, 1, 3, 5, 2, 4))
         return [F.reshape(y, (n, c * r * r, h // r, w // r))]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TF.pixel_unshuffle(inputs[0], a.attrs["downscale_factor"])]

@@ -40,6 +40,7 @@ from onnx import helper
 
 from ..autodiff import Tensor
 from ..autodiff import functional as F
+from ..backends.torch.lazy import torch
 from ..errors import ArchError
 from ..ir.cell import Cell, CellBody
 from ..ir.types import Sym, TensorType, is_static, resolve_dim
@@ -61,6 +62,7 @@ class ScanLayout:
     time: object                    # T
     sources: dict                   # dim -> (input index, axis): where its size can be read
     plan: object = field(default=None, repr=False)      # the NumPy step plan, built on first use
+    torch_plan: object = field(default=None, repr=False)    # the PyTorch engine's, likewise
 
     @property
     def n_seq(self) -> int:
@@ -286,6 +288,63 @@ class Scan(Op):
                 ys[j][t] = y[j]
         return states, ys, last
 
+    # -- PyTorch -------------------------------------------------------------------------------
+    def torch_forward(self, a, ctx, inputs, params):
+        """The step graph's ops (their torch_forward) run once per step, as the NumPy engine's
+        loop runs them (without its hoisting: autograd records the steps)."""
+        lay, attrs = a.derived, a.attrs
+        if ctx.tracing:
+            raise ArchError("export --format torch cannot write a Scan (a cell run over time steps) yet", a.span,
+                            "export the model to ONNX (-o model.onnx); train --engine torch runs it")
+        n_slots, nodes, out_slots = lay.torch_plan or self._torch_plan(lay)
+        n_seq, n_out, n_fixed = lay.n_seq, lay.n_out, len(lay.cell.fixed)
+        x0 = inputs[0]
+        T = int(x0.shape[1])
+        like = next((t for t in list(params.values()) + list(inputs) if t.is_floating_point()), None)
+        dtype = like.dtype if like is not None else torch.float32
+        states = list(inputs[lay.first_state:])
+        for i in range(len(states), len(lay.cell.states)):
+            states.append(torch.zeros(self._concrete(lay, lay.body.state_types[i], inputs), dtype=dtype,
+                                      device=x0.device))
+        masks = None
+        if lay.lengths is not None:
+            lens = _lengths(self, a, inputs[lay.lengths].detach().cpu().numpy(), int(x0.shape[0]), T)
+            masks = [torch.as_tensor(lens > t, device=x0.device) for t in range(T)]
+        fixed = inputs[lay.first_fixed:lay.first_state]
+        ys, last = [[None] * T for _ in range(n_out)], [None] * n_out
+        for t in (range(T - 1, -1, -1) if attrs["reverse"] else range(T)):
+            env = [None] * n_slots
+            env[:n_seq + n_fixed + len(states)] = [x[:, t] for x in inputs[:n_seq]] + list(fixed) + states
+            for fwd, app, ins, outs, items in nodes:
+                for k, r in zip(outs, fwd(app, ctx, [env[i] for i in ins], {k: params[p] for k, p in items})):
+                    env[k] = r
+            got = [env[i] for i in out_slots]
+            y, nxt = got[:n_out], got[n_out:]
+            if masks is not None:       # a finished row keeps its state; its outputs are 0
+                m = masks[t]
+                nxt = [torch.where(_rows(m, s), s, old) for s, old in zip(nxt, states)]
+                last = [torch.where(_rows(m, o), o, torch.zeros_like(o) if prev is None else prev)
+                        for o, prev in zip(y, last)]
+                y = [torch.where(_rows(m, o), o, torch.zeros_like(o)) for o in y]
+            else:
+                last = y
+            states = nxt
+            for j in range(n_out):
+                ys[j][t] = y[j]
+        outs = [torch.stack(seq, 1) for seq in ys] if attrs["return_sequences"] else list(last)
+        return outs + states if attrs["return_state"] else outs
+
+    @staticmethod
+    def _torch_plan(lay: ScanLayout):
+        """(slots, the step graph's nodes as (torch_forward, app, input slots, output slots,
+        parameter items), the output slots), cached on the layout."""
+        m = lay.body.model
+        slot = m.value_slots()
+        nodes = [(n.op.torch_forward, n.app, tuple(slot[id(v)] for v in n.inputs),
+                  tuple(slot[id(v)] for v in n.outputs), tuple(n.params.items())) for n in m.nodes]
+        lay.torch_plan = (len(slot), nodes, [slot[id(v)] for v in m.outputs])
+        return lay.torch_plan
+
     def _plan(self, lay: ScanLayout):
         lay.plan = _StepPlan(lay)
         return lay.plan
@@ -439,10 +498,7 @@ class _StepPlan:
 
     def __init__(self, lay: ScanLayout):
         m = lay.body.model
-        slot = {id(v): i for i, v in enumerate(m.inputs)}
-        for n in m.nodes:
-            for v in n.outputs:
-                slot[id(v)] = len(slot)
+        slot = m.value_slots()
         self.n = len(slot)
         n_seq, n_fixed = lay.n_seq, len(lay.cell.fixed)
         kind = classify(lay)

@@ -8,11 +8,13 @@ ops taken from PyTorch keep its argument names and meanings (`Chunk(2, dim=-1)`,
 """
 from __future__ import annotations
 
+import operator
 from functools import reduce
 
 import numpy as np
 
 from ..autodiff import functional as F
+from ..backends.torch.lazy import TK, torch
 from ..ir.types import Sym, TensorType, fit_number, is_static
 from .base import CUDA_PROVIDER, Arg, Op, Sample, Window, lowering
 
@@ -96,6 +98,11 @@ class Flatten(Op):
         shp = tuple(x.shape)
         return [F.reshape(x, shp[:s] + (-1,) + shp[e + 1:])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        if a.x.rank == 0:
+            return [inputs[0].reshape(1)]
+        return [inputs[0].flatten(*a.derived)]
+
 
 class Reshape(Op):
     """Reshape to `shape` (ONNX semantics): -1 infers one dim, 0 copies the input dim at the
@@ -162,6 +169,10 @@ class Reshape(Op):
         shp = tuple(x.shape)
         return [F.reshape(x, tuple(shp[i] if v == 0 else v for i, v in enumerate(a.attrs["shape"])))]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        x = inputs[0]
+        return [x.reshape([x.shape[i] if v == 0 else v for i, v in enumerate(a.attrs["shape"])])]
+
 
 class Transpose(Op):
     """Permutes the dims: output dim i is input dim perm[i]."""
@@ -193,6 +204,9 @@ class Transpose(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [F.transpose(inputs[0], a.derived)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [inputs[0].permute(a.derived)]
 
 
 class Permute(Transpose):
@@ -287,6 +301,15 @@ class Concat(Op):
                 xs[i] = F.broadcast_to(x, tuple(shape))
         return [F.concat(xs, a.derived)]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        xs = list(inputs)
+        for i, x in enumerate(inputs):
+            dims = self._expanded(a, i)
+            if dims:        # each expanded dim's size read from an input that has it
+                src = {d: next(k for k, t in enumerate(a.in_types) if t.shape[d] != 1) for d in dims}
+                xs[i] = x.expand([inputs[src[d]].shape[d] if d in dims else -1 for d in range(a.in_types[i].rank)])
+        return [torch.cat(xs, a.derived)]
+
 
 def norm_dim(op: Op, x, d: int, what: str = "dim", extra: int = 0) -> int:
     """dim d of x (extra = 1 for a position to insert at) in 0..rank-1+extra, or a clear error."""
@@ -344,6 +367,11 @@ class _Pieces(Op):
         if len(sizes) == 1:
             return [inputs[0]]
         return list(F.split(inputs[0], list(sizes), d))
+
+    def torch_forward(self, a, ctx, inputs, params):
+        d, sizes = a.derived
+        parts = torch.split(inputs[0], list(sizes), d) if len(sizes) > 1 else [inputs[0]]
+        return [parts[i] for i in range(len(sizes))]
 
 
 class Split(_Pieces):
@@ -424,6 +452,9 @@ class Squeeze(Op):
     def forward(self, a, ctx, inputs, params):
         return [F.squeeze(inputs[0], a.derived) if a.derived else inputs[0]]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [inputs[0].squeeze(a.derived) if a.derived else inputs[0]]
+
 
 class Unsqueeze(Op):
     """Inserts a dim of size 1 at position `dim` of the output (torch.unsqueeze)."""
@@ -447,6 +478,9 @@ class Unsqueeze(Op):
 
     def forward(self, a, ctx, inputs, params):
         return [F.expand_dims(inputs[0], a.derived)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [inputs[0].unsqueeze(a.derived)]
 
 
 class Pad(Op):
@@ -512,6 +546,9 @@ class Pad(Op):
     def forward(self, a, ctx, inputs, params):
         return [F.pad(inputs[0], list(a.derived), a.attrs["value"], a.attrs["mode"])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [TK.pad(inputs[0], a.derived, mode=a.attrs["mode"], value=a.attrs["value"])]
+
 
 class Roll(Op):
     """Shifts elements along `dims` by `shifts`, wrapping around (torch.roll; Swin's shifted
@@ -560,6 +597,9 @@ class Roll(Op):
     def forward(self, a, ctx, inputs, params):
         return [F.roll(inputs[0], [s for _, s in a.derived], [d for d, _ in a.derived])]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.roll(inputs[0], [s for _, s in a.derived], [d for d, _ in a.derived])]
+
 
 class Tile(Op):
     """Repeats the input `dims[i]` times along each dim (torch.tile; PyTorch's x.repeat):
@@ -596,6 +636,9 @@ class Tile(Op):
         if extra:
             x = F.reshape(x, (1,) * extra + tuple(x.shape))
         return [F.tile(x, reps)]
+
+    def torch_forward(self, a, ctx, inputs, params):
+        return [torch.tile(inputs[0], a.derived)]
 
 
 class Expand(Op):
@@ -637,6 +680,9 @@ class Expand(Op):
         shape = tuple(size[:lead]) + tuple(d if v == -1 else v for d, v in zip(x.shape, size[lead:]))
         return [F.broadcast_to(x, shape)]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [inputs[0].expand(*a.attrs["size"])]
+
 
 class _Binary(Op):
     """Elementwise binary op with NumPy broadcasting, between two tensors or between a tensor and a
@@ -651,6 +697,7 @@ class _Binary(Op):
     onnx_op = ""
     symbol = ""
     engine_fn = None      # the autodiff primitive computing it
+    torch_fn = None       # the Python operator computing it on torch tensors (operator.add)
     out_dtype = None      # None: the operands' dtype
     dtypes = "numeric"    # which operand dtypes it takes: 'numeric', 'float' or 'any'
 
@@ -713,6 +760,9 @@ class _Binary(Op):
     def forward(self, a, ctx, inputs, params):
         return [type(self).engine_fn(*self.operands(a, inputs, lambda v: v))]
 
+    def torch_forward(self, a, ctx, inputs, params):
+        return [type(self).torch_fn(*self.operands(a, inputs, lambda v: v))]
+
     def lower(self, a, g, inputs):
         return [g.op(self.onnx_op, self.operands(a, inputs, lambda v: g.const(v, dtype=a.x.np_dtype, hint="value")))]
 
@@ -742,6 +792,7 @@ class Add(_Binary):
                Sample("x: f32[N, 3] -> Add(value=0.5)"), Sample("x: i64[N, T] -> Add(value=1)", grad=False))
     symbol = "+"
     engine_fn = F.add
+    torch_fn = operator.add
 
 
 class Sub(_Binary):
@@ -752,6 +803,7 @@ class Sub(_Binary):
                Sample("x: f32[N, 3] -> Sub(value=1.0, reverse=true)"))
     symbol = "-"
     engine_fn = F.sub
+    torch_fn = operator.sub
 
 
 class Mul(_Binary):
@@ -762,3 +814,4 @@ class Mul(_Binary):
                Sample("x: f32[N, T, 4] -> Mul(value=0.5)"))
     symbol = "*"
     engine_fn = F.mul
+    torch_fn = operator.mul

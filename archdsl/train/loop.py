@@ -232,19 +232,27 @@ class Trainer:
         if not self.cfg.metrics:
             return {}
         clf = self.objective.classifier
-        out, target = outs[clf.loss["output"]].data, batch[clf.loss["target"]]
+        out, target = self.as_array(outs[clf.loss["output"]]), batch[clf.loss["target"]]
         return {m: METRICS[m](out, target, self.kind, self.clf_kwargs.get("ignore_index")) for m in self.cfg.metrics}
+
+    def as_array(self, t) -> np.ndarray:
+        """An output of the engine as a NumPy array."""
+        return t.data
 
     def evaluate(self, ex: NumpyExecutor, ds: Dataset, prefix: str = "", step: int = 0, steps_per_epoch: int = 1) -> dict:
         """Loss, loss terms and metrics of `ds` in inference mode (no dropout, BatchNorm running
         statistics); ramped term weights at `step`."""
         acc = _Accum(self.cfg.metrics, terms=self.term_names)
-        with no_grad():
-            for _, b in ds.batches(EVAL_CHUNK):
-                outs = ex.forward({v.name: b[v.name] for v in self.ir.inputs}, training=False)
-                _, _, totals, n = self.objective(outs, b, step, steps_per_epoch)
-                acc.add({"totals": totals, "count": n, "metrics": self._metrics(outs, b)})
+        for _, b in ds.batches(EVAL_CHUNK):
+            acc.add(self.eval_batch(ex, b, step, steps_per_epoch))
         return acc.values(prefix)
+
+    def eval_batch(self, ex, batch: dict, step: int, steps_per_epoch: int) -> dict:
+        """One batch's record in inference mode: its loss and term totals, count, metrics."""
+        with no_grad():
+            outs = ex.forward({v.name: batch[v.name] for v in self.ir.inputs}, training=False)
+            _, _, totals, n = self.objective(outs, batch, step, steps_per_epoch)
+            return {"totals": totals, "count": n, "metrics": self._metrics(outs, batch)}
 
     # -- the run ----------------------------------------------------------------------------------
     def fit(self, data, run_dir=None, *, resume=None, init=None, overwrite: bool = False) -> TrainResult:
@@ -287,16 +295,10 @@ class Trainer:
             init = self._init if self._init is not None else cfg.init
             if init is not None:
                 run.log(init_from(init, ir, weights).describe(str(init)))
-        ex = self.executor = NumpyExecutor(ir, weights, seed=cfg.seed)
-        ex.ctx.rng = run.stream("dropout", 3)
-        for n in frozen:
-            ex.params[n].requires_grad = False
-        self.trainable = {n: t for n, t in ex.params.items() if t.requires_grad}
+        self.open_engine(run, weights, frozen)
         if not self.trainable:
             raise ArchError(f"nothing to train: every parameter of model {ir.name} is frozen", cfg.spans.get("freeze"))
-        self.opt = build_optimizer(cfg.optimizer, self.trainable)
         self.schedules = build_schedules(cfg.schedule, self.opt.base_lr)
-        self.frozen_buffers = {n: ex.params[n].data.copy() for n in frozen if ir.parameters[n].spec.buffer}
         if frozen:
             run.log(f"frozen: {len(frozen)} parameter tensors "
                     f"({sum(ir.parameters[n].numel for n in frozen if not ir.parameters[n].spec.buffer):,} "
@@ -311,15 +313,31 @@ class Trainer:
         self.in_names = [v.name for v in ir.inputs]
         self.params = list(self.trainable.values())
 
+    def open_engine(self, run: Run, weights: dict, frozen: set) -> None:
+        """The engine's part of `open`: the executor, its trainable parameters, the optimizer,
+        the frozen buffers to restore after each update (here: the NumPy engine's)."""
+        ex = self.executor = NumpyExecutor(self.ir, weights, seed=self.cfg.seed)
+        ex.ctx.rng = run.stream("dropout", 3)
+        for n in frozen:
+            ex.params[n].requires_grad = False
+        self.trainable = {n: t for n, t in ex.params.items() if t.requires_grad}
+        self.opt = build_optimizer(self.cfg.optimizer, self.trainable) if self.trainable else None
+        self.frozen_buffers = {n: ex.params[n].data.copy() for n in frozen if self.ir.parameters[n].spec.buffer}
+
     def accumulator(self, state):
         return _Accum(self.cfg.metrics, state, self.term_names)
 
-    def step(self, run: Run, b: int) -> dict:
-        cfg, ex, opt = self.cfg, self.executor, self.opt
-        idx = run.order[b * cfg.batch:(b + 1) * cfg.batch]
-        batch = self.train_ds.batch(idx)
+    def next_batch(self, run: Run, b: int) -> dict:
+        """Batch b of the epoch's order (every array it needs); sets the step's learning rate."""
+        cfg, opt = self.cfg, self.opt
+        batch = self.train_ds.batch(run.order[b * cfg.batch:(b + 1) * cfg.batch])
         opt.lr = opt.base_lr * schedule_factor(self.schedules, opt.t, run.total, run.steps_per_epoch) \
             if self.schedules else opt.base_lr
+        return batch
+
+    def step(self, run: Run, b: int) -> dict:
+        cfg, ex, opt = self.cfg, self.executor, self.opt
+        batch = self.next_batch(run, b)
         inputs = {k: batch[k] for k in self.in_names}
         outs = ex.forward(inputs, training=True)
         loss, values, totals, n_ex = self.objective(outs, batch, run.step, run.steps_per_epoch)
@@ -378,10 +396,13 @@ class Trainer:
         raise ArchError(f"training stopped {where}: the loss became {non_finite(lv)}, although every layer output "
                         f"was finite (the loss overflowed)", None, "check the targets" + run.last_good_note())
 
+    def grad_finite(self, t) -> bool:
+        return t.grad is None or bool(np.isfinite(t.grad).all())
+
     def _bad_grads(self, run: Run):
         where = f"at epoch {run.epoch + 1}, step {run.step + 1}"
         for n, t in self.trainable.items():
-            if t.grad is not None and not np.isfinite(t.grad).all():
+            if not self.grad_finite(t):
                 raise ArchError(f"training stopped {where}: the gradient of {n} became non-finite (NaN or inf)", None,
                                 "lower the learning rate or set clip_norm" + run.last_good_note())
         raise ArchError(f"training stopped {where}: the gradient norm overflowed", None,
@@ -390,11 +411,12 @@ class Trainer:
 
 def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resume=None, init=None,
           quiet: bool = False, log=None, threads: int | None = None, on_step=None, overwrite: bool = False,
-          **overrides) -> TrainResult:
+          policy=None, **overrides) -> TrainResult:
     """Train `model` (a CompiledModel or IR Model) on `data` (an .npz path, a dict of arrays, or a
     Dataset). `config` defaults to the model's train section; with `resume`, to the checkpoint's
     config (where `epochs` may be raised). Overrides: epochs, batch, lr, seed, val_split, clip_norm,
-    freeze (a list, added), init."""
+    freeze (a list, added), init. `policy(model, config, **options)` makes the trainer (default:
+    Trainer, the NumPy engine; the PyTorch engine passes its own)."""
     ir = _ir(model)
     if resume is not None and config is None:
         ck = read_resumable(resume)
@@ -421,5 +443,6 @@ def train(model, data, config: TrainConfig | None = None, run_dir=None, *, resum
     if data is None:
         raise ArchError("no training data: pass --data DATA.npz")
     spec_file = getattr(getattr(model, "spec", None), "file", None)
-    trainer = Trainer(model, config, quiet=quiet, log=log, threads=threads, spec_file=spec_file, on_step=on_step)
+    trainer = (policy or Trainer)(model, config, quiet=quiet, log=log, threads=threads, spec_file=spec_file,
+                                  on_step=on_step)
     return trainer.fit(data, run_dir, resume=resume, init=init, overwrite=overwrite)

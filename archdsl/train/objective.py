@@ -271,21 +271,25 @@ class Objective:
         frac = min(1.0, step / max(1, length))
         return w["start"] + (w["end"] - w["start"]) * frac
 
-    def __call__(self, outs: dict, batch: dict, step: int, steps_per_epoch: int):
-        """(the weighted loss, a Tensor; {name: value} of each term; {name: sum over the batch's
-        examples} of each term and of the weighted `loss`, for epoch means; examples)."""
+    def term_value(self, t: Term, outs: dict, batch: dict):
+        """(a term's value on the NumPy engine, a Tensor; its reduction)."""
+        if t.loss is not None:
+            fn = LOSSES[t.loss["name"]][0]
+            return (fn(outs[t.loss["output"]], batch[t.loss["target"]], **t.loss["kwargs"]),
+                    t.loss["kwargs"].get("reduction", "mean"))
         self.executors()
+        feeds = {x.name: (outs[x.name] if x.name in outs else batch[x.name]) for x in t.graph.inputs}
+        return next(iter(t.executor.forward(feeds, training=False).values())), "mean"
+
+    def __call__(self, outs: dict, batch: dict, step: int, steps_per_epoch: int, term_value=None):
+        """(the weighted loss, a Tensor; {name: value} of each term; {name: sum over the batch's
+        examples} of each term and of the weighted `loss`, for epoch means; examples).
+        `term_value(term, outs, batch)` computes a term on another engine (default: NumPy's)."""
+        term_value = term_value or self.term_value
         n = len(next(iter(batch.values())))
         total, values, totals, weighted = None, {}, {}, 0.0
         for t in self.terms:
-            if t.loss is not None:
-                fn = LOSSES[t.loss["name"]][0]
-                v = fn(outs[t.loss["output"]], batch[t.loss["target"]], **t.loss["kwargs"])
-                red = t.loss["kwargs"].get("reduction", "mean")
-            else:
-                feeds = {x.name: (outs[x.name] if x.name in outs else batch[x.name]) for x in t.graph.inputs}
-                v = next(iter(t.executor.forward(feeds, training=False).values()))
-                red = "mean"
+            v, red = term_value(t, outs, batch)
             w = self.weight(t, step, steps_per_epoch)
             total = (v if w == 1.0 else v * w) if total is None else total + (v if w == 1.0 else v * w)
             values[t.name] = float(v.data)

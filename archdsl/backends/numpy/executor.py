@@ -49,12 +49,7 @@ class NumpyExecutor:
         self.ctx = ExecContext(training=False, rng=np.random.default_rng(seed))
         self.dtype = dtype
         # the plan: values live in a list, model inputs first, then node outputs in order
-        slot: dict[int, int] = {}
-        for v in model.inputs:
-            slot[id(v)] = len(slot)
-        for n in model.nodes:
-            for v in n.outputs:
-                slot[id(v)] = len(slot)
+        slot = model.value_slots()
         self._nslots = len(slot)
         self._inputs = [(v.name, slot[id(v)], v.type.is_float,
                          None if v.type.is_float else v.type.np_dtype, str(v.type)) for v in model.inputs]
