@@ -11,7 +11,7 @@ import functional as F``), gathered from the modules that define them by theme:
                    resample
     convolution    conv, conv_transpose, pooling
     normalization  batch_norm, layer_norm, group_norm, instance_norm, rms_norm, local_response_norm,
-                   dropout
+                   dropout, spectral_norm (of a weight)
 
 Nothing inside archdsl/autodiff imports this module, so it closes no import cycle.
 """
@@ -25,7 +25,9 @@ from .elementwise import (
 )
 from .linear import deferred_weight_grads, linear
 from .losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
-from .normalization import batch_norm, dropout, group_norm, instance_norm, layer_norm, local_response_norm, rms_norm
+from .normalization import (
+    batch_norm, dropout, group_norm, instance_norm, layer_norm, local_response_norm, rms_norm, spectral_norm,
+)
 from .reductions import log_softmax, logsumexp, softmax
 from .shapes import (
     broadcast_to, concat, expand_dims, pad, resample, resample_matrix, roll, split, squeeze, stack, take, tile, unstack,
@@ -48,5 +50,5 @@ __all__ = [
     "softmax_cross_entropy", "binary_cross_entropy_with_logits", "mse",
     "conv", "conv_transpose", "max_pool", "min_pool", "avg_pool", "global_pool",
     "adaptive_avg_pool2d", "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
-    "local_response_norm", "dropout", "pad_array",
+    "local_response_norm", "dropout", "spectral_norm", "pad_array",
 ]

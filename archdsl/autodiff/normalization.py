@@ -7,7 +7,8 @@ import numpy as np
 from ._arrays import col_sum, row_sum
 from .tensor import Tensor, _GRAD, _NOGRAD, _const, as_tensor, record, unbroadcast
 
-__all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "local_response_norm", "dropout"]
+__all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "local_response_norm", "dropout",
+           "spectral_norm"]
 
 
 def _grad_flags(x, g_t, b_t):
@@ -352,6 +353,41 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
         gx -= (2.0 * alpha * beta / size) * xd * _window_sum(t, back, front)
         return (gx,)
     return record(out, (x,), vjp)
+
+
+def _unit(a, eps):
+    """a / max(|a|, eps): PyTorch's F.normalize of a vector."""
+    return a / max(float(np.linalg.norm(a)), eps)
+
+
+def spectral_norm(w, u, v, training, dim=0, eps=1e-12):
+    """The weight divided by its spectral norm, W / sigma (Miyato et al. 2018; PyTorch's
+    parametrizations.spectral_norm with one power iteration). W is seen as the matrix
+    [W.shape[dim], rest]; sigma = u^T W v, where u [rows] and v [rest] are persistent estimates
+    of its first singular vectors (ndarrays or Tensors, buffers updated in place).
+
+    training: one power iteration first, in PyTorch's order (u = normalize(W v), then
+    v = normalize(W^T u)); otherwise the stored u, v as they are. The gradient treats u and v as
+    constants, as PyTorch does: dW = g / sigma - (sum(g * W) / sigma^2) u v^T.
+    """
+    w = as_tensor(w)
+    wd = w.data
+    moved = np.moveaxis(wd, dim, 0)
+    wm = moved.reshape(moved.shape[0], -1)
+    ud, vd = _data(u), _data(v)
+    if training:
+        ud[...] = _unit(wm @ vd.astype(wm.dtype, copy=False), eps)
+        vd[...] = _unit(wm.T @ ud.astype(wm.dtype, copy=False), eps)
+    uc, vc = ud.astype(wd.dtype, copy=False), vd.astype(wd.dtype, copy=False)
+    sigma = uc @ (wm @ vc)
+    out = wd / sigma
+    if not (w.requires_grad and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        outer = np.moveaxis(np.outer(uc, vc).reshape(moved.shape), 0, dim)
+        return (g / sigma - (float(np.vdot(g, wd)) / (sigma * sigma)) * outer,)
+    return record(out, (w,), vjp)
 
 
 def dropout(x, p, training, rng=None):

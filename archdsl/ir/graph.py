@@ -41,8 +41,9 @@ class ParamSpec:
     """A parameter an op needs, declared by the op: shape and initialiser.
 
     init: 'uniform' (U(-bound, bound)), 'normal' (N(0, std)), 'zeros', 'ones', 'constant' (every
-    element `value`: PReLU's 0.25), 'xavier_uniform'.
-    buffer: state that is not trained and not counted as a parameter (BatchNorm running stats).
+    element `value`: PReLU's 0.25), 'xavier_uniform', 'unit_normal' (N(0, 1) scaled to length 1).
+    buffer: state that is not trained and not counted as a parameter (BatchNorm running stats,
+    spectral norm's singular-vector estimates).
     zero_row: a row set to zeros after initialising (an embedding's padding id).
 
     initializer: a spec's own choice (`init=`, `bias_init=`, a `param`'s value: an

@@ -10,6 +10,9 @@ is asymmetric: total = dilation*(k-1), begin = total//2, end = the rest (PyTorch
 which ONNX's explicit `pads` = [begin..., end...] expresses exactly (no auto_pad).
 
 The helpers here (`as_tuple`, `out_dim`, `spatial_names`) are shared with pool.py.
+
+`spectral_norm=true` (dense.py says how) sees a convolution's weight as [C_out, rest] and a
+transposed one's as [C_out/groups, rest] (dim 1), as PyTorch does.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from ..backends.torch.lazy import TF
 from ..ir.graph import ParamSpec
 from ..ir.types import DimExpr, Sym, is_static
 from .base import DOT, MINUS, Arg, Op, Sample, Window
+from .dense import (SPECTRAL_NORM, spectral_explain, spectral_onnx, spectral_params, spectral_torch_weight,
+                    spectral_weight)
 
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
@@ -151,6 +156,7 @@ class ConvGeometry(NamedTuple):
 class _ConvBase(Op):
     family = "conv"
     ndim = 0
+    sn_dim = 0              # the weight dim spectral_norm keeps (the output channels)
 
     def _channels(self, x):
         self.expect_rank(x, self.ndim + 2)
@@ -187,6 +193,8 @@ class _ConvBase(Op):
                 parts.append(f"{short}={_show(attrs[key])}")
         if not attrs["bias"]:
             parts.append("no bias")
+        if attrs.get("spectral_norm"):
+            parts.append("spectral norm")
         return ", ".join(parts)
 
 
@@ -194,7 +202,7 @@ class _Conv(_ConvBase):
     """y = cross-correlation of x with weight [C_out, C_in/groups, *k], plus bias [C_out]."""
     args = (Arg("out_channels", "int"), Arg("kernel_size", "ints"), Arg("stride", "ints", 1),
             Arg("padding", "padding", 0), Arg("dilation", "ints", 1), Arg("groups", "int", 1),
-            Arg("bias", "bool", True))
+            Arg("bias", "bool", True), SPECTRAL_NORM)
 
     def derive(self, a):
         n, attrs = self.ndim, a.attrs
@@ -223,21 +231,21 @@ class _Conv(_ConvBase):
                                  fan_out=c_out // g * _prod(k))}
         if a.attrs["bias"]:
             p["bias"] = ParamSpec((c_out,), "uniform", bound=bound, fan_in=fan_in)
-        return p
+        return p | spectral_params(a, p["weight"].shape, self.sn_dim)
 
     def macs(self, a, in_shapes, out_shapes):
         return _prod(out_shapes[0]) * (in_shapes[0][1] // a.attrs["groups"]) * _prod(a.derived.k)
 
     def lower(self, a, g, inputs):
         k, s, d, pads, _ = a.derived
-        ins = [inputs[0], g.param("weight")] + ([g.param("bias")] if a.attrs["bias"] else [])
+        ins = [inputs[0], spectral_onnx(a, g, self.sn_dim)] + ([g.param("bias")] if a.attrs["bias"] else [])
         return [g.op("Conv", ins, kernel_shape=list(k), strides=list(s), dilations=list(d),
                      pads=[p[0] for p in pads] + [p[1] for p in pads], group=a.attrs["groups"])]
 
     def forward(self, a, ctx, inputs, params):
         k, s, d, pads, _ = a.derived
-        return [F.conv(inputs[0], params["weight"], params.get("bias"), stride=s, padding=pads,
-                       dilation=d, groups=a.attrs["groups"])]
+        w = spectral_weight(a, ctx, params, self.sn_dim)
+        return [F.conv(inputs[0], w, params.get("bias"), stride=s, padding=pads, dilation=d, groups=a.attrs["groups"])]
 
     def torch_forward(self, a, ctx, inputs, params):
         k, s, d, pads, _ = a.derived
@@ -246,7 +254,8 @@ class _Conv(_ConvBase):
             x = TF.pad(x, [v for b, e in reversed(pads) for v in (b, e)])
             pads = ((0, 0),) * self.ndim
         conv = (TF.conv1d, TF.conv2d, TF.conv3d)[self.ndim - 1]
-        return [conv(x, params["weight"], params.get("bias"), s, [b for b, _ in pads], d, a.attrs["groups"])]
+        w = spectral_torch_weight(a, ctx, params, self.sn_dim)
+        return [conv(x, w, params.get("bias"), s, [b for b, _ in pads], d, a.attrs["groups"])]
 
     def explain(self, a):
         x, y, attrs = a.x, a.out_types[0], a.attrs
@@ -265,7 +274,7 @@ class _Conv(_ConvBase):
         total = c_out * (c_in // g) * _prod(k) + (c_out if attrs["bias"] else 0)
         lines.append(f"params: {c_out}{DOT}({per_filter})" + (f" + {c_out}" if attrs["bias"] else "")
                      + f" = {total:,}  ({c_out} filters of {per_filter}" + (", and a bias each)" if attrs["bias"] else ")"))
-        return lines
+        return lines + spectral_explain(a)
 
 
 class Conv1d(_Conv):
@@ -281,7 +290,8 @@ class Conv2d(_Conv):
     name = "Conv2d"
     ndim = 2
     samples = (Sample("x: f32[N, 3, 7, 6] -> Conv2d(4, 3, stride=2, padding=1)"),
-               Sample("x: f32[N, 2, 6, 6] -> Conv2d(2, (2, 3), padding='same', groups=2)"))
+               Sample("x: f32[N, 2, 6, 6] -> Conv2d(2, (2, 3), padding='same', groups=2)"),
+               Sample("x: f32[N, 3, 6, 6] -> Conv2d(4, 3, stride=2, padding=1, spectral_norm=true)"))
 
 
 class Conv3d(_Conv):
@@ -298,9 +308,10 @@ _INT_MAX = 2 ** 63 - 1          # a Slice end past any size
 class _ConvTranspose(_ConvBase):
     """The gradient of a convolution with respect to its input (a learned upsampling):
     out = (in - 1)*s - 2p + d*(k-1) + output_padding + 1; weight [C_in, C_out/groups, *k]."""
+    sn_dim = 1
     args = (Arg("out_channels", "int"), Arg("kernel_size", "ints"), Arg("stride", "ints", 1),
             Arg("padding", "ints", 0), Arg("output_padding", "ints", 0), Arg("dilation", "ints", 1),
-            Arg("groups", "int", 1), Arg("bias", "bool", True))
+            Arg("groups", "int", 1), Arg("bias", "bool", True), SPECTRAL_NORM)
 
     def derive(self, a):
         n, attrs = self.ndim, a.attrs
@@ -341,7 +352,7 @@ class _ConvTranspose(_ConvBase):
                                  fan_out=c_in * _prod(k))}
         if a.attrs["bias"]:
             p["bias"] = ParamSpec((c_out,), "uniform", bound=bound, fan_in=fan_in)
-        return p
+        return p | spectral_params(a, p["weight"].shape, self.sn_dim)
 
     def macs(self, a, in_shapes, out_shapes):
         return _prod(in_shapes[0]) * (a.attrs["out_channels"] // a.attrs["groups"]) * _prod(a.derived.k)
@@ -358,10 +369,10 @@ class _ConvTranspose(_ConvBase):
         n, bias = self.ndim, a.attrs["bias"]
         geometry = dict(kernel_shape=list(k), strides=list(s), dilations=list(d), group=a.attrs["groups"])
         if all(op[i] < s[i] for i in range(n)):
-            ins = [inputs[0], g.param("weight")] + ([g.param("bias")] if bias else [])
+            ins = [inputs[0], spectral_onnx(a, g, self.sn_dim)] + ([g.param("bias")] if bias else [])
             return [g.op("ConvTranspose", ins, pads=list(p) * 2,
                          output_padding=list(op) if any(op) else None, **geometry)]
-        y = g.op("ConvTranspose", [inputs[0], g.param("weight")], **geometry)
+        y = g.op("ConvTranspose", [inputs[0], spectral_onnx(a, g, self.sn_dim)], **geometry)
         ends = [op[i] - p[i] if op[i] < p[i] else _INT_MAX for i in range(n)]     # from the end
         y = g.op("Slice", [y, g.ints(list(p), "starts"), g.ints(ends, "ends"), g.ints(list(range(2, 2 + n)), "axes")])
         extra = [max(op[i] - p[i], 0) for i in range(n)]
@@ -373,13 +384,15 @@ class _ConvTranspose(_ConvBase):
 
     def forward(self, a, ctx, inputs, params):
         k, s, d, p, op = a.derived
-        return [F.conv_transpose(inputs[0], params["weight"], params.get("bias"), stride=s, padding=p,
+        w = spectral_weight(a, ctx, params, self.sn_dim)
+        return [F.conv_transpose(inputs[0], w, params.get("bias"), stride=s, padding=p,
                                  output_padding=op, dilation=d, groups=a.attrs["groups"])]
 
     def torch_forward(self, a, ctx, inputs, params):
         k, s, d, p, op = a.derived
         conv = (TF.conv_transpose1d, TF.conv_transpose2d, TF.conv_transpose3d)[self.ndim - 1]
-        return [conv(inputs[0], params["weight"], params.get("bias"), s, p, op, a.attrs["groups"], d)]
+        w = spectral_torch_weight(a, ctx, params, self.sn_dim)
+        return [conv(inputs[0], w, params.get("bias"), s, p, op, a.attrs["groups"], d)]
 
     def explain(self, a):
         x, y, attrs = a.x, a.out_types[0], a.attrs
@@ -403,7 +416,7 @@ class _ConvTranspose(_ConvBase):
         total = c_in * (c_out // g) * _prod(k) + (c_out if attrs["bias"] else 0)
         lines.append(f"params: {c_in}{DOT}({per_input})" + (f" + {c_out}" if attrs["bias"] else "")
                      + f" = {total:,}  (each of the {c_in} input channels spreads into {per_input})")
-        return lines
+        return lines + spectral_explain(a)
 
 
 class ConvTranspose1d(_ConvTranspose):
@@ -418,7 +431,8 @@ class ConvTranspose2d(_ConvTranspose):
     name = "ConvTranspose2d"
     ndim = 2
     samples = (Sample("x: f32[N, 4, 3, 3] -> ConvTranspose2d(2, 4, stride=2, padding=1)"),
-               Sample("x: f32[N, 2, 4, 3] -> ConvTranspose2d(4, (3, 2), stride=(2, 1), groups=2, bias=false)"))
+               Sample("x: f32[N, 2, 4, 3] -> ConvTranspose2d(4, (3, 2), stride=(2, 1), groups=2, bias=false)"),
+               Sample("x: f32[N, 4, 3, 3] -> ConvTranspose2d(2, 4, stride=2, padding=1, spectral_norm=true)"))
 
 
 class ConvTranspose3d(_ConvTranspose):

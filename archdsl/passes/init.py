@@ -39,6 +39,9 @@ def init_param(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
         a = _drawn(shape, lambda n: rng.uniform(-spec.bound, spec.bound, n))
     elif spec.init == "normal":
         a = _drawn(shape, lambda n: rng.normal(0.0, spec.std, n))
+    elif spec.init == "unit_normal":     # a random direction (spectral norm starts u, v so, as PyTorch)
+        a = _drawn(shape, lambda n: rng.normal(0.0, 1.0, n))
+        a /= max(float(np.linalg.norm(a)), 1e-12)
     elif spec.init == "xavier_uniform":
         bound = np.sqrt(6.0 / (spec.fan_in + spec.fan_out))
         a = _drawn(shape, lambda n: rng.uniform(-bound, bound, n))

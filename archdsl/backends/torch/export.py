@@ -406,6 +406,8 @@ def _init_call(target: str, spec: ParamSpec) -> str:
         return f"nn.init.uniform_({target}, {-bound!r}, {bound!r})"
     if kind == "kaiming_normal":
         return f"nn.init.normal_({target}, 0.0, {(2.0 / spec.fan_in) ** 0.5!r})"
+    if kind == "unit_normal":          # spectral_norm's u, v: normal, then unit length
+        return f"nn.init.normal_({target}).div_({target}.norm().clamp_min(1e-12))"
     raise ArchError(f"no PyTorch initialiser for archdsl's '{kind}'")
 
 

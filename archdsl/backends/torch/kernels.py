@@ -305,6 +305,22 @@ def _layer(mode, x, w, state, backward, keep, nonlinearity, linear_before_reset)
     return torch.stack(outs, dim=1), ([h, c] if c is not None else [h])
 
 
+# -- spectral normalisation -----------------------------------------------------------------------
+
+@leaf
+def spectral_norm(w, u, v, training, dim=0, eps=1e-12):
+    """W / sigma (Miyato et al. 2018; PyTorch's parametrizations.spectral_norm, one power
+    iteration): W seen as [W.shape[dim], rest], sigma = u^T W v with u, v the persistent buffers.
+    In training, one power iteration updates u and v in place first (u = normalize(W v), then
+    v = normalize(W^T u)); gradients treat u and v as constants."""
+    wm = w.movedim(dim, 0).reshape(w.shape[dim], -1)
+    if training:
+        with torch.no_grad():
+            u.copy_(F.normalize(wm.detach() @ v.to(wm.dtype), dim=0, eps=eps).to(u.dtype))
+            v.copy_(F.normalize(wm.detach().t() @ u.to(wm.dtype), dim=0, eps=eps).to(v.dtype))
+    return w / (u.to(w.dtype) @ (wm @ v.to(w.dtype)))
+
+
 # -- randomness, as an exported module draws it --------------------------------------------------
 
 @leaf
