@@ -80,6 +80,22 @@ def test_missing_torch_is_a_clear_error(work):
         sys.modules["torch"] = saved
 
 
+def test_the_shipped_gpt_small_trains_on_torch_resumes_on_numpy_and_exports(work):
+    """issue 20's user path on specs/gpt.arch's GPTSmall and its train section: one command on the
+    torch engine, resumed on the NumPy engine, exported to ONNX."""
+    gpt = Path(__file__).resolve().parent.parent / "specs" / "gpt.arch"
+    t = np.random.default_rng(0).integers(0, 64, (96, 17))
+    np.savez(work / "chars.npz", tokens=t[:, :-1], next=t[:, 1:])
+    common = [gpt, "--model", "GPTSmall", "--quiet"]
+    p = run("train", *common, "-d", work / "chars.npz", "-o", work / "t", "--engine", "torch", "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    p = run("train", *common, "-o", work / "n", "--resume", work / "t/checkpoint.npz", "--epochs", "2")
+    assert p.returncode == 0 and "resuming GPTSmall" in p.stdout, p.stderr
+    assert [json.loads(ln)["epoch"] for ln in (work / "n/metrics.jsonl").read_text().splitlines()] == [1, 2]
+    p = run("export", *common[:3], "--weights", work / "n/checkpoint.npz", "-o", work / "gpt.onnx")
+    assert p.returncode == 0 and "108,288 parameters" in p.stdout, p.stderr
+
+
 def test_train_resume_across_engines_and_export(work):
     """torch 2 epochs -> numpy to 3 -> torch to 4; the same as 4 epochs on either engine within
     float rounding (dropout draws differ between engines, so this model trains without it; with a
