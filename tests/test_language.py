@@ -67,7 +67,7 @@ model M(d: int = 12, heads: int = 4, scale: float = 0.5, tag: str = "x", use: bo
   y = x -> Linear(w if big else 1, bias=use and tag == "x")
   output out = y -> Linear(len(k) + int(scale * 2))
 }""")
-    assert ir.nodes[0].attrs == {"out_features": 8, "bias": True, "tied": None}
+    assert ir.nodes[0].attrs == {"out_features": 8, "bias": True, "tied": None, "spectral_norm": False}
     assert ir.nodes[1].attrs["out_features"] == 4
 
 
