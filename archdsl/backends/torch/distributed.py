@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -76,7 +77,9 @@ def join(device: str | None) -> Group | None:
     else:
         dev = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        # --nproc: a file rendezvous (launch), no port to race for; torchrun: its env:// store
+        dist.init_process_group(backend="nccl" if cuda else "gloo",
+                                init_method=os.environ.get("ARCHDSL_DIST_INIT", "env://"), rank=rank, world_size=world)
     return Group(rank, world, local, dev)
 
 
@@ -91,11 +94,18 @@ def launch(nproc: int, argv: list[str]) -> int:
     """Run `archdsl <argv>` in `nproc` processes on this machine; the first failure's exit code
     (the others are stopped then), else 0."""
     require_torch("--nproc")
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
-            "LOCAL_WORLD_SIZE": str(nproc)}
-    base.setdefault("OMP_NUM_THREADS", "1")          # as torchrun: N processes share the cores
-    procs = [subprocess.Popen([sys.executable, "-m", "archdsl", *argv],
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="archdsl-nproc-") as rendezvous:
+        base = {**os.environ, "ARCHDSL_DIST_INIT": Path(rendezvous, "store").as_uri(), "WORLD_SIZE": str(nproc),
+                "LOCAL_WORLD_SIZE": str(nproc)}
+        base.setdefault("OMP_NUM_THREADS", "1")          # as torchrun: N processes share the cores
+        procs = [subprocess.Popen([sys.executable, "-m", "archdsl", *argv],
+                                  env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+        return _wait_all(procs)
+
+
+def _wait_all(procs: list) -> int:
+    """The first failure's exit code (the others are stopped then), else 0; 130 on Ctrl-C."""
     code = 0
     try:
         while procs:
@@ -114,13 +124,6 @@ def launch(nproc: int, argv: list[str]) -> int:
             p.wait()
         return 130
     return code
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def without_nproc(argv: list[str]) -> list[str]:
