@@ -7,8 +7,9 @@ gradients averaged by DistributedDataParallel (gloo on CPUs, NCCL on GPUs).
         -m archdsl train SPEC --engine torch --device cuda -d data.npz -o run/  # several
 
 `--nproc N` starts N processes on this machine, each running the same command, with the
-environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK, and MASTER_ADDR/PORT on the
-loopback interface); each joins the group (`join`). When one fails the others are stopped. Every process reads the same data and draws the same
+environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK); they meet through a file
+store in a temporary directory (ARCHDSL_DIST_INIT), so no port is picked and raced for; each
+joins the group (`join`). When one fails the others are stopped. Every process reads the same data and draws the same
 shuffled order from the run's seed; each takes its share of every global batch (the `batch` of
 the train section), so a step's update is the one a single process makes on the whole batch
 (the loss is rescaled by the share's size: see `TorchTrainer._distributed_step`). Only rank 0 writes the
