@@ -115,9 +115,7 @@ class PositionalEncoding(_AddPositions):
         if not 0.0 <= attrs["dropout"] < 1.0:
             raise self.fail(f"dropout must be in [0, 1), got {attrs['dropout']}")
         out = self._check(attrs, x)
-        big = float(np.finfo(x.np_dtype).max)
-        if not abs(attrs["scale"]) <= big:          # (also NaN)
-            raise self.fail(f"scale {attrs['scale']:g} does not fit the input's dtype {x.dtype} (max {big:g})")
+        self.expect_fits(a, ("scale",))
         t, d = x.shape[1], int(x.shape[-1])
         rows = int(t) if is_static(t) else 1
         if rows * d > MAX_POSITION_ELEMENTS:        # the table is built (NumPy) or stored (ONNX)
