@@ -14,6 +14,7 @@ import pytest
 
 from archdsl import autodiff as ad
 from archdsl.autodiff import convkernels as K
+from archdsl.autodiff import ortkernels
 from archdsl.autodiff import functional as F
 from archdsl.ir.build import single_op_model
 from archdsl.ir.types import TensorType
@@ -25,10 +26,10 @@ def fast(monkeypatch):
     """Every float32 2-D convolution through convkernels; returns the session kinds used."""
     monkeypatch.setattr(K, "MIN_MACS", 0)
     monkeypatch.setattr(K, "MIN_POSITIONS", 1)
-    K._sessions.clear()
+    ortkernels.sessions.clear()
 
     def kinds():
-        return {key[0] for key in K._sessions}
+        return {key[0] for key in ortkernels.sessions}
     return kinds
 
 
@@ -148,13 +149,13 @@ def test_which_calls_come_here():
 
 
 def test_default_thresholds_run_a_large_conv_through_onnx_runtime():
-    K._sessions.clear()
+    ortkernels.sessions.clear()
     r = np.random.default_rng(5)
     x = ad.tensor(r.standard_normal((4, 32, 24, 24)).astype(np.float32), requires_grad=True)
     w = ad.tensor(r.standard_normal((32, 32, 3, 3)).astype(np.float32), requires_grad=True)
     F.conv(x, w, padding=1)
     ad.clear_tape()
-    assert {key[0] for key in K._sessions} == {"nchwc"}
+    assert {key[0] for key in ortkernels.sessions} == {"nchwc"}
 
 
 def test_onnx_parity_on_the_fast_path():
@@ -162,9 +163,9 @@ def test_onnx_parity_on_the_fast_path():
     convolutions themselves run on ONNX Runtime's kernels."""
     model = single_op_model("Conv2d", [TensorType("f32", (4, 32, 24, 24))], 32, 3, padding=1)
     x = np.random.default_rng(6).standard_normal((4, 32, 24, 24)).astype(np.float32)
-    K._sessions.clear()
+    ortkernels.sessions.clear()
     check_parity(model, {model.inputs[0].name: x})
-    assert K._sessions, "the engine did not take the fast path"
+    assert ortkernels.sessions, "the engine did not take the fast path"
 
 
 def test_sessions_follow_the_blas_thread_count(fast):
@@ -176,7 +177,7 @@ def test_sessions_follow_the_blas_thread_count(fast):
     for n in (1, 2):
         with threadpool_limits(n, user_api="blas"):
             outs.append(F.conv(x, w, padding=1).data)
-    assert {key[-1] for key in K._sessions} == {1, 2}
+    assert {key[-1] for key in ortkernels.sessions} == {1, 2}
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
 
 
@@ -210,7 +211,7 @@ def test_weight_gradient_split_between_threads(monkeypatch, threads, images, shi
     monkeypatch.setattr(K, "_IM2COL_BYTES", 1)      # one image per block
     monkeypatch.setattr(K, "_SHIFTED_BYTES", 1)
     monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1 if shifted else 10 ** 9)
-    monkeypatch.setitem(K._state, "pool", None)
+    monkeypatch.setitem(ortkernels.state, "pool", None)
     r = np.random.default_rng(9)
     x = r.standard_normal((images, 16, 9, 9)).astype(np.float32)
     g = r.standard_normal((images, 24, 9, 9)).astype(np.float32)
@@ -222,7 +223,7 @@ def test_weight_gradient_split_between_threads(monkeypatch, threads, images, shi
             pytest.skip(f"this BLAS cannot run {threads} threads here")
         split = K.conv_weight_grad(x, g, *args)
         assert K._blas_threads() == threads
-    assert K._state["pool"]._max_workers == min(threads, images)     # the split ran
+    assert ortkernels.state["pool"]._max_workers == min(threads, images)     # the split ran
     np.testing.assert_allclose(split, one, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(split, _weight_grad_reference(x, g, (3, 3), ((1, 1), (1, 1))), rtol=1e-4, atol=1e-3)
 

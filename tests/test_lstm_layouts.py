@@ -64,3 +64,25 @@ def test_layouts_agree(peep, kw, monkeypatch):
 
 def test_the_benchmark_sizes_pick_their_layout():
     assert 128 < R._COLS_MIN_H <= 512          # bench_lstm's hidden 128: rows; bench_midsize's 512: cols
+
+
+@pytest.mark.parametrize("peep", [False, True])
+def test_float32_steps_on_mlas_match_float64(peep, monkeypatch):
+    """At a size where each step's [4H, H] x [H, N] product runs on MLAS (ortkernels), the
+    float32 layer gives the float64 layer's outputs and gradients."""
+    from archdsl.autodiff import ortkernels
+    a = _args(peep, True, seed=5, N=32, T=3, C=16, H=256)
+    a[2] *= 0.1                                         # keep the recurrence well conditioned
+    assert ortkernels.thin_matmul(a[2].astype(np.float32), np.zeros((256, 32), np.float32))
+    ortkernels.sessions.clear()
+    res = {}
+    for dt in (np.float32, np.float64):
+        args = [ad.tensor(x.astype(dt), requires_grad=True) for x in a]
+        outs = _fn(peep, True, reverse=True)(*args)
+        r = np.random.default_rng(0)
+        ad.backward(sum((o * ad.tensor(r.standard_normal(o.shape).astype(dt))).sum() for o in outs))
+        res[dt] = [o.data for o in outs] + [x.grad for x in args]
+    assert any(key[0] == "matmul" for key in ortkernels.sessions)
+    for got, ref in zip(res[np.float32], res[np.float64]):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())

@@ -31,13 +31,15 @@ stay on the NumPy kernels. Set ARCHDSL_CONV=numpy to turn this module off.
 from __future__ import annotations
 
 import math
-import os
-from collections import OrderedDict
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import ortkernels
 from .im2col import _input_grad, _wmat
+from .ortkernels import blas_threads as _blas_threads
+from .ortkernels import run as _run
+from .ortkernels import session as _session
 
 __all__ = ["plan", "conv", "conv_transpose", "conv_forward", "conv_input_grad", "conv_weight_grad"]
 
@@ -45,7 +47,6 @@ __all__ = ["plan", "conv", "conv_transpose", "conv_forward", "conv_input_grad", 
 # blocked kernel idles): multiply-accumulates per call, and output positions per image.
 MIN_MACS = 20_000_000
 MIN_POSITIONS = 64
-_CACHE_SIZE = 96
 _IM2COL_BYTES = 4 << 20        # weight gradient: im2col block size (a few images), and its
 _IM2COL_ROWS = 2048            # least number of rows (small images: the GEMM needs the length)
 # Weight gradient by shifted GEMMs (no im2col) from these sizes: output positions per image (on
@@ -55,118 +56,22 @@ SHIFTED_POSITIONS = 64
 SHIFTED_CHANNELS = 16
 _SHIFTED_BYTES = 512 << 10
 
-_state: dict = {}
-_sessions: OrderedDict = OrderedDict()
-
-
-def _enabled() -> bool:
-    if "ok" not in _state:
-        ok = os.environ.get("ARCHDSL_CONV", "") != "numpy"
-        if ok:
-            try:
-                import onnx  # noqa: F401  (both build and run the sessions)
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                ok = False
-        _state["ok"] = ok
-    return _state["ok"]
-
-
-def _blas_threads() -> int:
-    """The BLAS thread count now (threadpool_limits may change it): ONNX Runtime's follows it."""
-    if "blas" not in _state:
-        ctl = None
-        try:
-            from threadpoolctl import ThreadpoolController
-            libs = ThreadpoolController().select(user_api="blas").lib_controllers
-            ctl = libs[0] if libs else None
-        except Exception:       # threadpoolctl missing or a BLAS it cannot drive: one thread
-            ctl = None
-        _state["blas"] = ctl
-    ctl = _state["blas"]
-    return max(1, int(ctl.num_threads)) if ctl is not None else 1
-
-
-def _session(key, build):
-    """The cached session for `key` (built by build() -> (nodes, inputs)), with its IOBinding."""
-    hit = _sessions.get(key)
-    if hit is not None:
-        _sessions.move_to_end(key)
-        return hit
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-    nodes, inputs = build()
-    graph = helper.make_graph(nodes, "k", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("com.microsoft.nchwc", 1)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = key[-1]
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    if _shared_arena():
-        so.add_session_config_entry("session.use_env_allocators", "1")
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    hit = (sess, sess.io_binding())
-    _sessions[key] = hit
-    if len(_sessions) > _CACHE_SIZE:
-        _sessions.popitem(last=False)
-    return hit
-
-
-def _shared_arena() -> bool:
-    """All sessions take their scratch (NCHWc copies of inputs and outputs) from one arena of the
-    ONNX Runtime environment: it grows to the largest call's needs once and is reused from then
-    on, instead of an arena per session or a malloc per call interleaving with NumPy's arrays."""
-    if "arena" not in _state:
-        import onnxruntime as ort
-        try:
-            ort.create_and_register_allocator(
-                ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT),
-                ort.OrtArenaCfg(0, 1, -1, -1))       # no cap, grow by what is asked, defaults
-            _state["arena"] = True
-        except Exception:       # registered already (by another user of the process), or refused
-            _state["arena"] = False
-    return _state["arena"]
-
-
-def _run(key, build, feeds, out_shape):
-    """Run the session for `key` on C-contiguous float32 `feeds`, into a fresh NumPy array."""
-    from onnxruntime import OrtValue
-    sess, io = _session(key, build)
-    out = np.empty(out_shape, np.float32)
-    # OrtValues wrap the arrays without copying; unlike bind_cpu_input, whose reference to the
-    # array outlives clear_binding_inputs (every session would keep its last input alive),
-    # they are released with the binding
-    for name, arr in feeds.items():
-        io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(arr))
-    io.bind_output("Y", "cpu", 0, np.float32, out_shape, out.ctypes.data)
-    try:
-        sess.run_with_iobinding(io)
-    finally:
-        io.clear_binding_inputs()
-        io.clear_binding_outputs()
-    return out
 
 
 def _block() -> int:
     """MLAS's NCHWc channel block (16 with AVX-512, 8 with AVX2), or 0 where it has none."""
-    if "block" not in _state:
+    if "block" not in ortkernels.state:
         from onnx import helper
         try:
             # ReorderInput pads 4 channels up to one block
             sess, _ = _session(("block", 1), lambda: (
                 [helper.make_node("ReorderInput", ["X"], ["Y"], domain="com.microsoft.nchwc")], [("X", [1, 4, 1, 1])]))
             y = sess.run(None, {"X": np.ones((1, 4, 1, 1), np.float32)})[0]
-            _state["block"] = int(y.shape[1]) if y.shape[1] >= 8 else 0
+            ortkernels.state["block"] = int(y.shape[1]) if y.shape[1] >= 8 else 0
         except Exception:       # no NCHWc kernels on this CPU or build: plain Conv nodes only
-            _state["block"] = 0
-        _sessions.pop(("block", 1), None)
-    return _state["block"]
+            ortkernels.state["block"] = 0
+        ortkernels.sessions.pop(("block", 1), None)
+    return ortkernels.state["block"]
 
 
 # -- which calls come here ---------------------------------------------------------------------------
@@ -176,7 +81,7 @@ def plan(xshape, wshape, dtype, stride, dil, pads, groups):
     else None: float32, 2-D, padding not negative, channel groups at least 8 wide, and large
     enough that a session run's overhead does not matter (small convolutions, like the digits
     CNN's, are bound by per-call overhead, where NumPy's kernels are faster)."""
-    if len(xshape) != 4 or dtype != np.float32 or not _enabled():
+    if len(xshape) != 4 or dtype != np.float32 or not ortkernels.enabled("conv"):
         return None
     if any(b < 0 or a < 0 for b, a in pads):
         return None
@@ -367,7 +272,7 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
         acc = part(x, g, wshape, stride, dil, pads, groups, 0, N, step)
     else:
         bounds = [round(N * i / n) for i in range(n + 1)]
-        ctl = _state["blas"]
+        ctl = ortkernels.state["blas"]
         before = ctl.num_threads         # may exceed n (fewer blocks than threads)
         pool = _workers(n)
         ctl.set_num_threads(1)
@@ -386,12 +291,12 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
 
 def _workers(n):
     """A thread pool of n workers, kept (NumPy's copies and GEMMs release the GIL)."""
-    pool = _state.get("pool")
+    pool = ortkernels.state.get("pool")
     if pool is None or pool._max_workers != n:
         from concurrent.futures import ThreadPoolExecutor
         if pool is not None:
             pool.shutdown()
-        pool = _state["pool"] = ThreadPoolExecutor(n, thread_name_prefix="archdsl-conv")
+        pool = ortkernels.state["pool"] = ThreadPoolExecutor(n, thread_name_prefix="archdsl-conv")
     return pool
 
 

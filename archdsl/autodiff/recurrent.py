@@ -58,7 +58,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import row_sum
+from . import ortkernels
+from ._arrays import contiguous, row_sum
 from .tensor import defprim
 
 __all__ = ["lstm_layer", "gru_layer", "rnn_layer"]
@@ -67,13 +68,13 @@ __all__ = ["lstm_layer", "gru_layer", "rnn_layer"]
 def _to_tm(a, reverse):
     """Batch-first [N, T, ...] -> time-major [T, N, ...] in processing order (a contiguous copy)."""
     a = a.transpose(1, 0, 2)
-    return np.ascontiguousarray(a[::-1] if reverse else a)
+    return contiguous(a[::-1] if reverse else a)
 
 
 def _from_tm(a, reverse):
     """Time-major [T, N, ...] in processing order -> batch-first [N, T, ...], original order."""
     a = a.transpose(1, 0, 2)
-    return np.ascontiguousarray(a[:, ::-1] if reverse else a)
+    return contiguous(a[:, ::-1] if reverse else a)
 
 
 class _Padded:
@@ -102,7 +103,7 @@ class _Padded:
         return self.perm(a.transpose(1, 0, 2))
 
     def from_tm(self, a):
-        return np.ascontiguousarray(self.perm(a).transpose(1, 0, 2))
+        return contiguous(self.perm(a).transpose(1, 0, 2))
 
     def final(self, S):
         """The state after each row's last valid step, from per-step states S [T, N, H]."""
@@ -413,7 +414,7 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
         if bias is not None:
             XP += bias[:, None]
         # G[t] [4H, N]: step t's input projection, then its pre-activations, then its gates
-        G = np.ascontiguousarray(XP.reshape(H4, T, N).transpose(1, 0, 2))
+        G = contiguous(XP.reshape(H4, T, N).transpose(1, 0, 2))
         del XP
         zh = np.empty((H4, N), dt)
         HH = np.empty((T + 1, H, N), dt)
@@ -423,7 +424,7 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
     TC = np.empty((T, H, N), dt)                         # tanh(c_t)
     tmp = np.empty((H, N), dt)
     peep = None if p_i is None else tuple(0.5 * p[:, None].astype(dt) for p in (p_i, p_f, p_o))
-    matmul = np.matmul
+    matmul = ortkernels.matmul      # [4H, K] x [K, N]: MLAS's shape (see ortkernels)
     for t in range(T):
         z = G[t]
         c = CC[t]
@@ -459,12 +460,12 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
             dh = np.zeros((H, N), dt)
             dc_next = np.zeros((H, N), dt)
         dZ = np.empty((T, H4, N), dt)
-        WhT = np.ascontiguousarray(Wh.T)                 # [H, 4H]
+        WhT = contiguous(Wh.T)                 # [H, 4H]
         _bptt(G.reshape(T, 4, H, N), TC, CC, dY, dZ.reshape(T, 4, H, N), lambda t: matmul(WhT, dZ[t], out=dh),
               dh, dc_next, DC, tuple(p[:, None] for p in (p_i, p_f, p_o)) if peep else None, True)
         # every weight and bias gradient from [4H, T*N] (one transposing copy, then large GEMMs)
-        dZ2 = np.ascontiguousarray(dZ.transpose(1, 0, 2)).reshape(H4, T * N)
-        Hp = np.ascontiguousarray(HH[:T].transpose(0, 2, 1)).reshape(T * N, H)
+        dZ2 = contiguous(dZ.transpose(1, 0, 2)).reshape(H4, T * N)
+        Hp = contiguous(HH[:T].transpose(0, 2, 1)).reshape(T * N, H)
         dw_ih = np.empty_like(Wi)
         dw_ih[perm] = dZ2 @ X2
         dw_hh = np.empty_like(Wh)
@@ -519,12 +520,12 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
     h = h0_ = _state(h0, N, H, dt)
     mul, add, sub, tanh, matmul = np.multiply, np.add, np.subtract, np.tanh, np.matmul
     if lbr:
-        WhT = np.ascontiguousarray((Wh * scale[:, None]).T)     # [H, 3H]
+        WhT = contiguous((Wh * scale[:, None]).T)     # [H, 3H]
         hw = np.empty((N, H3), dt)
         tmp = np.empty((N, H), dt)
     else:
-        WhT = np.ascontiguousarray(0.5 * Wh[:H2].T)             # [H, 2H]
-        WhT_n = np.ascontiguousarray(Wh[H2:].T)                  # [H, H]
+        WhT = contiguous(0.5 * Wh[:H2].T)             # [H, 2H]
+        WhT_n = contiguous(Wh[H2:].T)                  # [H, H]
         hw = np.empty((N, H2), dt)
         tmp = np.empty((N, H), dt)
     for t in range(T):
@@ -640,7 +641,7 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tan
     Y = (X2 @ Wi.T).reshape(T, N, H)                     # input projections, then h_t in place
     if b_ih is not None:
         Y += b_ih + b_hh
-    WhT = np.ascontiguousarray(Wh.T)
+    WhT = contiguous(Wh.T)
     relu = nonlinearity == "relu"
     h = h0_ = _state(h0, N, H, dt)
     buf = np.empty((N, H), dt)

@@ -8,7 +8,7 @@ import builtins as _b
 
 import numpy as np
 
-from ._arrays import pad_array
+from ._arrays import contiguous, pad_array
 from .tensor import Tensor, _GRAD, _const, _scalar_op, _ub, _wrap, _take_grad, record, record_multi
 
 __all__ = ['expand_dims', 'squeeze', 'broadcast_to', 'concat', 'stack', 'split', 'unstack', 'take', 'pad', 'roll',
@@ -78,7 +78,7 @@ def split(x, sizes, axis=0):
     lead = (slice(None),) * (axis % xd.ndim)
     # contiguous pieces: the ops that follow (a gate's sigmoid) run about twice as fast on them
     # as on strided views, which more than pays for the copy (np.split itself is slow, too)
-    pieces = [np.ascontiguousarray(xd[lead + (slice(a, a + k),)]) for a, k in zip(starts, sizes)]
+    pieces = [contiguous(xd[lead + (slice(a, a + k),)]) for a, k in zip(starts, sizes)]
     if not (x.requires_grad and _GRAD[0]):
         return [_const(p) for p in pieces]
 
@@ -233,5 +233,5 @@ def resample(x, mats: dict):
                 g = g.reshape(shp[:axis] + (shp[axis] // k, k) + shp[axis + 1:]).sum(axis=axis + 1)
             else:
                 g = np.moveaxis(np.moveaxis(g, axis, -1) @ m.T, -1, axis)
-        return (np.ascontiguousarray(g),)
-    return _scalar_op(x, np.ascontiguousarray(out), vjp)
+        return (contiguous(g),)
+    return _scalar_op(x, contiguous(out), vjp)

@@ -1,0 +1,161 @@
+"""ONNX Runtime's CPU kernels (MLAS, a dependency already) called on NumPy arrays, where they beat
+NumPy's own (issue 21): one cached session per (kind, shapes, threads) holding one node, with the
+arrays bound in place (IOBinding: no copies). convkernels.py runs large convolutions through it,
+and `matmul` the GEMMs whose shape OpenBLAS handles poorly.
+
+Why the GEMMs: a recurrent layer's step multiplies a large weight by a thin state, [4H, H] x
+[H, N] with N the batch. Measured on this project's 2-core Xeon (one thread, float32,
+/tmp-style microbenchmark recorded in bench/midsize.md): OpenBLAS 0.3.31 reaches 70-85 GFLOP/s on
+2048x512x32 and 512x2048x32, MLAS 140-145 and MKL (torch) 120-130. On square-ish GEMMs
+OpenBLAS is as fast as MLAS or faster, so only thin products come here.
+
+Sessions take their scratch from one arena of the ONNX Runtime environment, their threads follow
+the BLAS thread count (threadpoolctl), without spinning. float32 only: float64 (gradient checks)
+stays on NumPy. ARCHDSL_KERNELS=numpy turns every kernel here off (ARCHDSL_CONV=numpy, the
+convolutions only).
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+__all__ = ["enabled", "blas_threads", "run", "matmul", "thin_matmul"]
+
+_CACHE_SIZE = 96
+# A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
+# (MLAS is fast on that shape only: on its transpose, [N, K] x [K, M], it is as slow as
+# OpenBLAS), with at least MIN_MACS multiply-accumulates: below that a session run's overhead
+# (~12 us) outweighs the gain.
+THIN_N = 64
+TALL_M = 256
+MIN_MACS = 1 << 21
+
+state: dict = {}
+sessions: OrderedDict = OrderedDict()
+
+
+def enabled(kind: str = "") -> bool:
+    """Whether ONNX Runtime kernels may run (onnxruntime importable, not turned off by the
+    environment); kind "conv" also honours ARCHDSL_CONV."""
+    if "ok" not in state:
+        ok = os.environ.get("ARCHDSL_KERNELS", "") != "numpy"
+        if ok:
+            try:
+                import onnx  # noqa: F401  (both build and run the sessions)
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                ok = False
+        state["ok"] = ok
+    if kind == "conv" and os.environ.get("ARCHDSL_CONV", "") == "numpy":
+        return False
+    return state["ok"]
+
+
+def blas_threads() -> int:
+    """The BLAS thread count now (threadpool_limits may change it): ONNX Runtime's follows it."""
+    if "blas" not in state:
+        ctl = None
+        try:
+            from threadpoolctl import ThreadpoolController
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            ctl = libs[0] if libs else None
+        except Exception:       # threadpoolctl missing or a BLAS it cannot drive: one thread
+            ctl = None
+        state["blas"] = ctl
+    ctl = state["blas"]
+    return max(1, int(ctl.num_threads)) if ctl is not None else 1
+
+
+def session(key, build):
+    """The cached session for `key` (its last item the thread count; built by build() ->
+    (nodes, inputs)), with its IOBinding."""
+    hit = sessions.get(key)
+    if hit is not None:
+        sessions.move_to_end(key)
+        return hit
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    nodes, inputs = build()
+    graph = helper.make_graph(nodes, "k", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft.nchwc", 1)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = key[-1]
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if _shared_arena():
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    hit = (sess, sess.io_binding())
+    sessions[key] = hit
+    if len(sessions) > _CACHE_SIZE:
+        sessions.popitem(last=False)
+    return hit
+
+
+def _shared_arena() -> bool:
+    """All sessions take their scratch (NCHWc copies of inputs and outputs) from one arena of the
+    ONNX Runtime environment: it grows to the largest call's needs once and is reused from then
+    on, instead of an arena per session or a malloc per call interleaving with NumPy's arrays."""
+    if "arena" not in state:
+        import onnxruntime as ort
+        try:
+            ort.create_and_register_allocator(
+                ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT),
+                ort.OrtArenaCfg(0, 1, -1, -1))       # no cap, grow by what is asked, defaults
+            state["arena"] = True
+        except Exception:       # registered already (by another user of the process), or refused
+            state["arena"] = False
+    return state["arena"]
+
+
+def run(key, build, feeds, out_shape, out=None):
+    """Run the session for `key` on C-contiguous float32 `feeds`, into `out` (C-contiguous
+    float32 of out_shape) or a fresh NumPy array."""
+    from onnxruntime import OrtValue
+    sess, io = session(key, build)
+    if out is None:
+        out = np.empty(out_shape, np.float32)
+    # OrtValues wrap the arrays without copying; unlike bind_cpu_input, whose reference to the
+    # array outlives clear_binding_inputs (every session would keep its last input alive),
+    # they are released with the binding
+    for name, arr in feeds.items():
+        io.bind_ortvalue_input(name, OrtValue.ortvalue_from_numpy(arr))
+    io.bind_output("Y", "cpu", 0, np.float32, out_shape, out.ctypes.data)
+    try:
+        sess.run_with_iobinding(io)
+    finally:
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+    return out
+
+
+def thin_matmul(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether matmul(a, b) would run on MLAS: 2-D C-contiguous float32 operands, a tall thin
+    product (see THIN_N) large enough to pay for a session run."""
+    if a.dtype != np.float32 or b.dtype != np.float32 or a.ndim != 2 or b.ndim != 2:
+        return False
+    M, K = a.shape
+    N = b.shape[1]
+    return (N <= THIN_N and M >= TALL_M and M * K * N >= MIN_MACS and a.flags.c_contiguous
+            and b.flags.c_contiguous and enabled())
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b (into out when given, C-contiguous), on MLAS when thin_matmul(a, b), else NumPy."""
+    if not thin_matmul(a, b) or (out is not None and not (out.flags.c_contiguous and out.dtype == np.float32)):
+        return np.matmul(a, b, out=out)
+    M, K = a.shape
+    N = b.shape[1]
+
+    def build():
+        from onnx import helper
+        return [helper.make_node("MatMul", ["A", "B"], ["Y"])], [("A", [M, K]), ("B", [K, N])]
+    return run(("matmul", M, K, N, blas_threads()), build, {"A": a, "B": b}, (M, N), out)
