@@ -67,21 +67,24 @@ def test_the_benchmark_sizes_pick_their_layout():
 
 
 @pytest.mark.parametrize("peep", [False, True])
-def test_float32_steps_on_mlas_match_float64(peep, monkeypatch):
-    """At a size where each step's [4H, H] x [H, N] product runs on MLAS (ortkernels), the
-    float32 layer gives the float64 layer's outputs and gradients."""
+def test_float32_steps_on_mlas_match_float64(peep):
+    """At a size where each step's [4H, H] x [H, N] product runs on MLAS (ortkernels, one BLAS
+    thread), the float32 layer gives the float64 layer's outputs and gradients."""
+    from threadpoolctl import threadpool_limits
+
     from archdsl.autodiff import ortkernels
     a = _args(peep, True, seed=5, N=32, T=3, C=16, H=256)
     a[2] *= 0.1                                         # keep the recurrence well conditioned
-    assert ortkernels.thin_matmul(a[2].astype(np.float32), np.zeros((256, 32), np.float32))
-    ortkernels.sessions.clear()
     res = {}
-    for dt in (np.float32, np.float64):
-        args = [ad.tensor(x.astype(dt), requires_grad=True) for x in a]
-        outs = _fn(peep, True, reverse=True)(*args)
-        r = np.random.default_rng(0)
-        ad.backward(sum((o * ad.tensor(r.standard_normal(o.shape).astype(dt))).sum() for o in outs))
-        res[dt] = [o.data for o in outs] + [x.grad for x in args]
+    with threadpool_limits(1, user_api="blas"):
+        assert ortkernels.thin_matmul(a[2].astype(np.float32), np.zeros((256, 32), np.float32))
+        ortkernels.sessions.clear()
+        for dt in (np.float32, np.float64):
+            args = [ad.tensor(x.astype(dt), requires_grad=True) for x in a]
+            outs = _fn(peep, True, reverse=True)(*args)
+            r = np.random.default_rng(0)
+            ad.backward(sum((o * ad.tensor(r.standard_normal(o.shape).astype(dt))).sum() for o in outs))
+            res[dt] = [o.data for o in outs] + [x.grad for x in args]
     assert any(key[0] == "matmul" for key in ortkernels.sessions)
     for got, ref in zip(res[np.float32], res[np.float64]):
         assert got.dtype == np.float32

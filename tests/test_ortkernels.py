@@ -9,6 +9,14 @@ import pytest
 from archdsl.autodiff import ortkernels as K
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """MLAS takes thin products at one BLAS thread only (see ortkernels.thin_matmul)."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 def _pair(M, Kd, N, dtype=np.float32, seed=0):
     r = np.random.default_rng(seed)
     return r.standard_normal((M, Kd)).astype(dtype), r.standard_normal((Kd, N)).astype(dtype)
@@ -47,6 +55,14 @@ def test_other_products_stay_on_numpy(case):
     got = K.matmul(a, b, out=out)
     assert not any(key[0] == "matmul" for key in K.sessions)
     np.testing.assert_array_equal(got, np.matmul(a, b))
+
+
+def test_more_blas_threads_keep_thin_products_on_numpy():
+    from threadpoolctl import threadpool_limits
+    a, b = _pair(2048, 512, 32)
+    with threadpool_limits(2, user_api="blas"):
+        assert K.blas_threads() == 2
+        assert not K.thin_matmul(a, b)
 
 
 def test_turned_off_by_the_environment(monkeypatch):

@@ -26,8 +26,11 @@ __all__ = ["enabled", "blas_threads", "run", "matmul", "thin_matmul"]
 _CACHE_SIZE = 96
 # A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
 # (MLAS is fast on that shape only: on its transpose, [N, K] x [K, M], it is as slow as
-# OpenBLAS), with at least MIN_MACS multiply-accumulates: below that a session run's overhead
-# (~12 us) outweighs the gain.
+# OpenBLAS), with at least MIN_MACS multiply-accumulates (below that a session run's overhead,
+# ~12 us, outweighs the gain), and only with one BLAS thread: with more, OpenBLAS's spinning
+# threads split such a product well, while ONNX Runtime's pool (not spinning: it would compete
+# with NumPy's work between calls) wakes its workers on every call (LSTM LM of
+# bench/bench_midsize.py at 2 threads: 178 ms per step on OpenBLAS, 203-223 ms on MLAS).
 THIN_N = 64
 TALL_M = 256
 MIN_MACS = 1 << 21
@@ -70,16 +73,17 @@ def blas_threads() -> int:
 
 def session(key, build):
     """The cached session for `key` (its last item the thread count; built by build() ->
-    (nodes, inputs)), with its IOBinding."""
+    (nodes, inputs[, output names], default ["Y"])), with its IOBinding."""
     hit = sessions.get(key)
     if hit is not None:
         sessions.move_to_end(key)
         return hit
     import onnxruntime as ort
     from onnx import TensorProto, helper
-    nodes, inputs = build()
+    nodes, inputs, *outputs = build()
     graph = helper.make_graph(nodes, "k", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                               for n in (outputs[0] if outputs else ["Y"])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid("com.microsoft.nchwc", 1)])
     model.ir_version = 8
@@ -139,13 +143,13 @@ def run(key, build, feeds, out_shape, out=None):
 
 def thin_matmul(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether matmul(a, b) would run on MLAS: 2-D C-contiguous float32 operands, a tall thin
-    product (see THIN_N) large enough to pay for a session run."""
+    product (see THIN_N) large enough to pay for a session run, one BLAS thread."""
     if a.dtype != np.float32 or b.dtype != np.float32 or a.ndim != 2 or b.ndim != 2:
         return False
     M, K = a.shape
     N = b.shape[1]
     return (N <= THIN_N and M >= TALL_M and M * K * N >= MIN_MACS and a.flags.c_contiguous
-            and b.flags.c_contiguous and enabled())
+            and b.flags.c_contiguous and enabled() and blas_threads() == 1)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
