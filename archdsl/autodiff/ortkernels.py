@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["enabled", "blas_threads", "run", "matmul", "thin_matmul"]
+__all__ = ["enabled", "blas_threads", "run", "matmul", "thin", "thin_matmul"]
 
 _CACHE_SIZE = 96
 # A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
@@ -141,15 +141,18 @@ def run(key, build, feeds, out_shape, out=None):
     return out
 
 
+def thin(M: int, K: int, N: int, dtype) -> bool:
+    """Whether a float `dtype` product [M, K] x [K, N] of C-contiguous operands runs on MLAS:
+    float32, tall and thin (see THIN_N), large enough to pay for a session run, one BLAS thread."""
+    return (dtype == np.float32 and N <= THIN_N and M >= TALL_M and M * K * N >= MIN_MACS
+            and enabled() and blas_threads() == 1)
+
+
 def thin_matmul(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether matmul(a, b) would run on MLAS: 2-D C-contiguous float32 operands, a tall thin
-    product (see THIN_N) large enough to pay for a session run, one BLAS thread."""
-    if a.dtype != np.float32 or b.dtype != np.float32 or a.ndim != 2 or b.ndim != 2:
+    """Whether matmul(a, b) would run on MLAS: 2-D C-contiguous operands of a `thin` product."""
+    if a.dtype != b.dtype or a.ndim != 2 or b.ndim != 2:
         return False
-    M, K = a.shape
-    N = b.shape[1]
-    return (N <= THIN_N and M >= TALL_M and M * K * N >= MIN_MACS and a.flags.c_contiguous
-            and b.flags.c_contiguous and enabled() and blas_threads() == 1)
+    return a.flags.c_contiguous and b.flags.c_contiguous and thin(a.shape[0], a.shape[1], b.shape[1], a.dtype)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

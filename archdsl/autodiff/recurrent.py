@@ -385,10 +385,12 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
     Wh = w_hh[perm].astype(dt, copy=False)               # [4H, H]
     # The recurrence runs transposed, features by batch: z_t [4H, N] = Wh h_{t-1} + (Wi x_t + b),
     # so each step's matmul is [4H, H] x [H, N] (OpenBLAS runs this shape ~20% faster than
-    # [N, H] x [H, 4H] for a small batch) and each gate is a contiguous [H, N] block of rows.
+    # [N, H] x [H, 4H] for a small batch, and MLAS twice as fast at one thread: ortkernels) and
+    # each gate is a contiguous [H, N] block of rows.
     # Rows of the sigmoid gates are scaled by 1/2: sigma(z) = (tanh(z/2) + 1)/2, so one tanh
-    # covers every gate. Wide inputs (C >= _FOLD_C) get their projection for all T steps from one
-    # large GEMM before the loop, added per step; narrow ones are folded into the step's matmul,
+    # covers every gate. Wide inputs (C >= _FOLD_C, on OpenBLAS) get their projection for all T
+    # steps from one large GEMM before the loop, added per step; others are folded into the
+    # step's matmul,
     # [Wi | b | Wh] x [x_t; 1; h_{t-1}] (a projection, its copy and an add per step cost more
     # there than the few extra columns).
     scale = np.full((H4, 1), 0.5, dt)
@@ -396,7 +398,11 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
     X2 = (_to_tm(x, reverse) if pad is None else pad.to_tm(x)).reshape(T * N, C)   # [(t, n), C]
     bias = None if b_ih is None else (b_ih + b_hh)[perm].astype(dt, copy=False) * scale[:, 0]
     Whs = Wh * scale
-    fold = C < _FOLD_C
+    # Folded when the step's product runs on MLAS too (one BLAS thread): there a wider step
+    # product costs what the projection would, and the projection's copy and adds are saved
+    # (LSTM LM, bench_midsize: 0.81-0.83x torch folded, 0.80x projected); with OpenBLAS threads
+    # the large projection GEMM splits better (2 threads: 1.05-1.09x projected, 0.90-0.95x folded).
+    fold = C < _FOLD_C or ortkernels.thin(H4, C + 1 + H, N, dt)
     if fold:
         K = C + 1 + H
         XH = np.empty((T + 1, K, N), dt)                 # [x_t; 1; h_{t-1}] per step, transposed
@@ -463,13 +469,19 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
         WhT = contiguous(Wh.T)                 # [H, 4H]
         _bptt(G.reshape(T, 4, H, N), TC, CC, dY, dZ.reshape(T, 4, H, N), lambda t: matmul(WhT, dZ[t], out=dh),
               dh, dc_next, DC, tuple(p[:, None] for p in (p_i, p_f, p_o)) if peep else None, True)
-        # every weight and bias gradient from [4H, T*N] (one transposing copy, then large GEMMs)
+        # every weight and bias gradient from [4H, T*N] (one transposing copy), both weights'
+        # from one GEMM against [x_t | h_{t-1}] rows (a wider product runs closer to peak)
         dZ2 = contiguous(dZ.transpose(1, 0, 2)).reshape(H4, T * N)
-        Hp = contiguous(HH[:T].transpose(0, 2, 1)).reshape(T * N, H)
+        XHp = np.empty((T, N, C + H), dt)
+        XHp[..., :C] = X2.reshape(T, N, C)
+        for t in range(T):
+            XHp[t, :, C:] = HH[t].T
+        dW = dZ2 @ XHp.reshape(T * N, C + H)
         dw_ih = np.empty_like(Wi)
-        dw_ih[perm] = dZ2 @ X2
+        dw_ih[perm] = dW[:, :C]
         dw_hh = np.empty_like(Wh)
-        dw_hh[perm] = dZ2 @ Hp
+        dw_hh[perm] = dW[:, C:]
+        del dW, XHp
         dX = (dZ2.T @ Wi).reshape(T, N, C)
         dx = _from_tm(dX, reverse) if pad is None else pad.from_tm(dX)
         db_ih = db_hh = None
