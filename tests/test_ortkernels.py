@@ -86,3 +86,44 @@ def test_blocked_contiguous_copies_are_exact(shape, axes, monkeypatch):
     np.testing.assert_array_equal(got, a)
     b = np.ascontiguousarray(a)
     assert _arrays.contiguous(b) is b                         # no copy of a contiguous array
+
+
+def test_wide_products_with_a_transposed_weight_run_transposed_on_mlas():
+    """[M, K] x [K, N] with M <= THIN_N and b a transposed view: (b.T @ a.T).T on MLAS."""
+    h, w = _pair(32, 512, 1536)
+    wt = np.ascontiguousarray(w.T).T                    # b.T C-contiguous, as the GRU passes it
+    K.sessions.clear()
+    out = np.empty((32, 1536), np.float32)
+    got = K.matmul(h, wt, out=out)
+    assert got is out and ("matmul", 1536, 512, 32, 1) in K.sessions
+    ref = h.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_array_equal(K.matmul(h, wt), got)
+    K.sessions.clear()
+    K.matmul(h, np.ascontiguousarray(wt))                # b C-contiguous: NumPy's
+    assert not K.sessions
+
+
+@pytest.mark.parametrize("layer", ["gru", "gru-reset-after", "rnn"])
+def test_recurrent_steps_on_mlas_match_float64(layer):
+    """GRU and Elman steps at sizes where their wide step products run on MLAS (transposed):
+    float32 outputs and gradients equal float64's."""
+    from archdsl import autodiff as ad
+    from archdsl.autodiff import recurrent as R
+    G, N, H = (1, 16, 1024) if layer == "rnn" else (3, 32, 512)
+    r = np.random.default_rng(3)
+    a = [r.standard_normal(s) * 0.05 for s in [(N, 3, 8), (G * H, 8), (G * H, H), (G * H,), (G * H,), (N, H)]]
+    kw = {} if layer == "rnn" else {"linear_before_reset": layer == "gru"}
+    fn = R.rnn_layer if layer == "rnn" else R.gru_layer
+    res = {}
+    K.sessions.clear()
+    for dt in (np.float32, np.float64):
+        args = [ad.tensor(x.astype(dt), requires_grad=True) for x in a]
+        y, hn = fn(*args, reverse=True, **kw)
+        u = ad.tensor(np.random.default_rng(7).standard_normal(y.shape).astype(dt))
+        ad.backward((y * u).sum() + hn.sum())
+        res[dt] = [y.data, hn.data] + [x.grad for x in args]
+    assert any(key[0] == "matmul" for key in K.sessions)
+    for got, ref in zip(res[np.float32], res[np.float64]):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())

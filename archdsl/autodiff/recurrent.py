@@ -530,14 +530,17 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
     Y = np.empty((T, N, H), dt)
     S = np.empty((T, N, H), dt)          # lbr: R_n h + b_hn; else: r * h_prev
     h = h0_ = _state(h0, N, H, dt)
-    mul, add, sub, tanh, matmul = np.multiply, np.add, np.subtract, np.tanh, np.matmul
+    mul, add, sub, tanh = np.multiply, np.add, np.subtract, np.tanh
+    # the step's h [N, H] x Wh^T: wide products that ortkernels.matmul runs transposed on MLAS
+    # (at one BLAS thread), so the weights are passed as transposed views of C-contiguous arrays
+    matmul = ortkernels.matmul
     if lbr:
-        WhT = contiguous((Wh * scale[:, None]).T)     # [H, 3H]
+        WhT = (Wh * scale[:, None]).T                 # [H, 3H]
         hw = np.empty((N, H3), dt)
         tmp = np.empty((N, H), dt)
     else:
-        WhT = contiguous(0.5 * Wh[:H2].T)             # [H, 2H]
-        WhT_n = contiguous(Wh[H2:].T)                  # [H, H]
+        WhT = (0.5 * Wh[:H2]).T                       # [H, 2H]
+        WhT_n = Wh[H2:].T                             # [H, H]
         hw = np.empty((N, H2), dt)
         tmp = np.empty((N, H), dt)
     for t in range(T):
@@ -577,6 +580,7 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
         dn_fac = (1.0 - Z) * (1.0 - Nn * Nn)            # dzn = dh * dn_fac
         dz_fac = (Hprev - Nn) * Z * (1.0 - Z)           # dz_z = dh * dz_fac
         D = np.empty((T, N, H3), dt)
+        WhF = contiguous(Wh.T).T                      # Wh [3H, H] as a transposed view (see above)
         if lbr:
             dr_fac = S * R * (1.0 - R)                  # dz_r = dzn * dr_fac
             DZN = np.empty((T, N, H), dt)               # D[..., 2H:] holds dzn * r (for R_n)
@@ -589,7 +593,7 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
                 mul(dzn, dr_fac[t], out=d[:, :H])
                 mul(dh, dz_fac[t], out=d[:, H:H2])
                 mul(dzn, R[t], out=d[:, H2:])
-                dh_next = d @ Wh
+                dh_next = matmul(d, WhF)
                 dh *= Z[t]
                 dh_next += dh
             D2 = D.reshape(T * N, H3)
@@ -606,17 +610,17 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
                 db_ih = np.concatenate([db_hh[:H2], DZN2.sum(axis=0)])
         else:
             dsr = R * (1.0 - R) * Hprev                 # dz_r = d(r*h) * dsr
-            Wh_rz, Wh_n = Wh[:H2], Wh[H2:]
+            Wh_rz, Wh_n = WhF[:H2], WhF[H2:]
             for t in range(T - 1, -1, -1):
                 dh = dh_next
                 dh += dY[t]
                 d = D[t]
                 dzn = d[:, H2:]
                 mul(dh, dn_fac[t], out=dzn)
-                drh = dzn @ Wh_n
+                drh = matmul(dzn, Wh_n)
                 mul(drh, dsr[t], out=d[:, :H])
                 mul(dh, dz_fac[t], out=d[:, H:H2])
-                dh_next = d[:, :H2] @ Wh_rz
+                dh_next = matmul(d[:, :H2], Wh_rz)
                 dh *= Z[t]
                 dh_next += dh
                 drh *= R[t]
@@ -653,13 +657,14 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tan
     Y = (X2 @ Wi.T).reshape(T, N, H)                     # input projections, then h_t in place
     if b_ih is not None:
         Y += b_ih + b_hh
-    WhT = contiguous(Wh.T)
+    WhT = Wh.T              # a transposed view: ortkernels.matmul may run h @ Wh^T on MLAS
+    matmul = ortkernels.matmul
     relu = nonlinearity == "relu"
     h = h0_ = _state(h0, N, H, dt)
     buf = np.empty((N, H), dt)
     for t in range(T):
         hn = Y[t]
-        np.matmul(h, WhT, out=buf)
+        matmul(h, WhT, out=buf)
         hn += buf
         if relu:
             np.maximum(hn, 0.0, out=hn)
@@ -672,11 +677,12 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tan
         gy, ghn = grads
         dY, dh_next = _grads_in(gy, ghn, pad, reverse, dt)
         DZ = (Y > 0).astype(dt) if relu else 1.0 - Y * Y   # act', then the pre-activation grads
+        WhF = contiguous(WhT).T
         for t in range(T - 1, -1, -1):
             dh_next += dY[t]
             dz = DZ[t]
             dz *= dh_next
-            dh_next = dz @ Wh
+            dh_next = matmul(dz, WhF)
         DZ2 = DZ.reshape(T * N, H)
         dw_ih = DZ2.T @ X2
         dw_hh = DZ2.T @ _prev(h0_, Y).reshape(T * N, H)
