@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["enabled", "blas_threads", "run", "matmul", "thin", "thin_matmul"]
+__all__ = ["enabled", "blas_threads", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
 
 _CACHE_SIZE = 96
 # A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
@@ -164,12 +164,12 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     everything else on NumPy."""
     if a.ndim == 2 and b.ndim == 2 and (out is None or (out.flags.c_contiguous and out.dtype == np.float32)):
         if thin_matmul(a, b):
-            return _mlas(a, b, out)
+            return mlas_matmul(a, b, out)
         M, K = a.shape
         N = b.shape[1]
         if (M <= THIN_N and M * K * N >= MIN_MACS_WIDE and a.dtype == b.dtype and b.T.flags.c_contiguous
                 and thin(N, K, M, a.dtype)):
-            yt = _mlas(b.T, np.ascontiguousarray(a.T), None)
+            yt = mlas_matmul(b.T, np.ascontiguousarray(a.T), None)
             if out is None:
                 return np.ascontiguousarray(yt.T)
             out[...] = yt.T
@@ -177,7 +177,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return np.matmul(a, b, out=out)
 
 
-def _mlas(a, b, out):
+def mlas_matmul(a, b, out=None):
+    """a @ b on MLAS, whatever the shape: C-contiguous 2-D float32 operands (and out)."""
     M, K = a.shape
     N = b.shape[1]
 
