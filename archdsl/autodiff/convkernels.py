@@ -274,7 +274,7 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
         bounds = [round(N * i / n) for i in range(n + 1)]
         ctl = ortkernels.state["blas"]
         before = ctl.num_threads         # may exceed n (fewer blocks than threads)
-        pool = _workers(n)
+        pool = ortkernels.workers(n)
         ctl.set_num_threads(1)
         try:
             parts = list(pool.map(lambda i: part(x, g, wshape, stride, dil, pads, groups,
@@ -287,17 +287,6 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
     if shifted:                                      # [kh, kw, O, C]
         return acc.transpose(2, 3, 0, 1).copy()
     return acc.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2).copy()
-
-
-def _workers(n):
-    """A thread pool of n workers, kept (NumPy's copies and GEMMs release the GIL)."""
-    pool = ortkernels.state.get("pool")
-    if pool is None or pool._max_workers != n:
-        from concurrent.futures import ThreadPoolExecutor
-        if pool is not None:
-            pool.shutdown()
-        pool = ortkernels.state["pool"] = ThreadPoolExecutor(n, thread_name_prefix="archdsl-conv")
-    return pool
 
 
 def _weight_grad_im2col(x, g, wshape, stride, dil, pads, G, n0, n1, step):

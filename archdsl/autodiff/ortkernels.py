@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["enabled", "blas_threads", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
+__all__ = ["enabled", "blas_threads", "workers", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
 
 _CACHE_SIZE = 96
 # A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
@@ -70,6 +70,18 @@ def blas_threads() -> int:
         state["blas"] = ctl
     ctl = state["blas"]
     return max(1, int(ctl.num_threads)) if ctl is not None else 1
+
+
+def workers(n: int):
+    """A kept thread pool of n workers for splitting NumPy work (its copies, ufuncs and GEMMs
+    release the GIL) between the BLAS threads' cores."""
+    pool = state.get("pool")
+    if pool is None or pool._max_workers != n:
+        from concurrent.futures import ThreadPoolExecutor
+        if pool is not None:
+            pool.shutdown()
+        pool = state["pool"] = ThreadPoolExecutor(n, thread_name_prefix="archdsl-kernels")
+    return pool
 
 
 def session(key, build):
