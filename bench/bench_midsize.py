@@ -22,7 +22,9 @@ mode, archdsl.train.losses, backward, archdsl.train.optim, zero_grad, inside the
 
 Timing: for each thread count (BLAS threads for archdsl via threadpoolctl, torch.set_num_threads
 for torch), warm-up steps, then --reps repetitions; in each repetition both engines run --steps
-steps in turn, the order alternating, so machine load hits both alike. Reported: medians over
+steps in turn, the order alternating, so machine load hits both alike (at several threads with a
+pause before each block, so that neither starts while the other's idle threads still spin).
+Reported: medians over
 repetitions of ms per step by wall clock and by process CPU time, and archdsl ÷ torch (of
 throughput: above 1 means archdsl is faster).
 
@@ -272,6 +274,13 @@ def _faults():
     return r.ru_minflt, r.ru_majflt
 
 
+# Seconds between one engine's block and the next at several threads: an idle OpenBLAS thread
+# spins for about 2^28 cycles (~0.1 s) after its last GEMM, and torch's OpenMP threads for a
+# while too; without a pause the next engine's first steps share the cores with them (a torch MLP
+# step measured 52 ms or 102 ms in consecutive runs, depending on which engine ran before it).
+SETTLE = 0.3
+
+
 def time_workload(w: Workload, engines: dict, args, torch) -> dict:
     """Per thread count and engine: medians of wall/CPU/forward ms per step and faults per step."""
     out = {}
@@ -287,6 +296,8 @@ def time_workload(w: Workload, engines: dict, args, torch) -> dict:
         for r in range(args.reps):
             for n in (names if r % 2 == 0 else names[::-1]):
                 e = engines[n]
+                if th > 1:
+                    time.sleep(SETTLE)      # the other engine's helper threads stop spinning
                 f0 = _faults()
                 c0, t0 = time.process_time(), time.perf_counter()
                 fwd = 0.0

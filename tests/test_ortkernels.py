@@ -127,3 +127,19 @@ def test_recurrent_steps_on_mlas_match_float64(layer):
     for got, ref in zip(res[np.float32], res[np.float64]):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def test_parallel_workers_share_a_session_safely():
+    """ortkernels.parallel runs fn on worker threads with one BLAS thread each; workers running
+    one session (same shapes) at once each bind their own arrays and get their own results."""
+    from threadpoolctl import threadpool_limits
+    pairs = [_pair(2048, 512, 32, seed=s) for s in range(4)]
+    K.sessions.clear()
+    with threadpool_limits(2, user_api="blas"):
+        K.blas_threads()
+        got = K.parallel(4, lambda i: [K.mlas_matmul(*pairs[i]) for _ in range(5)])
+        assert K.blas_threads() == 2                            # restored
+    for (a, b), outs in zip(pairs, got):
+        ref = a @ b
+        for o in outs:
+            np.testing.assert_allclose(o, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

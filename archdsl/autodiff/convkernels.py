@@ -272,15 +272,8 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
         acc = part(x, g, wshape, stride, dil, pads, groups, 0, N, step)
     else:
         bounds = [round(N * i / n) for i in range(n + 1)]
-        ctl = ortkernels.state["blas"]
-        before = ctl.num_threads         # may exceed n (fewer blocks than threads)
-        pool = ortkernels.workers(n)
-        ctl.set_num_threads(1)
-        try:
-            parts = list(pool.map(lambda i: part(x, g, wshape, stride, dil, pads, groups,
-                                                 bounds[i], bounds[i + 1], step), range(n)))
-        finally:
-            ctl.set_num_threads(before)
+        parts = ortkernels.parallel(n, lambda i: part(x, g, wshape, stride, dil, pads, groups,
+                                                      bounds[i], bounds[i + 1], step))
         acc = parts[0]
         for a in parts[1:]:
             acc += a

@@ -17,11 +17,12 @@ convolutions only).
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["enabled", "blas_threads", "workers", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
+__all__ = ["enabled", "blas_threads", "workers", "parallel", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
 
 _CACHE_SIZE = 96
 # A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
@@ -38,6 +39,8 @@ MIN_MACS_WIDE = 1 << 24
 
 state: dict = {}
 sessions: OrderedDict = OrderedDict()
+_building = threading.Lock()
+_local = threading.local()       # per thread: its IOBinding of each session (a binding is not shared)
 
 
 def enabled(kind: str = "") -> bool:
@@ -84,13 +87,43 @@ def workers(n: int):
     return pool
 
 
+def parallel(n: int, fn) -> list:
+    """[fn(0), ..., fn(n-1)] on n worker threads, each with a one-thread BLAS (and one-thread
+    sessions here): splitting independent work between the cores beats letting each of its
+    modest GEMMs split itself, whose threads meet per call and leave the elementwise work
+    between the calls on one core."""
+    ctl = state.get("blas")
+    if n <= 1 or ctl is None:
+        return [fn(i) for i in range(n)]
+    before = ctl.num_threads
+    ctl.set_num_threads(1)
+    try:
+        return list(workers(n).map(fn, range(n)))
+    finally:
+        ctl.set_num_threads(before)
+
+
 def session(key, build):
     """The cached session for `key` (its last item the thread count; built by build() ->
-    (nodes, inputs[, output names], default ["Y"])), with its IOBinding."""
+    (nodes, inputs[, output names], default ["Y"])), with an IOBinding of the calling thread's
+    own (worker threads of `parallel` may run one session at once)."""
     hit = sessions.get(key)
-    if hit is not None:
-        sessions.move_to_end(key)
+    if hit is None:
+        with _building:
+            hit = sessions.get(key) or _build(key, build)
+    if threading.current_thread() is threading.main_thread():
         return hit
+    binds = getattr(_local, "binds", None)
+    if binds is None:
+        binds = _local.binds = {}
+    sess = hit[0]
+    mine = binds.get(id(sess))
+    if mine is None or mine[0] is not sess:
+        mine = binds[id(sess)] = (sess, sess.io_binding())
+    return mine
+
+
+def _build(key, build):
     import onnxruntime as ort
     from onnx import TensorProto, helper
     nodes, inputs, *outputs = build()
@@ -112,7 +145,7 @@ def session(key, build):
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     hit = (sess, sess.io_binding())
     sessions[key] = hit
-    if len(sessions) > _CACHE_SIZE:
+    while len(sessions) > _CACHE_SIZE:
         sessions.popitem(last=False)
     return hit
 
