@@ -87,7 +87,8 @@ def contiguous(a):
     along the source's outermost axis (its largest stride), each slab's source stays in cache,
     and the same copy takes ~1 ms."""
     a = np.asarray(a)
-    if a.flags.c_contiguous or a.nbytes <= _COPY_BLOCK or a.ndim < 2:
+    if a.flags.c_contiguous or a.nbytes <= _COPY_BLOCK or a.ndim < 2 or a.strides[-1] == a.itemsize:
+        # (when the last axis stays contiguous NumPy copies whole runs of it, in any order)
         return np.ascontiguousarray(a)
     k = int(np.argmax(np.abs(a.strides)))
     item = a.nbytes // a.shape[k]
