@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from archdsl.autodiff import _arrays, ortkernels  # noqa: E402
-from benchlib import machine, write_results  # noqa: E402
+from benchlib import cpu_model, write_results  # noqa: E402
 
 GEMMS = [   # (M, K, N, what)
     (2048, 512, 32, "LSTM step, hidden 512, batch 32: [4H, H] x [H, N]"),
@@ -132,12 +132,11 @@ def select_rows(reps):
             f"| | {t['where'] * 1e6:.0f} µs | {t['ours'] * 1e6:.0f} µs | {t['where'] / t['ours']:.1f}× |"]
 
 
-def recurrent_rows(reps, torch):
+def recurrent_rows(reps, torch, N=32, T=64, C=256, H=512):
     import archdsl.autodiff as ad
     from archdsl.autodiff import recurrent as R
-    N, T, C, H = 32, 64, 256, 512
     r = np.random.default_rng(0)
-    rows = ["| layer (hidden 512, batch 32, 64 steps, input 256) | archdsl | archdsl, NumPy only | torch | archdsl ÷ torch |",
+    rows = [f"| layer (hidden {H}, batch {N}, {T} steps, input {C}) | archdsl | archdsl, NumPy only | torch | archdsl ÷ torch |",
             "|---|---:|---:|---:|---:|"]
     for name, gates, fn, tmod in (("LSTM", 4, R.lstm_layer, "LSTM"), ("GRU", 3, R.gru_layer, "GRU"),
                                   ("Elman RNN (tanh)", 1, R.rnn_layer, "RNN")):
@@ -188,7 +187,8 @@ def main(argv=None):
                     ("Recurrent layers", recurrent_rows(max(5, args.reps // 3), torch))]
     load1 = os.getloadavg()[0]
     head = [f"- Command: `python bench/bench_kernels.py{' --reps ' + str(args.reps) if args.reps != 15 else ''}`",
-            f"- Machine: {machine()} (load average {load0:.2f} before, {load1:.2f} after)",
+            f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+            f"load average {load0:.2f} before, {load1:.2f} after",
             f"- Versions: Python {platform.python_version()}, NumPy {np.__version__}"
             + (f", torch {torch.__version__}" if torch is not None else "")
             + "; one BLAS thread, torch.set_num_threads(1); medians of interleaved repetitions"]

@@ -467,9 +467,9 @@ NOTES = [
     "returned. ONNX Runtime's scratch comes from one shared arena, so it does not fragment the heap.",
     "- **Peak memory.** The backward drops each tape entry once processed (its saved arrays and its "
     "output go with it); the executor releases a value's array after its last consumer when no "
-    "backward closure holds it (a BatchNorm output once the ReLU after it has run); BatchNorm "
-    "recomputes x - mean in its backward instead of keeping it; large convolutions keep no im2col "
-    "matrix.",
+    "backward closure holds it (a BatchNorm output once the ReLU after it has run); BatchNorm keeps "
+    "no centred copy (its backward takes sum(g xhat) from sum(g x) and sum(g)); large convolutions "
+    "keep no im2col matrix.",
     "- **Convolutions** (`archdsl/autodiff/convkernels.py`): large float32 2-D convolutions run on "
     "ONNX Runtime's MLAS kernels through one cached single-node session per shape: the NCHWc direct "
     "convolution for the forward and the stride-1 input gradient, ConvTranspose for strided input "
@@ -477,12 +477,27 @@ NOTES = [
     "kernel tap on a shifted slice of the padded image (no im2col), otherwise im2col + GEMM; with n "
     "threads the images are split between n workers with a one-thread BLAS each. Small ones (the "
     "digits CNN) stay on the NumPy kernels.",
-    "- **LSTM**: the recurrence runs transposed ([4H, H] x [H, N] per step, each gate a contiguous "
-    "block of rows) after one GEMM for the input projection of every step.",
-    "- What is left is mostly GEMM speed: OpenBLAS reaches 100-145 GFLOP/s on the GEMMs of a "
-    "convolution's weight gradient and of an LSTM step, where MKL/oneDNN reach 130-165 (a ResNet-18 "
-    "step at one thread, profiled: weight gradients 0.76 s against oneDNN's 0.60 s); and "
-    "BatchNorm's NumPy passes over each activation (0.25 s of that step).",
+    "- **LSTM** (`archdsl/autodiff/recurrent.py`): the recurrence runs transposed ([4H, K] x [K, N] "
+    "per step, each gate a contiguous block of rows). At one BLAS thread each step's product runs "
+    "on MLAS (`archdsl/autodiff/ortkernels.py`): on these tall thin products it is 1.2-1.4x as fast "
+    "as OpenBLAS ([bench/kernels.md](kernels.md)), so the input is folded into the step's product "
+    "instead of projected in a separate GEMM; at two threads OpenBLAS's threads split them better. "
+    "Both weight gradients come from one GEMM, and the remaining transposes are copied in blocks "
+    "(a [2048, 512] transpose: 7 ms by NumPy, 1 ms in blocks).",
+    "- **BatchNorm** statistics from per-channel sums of x and x^2 (a gemv and row dots, float64 "
+    "accumulation, the two-pass formula for any channel whose mean dwarfs its spread), and an "
+    "output and input gradient in two and four passes.",
+    "- What is left at one thread is GEMM speed, OpenBLAS against MKL (85-140 against 105-160 GFLOP/s "
+    "on this workload's shapes, [bench/kernels.md](kernels.md): the encoder is 70% GEMMs), and the "
+    "elementwise work NumPy does one memory-bound pass per operation (BatchNorm, ReLU, LayerNorm, "
+    "the attention softmax), where oneDNN fuses. At two threads NumPy's elementwise work stays on one "
+    "core while torch runs every operation on both. Splitting work between Python worker threads "
+    "measured slower in place on this machine: an LSTM's steps split by hidden units with a barrier "
+    "per step (62 ms against 56 on one thread), and GEMMs split by rows instead of OpenBLAS's own "
+    "threads (encoder step 443 ms against 343). On the ResNet, OpenBLAS's idle threads spin on the "
+    "second core that ONNX Runtime's convolution threads need: holding OpenBLAS to one thread there "
+    "took its 2-thread step from 2.2 s to 1.8 s (4.3 s of CPU to 2.6 s), but slows the GEMM-bound "
+    "workloads, so it is not done.",
     "- torch runs with the allocator as it comes (a separate process for the memory figures); in "
     "the timing process it shares archdsl's allocator settings.",
     "",
