@@ -31,35 +31,6 @@ def _chan_dot(a, b, nd):
     return np.einsum(f"{s},{s}->{s[1]}", a, b)
 
 
-def _chan_sum(a, nd):
-    """sum of a over every axis but 1: [N, C, *] as rows of the positions, reduced by a gemv
-    (a contiguous inner reduction; np.sum over axes (0, 2, 3) is ~2.5x slower)."""
-    if nd == 2 or not a.flags.c_contiguous:
-        return a.sum(axis=(0,) + tuple(range(2, nd)))
-    N, C = a.shape[:2]
-    return col_sum(row_sum(a.reshape(N * C, -1)).reshape(N, C))
-
-
-def _batch_stats(xd, nd, n):
-    """Per-channel mean and biased variance of xd [N, C, *] over every axis but 1, from the
-    sums of x and x^2 (two reads, no centred copy), accumulated per channel in float64. That
-    formula loses precision when a channel's mean dwarfs its spread (var/mean^2 near float
-    precision), so such channels are redone with the two-pass formula."""
-    dt = xd.dtype
-    s1 = _chan_sum(xd, nd).astype(np.float64)
-    s2 = _chan_dot(xd, xd, nd).astype(np.float64)
-    mean = s1 / n
-    var = np.maximum(s2 / n - mean * mean, 0.0)
-    eps = np.finfo(dt).eps
-    shaky = var <= 1e3 * eps * mean * mean
-    if shaky.any():
-        idx = np.flatnonzero(shaky)
-        xs = xd[:, idx]
-        xc = xs - mean[idx].astype(dt).reshape((1, -1) + (1,) * (nd - 2))
-        var[idx] = _chan_dot(xc, xc, nd).astype(np.float64) / n
-    return mean.astype(dt), var.astype(dt)
-
-
 def batch_norm(x, gamma, beta, running_mean, running_var, training,
                momentum=0.1, eps=1e-5):
     """Batch normalisation over all axes but 1, for [N, C] and [N, C, *].
@@ -75,6 +46,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
     xd = x.data
     nd = xd.ndim
     C = xd.shape[1]
+    axes = (0,) + tuple(range(2, nd))
     bshape = (1, C) + (1,) * (nd - 2)
     n = xd.size // C
     dt = xd.dtype
@@ -87,7 +59,10 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
     if use_batch:
         if n <= 1:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got {xd.shape}")
-        mean, var = _batch_stats(xd, nd, n)
+        mean = xd.mean(axis=axes)
+        xc = xd - mean.reshape(bshape)
+        var = _chan_dot(xc, xc, nd) / n
+        var = var.astype(dt, copy=False)
         if training and rm is not None:
             rm *= 1.0 - momentum
             rm += momentum * mean
@@ -97,34 +72,40 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
     else:
         mean = np.asarray(rm, dtype=dt)
         var = np.asarray(rv, dtype=dt)
+        xc = None
     inv = 1.0 / np.sqrt(var + eps)
     scale = inv if gam is None else gam.reshape(-1) * inv
-    # out = x * scale + shift per channel: two passes over the activation, which is all it costs
-    # (these passes are memory-bound: a [64, 64, 32, 32] float32 pass takes ~3 ms)
-    shift = -mean * scale
-    if b_t is not None:
-        shift = shift + b_t.data.reshape(-1)
-    out = np.multiply(xd, scale.astype(dt, copy=False).reshape(bshape))
-    out += shift.astype(dt, copy=False).reshape(bshape)
+    if use_batch:
+        # the centred copy becomes the output: the backward recomputes x - mean from x (alive on
+        # the tape anyway) rather than keeping a second activation-sized array
+        out = xc
+        xc = None
+        out *= scale.reshape(bshape)
+        if b_t is not None:
+            out += b_t.data.reshape(bshape)
+    else:
+        shift = -mean * scale
+        if b_t is not None:
+            shift = shift + b_t.data.reshape(-1)
+        out = xd * scale.reshape(bshape) + shift.reshape(bshape)
     recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
     if not recorded:
         return _const(out)
 
     def vjp(g):
-        sum_g = _chan_sum(g, nd) if (rb or rg or (rx and use_batch)) else None
-        sum_gxhat = None
+        sum_g = g.sum(axis=axes) if (rb or (rx and use_batch)) else None
+        sum_gxhat = c = None
         if rg or (rx and use_batch):
-            # sum(g * xhat) = (sum(g x) - mean sum(g)) inv: one read of g and x, no centred copy
-            sum_gxhat = (_chan_dot(g, xd, nd) - mean * sum_g) * inv
+            c = xd - mean.reshape(bshape)
+            sum_gxhat = _chan_dot(g, c, nd) * inv  # sum(g * xhat) without forming xhat
         gx = None
         if rx:
-            gx = g * scale.astype(g.dtype, copy=False).reshape(bshape)
+            gx = g * scale.reshape(bshape)
             if use_batch:
-                # scale * (g - mean(g) - xhat * mean(g * xhat)) = g scale - x k + (mean k - scale
-                # mean(g)), with k = scale inv mean(g * xhat) per channel
-                k = scale * inv * sum_gxhat / n
-                gx -= xd * k.astype(g.dtype, copy=False).reshape(bshape)
-                gx += (mean * k - scale * sum_g / n).astype(g.dtype, copy=False).reshape(bshape)
+                # scale * (g - mean(g) - xhat * mean(g * xhat)), folded per channel
+                c *= (scale * inv * sum_gxhat / n).reshape(bshape)
+                gx -= c
+                gx -= (scale * sum_g / n).reshape(bshape)
         ggam = sum_gxhat.reshape(gam.shape) if rg else None
         gbet = sum_g.reshape(b_t.data.shape) if rb else None
         return gx, ggam, gbet
