@@ -467,9 +467,9 @@ NOTES = [
     "returned. ONNX Runtime's scratch comes from one shared arena, so it does not fragment the heap.",
     "- **Peak memory.** The backward drops each tape entry once processed (its saved arrays and its "
     "output go with it); the executor releases a value's array after its last consumer when no "
-    "backward closure holds it (a BatchNorm output once the ReLU after it has run); BatchNorm keeps "
-    "no centred copy (its backward takes sum(g xhat) from sum(g x) and sum(g)); large convolutions "
-    "keep no im2col matrix.",
+    "backward closure holds it (a BatchNorm output once the ReLU after it has run); BatchNorm "
+    "recomputes x - mean in its backward instead of keeping it; large convolutions keep no im2col "
+    "matrix.",
     "- **Convolutions** (`archdsl/autodiff/convkernels.py`): large float32 2-D convolutions run on "
     "ONNX Runtime's MLAS kernels through one cached single-node session per shape: the NCHWc direct "
     "convolution for the forward and the stride-1 input gradient, ConvTranspose for strided input "
@@ -484,9 +484,6 @@ NOTES = [
     "instead of projected in a separate GEMM; at two threads OpenBLAS's threads split them better. "
     "Both weight gradients come from one GEMM, and the remaining transposes are copied in blocks "
     "(a [2048, 512] transpose: 7 ms by NumPy, 1 ms in blocks).",
-    "- **BatchNorm** statistics from per-channel sums of x and x^2 (a gemv and row dots, float64 "
-    "accumulation, the two-pass formula for any channel whose mean dwarfs its spread), and an "
-    "output and input gradient in two and four passes.",
     "- What is left at one thread is GEMM speed, OpenBLAS against MKL (85-140 against 105-160 GFLOP/s "
     "on this workload's shapes, [bench/kernels.md](kernels.md): the encoder is 70% GEMMs), and the "
     "elementwise work NumPy does one memory-bound pass per operation (BatchNorm, ReLU, LayerNorm, "
