@@ -4,10 +4,10 @@ arrays bound in place (IOBinding: no copies). convkernels.py runs large convolut
 and `matmul` the GEMMs whose shape OpenBLAS handles poorly.
 
 Why the GEMMs: a recurrent layer's step multiplies a large weight by a thin state, [4H, H] x
-[H, N] with N the batch. Measured on this project's 2-core Xeon (one thread, float32,
-/tmp-style microbenchmark recorded in bench/midsize.md): OpenBLAS 0.3.31 reaches 70-85 GFLOP/s on
-2048x512x32 and 512x2048x32, MLAS 140-145 and MKL (torch) 120-130. On square-ish GEMMs
-OpenBLAS is as fast as MLAS or faster, so only thin products come here.
+[H, N] with N the batch. On this project's 2-core Xeon (one thread, float32; bench/kernels.md,
+written by bench/bench_kernels.py) OpenBLAS 0.3.31 reaches 90-93 GFLOP/s on 2048x512x32,
+512x2048x32 and 2048x769x32, MLAS 115-124 and MKL (torch) 119-131; on square-ish GEMMs OpenBLAS
+is as fast as MLAS or faster (141-148 against 128-134), so only thin products come here.
 
 Sessions take their scratch from one arena of the ONNX Runtime environment, their threads follow
 the BLAS thread count (threadpoolctl), without spinning. float32 only: float64 (gradient checks)
