@@ -143,3 +143,14 @@ def test_parallel_workers_share_a_session_safely():
         ref = a @ b
         for o in outs:
             np.testing.assert_allclose(o, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_session_cache_evicts_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(K, "_CACHE_SIZE", 3)
+    K.sessions.clear()
+    pairs = {n: _pair(256, 64, n) for n in (1, 2, 3, 4)}
+    for n in (1, 2, 3):
+        K.mlas_matmul(*pairs[n])
+    K.mlas_matmul(*pairs[1])                 # used again: now the most recent
+    K.mlas_matmul(*pairs[4])                 # evicts 2, the least recently used
+    assert [key[3] for key in K.sessions] == [3, 1, 4]

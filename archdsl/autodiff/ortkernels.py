@@ -107,10 +107,12 @@ def session(key, build):
     """The cached session for `key` (its last item the thread count; built by build() ->
     (nodes, inputs[, output names], default ["Y"])), with an IOBinding of the calling thread's
     own (worker threads of `parallel` may run one session at once)."""
-    hit = sessions.get(key)
-    if hit is None:
-        with _building:
-            hit = sessions.get(key) or _build(key, build)
+    with _building:         # the cache is least recently used first; workers may share it
+        hit = sessions.get(key)
+        if hit is None:
+            hit = _build(key, build)
+        else:
+            sessions.move_to_end(key)
     if threading.current_thread() is threading.main_thread():
         return hit
     binds = getattr(_local, "binds", None)

@@ -400,8 +400,9 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
     Whs = Wh * scale
     # Folded when the step's product runs on MLAS too (one BLAS thread): there a wider step
     # product costs what the projection would, and the projection's copy and adds are saved
-    # (LSTM LM, bench_midsize: 0.81-0.83x torch folded, 0.80x projected); with OpenBLAS threads
-    # the large projection GEMM splits better (2 threads: 1.05-1.09x projected, 0.90-0.95x folded).
+    # (LSTM LM of bench_midsize, one thread: 209-214 ms a step folded, 215-217 projected); with
+    # OpenBLAS threads the large projection GEMM splits better (two: 170-177 ms projected, 192-194
+    # folded).
     fold = C < _FOLD_C or ortkernels.thin(H4, C + 1 + H, N, dt)
     if fold:
         K = C + 1 + H
@@ -466,7 +467,7 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
             dh = np.zeros((H, N), dt)
             dc_next = np.zeros((H, N), dt)
         dZ = np.empty((T, H4, N), dt)
-        WhT = contiguous(Wh.T)                 # [H, 4H]
+        WhT = contiguous(Wh.T)                           # [H, 4H]
         _bptt(G.reshape(T, 4, H, N), TC, CC, dY, dZ.reshape(T, 4, H, N), lambda t: matmul(WhT, dZ[t], out=dh),
               dh, dc_next, DC, tuple(p[:, None] for p in (p_i, p_f, p_o)) if peep else None, True)
         # every weight and bias gradient from [4H, T*N] (one transposing copy), both weights'
