@@ -109,11 +109,11 @@ def _check_case(case, seed):
     _check(F.conv, x, w, b, stride=s, padding=p, dilation=d, groups=g)
 
 
-def _spy_shifted(monkeypatch):
-    """A list that gets an entry per call of the shifted weight-gradient kernel."""
+def _spy_shifted(monkeypatch, kernel="_weight_grad_shifted"):
+    """A list that gets an entry per call of a weight-gradient kernel (the shifted one)."""
     calls = []
-    real = K._weight_grad_shifted
-    monkeypatch.setattr(K, "_weight_grad_shifted", lambda *a: calls.append(1) or real(*a))
+    real = getattr(K, kernel)
+    monkeypatch.setattr(K, kernel, lambda *a: calls.append(1) or real(*a))
     return calls
 
 
@@ -191,12 +191,14 @@ def test_inputs_are_not_kept_alive_by_sessions(fast):
     assert sys.getrefcount(x) == before
 
 
-def _weight_grad_reference(x, g, k, pads):
-    """dL/dw of a stride-1 convolution in float64, straight from the definition."""
+def _weight_grad_reference(x, g, k, pads, stride=(1, 1)):
+    """dL/dw of a convolution in float64, straight from the definition."""
     kh, kw = k
+    sh, sw = stride
     x = np.pad(x.astype(np.float64), ((0, 0), (0, 0)) + tuple(pads))
     H, W = g.shape[2:]
-    return np.stack([np.stack([np.einsum("nohw,nchw->oc", g, x[:, :, i:i + H, j:j + W])
+    return np.stack([np.stack([np.einsum("nohw,nchw->oc", g, x[:, :, i:i + sh * (H - 1) + 1:sh,
+                                                                  j:j + sw * (W - 1) + 1:sw])
                                for j in range(kw)], -1) for i in range(kh)], -2)
 
 
@@ -268,3 +270,72 @@ def test_conv_with_shifted_weight_gradient(case, fast, monkeypatch):
     shape, O, k, s, p = case[:5]
     stride_one_within_kernel = s == 1 and p < k and shape[1] >= K.SHIFTED_CHANNELS
     assert bool(calls) == stride_one_within_kernel
+
+
+PHASE_CASES = [
+    # x shape, O, kernel, stride, padding, the kernel that takes it
+    ((3, 16, 9, 9), 24, (1, 1), (2, 2), ((0, 0), (0, 0)), "_weight_grad_phases"),   # a downsample
+    ((2, 16, 10, 7), 8, (1, 1), (3, 2), ((1, 0), (0, 2)), "_weight_grad_phases"),   # odd strides, pads
+    ((3, 3, 9, 9), 16, (3, 3), (1, 1), ((1, 1), (1, 1)), "_weight_grad_rows"),      # a CIFAR stem
+    ((2, 3, 15, 13), 8, (7, 7), (2, 2), ((3, 3), (3, 3)), "_weight_grad_rows"),     # an ImageNet stem
+    ((2, 2, 11, 9), 8, (5, 3), (2, 1), ((0, 2), (2, 0)), "_weight_grad_rows"),      # asymmetric
+    ((2, 4, 12, 8), 8, (4, 4), (4, 4), ((0, 0), (0, 0)), "_weight_grad_rows"),      # patches
+    ((1, 3, 6, 6), 8, (3, 3), (1, 1), ((4, 4), (4, 4)), "_weight_grad_rows"),       # padding past it
+]
+
+
+@pytest.mark.parametrize("block", [1, 1 << 30])
+@pytest.mark.parametrize("case", PHASE_CASES)
+def test_weight_gradient_by_phases(case, block, monkeypatch):
+    """Strided 1x1 kernels (GEMMs on the subsampled image) and few-channel inputs (im2col by
+    row copies) give the weight gradient of the definition, one image per block (zeros of the
+    phase grid between images) or all in one."""
+    from threadpoolctl import threadpool_limits
+    shape, O, k, stride, pads, kernel = case
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    monkeypatch.setattr(K, "_SHIFTED_BYTES", block)
+    calls = _spy_shifted(monkeypatch, kernel)
+    r = np.random.default_rng(12)
+    x = r.standard_normal(shape).astype(np.float32)
+    H, W = ((S + b + a - kk) // s + 1 for S, (b, a), kk, s in zip(shape[2:], pads, k, stride))
+    g = r.standard_normal((shape[0], O, H, W)).astype(np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        got = K.conv_weight_grad(x, g, (O, shape[1]) + k, stride, (1, 1), pads, 1)
+    assert calls, f"{kernel} was not taken"
+    np.testing.assert_allclose(got, _weight_grad_reference(x, g, k, pads, stride), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel", ["_weight_grad_phases", "_weight_grad_rows"])
+def test_phase_kernels_split_between_threads(kernel, monkeypatch):
+    """Split between two workers, the phase kernels sum to the one-thread result."""
+    from threadpoolctl import threadpool_limits
+    shape, O, k, stride, pads, _ = next(c for c in PHASE_CASES if c[-1] == kernel)
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    monkeypatch.setattr(K, "_SHIFTED_BYTES", 1)
+    monkeypatch.setitem(ortkernels.state, "pool", None)
+    calls = _spy_shifted(monkeypatch, kernel)
+    r = np.random.default_rng(13)
+    x = r.standard_normal(shape).astype(np.float32)
+    H, W = ((S + b + a - kk) // s + 1 for S, (b, a), kk, s in zip(shape[2:], pads, k, stride))
+    g = r.standard_normal((shape[0], O, H, W)).astype(np.float32)
+    args = ((O, shape[1]) + k, stride, (1, 1), pads, 1)
+    with threadpool_limits(1, user_api="blas"):
+        one = K.conv_weight_grad(x, g, *args)
+    with threadpool_limits(2, user_api="blas"):
+        if K._blas_threads() != 2:
+            pytest.skip("this BLAS cannot run 2 threads here")
+        split = K.conv_weight_grad(x, g, *args)
+    assert len(calls) == 1 + 2 and ortkernels.state["pool"]._max_workers == 2
+    np.testing.assert_allclose(split, one, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[3], CONV_CASES[5]])
+def test_conv_with_phase_weight_gradients(case, fast, monkeypatch):
+    """Through F.conv: a 3-channel input takes the row-copy im2col, a strided 1x1 kernel the
+    subsampled GEMM, a strided 5x5 kernel keeps im2col; values and adjoints as on every path."""
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    rows, phases = _spy_shifted(monkeypatch, "_weight_grad_rows"), _spy_shifted(monkeypatch, "_weight_grad_phases")
+    _check_case(case, seed=14)
+    shape, O, k = case[:3]
+    assert bool(rows) == (shape[1] < K.SHIFTED_CHANNELS)
+    assert bool(phases) == (shape[1] >= K.SHIFTED_CHANNELS and k == 1)
