@@ -36,7 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import ortkernels
-from .im2col import _input_grad, _wmat
+from .im2col import _input_grad
 from .ortkernels import blas_threads as _blas_threads
 from .ortkernels import run as _run
 from .ortkernels import session as _session
@@ -200,7 +200,7 @@ def conv_input_grad(g, w, xshape, stride, dil, pads, groups):
     """The gradient of conv(x, w) with respect to x [xshape] given the output gradient g."""
     k = w.shape[2:]
     if math.prod(g.shape[2:]) < MIN_POSITIONS:          # small maps: GEMM + col2im in NumPy
-        return _input_grad(g, w, _wmat(w, groups), tuple(xshape), stride, dil, pads, groups)
+        return _input_grad(g, w, None, tuple(xshape), stride, dil, pads, groups)
     full = [d * (kk - 1) for d, kk in zip(dil, k)]
     if all(s == 1 for s in stride) and all(b <= f and a <= f for (b, a), f in zip(pads, full)):
         # a stride-1 convolution of g with each group's kernel flipped and its channels swapped

@@ -155,7 +155,8 @@ def _input_grad(g, wd, w2, xshape, stride, dil, pads, G):
     """Adjoint of conv wrt its input (= transposed conv of g) -> [N, C, *S].
 
     Stride 1: a plain conv of g with the flipped weight (im2col + GEMM, no
-    scatter).  Otherwise: GEMM to columns, then col2im's strided adds."""
+    scatter).  Otherwise: GEMM to columns (w2 = _wmat(wd, G), made here when
+    None), then col2im's strided adds."""
     k = wd.shape[2:]
     out_sp = g.shape[2:]
     N = g.shape[0]
@@ -166,6 +167,8 @@ def _input_grad(g, wd, w2, xshape, stride, dil, pads, G):
         cols, transposed, _ = _im2col(g, k, stride, dil, q, G, out_sp=tuple(xshape[2:]))
         return _cols_times_w(cols, transposed, _wmat(wf, G), N, tuple(xshape[2:]))
     gT = _chan_major(g, G)
+    if w2 is None:
+        w2 = _wmat(wd, G)
     w2T = w2.transpose(0, 2, 1)
     colsT = w2T * gT if w2.shape[1] == 1 else np.matmul(w2T, gT)  # Og == 1: outer product
     return _col2im(colsT, xshape, k, stride, dil, pads, out_sp, G)
