@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -279,6 +280,7 @@ def _faults():
 # while too; without a pause the next engine's first steps share the cores with them (a torch MLP
 # step measured 52 ms or 102 ms in consecutive runs, depending on which engine ran before it).
 SETTLE = 0.3
+MIN_BLOCK = 0.25
 
 
 def time_workload(w: Workload, engines: dict, args, torch) -> dict:
@@ -289,9 +291,16 @@ def time_workload(w: Workload, engines: dict, args, torch) -> dict:
     nb = len(w.batches)
     for th in args.threads:
         set_threads(th, torch)
+        slowest = 0.0
         for n in names:
             for i in range(args.warmup):
+                t0 = time.perf_counter()
                 engines[n].step(*w.batches[i % nb])
+                last = time.perf_counter() - t0
+            slowest = max(slowest, last if args.warmup else 0.0)
+        # blocks of at least MIN_BLOCK seconds: a block of two 20 ms steps is at the mercy of
+        # a single wake-up or preemption (the MLP at 2 threads ranged 19.8-29.3 ms a step so)
+        steps = args.steps if args.quick or not slowest else max(args.steps, math.ceil(MIN_BLOCK / slowest))
         rows = {n: {"wall": [], "cpu": [], "fwd": [], "minflt": [], "majflt": []} for n in names}
         for r in range(args.reps):
             for n in (names if r % 2 == 0 else names[::-1]):
@@ -301,19 +310,20 @@ def time_workload(w: Workload, engines: dict, args, torch) -> dict:
                 f0 = _faults()
                 c0, t0 = time.process_time(), time.perf_counter()
                 fwd = 0.0
-                for i in range(args.steps):
+                for i in range(steps):
                     fwd += e.step(*w.batches[(k + i) % nb])[1]
                 t1, c1 = time.perf_counter(), time.process_time()
                 f1 = _faults()
-                s = args.steps
+                s = steps
                 rows[n]["wall"].append(1e3 * (t1 - t0) / s)
                 rows[n]["cpu"].append(1e3 * (c1 - c0) / s)
                 rows[n]["fwd"].append(1e3 * fwd / s)
                 rows[n]["minflt"].append((f1[0] - f0[0]) / s)
                 rows[n]["majflt"].append((f1[1] - f0[1]) / s)
-            k += args.steps
+            k += steps
         out[th] = {n: {m: statistics.median(v) for m, v in d.items()} | {"wall_all": d["wall"]}
                    for n, d in rows.items()}
+        out[th]["steps"] = steps
         out[th]["load"] = os.getloadavg()[0]
         print(f"  {th} thread(s): " + ", ".join(f"{n} {out[th][n]['wall']:,.1f} ms/step" for n in names)
               + f" (load {out[th]['load']:.2f})", flush=True)
@@ -385,7 +395,8 @@ def report(results: dict, mem: dict, args, cmd: str, load: tuple, torch) -> str:
          f"load average {load[0]:.2f} before, {load[1]:.2f} after the run (per thread count below)",
          f"- Versions: {versions(torch)}",
          f"- Timing: per workload and thread count, {args.warmup} warm-up steps, then {args.reps} "
-         f"repetitions of {args.steps} steps per engine, the order alternating; medians. "
+         f"repetitions of a block of steps per engine (at least {args.steps} and at least {MIN_BLOCK} s "
+         "by the warm-up's pace: Details gives the count), the order alternating; medians. "
          "ms/step by wall clock (CPU: process CPU time, all threads); forward = up to the loss",
          f"- Memory: each engine alone in a fresh subprocess at {args.threads[0]} thread(s): peak RSS "
          f"growth = VmHWM (reset before building the model) after {args.mem_steps} steps minus the RSS "
@@ -409,8 +420,8 @@ def report(results: dict, mem: dict, args, cmd: str, load: tuple, torch) -> str:
     L.append("")
     L += ["## Details", "",
           "| workload | threads | engine | ms/step (wall) | min–max | forward ms | ms/step (CPU) | "
-          "page faults per step (this process) | first-step loss |",
-          "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+          "page faults per step (this process) | first-step loss | steps per block |",
+          "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key, res in results.items():
         w = res["workload"]
         for th, r in res["timing"].items():
@@ -418,7 +429,7 @@ def report(results: dict, mem: dict, args, cmd: str, load: tuple, torch) -> str:
                 e = r[n]
                 L.append(f"| {w.title} | {th} | {n} | {e['wall']:,.1f} | {min(e['wall_all']):,.1f}–"
                          f"{max(e['wall_all']):,.1f} | {e['fwd']:,.1f} | {e['cpu']:,.1f} | "
-                         f"{e['minflt']:,.0f} | {res['first_loss'][n]:.6f} |")
+                         f"{e['minflt']:,.0f} | {res['first_loss'][n]:.6f} | {r.get('steps', '—')} |")
     L.append("")
     L += targets(results, mem)
     L += NOTES
