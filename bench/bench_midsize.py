@@ -297,7 +297,8 @@ def time_workload(w: Workload, engines: dict, args, torch) -> dict:
                 t0 = time.perf_counter()
                 engines[n].step(*w.batches[i % nb])
                 last = time.perf_counter() - t0
-            slowest = max(slowest, last if args.warmup else 0.0)
+            if args.warmup:
+                slowest = max(slowest, last)
         # blocks of at least MIN_BLOCK seconds: a block of two 20 ms steps is at the mercy of
         # a single wake-up or preemption (the MLP at 2 threads ranged 19.8-29.3 ms a step so)
         steps = args.steps if args.quick or not slowest else max(args.steps, math.ceil(MIN_BLOCK / slowest))

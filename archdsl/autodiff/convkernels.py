@@ -282,7 +282,6 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
         K = kh * kw * Cg
         step = max(1, min(N, max(_IM2COL_BYTES // (P * K * 4 * groups), -(-_IM2COL_ROWS // P))))
         part = _weight_grad_im2col
-        direct = False
     n = min(_blas_threads(), -(-N // step))
     if n <= 1:
         acc = part(x, g, wshape, stride, dil, pads, groups, 0, N, step)
@@ -293,7 +292,7 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
         acc = parts[0]
         for a in parts[1:]:
             acc += a
-    if direct:                                       # [kh, kw, O, C]
+    if part is not _weight_grad_im2col:              # [kh, kw, O, C]
         return acc.transpose(2, 3, 0, 1).copy()
     return acc.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2).copy()
 
