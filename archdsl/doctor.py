@@ -156,11 +156,20 @@ def _torch() -> Row:
     return ("torch", f"{v} (optional: benchmarks and oracle tests)", True)
 
 
+def _numba() -> Row:
+    v = _dist_version("numba")
+    if v is None:
+        return ("numba", "not installed (optional, `pip install 'archdsl[fast]'`: batch norm, ReLU and Adam "
+                "as compiled multithreaded kernels; without it they run as NumPy passes)", True)
+    off = [k for k in ("ARCHDSL_JIT", "ARCHDSL_KERNELS") if os.environ.get(k) == "numpy"]
+    return ("numba", f"{v}: compiled kernels " + (f"off ({off[0]}=numpy)" if off else "on"), True)
+
+
 def doctor_report() -> list[Row]:
     """(item, detail, ok) for each thing archdsl depends on or can use."""
     rows: list[Row] = [_archdsl(), _python(), _numpy(), _onnx()]
     rows += _onnxruntime()
-    rows += [_graphviz_py(), _dot(), _torch()]
+    rows += [_graphviz_py(), _dot(), _torch(), _numba()]
     return rows
 
 

@@ -373,6 +373,12 @@ def versions(torch) -> str:
              f"onnxruntime {onnxruntime.__version__}", f"archdsl {archdsl.__version__}"]
     if torch is not None:
         parts.append(f"torch {torch.__version__}")
+    from archdsl.autodiff import jit
+    if jit.kernels() is not None:
+        numba = jit.state["numba"]
+        parts.append(f"numba {numba.__version__} (compiled kernels on, {numba.threading_layer()} threading layer)")
+    else:
+        parts.append("compiled kernels off (NumPy passes)")
     blas = [f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info() if i.get("user_api") == "blas"]
     return ", ".join(parts) + f"; NumPy's BLAS: {'; '.join(blas) or '?'}"
 

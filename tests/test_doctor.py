@@ -13,7 +13,7 @@ from archdsl import doctor
 from archdsl.doctor import doctor_report, format_doctor
 
 ITEMS = ["archdsl", "python", "numpy", "onnx", "onnxruntime", "execution providers", "cuda",
-         "graphviz (python)", "dot", "torch"]
+         "graphviz (python)", "dot", "torch", "numba"]
 
 
 def rows_by_item(rows=None):
@@ -140,6 +140,19 @@ def test_torch_is_optional(monkeypatch):
     monkeypatch.setattr(doctor, "_dist_version", lambda d: None if d == "torch" else real(d))
     detail, ok = rows_by_item()["torch"]
     assert ok and "not installed" in detail and "optional" in detail
+
+
+def test_numba_is_optional(monkeypatch):
+    real = doctor._dist_version
+    monkeypatch.setattr(doctor, "_dist_version", lambda d: None if d == "numba" else real(d))
+    detail, ok = rows_by_item()["numba"]
+    assert ok and "not installed" in detail and "archdsl[fast]" in detail
+
+
+def test_numba_turned_off(monkeypatch):
+    monkeypatch.setattr(doctor, "_dist_version", lambda d: "0.68.1" if d == "numba" else None)
+    monkeypatch.setenv("ARCHDSL_JIT", "numpy")
+    assert rows_by_item()["numba"] == ("0.68.1: compiled kernels off (ARCHDSL_JIT=numpy)", True)
 
 
 def test_onnxruntime_missing(monkeypatch):

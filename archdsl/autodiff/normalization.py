@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import jit
 from ._arrays import col_sum, row_sum
 from .tensor import Tensor, _GRAD, _NOGRAD, _const, as_tensor, record, unbroadcast
 
@@ -56,13 +57,22 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
     rm = _data(running_mean)
     rv = _data(running_var)
     use_batch = training or rm is None or rv is None  # no running stats: always batch stats
+    jk = _bn_kernels(xd)
+    x3 = xd.reshape(xd.shape[0], C, -1) if jk is not None else None
     if use_batch:
         if n <= 1:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got {xd.shape}")
-        mean = xd.mean(axis=axes)
-        xc = xd - mean.reshape(bshape)
-        var = _chan_dot(xc, xc, nd) / n
-        var = var.astype(dt, copy=False)
+        if jk is not None:
+            with jit.threads():
+                mean, var = jk.bn_stats(x3)
+            mean = mean.astype(dt)
+            var = var.astype(dt)
+            xc = None
+        else:
+            mean = xd.mean(axis=axes)
+            xc = xd - mean.reshape(bshape)
+            var = _chan_dot(xc, xc, nd) / n
+            var = var.astype(dt, copy=False)
         if training and rm is not None:
             rm *= 1.0 - momentum
             rm += momentum * mean
@@ -75,7 +85,12 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
         xc = None
     inv = 1.0 / np.sqrt(var + eps)
     scale = inv if gam is None else gam.reshape(-1) * inv
-    if use_batch:
+    if jk is not None:
+        out = np.empty_like(xd)
+        shift = b_t.data.reshape(-1).astype(dt, copy=False) if b_t is not None else np.zeros(C, dt)
+        with jit.threads():
+            jk.bn_apply(x3, mean, scale.astype(dt, copy=False), shift, out.reshape(x3.shape))
+    elif use_batch:
         # the centred copy becomes the output: the backward recomputes x - mean from x (alive on
         # the tape anyway) rather than keeping a second activation-sized array
         out = xc
@@ -93,6 +108,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
         return _const(out)
 
     def vjp(g):
+        if jk is not None and g.dtype == dt and g.flags.c_contiguous:
+            return _bn_grad_kernels(jk, g, x3, mean, inv, scale, use_batch, n, rx, rg, rb, gam, b_t)
         sum_g = g.sum(axis=axes) if (rb or (rx and use_batch)) else None
         sum_gxhat = c = None
         if rg or (rx and use_batch):
@@ -110,6 +127,46 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
         gbet = sum_g.reshape(b_t.data.shape) if rb else None
         return gx, ggam, gbet
     return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+
+
+def _bn_kernels(xd):
+    """The compiled kernels for a batch norm of xd, or None for the NumPy path: float32 or
+    float64 C-contiguous [N, C, *] with at least jit.MIN_ELEMENTS values and MIN_POSITIONS
+    positions per channel and image (a [N, C] batch norm reads its channels strided)."""
+    if (xd.ndim < 3 or xd.size < jit.MIN_ELEMENTS or xd.dtype not in (np.float32, np.float64)
+            or not xd.flags.c_contiguous or xd.size // (xd.shape[0] * xd.shape[1]) < MIN_POSITIONS):
+        return None
+    return jit.kernels()
+
+
+# positions per channel and image below which the batch norm kernels' rows are too short to pay
+MIN_POSITIONS = 4
+
+
+def _bn_grad_kernels(jk, g, x3, mean, inv, scale, use_batch, n, rx, rg, rb, gam, b_t):
+    """batch_norm's vjp on the compiled kernels: one pass for the per-channel sums, one for the
+    input gradient (the NumPy path's formula, folded per channel the same way)."""
+    dt = x3.dtype
+    g3 = g.reshape(x3.shape)
+    sum_g = sum_gxhat = gx = None
+    if rb or rg or (rx and use_batch):
+        with jit.threads():
+            sg, sgx = jk.bn_grad_sums(g3, x3, mean)
+        sum_g = sg.astype(dt)
+        sum_gxhat = sgx.astype(dt) * inv
+    if rx:
+        gx = np.empty_like(g)
+        if use_batch:
+            k2 = scale * inv * sum_gxhat / n
+            k3 = scale * sum_g / n
+        else:
+            k2 = k3 = np.zeros_like(scale)
+        with jit.threads():
+            jk.bn_grad_input(g3, x3, mean, scale.astype(dt, copy=False), k2.astype(dt, copy=False),
+                             k3.astype(dt, copy=False), gx.reshape(x3.shape))
+    ggam = sum_gxhat.reshape(gam.shape) if rg else None
+    gbet = sum_g.reshape(b_t.data.shape) if rb else None
+    return gx, ggam, gbet
 
 
 def layer_norm(x, gamma=None, beta=None, axes=None, eps=1e-5):

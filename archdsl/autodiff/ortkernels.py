@@ -67,7 +67,12 @@ def blas_threads() -> int:
         try:
             from threadpoolctl import ThreadpoolController
             libs = ThreadpoolController().select(user_api="blas").lib_controllers
-            ctl = libs[0] if libs else None
+            # NumPy's own BLAS: others may be loaded too (numba imports SciPy, which brings
+            # a second OpenBLAS), and only NumPy's runs the engine's products
+            home = os.path.realpath(os.path.dirname(os.path.dirname(np.__file__)))
+            mine = [c for c in libs if os.path.realpath(c.filepath).startswith(
+                (os.path.join(home, "numpy") + os.sep, os.path.join(home, "numpy.libs") + os.sep))]
+            ctl = (mine or libs or [None])[0]
         except Exception:       # threadpoolctl missing or a BLAS it cannot drive: one thread
             ctl = None
         state["blas"] = ctl

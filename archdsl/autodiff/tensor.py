@@ -30,6 +30,8 @@ import math
 
 import numpy as np
 
+from . import jit
+
 __all__ = [
     "Tensor", "Tape", "tensor", "as_tensor", "backward", "zero_grad", "no_grad", "enable_grad",
     "is_grad_enabled", "unbroadcast", "defprim", "record", "record_multi",
@@ -654,11 +656,35 @@ def sigmoid(x):
 def relu(x):
     if not isinstance(x, Tensor):
         x = _wrap(x)
-    out = np.maximum(x.data, 0)
+    xd = x.data
+    jk = _flat_kernels(xd)
+    if jk is not None:
+        out = np.empty_like(xd)
+        with jit.threads():
+            jk.relu(xd.reshape(-1), out.reshape(-1))
+    else:
+        out = np.maximum(xd, 0)
     if x.requires_grad and _GRAD[0]:
         # the mask from the output, so the input's array is not kept for the backward
-        return record(out, (x,), lambda g: (g * (out > 0),))
+        return record(out, (x,), lambda g: (_relu_grad(jk, g, out),))
     return _const(out)
+
+
+def _relu_grad(jk, g, out):
+    if jk is None or g.dtype != out.dtype or g.shape != out.shape or not g.flags.c_contiguous:
+        return g * (out > 0)
+    gx = np.empty_like(g)
+    with jit.threads():
+        jk.relu_grad(g.reshape(-1), out.reshape(-1), gx.reshape(-1))
+    return gx
+
+
+def _flat_kernels(a):
+    """The compiled kernels for an elementwise pass over `a`, or None for NumPy's: float32 or
+    float64, C-contiguous, at least jit.MIN_ELEMENTS values."""
+    if a.dtype not in (np.float32, np.float64) or a.size < jit.MIN_ELEMENTS or not a.flags.c_contiguous:
+        return None
+    return jit.kernels()
 
 
 def astype(x, dtype):

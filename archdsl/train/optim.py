@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from ..autodiff import Tensor
+from ..autodiff import Tensor, jit
 
 
 class Optimizer:
@@ -92,6 +92,14 @@ class Optimizer:
     def _begin(self) -> None:
         """Per-step scalars (bias corrections), computed once before the updates."""
 
+    def _fused_step(self, p, g, decay, out) -> bool:
+        """One compiled pass over the flat gradients `g` and the state, if this optimizer has such
+        a kernel and it may run here (False leaves the step to `_direction`): with `out` None,
+        it updates the flat parameters `p` in place (scaled by AdamW's `decay` first, unless
+        None); otherwise it writes the amount to subtract into `out`, reading `p` (None unless
+        L2 decay needs it) as `_direction` would."""
+        return False
+
     def _direction(self, st, p, g, tmp) -> None:   # pragma: no cover - abstract
         """Write into `tmp` the amount to subtract from `p` and advance the state arrays `st`
         (slot -> array). `p` is only read; `g` may be modified in place."""
@@ -117,17 +125,21 @@ class Optimizer:
                 pflat = self._pflat
                 np.concatenate([p.data.reshape(-1) for p in tensors], out=pflat)
             tflat, n = self._tflat, gflat.size
-            for a in range(0, n, CHUNK):
-                sl = slice(a, min(n, a + CHUNK))
-                tmp = tflat[sl]
-                self._direction({k: v[sl] for k, v in self._sflat.items()},
-                                pflat[sl] if pflat is not None else None, gflat[sl], tmp)
+            if self._fused_step(pflat, gflat, decay, None if span is not None else tflat):
                 if span is not None:
-                    if decay is not None:
-                        span[sl] *= decay
-                    span[sl] -= tmp
-            if span is not None:
-                return
+                    return
+            else:
+                for a in range(0, n, CHUNK):
+                    sl = slice(a, min(n, a + CHUNK))
+                    tmp = tflat[sl]
+                    self._direction({k: v[sl] for k, v in self._sflat.items()},
+                                    pflat[sl] if pflat is not None else None, gflat[sl], tmp)
+                    if span is not None:
+                        if decay is not None:
+                            span[sl] *= decay
+                        span[sl] -= tmp
+                if span is not None:
+                    return
             for p, tmp in zip(tensors, self._tmps):
                 d = p.data
                 if decay is not None:
@@ -278,6 +290,24 @@ class Adam(Optimizer):
         # bias corrections once per step, as Python floats (keep float32 arrays float32)
         self._step_size = self.lr / (1.0 - self.b1 ** self.t)
         self._inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - self.b2 ** self.t)
+
+    def _fused_step(self, p, g, decay, out):
+        # one pass over p, g, m and v on every BLAS thread instead of ten single-threaded ones;
+        # the same float32 operations in the same order, so the same bits (NumPy turns Python
+        # floats into float32 scalars just so)
+        if g.dtype != np.float32 or g.size < jit.MIN_ELEMENTS:
+            return False
+        jk = jit.kernels()
+        if jk is None:
+            return False
+        f = np.float32
+        wd = 0.0 if self.decoupled else self.weight_decay
+        with jit.threads():
+            jk.adam(g if p is None else p, g, self._sflat["m"], self._sflat["v"], f(self.b1), f(1.0 - self.b1),
+                    f(self.b2), f(1.0 - self.b2), f(wd), f(self._step_size), f(self._inv_bc2_sqrt), f(self.eps),
+                    f(1.0 if decay is None else decay), self.t % FLUSH_EVERY == 0, np.finfo(np.float32).tiny,
+                    g if out is None else out, out is None)
+        return True
 
     def _direction(self, st, p, g, tmp):
         b1, b2, wd = self.b1, self.b2, self.weight_decay
