@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -105,28 +106,56 @@ def test_batchnorm_kernels_match_numpy_path(training, numpy_only):
         np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-5 * np.abs(e).max(), err_msg=name)
 
 
-def test_batchnorm_kernels_same_bits_at_any_thread_count():
+def test_kernels_same_bits_at_any_thread_count(monkeypatch):
+    """At two threads a launch is split between the caller and a worker (parts by channel or
+    row, each part's sums in one thread): the same bits as one thread gives."""
+    monkeypatch.setattr(jit, "SPLIT_FLOATS", 1024)
+    threads = set()
+    real = jitkernels.bn_grad_sums
+
+    def spy(*args):
+        threads.add(threading.get_ident())
+        return real(*args)
+    monkeypatch.setattr(jitkernels, "bn_grad_sums", spy)
     data = _bn_data((8, 64, 16, 16), seed=3)
     runs = []
     for n in (1, 2):
         with threadpool_limits(n, user_api="blas"):
+            threads.clear()
             runs.append(_bn_run(*data))
+            assert len(threads) == n
+            xt = ad.tensor(data[0], requires_grad=True)
+            y = ad.relu(xt)
+            ad.backward(y, data[3])
+            runs[-1] += (y.data, xt.grad, _adam_run(optim.AdamW, {}, True, steps=3)[0])
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 
 
-def test_kernels_launched_from_worker_threads_at_once():
-    """ortkernels.parallel's workers may launch kernels concurrently (a thread-safe threading
-    layer, or the launch lock): each result is the one a lone launch gives."""
+def test_split_runs_every_part_once(monkeypatch):
+    monkeypatch.setattr(jit, "SPLIT_FLOATS", 10)
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            for n, size in [(0, 1), (1, 100), (7, 3), (1000, 1), (5, 1000)]:
+                seen = []
+                jit.split(n, lambda lo, hi: seen.append((lo, hi)), size)
+                covered = sorted(i for lo, hi in seen for i in range(lo, hi))
+                assert covered == list(range(n))
+                assert len(seen) <= threads
+
+
+def test_kernels_from_worker_threads_at_once():
+    """Worker threads of ortkernels.parallel may launch kernels at once (they run them whole,
+    unsplit): each result is the one a lone launch gives."""
     jk = jit.kernels()
     cases = [_bn_data((8, 32, 12, 12), seed=s)[0].reshape(8, 32, -1) for s in range(6)]
 
     def launch(x):
-        with jit.threads():
-            mean, var = jk.bn_stats(x)
-            out = np.empty_like(x)
-            jk.bn_apply(x, mean.astype(np.float32), (1 / np.sqrt(var + 1e-5)).astype(np.float32),
-                        np.zeros(x.shape[1], np.float32), out)
+        mean, var = np.empty(32), np.empty(32)
+        jit.split(32, lambda lo, hi: jk.bn_stats(x, mean, var, lo, hi), 8 * 144)
+        out = np.empty_like(x)
+        jk.bn_apply(x, mean.astype(np.float32), (1 / np.sqrt(var + 1e-5)).astype(np.float32),
+                    np.zeros(32, np.float32), out, 0, 8 * 32)
         return mean, var, out
     alone = [launch(x) for x in cases]
     with ThreadPoolExecutor(3) as pool:

@@ -1,33 +1,39 @@
-"""Compiled, multithreaded kernels (numba), where NumPy's one-pass-per-ufunc work is the cost
-(issue 21): a batch norm's statistics, output and gradient each in one pass over the data, on
-every BLAS thread, instead of six to ten single-threaded NumPy passes. The kernels themselves
-are in jitkernels.py, by theme; this module decides whether they run.
+"""Compiled kernels (numba), where NumPy's one-pass-per-ufunc work is the cost (issue 21): a
+batch norm's statistics, output and gradient each in one pass over the data, ReLU and the Adam
+update in one, instead of six to ten NumPy passes. The kernels themselves are in jitkernels.py,
+by theme; this module decides whether they run, and splits a launch between threads.
 
 numba is optional (the `fast` extra; the dev extras install it). Without it, with
 ARCHDSL_JIT=numpy, or with ARCHDSL_KERNELS=numpy (every non-NumPy kernel off), `kernels()` is
 None and callers take their NumPy path, which the tests run too. Kernels compile on first use
 and are cached on disk (numba's cache), so a process pays the compile once per machine.
 
-Threads follow the BLAS thread count (`--threads`, threadpool_limits), as ONNX Runtime's do.
-numba's threading layer is chosen thread-safe first (tbb, then GNU OpenMP): worker threads of
-ortkernels.parallel may launch kernels at once. Where only the workqueue layer exists, a lock
-keeps launches one at a time (that layer aborts the process on concurrent launches).
+Threads: a large launch is split into one part per BLAS thread (`--threads`,
+threadpool_limits), the first run by the caller and the others by ortkernels' worker threads,
+which sleep between launches; the kernels hold no GIL. numba's own threading layers are not
+used: GNU OpenMP's idle threads spin ~4 ms of CPU after every launch, and share one pool with
+PyTorch's where both are loaded (the MLP of bench_midsize at 2 threads took 50 ms a step so,
+against 28 ms on NumPy alone); workqueue aborts on launches from two threads at once.
 """
 from __future__ import annotations
 
 import os
 import threading
 
-from .ortkernels import blas_threads
+from .ortkernels import blas_threads, workers
 
-__all__ = ["kernels", "threads", "MIN_ELEMENTS"]
+__all__ = ["kernels", "preload", "split", "MIN_ELEMENTS", "SPLIT_FLOATS"]
 
-# Below this many elements a NumPy pass costs a few microseconds and a kernel launch (thread
-# wake-up, argument unboxing) as much: the NumPy path is kept there.
+# Below this many elements a NumPy pass costs a few microseconds and a kernel launch as much:
+# the NumPy path is kept there.
 MIN_ELEMENTS = 1 << 15
+# A launch is split between threads in parts that move at least this many floats (reads plus
+# writes): handing a part to a sleeping worker and taking its end back costs ~0.2 ms on this
+# project's machine (a KVM guest), what moving ~1M floats takes. ReLU over 4M floats: 1.19 ms
+# on one thread, 0.90 ms on two; over 1M: 0.30 against 0.38 ms.
+SPLIT_FLOATS = 1 << 21
 
 state: dict = {}
-_launch = threading.Lock()
 _MAIN = threading.main_thread().ident
 
 
@@ -39,6 +45,16 @@ def kernels():
     return mod
 
 
+def preload() -> None:
+    """Load numba, LLVM and a cached kernel now rather than at the first launch (about 120 MiB
+    of RSS, once per process): benchmarks count it with the libraries, as torch's import."""
+    mod = kernels()
+    if mod is not None:
+        import numpy as np
+        a = np.zeros(1, np.float32)
+        mod.relu(a, a, 0, 1)
+
+
 def _load():
     if os.environ.get("ARCHDSL_JIT", "") == "numpy" or os.environ.get("ARCHDSL_KERNELS", "") == "numpy":
         return None
@@ -46,53 +62,25 @@ def _load():
         import numba
     except ImportError:
         return None
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "threadsafe"
+    state["numba"] = numba.__version__
     from . import jitkernels
-    # GNU OpenMP's idle threads spin for ~4 ms of CPU after each launch by default: on a core
-    # that ONNX Runtime's or OpenBLAS's threads need next (ResNet-18 at 2 threads: 1,771 against
-    # 1,673 ms a step). Passive waiting is read when the library loads, which warm() does; the
-    # variable is set for that moment only, unless the user has set it.
-    scoped = "OMP_WAIT_POLICY" not in os.environ
-    if scoped:
-        os.environ["OMP_WAIT_POLICY"] = "passive"
-    try:
-        try:
-            jitkernels.warm()               # selects the threading layer (compiles a tiny kernel)
-        except Exception:                   # no thread-safe layer: the always-present workqueue
-            numba.config.THREADING_LAYER = "workqueue"
-            jitkernels.warm()
-    finally:
-        if scoped:
-            del os.environ["OMP_WAIT_POLICY"]
-    state["numba"] = numba
-    state["locked"] = numba.threading_layer() == "workqueue"
-    state["pool"] = numba.config.NUMBA_NUM_THREADS
-    state["set"] = None
     return jitkernels
 
 
-class threads:
-    """Context for a kernel launch: numba's thread count set to the BLAS thread count (at most
-    numba's pool; one on a worker thread of ortkernels.parallel, whose core is its own), and
-    the launch serialised where the threading layer needs it."""
-    __slots__ = ("lock",)
-
-    def __enter__(self):
-        numba = state["numba"]
-        if threading.get_ident() == _MAIN:
-            want = min(blas_threads(), state["pool"])
-            if state["set"] != want:      # numba's count is per thread: the main thread's, cached
-                numba.set_num_threads(want)
-                state["set"] = want
-        else:
-            numba.set_num_threads(1)
-        self.lock = _launch if state["locked"] else None
-        if self.lock is not None:
-            self.lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        if self.lock is not None:
-            self.lock.release()
-        return False
+def split(n: int, launch, floats: int) -> None:
+    """launch(lo, hi) over the range [0, n) of units that each move `floats` floats: in one
+    part, or on the caller's thread and BLAS threads - 1 workers when each part moves
+    SPLIT_FLOATS (only from the main thread: a worker of ortkernels.parallel has one core of
+    its own)."""
+    k = 1
+    if n * floats >= 2 * SPLIT_FLOATS and threading.get_ident() == _MAIN:
+        k = min(blas_threads(), n, n * floats // SPLIT_FLOATS)
+    if k <= 1:
+        launch(0, n)
+        return
+    bounds = [n * i // k for i in range(k + 1)]
+    pool = workers(blas_threads())
+    parts = [pool.submit(launch, bounds[i], bounds[i + 1]) for i in range(1, k)]
+    launch(0, bounds[1])
+    for p in parts:
+        p.result()

@@ -1,166 +1,159 @@
 """numba kernels, by theme; imported only through jit.kernels() (numba present and allowed).
 
-Each kernel is one pass over its arrays (two for a reduction that needs its mean first),
-parallel over rows or channels with prange. Reductions accumulate in float64 within one thread
-per channel, so a result does not depend on the thread count. Elementwise kernels do the
-NumPy path's float32 operations in its order, so their results are the NumPy path's bit for bit
-(no fastmath: no contraction into FMAs); only reductions may reassociate.
+Each kernel is one pass over its part of the arrays (two for a reduction that needs its mean
+first), compiled without the GIL: jit.split runs the parts of a launch on the engine's worker
+threads (numba's own threading layers are not used: GNU OpenMP's, the only thread-safe one in
+numba's wheels, shares its pool with PyTorch's when both are loaded and spins between
+launches). A part is a range of channels, rows or elements, given as (lo, hi).
+
+Reductions accumulate in float64 within one part per channel, so a result does not depend on
+the thread count. Elementwise kernels do the NumPy path's float32 operations in its order, so
+their results are the NumPy path's bit for bit (no fastmath: no contraction into FMAs); only
+reductions may reassociate.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _REDUCE = {"reassoc", "nsz"}     # vectorised sums: float64 accumulators, order free
 
 
-@njit(cache=True, parallel=True)
-def _warm(x):
-    for i in prange(x.shape[0]):
-        x[i] += 1.0
-
-
-def warm():
-    """Compile (or load) one tiny parallel kernel: selects numba's threading layer."""
-    _warm(np.zeros(2))
-
-
 # -- normalization: batch norm over [N, C, P] (P = the spatial positions, flattened) -----------
 
-@njit(cache=True, parallel=True, fastmath=_REDUCE)
-def bn_stats(x):
-    """Per-channel mean and biased variance of x [N, C, P], float64 (two passes, centred)."""
-    N, C, P = x.shape
-    mean = np.empty(C)
-    var = np.empty(C)
-    for c in prange(C):
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def bn_stats(x, mean, var, lo, hi):
+    """Per-channel mean and biased variance of x [N, C, P] into float64 mean, var [C], for
+    channels lo:hi (two passes, centred)."""
+    N, _, P = x.shape
+    for c in range(lo, hi):
         s = 0.0
         for i in range(N):
+            row = x[i, c]
             for p in range(P):
-                s += x[i, c, p]
+                s += row[p]
         m = s / (N * P)
         q = 0.0
         for i in range(N):
+            row = x[i, c]
             for p in range(P):
-                d = x[i, c, p] - m
+                d = row[p] - m
                 q += d * d
         mean[c] = m
         var[c] = q / (N * P)
-    return mean, var
 
 
-@njit(cache=True, parallel=True)
-def bn_apply(x, mean, scale, shift, out):
-    """out = (x - mean) * scale + shift per channel, all float32 [C] but x, out [N, C, P]."""
-    N, C, P = x.shape
-    for r in prange(N * C):
+@njit(cache=True, nogil=True)
+def bn_apply(x, mean, scale, shift, out, lo, hi):
+    """out = (x - mean) * scale + shift per channel for rows lo:hi of the N*C rows of x, out
+    [N, C, P] (mean, scale, shift: [C] in x's dtype)."""
+    C = x.shape[1]
+    for r in range(lo, hi):
         i = r // C
         c = r - i * C
         m = mean[c]
         a = scale[c]
         b = shift[c]
-        for p in range(P):
-            out[i, c, p] = (x[i, c, p] - m) * a + b
+        xr = x[i, c]
+        orow = out[i, c]
+        for p in range(xr.size):
+            orow[p] = (xr[p] - m) * a + b
 
 
-@njit(cache=True, parallel=True, fastmath=_REDUCE)
-def bn_grad_sums(g, x, mean):
-    """Per channel, float64: sum(g) and sum(g * (x - mean)) over [N, C, P]."""
-    N, C, P = x.shape
-    sg = np.empty(C)
-    sgx = np.empty(C)
-    for c in prange(C):
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def bn_grad_sums(g, x, mean, sg, sgx, lo, hi):
+    """Per channel lo:hi, float64: sg = sum(g) and sgx = sum(g * (x - mean)) over [N, C, P]."""
+    N, _, P = x.shape
+    for c in range(lo, hi):
         m = mean[c]
         a = 0.0
         b = 0.0
         for i in range(N):
+            gr = g[i, c]
+            xr = x[i, c]
             for p in range(P):
-                gi = g[i, c, p]
+                gi = gr[p]
                 a += gi
-                b += gi * (x[i, c, p] - m)
+                b += gi * (xr[p] - m)
         sg[c] = a
         sgx[c] = b
-    return sg, sgx
 
 
-@njit(cache=True, parallel=True)
-def bn_grad_input(g, x, mean, scale, k2, k3, gx):
-    """gx = g * scale - (x - mean) * k2 - k3 per channel (float32 [C] coefficients)."""
-    N, C, P = x.shape
-    for r in prange(N * C):
+@njit(cache=True, nogil=True)
+def bn_grad_input(g, x, mean, scale, k2, k3, gx, lo, hi):
+    """gx = g * scale - (x - mean) * k2 - k3 per channel, for rows lo:hi of the N*C rows."""
+    C = x.shape[1]
+    for r in range(lo, hi):
         i = r // C
         c = r - i * C
         m = mean[c]
         a = scale[c]
         b = k2[c]
         d = k3[c]
-        for p in range(P):
-            gx[i, c, p] = g[i, c, p] * a - (x[i, c, p] - m) * b - d
+        gr = g[i, c]
+        xr = x[i, c]
+        out = gx[i, c]
+        for p in range(xr.size):
+            out[p] = gr[p] * a - (xr[p] - m) * b - d
 
 
 # -- activations ----------------------------------------------------------------------------------
-# Flat kernels run blocks of _BLOCK elements as parallel tasks, each through slices indexed from
-# 0: LLVM vectorises that loop, not one indexed from the block's start (2x slower measured).
+# Flat kernels index their slices from 0: LLVM vectorises that loop, not one indexed from the
+# part's start (2x slower measured).
 
-_BLOCK = 1 << 14
+@njit(cache=True, nogil=True)
+def relu(x, out, lo, hi):
+    """out = max(x, 0) over elements lo:hi of flat arrays (NaN stays NaN, as in np.maximum)."""
+    xs = x[lo:hi]
+    os = out[lo:hi]
+    zero = xs.dtype.type(0)
+    for k in range(xs.size):
+        v = xs[k]
+        os[k] = zero if v < 0 else v      # one compare and select
 
 
-@njit(cache=True, parallel=True)
-def relu(x, out):
-    """out = max(x, 0) over flat arrays (NaN stays NaN, as np.maximum keeps it)."""
-    n = x.size
-    for b in prange((n + _BLOCK - 1) // _BLOCK):
-        lo = b * _BLOCK
-        xs = x[lo:min(n, lo + _BLOCK)]
-        os = out[lo:lo + xs.size]
-        for k in range(xs.size):
-            v = xs[k]
-            os[k] = np.float32(0.0) if v < 0 else v      # one compare and select
-
-@njit(cache=True, parallel=True)
-def relu_grad(g, out, gx):
-    """gx = g * (out > 0) over flat arrays."""
-    n = g.size
-    for b in prange((n + _BLOCK - 1) // _BLOCK):
-        lo = b * _BLOCK
-        gs = g[lo:min(n, lo + _BLOCK)]
-        os = out[lo:lo + gs.size]
-        xs = gx[lo:lo + gs.size]
-        for k in range(gs.size):
-            xs[k] = gs[k] * np.float32(os[k] > 0)
+@njit(cache=True, nogil=True)
+def relu_grad(g, out, gx, lo, hi):
+    """gx = g * (out > 0) over elements lo:hi of flat arrays."""
+    gs = g[lo:hi]
+    os = out[lo:hi]
+    xs = gx[lo:hi]
+    one = gs.dtype.type(1)
+    zero = gs.dtype.type(0)
+    for k in range(gs.size):
+        xs[k] = gs[k] * (one if os[k] > 0 else zero)
 
 
 # -- optimizers ----------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
-def adam(p, g, m, v, b1, c1, b2, c2, wd, step_size, inv_bc2_sqrt, eps, decay, flush, tiny, out, inplace):
-    """One Adam(W) step over flat float32 arrays, with optim.Adam._direction's operations in
-    its order: m and v in place, and p too when `inplace` (p * decay - step), else the step
-    into `out`. Float32 scalars, c1 and c2 being 1 - b1 and 1 - b2 rounded from float64 as
-    NumPy's path has them; wd != 0 adds the L2 term (reading p); flush zeroes subnormal m, v."""
-    n = p.size
+@njit(cache=True, nogil=True)
+def adam(p, g, m, v, b1, c1, b2, c2, wd, step_size, inv_bc2_sqrt, eps, decay, flush, tiny, out, inplace,
+         lo, hi):
+    """One Adam(W) step over elements lo:hi of flat float32 arrays, with
+    optim.Adam._direction's operations in its order: m and v in place, and p too when
+    `inplace` (p * decay - step), else the step into `out`. Float32 scalars, c1 and c2 being
+    1 - b1 and 1 - b2 rounded from float64 as NumPy's path has them; wd != 0 adds the L2 term
+    (reading p); flush zeroes subnormal m and v."""
     zero = np.float32(0.0)
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        lo = blk * _BLOCK
-        ps = p[lo:min(n, lo + _BLOCK)]
-        gs = g[lo:lo + ps.size]
-        ms = m[lo:lo + ps.size]
-        vs = v[lo:lo + ps.size]
-        os = out[lo:lo + ps.size]
-        for k in range(ps.size):
-            gk = gs[k]
-            pk = ps[k]
-            if wd != zero:
-                gk = gk + pk * wd
-            mk = ms[k] * b1 + gk * c1
-            vk = vs[k] * b2 + (gk * gk) * c2
-            if flush:
-                mk = zero if abs(mk) < tiny else mk
-                vk = zero if abs(vk) < tiny else vk
-            ms[k] = mk
-            vs[k] = vk
-            step = (mk / (np.sqrt(vk) * inv_bc2_sqrt + eps)) * step_size
-            if inplace:
-                ps[k] = pk * decay - step
-            else:
-                os[k] = step
+    ps = p[lo:hi]
+    gs = g[lo:hi]
+    ms = m[lo:hi]
+    vs = v[lo:hi]
+    os = out[lo:hi]
+    for k in range(ps.size):
+        gk = gs[k]
+        pk = ps[k]
+        if wd != zero:
+            gk = gk + pk * wd
+        mk = ms[k] * b1 + gk * c1
+        vk = vs[k] * b2 + (gk * gk) * c2
+        if flush:
+            mk = zero if abs(mk) < tiny else mk
+            vk = zero if abs(vk) < tiny else vk
+        ms[k] = mk
+        vs[k] = vk
+        step = (mk / (np.sqrt(vk) * inv_bc2_sqrt + eps)) * step_size
+        if inplace:
+            ps[k] = pk * decay - step
+        else:
+            os[k] = step

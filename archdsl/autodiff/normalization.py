@@ -63,8 +63,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
         if n <= 1:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got {xd.shape}")
         if jk is not None:
-            with jit.threads():
-                mean, var = jk.bn_stats(x3)
+            mean, var = np.empty(C), np.empty(C)
+            jit.split(C, lambda lo, hi: jk.bn_stats(x3, mean, var, lo, hi), 2 * n)
             mean = mean.astype(dt)
             var = var.astype(dt)
             xc = None
@@ -87,9 +87,11 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training,
     scale = inv if gam is None else gam.reshape(-1) * inv
     if jk is not None:
         out = np.empty_like(xd)
+        out3 = out.reshape(x3.shape)
+        scale_d = scale.astype(dt, copy=False)
         shift = b_t.data.reshape(-1).astype(dt, copy=False) if b_t is not None else np.zeros(C, dt)
-        with jit.threads():
-            jk.bn_apply(x3, mean, scale.astype(dt, copy=False), shift, out.reshape(x3.shape))
+        jit.split(x3.shape[0] * C, lambda lo, hi: jk.bn_apply(x3, mean, scale_d, shift, out3, lo, hi),
+                  2 * x3.shape[2])
     elif use_batch:
         # the centred copy becomes the output: the backward recomputes x - mean from x (alive on
         # the tape anyway) rather than keeping a second activation-sized array
@@ -147,23 +149,24 @@ def _bn_grad_kernels(jk, g, x3, mean, inv, scale, use_batch, n, rx, rg, rb, gam,
     """batch_norm's vjp on the compiled kernels: one pass for the per-channel sums, one for the
     input gradient (the NumPy path's formula, folded per channel the same way)."""
     dt = x3.dtype
+    N, C, P = x3.shape
     g3 = g.reshape(x3.shape)
     sum_g = sum_gxhat = gx = None
     if rb or rg or (rx and use_batch):
-        with jit.threads():
-            sg, sgx = jk.bn_grad_sums(g3, x3, mean)
+        sg, sgx = np.empty(C), np.empty(C)
+        jit.split(C, lambda lo, hi: jk.bn_grad_sums(g3, x3, mean, sg, sgx, lo, hi), 2 * N * P)
         sum_g = sg.astype(dt)
         sum_gxhat = sgx.astype(dt) * inv
     if rx:
         gx = np.empty_like(g)
+        gx3 = gx.reshape(x3.shape)
         if use_batch:
             k2 = scale * inv * sum_gxhat / n
             k3 = scale * sum_g / n
         else:
             k2 = k3 = np.zeros_like(scale)
-        with jit.threads():
-            jk.bn_grad_input(g3, x3, mean, scale.astype(dt, copy=False), k2.astype(dt, copy=False),
-                             k3.astype(dt, copy=False), gx.reshape(x3.shape))
+        a, b, d = (k.astype(dt, copy=False) for k in (scale, k2, k3))
+        jit.split(N * C, lambda lo, hi: jk.bn_grad_input(g3, x3, mean, a, b, d, gx3, lo, hi), 3 * P)
     ggam = sum_gxhat.reshape(gam.shape) if rg else None
     gbet = sum_g.reshape(b_t.data.shape) if rb else None
     return gx, ggam, gbet

@@ -660,8 +660,8 @@ def relu(x):
     jk = _flat_kernels(xd)
     if jk is not None:
         out = np.empty_like(xd)
-        with jit.threads():
-            jk.relu(xd.reshape(-1), out.reshape(-1))
+        xf, of = xd.reshape(-1), out.reshape(-1)
+        jit.split(xf.size, lambda lo, hi: jk.relu(xf, of, lo, hi), 2)
     else:
         out = np.maximum(xd, 0)
     if x.requires_grad and _GRAD[0]:
@@ -674,8 +674,8 @@ def _relu_grad(jk, g, out):
     if jk is None or g.dtype != out.dtype or g.shape != out.shape or not g.flags.c_contiguous:
         return g * (out > 0)
     gx = np.empty_like(g)
-    with jit.threads():
-        jk.relu_grad(g.reshape(-1), out.reshape(-1), gx.reshape(-1))
+    gf, of, xf = g.reshape(-1), out.reshape(-1), gx.reshape(-1)
+    jit.split(gf.size, lambda lo, hi: jk.relu_grad(gf, of, xf, lo, hi), 3)
     return gx
 
 

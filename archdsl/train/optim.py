@@ -302,11 +302,11 @@ class Adam(Optimizer):
             return False
         f = np.float32
         wd = 0.0 if self.decoupled else self.weight_decay
-        with jit.threads():
-            jk.adam(g if p is None else p, g, self._sflat["m"], self._sflat["v"], f(self.b1), f(1.0 - self.b1),
-                    f(self.b2), f(1.0 - self.b2), f(wd), f(self._step_size), f(self._inv_bc2_sqrt), f(self.eps),
-                    f(1.0 if decay is None else decay), self.t % FLUSH_EVERY == 0, np.finfo(np.float32).tiny,
-                    g if out is None else out, out is None)
+        args = (g if p is None else p, g, self._sflat["m"], self._sflat["v"], f(self.b1), f(1.0 - self.b1),
+                f(self.b2), f(1.0 - self.b2), f(wd), f(self._step_size), f(self._inv_bc2_sqrt), f(self.eps),
+                f(1.0 if decay is None else decay), self.t % FLUSH_EVERY == 0, np.finfo(np.float32).tiny,
+                g if out is None else out, out is None)
+        jit.split(g.size, lambda lo, hi: jk.adam(*args, lo, hi), 7)      # p, g, m, v read; p, m, v written
         return True
 
     def _direction(self, st, p, g, tmp):
