@@ -657,32 +657,40 @@ def relu(x):
     if not isinstance(x, Tensor):
         x = _wrap(x)
     xd = x.data
-    jk = _flat_kernels(xd)
-    if jk is not None:
-        out = np.empty_like(xd)
-        xf, of = xd.reshape(-1), out.reshape(-1)
-        jit.split(xf.size, lambda lo, hi: jk.relu(xf, of, lo, hi), 2)
-    else:
-        out = np.maximum(xd, 0)
+    if xd.size >= jit.MIN_ELEMENTS:             # (small arrays: no further checks, NumPy's pass)
+        jk = _flat_kernels(xd)
+        if jk is not None:
+            return _relu_compiled(x, xd, jk)
+    out = np.maximum(xd, 0)
     if x.requires_grad and _GRAD[0]:
         # the mask from the output, so the input's array is not kept for the backward
-        return record(out, (x,), lambda g: (_relu_grad(jk, g, out),))
+        return record(out, (x,), lambda g: (g * (out > 0),))
     return _const(out)
 
 
-def _relu_grad(jk, g, out):
-    if jk is None or g.dtype != out.dtype or g.shape != out.shape or not g.flags.c_contiguous:
-        return g * (out > 0)
-    gx = np.empty_like(g)
-    gf, of, xf = g.reshape(-1), out.reshape(-1), gx.reshape(-1)
-    jit.split(gf.size, lambda lo, hi: jk.relu_grad(gf, of, xf, lo, hi), 3)
-    return gx
+def _relu_compiled(x, xd, jk):
+    """relu on the compiled kernels: one pass forward, one backward (g * (out > 0) in NumPy is
+    a mask pass, a conversion and a product)."""
+    out = np.empty_like(xd)
+    xf, of = xd.reshape(-1), out.reshape(-1)
+    jit.split(xf.size, lambda lo, hi: jk.relu(xf, of, lo, hi), 2)
+    if not (x.requires_grad and _GRAD[0]):
+        return _const(out)
+
+    def vjp(g):
+        if g.dtype != out.dtype or g.shape != out.shape or not g.flags.c_contiguous:
+            return (g * (out > 0),)
+        gx = np.empty_like(g)
+        gf, xf = g.reshape(-1), gx.reshape(-1)
+        jit.split(gf.size, lambda lo, hi: jk.relu_grad(gf, of, xf, lo, hi), 3)
+        return (gx,)
+    return record(out, (x,), vjp)
 
 
 def _flat_kernels(a):
     """The compiled kernels for an elementwise pass over `a`, or None for NumPy's: float32 or
     float64, C-contiguous, at least jit.MIN_ELEMENTS values."""
-    if a.dtype not in (np.float32, np.float64) or a.size < jit.MIN_ELEMENTS or not a.flags.c_contiguous:
+    if a.size < jit.MIN_ELEMENTS or a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
         return None
     return jit.kernels()
 
