@@ -503,9 +503,18 @@ NOTES = [
     "on the subsampled image; for a 3-channel stem an im2col matrix built by whole-row copies (17 -> "
     "7 ms); otherwise im2col + GEMM; with n threads the images are split between n workers with a "
     "one-thread BLAS each. Small ones (the digits CNN) stay on the NumPy kernels.",
+    "- **Compiled kernels** (`archdsl/autodiff/jit.py` and `jitkernels.py`; numba, the `fast` extra): "
+    "batch norm's statistics, output and gradient, ReLU forward and backward, and the Adam/AdamW "
+    "update each run as one compiled pass over memory (two for batch norm's centred sums) instead of "
+    "one NumPy pass per arithmetic operation. A launch that moves 4M floats or more is split between "
+    "the calling thread and one of the engine's worker threads, which sleep between launches (numba's "
+    "OpenMP layer spun ~4 ms of CPU after every launch and shared its pool with PyTorch's). ReLU and "
+    "Adam give the NumPy path's results bit for bit, batch norm within rounding (float64 sums). "
+    "Without numba, or with ARCHDSL_JIT=numpy, the NumPy passes run.",
     "- **Optimizer** (`archdsl/train/optim.py`): the update runs over all parameters at once in one "
-    "flat buffer, in chunks of 32K elements that stay in L2 cache through Adam's ten-odd passes "
-    "(ResNet-18's 11M parameters: 45 -> 30 ms a step, the same results bit for bit).",
+    "flat buffer: one compiled pass, or without numba NumPy's formula in chunks of 32K elements that "
+    "stay in L2 cache through Adam's ten-odd passes (ResNet-18's 11M parameters: 45 -> 30 ms a step, "
+    "the same results bit for bit).",
     "- **LSTM** (`archdsl/autodiff/recurrent.py`): the recurrence runs transposed ([4H, K] x [K, N] "
     "per step, each gate a contiguous block of rows). At one BLAS thread each step's product runs "
     "on MLAS (`archdsl/autodiff/ortkernels.py`): on these tall thin products it is 1.2-1.4x as fast "
@@ -515,8 +524,9 @@ NOTES = [
     "(a [2048, 512] transpose: 7 ms by NumPy, 1 ms in blocks).",
     "- What is left at one thread is GEMM speed, OpenBLAS against MKL (85-140 against 105-160 GFLOP/s "
     "on this workload's shapes, [bench/kernels.md](kernels.md): the encoder is 70% GEMMs), and the "
-    "elementwise work NumPy does one memory-bound pass per operation (BatchNorm, ReLU, LayerNorm, "
-    "the attention softmax), where oneDNN fuses. At two threads NumPy's elementwise work stays on one "
+    "elementwise work that still takes one NumPy pass per operation (LayerNorm, the attention "
+    "softmax, residual additions, the LSTM's gates: their exp and tanh stay on NumPy's vectorised "
+    "kernels, which numba's scalar libm calls would not match). At two threads that work stays on one "
     "core while torch runs every operation on both. Splitting work between Python worker threads "
     "measured slower in place on this machine: an LSTM's steps split by hidden units with a barrier "
     "per step (62 ms against 56 on one thread), and GEMMs split by rows instead of OpenBLAS's own "
