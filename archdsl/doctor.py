@@ -159,7 +159,7 @@ def _torch() -> Row:
 def _numba() -> Row:
     v = _dist_version("numba")
     if v is None:
-        return ("numba", "not installed (optional, `pip install 'archdsl[fast]'`: batch norm, ReLU and Adam "
+        return ("numba", "not installed (optional, `pip install 'archdsl[fast]'`: batch norm, layer norm, ReLU and Adam "
                 "as compiled multithreaded kernels; without it they run as NumPy passes)", True)
     off = [k for k in ("ARCHDSL_JIT", "ARCHDSL_KERNELS") if os.environ.get(k) == "numpy"]
     return ("numba", f"{v}: compiled kernels " + (f"off ({off[0]}=numpy)" if off else "on"), True)

@@ -504,12 +504,13 @@ NOTES = [
     "7 ms); otherwise im2col + GEMM; with n threads the images are split between n workers with a "
     "one-thread BLAS each. Small ones (the digits CNN) stay on the NumPy kernels.",
     "- **Compiled kernels** (`archdsl/autodiff/jit.py` and `jitkernels.py`; numba, the `fast` extra): "
-    "batch norm's statistics, output and gradient, ReLU forward and backward, and the Adam/AdamW "
-    "update each run as one compiled pass over memory (two for batch norm's centred sums) instead of "
+    "batch norm's statistics, output and gradient, layer norm forward and backward, ReLU forward and "
+    "backward, and the Adam/AdamW update each run as one compiled pass over memory (two for batch "
+    "norm's centred sums) instead of "
     "one NumPy pass per arithmetic operation. A launch that moves 4M floats or more is split between "
     "the calling thread and one of the engine's worker threads, which sleep between launches (numba's "
     "OpenMP layer spun ~4 ms of CPU after every launch and shared its pool with PyTorch's). ReLU and "
-    "Adam give the NumPy path's results bit for bit, batch norm within rounding (float64 sums). "
+    "Adam give the NumPy path's results bit for bit, the norms within rounding (float64 sums). "
     "Without numba, or with ARCHDSL_JIT=numpy, the NumPy passes run.",
     "- **Optimizer** (`archdsl/train/optim.py`): the update runs over all parameters at once in one "
     "flat buffer: one compiled pass, or without numba NumPy's formula in chunks of 32K elements that "
@@ -524,7 +525,7 @@ NOTES = [
     "(a [2048, 512] transpose: 7 ms by NumPy, 1 ms in blocks).",
     "- What is left at one thread is GEMM speed, OpenBLAS against MKL (85-140 against 105-160 GFLOP/s "
     "on this workload's shapes, [bench/kernels.md](kernels.md): the encoder is 70% GEMMs), and the "
-    "elementwise work that still takes one NumPy pass per operation (LayerNorm, the attention "
+    "elementwise work that still takes one NumPy pass per operation (the attention "
     "softmax, residual additions, the LSTM's gates: their exp and tanh stay on NumPy's vectorised "
     "kernels, which numba's scalar libm calls would not match). At two threads that work stays on one "
     "core while torch runs every operation on both. Splitting work between Python worker threads "

@@ -25,7 +25,8 @@ from archdsl.train import optim  # noqa: E402
 from harness import check_grads, check_parity, random_inputs  # noqa: E402
 
 N = Sym.named("N")
-KERNELS = ("bn_stats", "bn_apply", "bn_grad_sums", "bn_grad_input", "relu", "relu_grad", "adam")
+KERNELS = ("bn_stats", "bn_apply", "bn_grad_sums", "bn_grad_input", "ln_forward", "ln_backward", "relu", "relu_grad",
+           "adam")
 
 
 @pytest.fixture
@@ -128,6 +129,8 @@ def test_kernels_same_bits_at_any_thread_count(monkeypatch):
             y = ad.relu(xt)
             ad.backward(y, data[3])
             runs[-1] += (y.data, xt.grad, _adam_run(optim.AdamW, {}, True, steps=3)[0])
+            r = np.random.default_rng(5)
+            runs[-1] += _ln_run(*(r.standard_normal(s_).astype(np.float32) for s_ in ((700, 64), 64, 64, (700, 64))))
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 
@@ -163,6 +166,44 @@ def test_kernels_from_worker_threads_at_once():
     for i, got in enumerate(together):
         for a, b in zip(got, alone[i % len(cases)]):
             np.testing.assert_array_equal(a, b)
+
+
+# -- layer norm -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(N, 8), (N, 3, 6), (N, 2, 3, 5)], ids=["2d", "3d", "4d"])
+def test_layernorm_op_contract_on_kernels(shape, compiled):
+    m = single_op_model("LayerNorm", [TensorType("f32", shape)])
+    x = random_inputs(m, seed=3)
+    rng = np.random.default_rng(0)
+    from archdsl.passes.init import initialize
+    w = {k: rng.standard_normal(a.shape).astype(np.float32) for k, a in initialize(m).items()}
+    check_parity(m, x, weights=w)
+    check_parity(m, x, weights=w, opsets=(13,))        # the ReduceMean/Sqrt/Div decomposition
+    check_grads(m, x, weights=w)
+    assert {"ln_forward", "ln_backward"} <= set(compiled)
+
+
+def _ln_run(x, gam, bet, u):
+    ts = [ad.tensor(a, requires_grad=True) if a is not None else None for a in (x, gam, bet)]
+    y = normalization.layer_norm(*ts)
+    ad.backward(y, u)
+    return (y.data,) + tuple(t.grad for t in ts if t is not None)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layernorm_kernels_match_numpy_path(affine, numpy_only):
+    r = np.random.default_rng(4)
+    x = (r.standard_normal((8, 100, 96)) * 3 + 5).astype(np.float32)
+    u = r.standard_normal(x.shape).astype(np.float32)
+    gam, bet = ((r.standard_normal(96).astype(np.float32), r.standard_normal(96).astype(np.float32))
+                if affine else (None, None))
+    numpy_only(True)
+    ref = _ln_run(x, gam, bet, u)
+    numpy_only(False)
+    got = _ln_run(x, gam, bet, u)
+    for a, e in zip(got, ref):
+        assert a.dtype == e.dtype == np.float32
+        np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-5 * np.abs(e).max())
 
 
 # -- ReLU ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Compiled kernels (numba), where NumPy's one-pass-per-ufunc work is the cost (issue 21): a
-batch norm's statistics, output and gradient each in one pass over the data, ReLU and the Adam
-update in one, instead of six to ten NumPy passes. The kernels themselves are in jitkernels.py,
-by theme; this module decides whether they run, and splits a launch between threads.
+batch norm's statistics, output and gradient each in one pass over the data, a layer norm's
+forward and backward, ReLU and the Adam update in one, instead of six to ten NumPy passes. The
+kernels themselves are in jitkernels.py, by theme; this module decides whether they run, and
+splits a launch between threads.
 
 numba is optional (the `fast` extra; the dev extras install it). Without it, with
 ARCHDSL_JIT=numpy, or with ARCHDSL_KERNELS=numpy (every non-NumPy kernel off), `kernels()` is

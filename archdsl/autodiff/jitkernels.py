@@ -97,6 +97,61 @@ def bn_grad_input(g, x, mean, scale, k2, k3, gx, lo, hi):
             out[p] = gr[p] * a - (xr[p] - m) * b - d
 
 
+# -- normalization: layer norm over rows [M, D] -------------------------------------------------
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def ln_forward(x, gam, bet, xhat, out, inv, eps, lo, hi):
+    """Rows lo:hi of x [M, D]: xhat = (x - mean) / sqrt(var + eps) (biased variance, float64
+    sums), out = xhat * gam + bet, inv[row] = 1 / sqrt(var + eps)."""
+    D = x.shape[1]
+    for r in range(lo, hi):
+        xr = x[r]
+        s = 0.0
+        for j in range(D):
+            s += xr[j]
+        m = s / D
+        q = 0.0
+        for j in range(D):
+            d = xr[j] - m
+            q += d * d
+        iv = 1.0 / np.sqrt(q / D + eps)
+        inv[r] = iv
+        hr = xhat[r]
+        orow = out[r]
+        for j in range(D):
+            h = (xr[j] - m) * iv
+            hr[j] = h
+            orow[j] = h * gam[j] + bet[j]
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def ln_backward(g, xhat, gam, inv, gx, acc, rows, b0, b1):
+    """Blocks b0:b1 of `rows` rows each: gx = inv * (g*gam - mean(g*gam) - xhat *
+    mean(g*gam*xhat)); acc[block] [2, D] (float64) gets the block's column sums of g * xhat
+    (gamma's gradient) and of g (beta's). Fixed blocks, whatever the split: the same sums at
+    any thread count."""
+    M, D = g.shape
+    for blk in range(b0, b1):
+        ab = acc[blk]
+        for r in range(blk * rows, min(M, (blk + 1) * rows)):
+            gr = g[r]
+            hr = xhat[r]
+            a = 0.0
+            b = 0.0
+            for j in range(D):
+                gg = gr[j] * gam[j]
+                a += gg * hr[j]
+                b += gg
+                ab[0, j] += gr[j] * hr[j]
+                ab[1, j] += gr[j]
+            a /= D
+            b /= D
+            iv = inv[r]
+            out = gx[r]
+            for j in range(D):
+                out[j] = (gr[j] * gam[j] - b - hr[j] * a) * iv
+
+
 # -- activations ----------------------------------------------------------------------------------
 # Flat kernels index their slices from 0: LLVM vectorises that loop, not one indexed from the
 # part's start (2x slower measured).

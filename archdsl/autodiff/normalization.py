@@ -243,6 +243,9 @@ def _layer_norm_rows(x, g_t, b_t, x2, eps):
     inv_d = 1.0 / dn
     gam = g_t.data.reshape(dn) if g_t is not None else None
     bet = b_t.data.reshape(dn) if b_t is not None else None
+    jk = _ln_kernels(x2)
+    if jk is not None:
+        return _layer_norm_compiled(jk, x, g_t, b_t, x2, gam, bet, eps)
     xhat = x2 - (row_sum(x2) * inv_d)[:, None]
     var = np.einsum("ij,ij->i", xhat, xhat)              # row dot without a temporary
     var *= inv_d
@@ -285,6 +288,54 @@ def _layer_norm_rows(x, g_t, b_t, x2, eps):
             gx *= inv[:, None]
             gx = gx.reshape(shape)
         return gx, ggam, gbet
+    return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+
+
+# the layer norm backward sums gamma's and beta's gradients per block of rows (at least _LN_ROWS,
+# at most about _LN_BLOCKS blocks), then over the blocks: the same sums however it is split
+_LN_ROWS = 64
+_LN_BLOCKS = 64
+
+
+def _ln_kernels(x2):
+    """The compiled kernels for a layer norm over the rows of x2, or None for the NumPy path:
+    float32 or float64, C-contiguous, at least jit.MIN_ELEMENTS values."""
+    if x2.size < jit.MIN_ELEMENTS or x2.dtype not in (np.float32, np.float64) or not x2.flags.c_contiguous:
+        return None
+    return jit.kernels()
+
+
+def _layer_norm_compiled(jk, x, g_t, b_t, x2, gam, bet, eps):
+    """_layer_norm_rows on the compiled kernels: one pass over each row forward (statistics
+    from the row in cache, then xhat and the output), one backward (the row dot products and
+    gamma's and beta's column sums), instead of about eight NumPy passes each way."""
+    shape = x.data.shape
+    m, dn = x2.shape
+    dt = x2.dtype
+    gam_k = np.ones(dn, dt) if gam is None else gam.astype(dt, copy=False)
+    bet_k = np.zeros(dn, dt) if bet is None else bet.astype(dt, copy=False)
+    xhat = np.empty_like(x2)
+    out = np.empty_like(x2)
+    inv = np.empty(m, dt)
+    jit.split(m, lambda lo, hi: jk.ln_forward(x2, gam_k, bet_k, xhat, out, inv, eps, lo, hi), 3 * dn)
+    out = out.reshape(shape)
+    recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
+    if not recorded:
+        return _const(out)
+
+    def vjp(g):
+        g2 = g.reshape(m, dn)
+        if g2.dtype != dt or not g2.flags.c_contiguous:
+            g2 = np.ascontiguousarray(g2, dtype=dt)
+        gx = np.empty_like(g2)
+        rows = max(_LN_ROWS, -(-m // _LN_BLOCKS))
+        blocks = -(-m // rows)
+        acc = np.zeros((blocks, 2, dn))
+        jit.split(blocks, lambda b0, b1: jk.ln_backward(g2, xhat, gam_k, inv, gx, acc, rows, b0, b1), 4 * dn * rows)
+        acc = acc.sum(axis=0)
+        ggam = acc[0].astype(dt).reshape(g_t.data.shape) if rg else None
+        gbet = acc[1].astype(dt).reshape(b_t.data.shape) if rb else None
+        return (gx.reshape(shape) if rx else None), ggam, gbet
     return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
 
 
