@@ -286,3 +286,13 @@ def test_environment_turns_kernels_off(var):
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "None"
+
+
+def test_without_numba_the_numpy_path_runs(monkeypatch):
+    """`pip install archdsl` without the `fast` extra: no kernels, and the engine still trains."""
+    monkeypatch.setitem(sys.modules, "numba", None)         # import numba raises ImportError
+    monkeypatch.setattr(jit, "state", {})
+    assert jit.kernels() is None
+    x, gam, bet, u = _bn_data((4, 8, 64, 64))
+    y, gx, *_ = _bn_run(x, gam, bet, u)
+    assert np.isfinite(gx).all() and abs(float(y.mean()) - float(bet.mean())) < 1e-3
