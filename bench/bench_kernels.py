@@ -11,6 +11,9 @@ between (issue 21), each measured in one process, interleaved, medians.
   * Recurrent layers: LSTM, GRU and Elman RNN forward + backward (hidden 512, batch 32, 64 steps,
     input 256), with the MLAS step products and without (NumPy only), and torch's nn.LSTM /
     nn.GRU / nn.RNN on the same sizes.
+  * Compiled kernels (archdsl.autodiff.jitkernels, with numba): batch norm, layer norm and ReLU
+    forward + backward and an Adam update, against the NumPy path they replace (at one thread)
+    and torch's (one thread); the kernels also at two threads (a launch split in two).
 
 One BLAS thread, torch.set_num_threads(1). Not a test: it asserts nothing but that the
 alternatives compute the same values.
@@ -170,6 +173,132 @@ def recurrent_rows(reps, torch, N=32, T=64, C=256, H=512):
     return rows
 
 
+def compiled(reps, torch):
+    """compiled_rows with glibc's allocator as a training run sets it (freed memory kept for the
+    next step): otherwise every fresh 16 MB output is a new mapping, page-faulted on first touch."""
+    from archdsl.autodiff.allocator import reused_memory
+    with reused_memory():
+        return compiled_rows(reps, torch)
+
+
+def compiled_rows(reps, torch, bn=(64, 64, 32, 32), ln=(2048, 256), params=11_200_000):
+    """The compiled kernels (jitkernels, numba) against the NumPy path they replace and torch,
+    forward + backward (an update for Adam), one BLAS thread and two."""
+    from archdsl import autodiff as ad
+    from archdsl.autodiff import jit
+    from archdsl.autodiff import normalization as norm
+    from archdsl.train import optim
+    mod = jit.kernels()
+    if mod is None:
+        return ["numba is not installed (`pip install 'archdsl[fast]'`): nothing to compare."]
+    ctl = ortkernels.state.get("blas")
+    r = np.random.default_rng(0)
+    x4 = r.standard_normal(bn).astype(np.float32)
+    u4 = r.standard_normal(bn).astype(np.float32)
+    c4 = r.standard_normal(bn[1]).astype(np.float32)
+    x2 = r.standard_normal(ln).astype(np.float32)
+    u2 = r.standard_normal(ln).astype(np.float32)
+    c2 = r.standard_normal(ln[1]).astype(np.float32)
+
+    def bn_step():
+        ts = [ad.tensor(a, requires_grad=True) for a in (x4, c4, c4)]
+        y = norm.batch_norm(*ts, None, None, True)
+        ad.backward(y, u4)
+        return y.data, ts[0].grad
+
+    def ln_step():
+        ts = [ad.tensor(a, requires_grad=True) for a in (x2, c2, c2)]
+        y = norm.layer_norm(*ts)
+        ad.backward(y, u2)
+        return y.data, ts[0].grad
+
+    def relu_step():
+        t = ad.tensor(x4, requires_grad=True)
+        y = ad.relu(t)
+        ad.backward(y, u4)
+        return y.data, t.grad
+
+    def adam_state():
+        p = ad.Tensor(np.zeros(params, np.float32), requires_grad=True)
+        return p, optim.Adam({"p": p}, lr=1e-3)
+    grad = r.standard_normal(params).astype(np.float32)
+    adams = {}
+
+    def adam_step(key):
+        if key not in adams:
+            adams[key] = adam_state()
+        p, opt = adams[key]
+        p.grad = grad
+        opt.step()
+        return (p.data,)
+
+    def variant(fn, kernels: bool, threads: int):
+        def run():
+            jit.state["mod"] = mod if kernels else None
+            if ctl is not None:
+                ctl.set_num_threads(threads)
+            try:
+                return fn()
+            finally:
+                jit.state["mod"] = mod
+                if ctl is not None:
+                    ctl.set_num_threads(1)
+        return run
+    cases = [("batch norm, training", f"{list(bn)}", bn_step), ("layer norm", f"{list(ln)}", ln_step),
+             ("ReLU", f"{list(bn)}", relu_step)]
+    if torch is not None:
+        F = torch.nn.functional
+        tx4, tu4, tc4 = (torch.from_numpy(a) for a in (x4, u4, c4))
+        tx2, tu2, tc2 = (torch.from_numpy(a) for a in (x2, u2, c2))
+
+        def t_bn():
+            x, g, b = (a.clone().requires_grad_() for a in (tx4, tc4, tc4))
+            F.batch_norm(x, None, None, g, b, training=True).backward(tu4)
+
+        def t_ln():
+            x, g, b = (a.clone().requires_grad_() for a in (tx2, tc2, tc2))
+            F.layer_norm(x, (ln[1],), g, b).backward(tu2)
+
+        def t_relu():
+            x = tx4.clone().requires_grad_()
+            F.relu(x).backward(tu4)
+        tp = torch.zeros(params, requires_grad=True)
+        topt = torch.optim.Adam([tp], lr=1e-3)
+        tgrad = torch.from_numpy(grad)
+
+        def t_adam():
+            tp.grad = tgrad
+            topt.step()
+        peers = [t_bn, t_ln, t_relu, t_adam]
+    rows = ["| kernel (float32, forward + backward) | shape | NumPy path | compiled, 1 thread | compiled, 2 threads "
+            "| torch, 1 thread | compiled ÷ NumPy (1 thread) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for i, (name, shape, fn) in enumerate(cases + [("Adam update", f"{params:,} parameters", None)]):
+        if fn is None:
+            fns = {"numpy": variant(lambda: adam_step("numpy"), False, 1),
+                   "jit1": variant(lambda: adam_step("jit1"), True, 1),
+                   "jit2": variant(lambda: adam_step("jit2"), True, 2)}
+        else:
+            fns = {"numpy": variant(fn, False, 1), "jit1": variant(fn, True, 1), "jit2": variant(fn, True, 2)}
+        ref, got = fns["numpy"](), fns["jit2"]()
+        for a, b in zip(ref, got):      # the same values (Adam and ReLU: the same bits)
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(np.abs(a).max() or 1))
+        if torch is not None:
+            fns["torch"] = peers[i]
+        t = timed(fns, reps)
+        rows.append(f"| {name} | {shape} | {t['numpy'] * 1e3:.2f} ms | {t['jit1'] * 1e3:.2f} ms | "
+                    f"{t['jit2'] * 1e3:.2f} ms | " + (f"{t['torch'] * 1e3:.2f} ms" if "torch" in t else "—")
+                    + f" | {t['numpy'] / t['jit1']:.2f}× |")
+    return rows
+
+
+def _numba_version() -> str:
+    try:
+        import numba
+    except ImportError:
+        return ""
+    return f", numba {numba.__version__}"
+
+
 def main(argv=None):
     args = _args(argv)
     from threadpoolctl import threadpool_limits
@@ -184,14 +313,16 @@ def main(argv=None):
         sections = [("GEMM throughput (GFLOP/s, one thread)", gemm_rows(args.reps, torch)),
                     ("Transposing copies", copy_rows(args.reps)),
                     ("Masked selects", select_rows(args.reps)),
-                    ("Recurrent layers", recurrent_rows(max(5, args.reps // 3), torch))]
+                    ("Recurrent layers", recurrent_rows(max(5, args.reps // 3), torch)),
+                    ("Compiled kernels (numba)", compiled(args.reps, torch))]
     load1 = os.getloadavg()[0]
     head = [f"- Command: `python bench/bench_kernels.py{' --reps ' + str(args.reps) if args.reps != 15 else ''}`",
             f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
             f"load average {load0:.2f} before, {load1:.2f} after",
             f"- Versions: Python {platform.python_version()}, NumPy {np.__version__}"
-            + (f", torch {torch.__version__}" if torch is not None else "")
-            + "; one BLAS thread, torch.set_num_threads(1); medians of interleaved repetitions"]
+            + (f", torch {torch.__version__}" if torch is not None else "") + _numba_version()
+            + "; one BLAS thread (the compiled kernels also at two), torch.set_num_threads(1); medians of "
+            "interleaved repetitions"]
     text = "\n".join(head) + "\n"
     for title, rows in sections:
         text += f"\n## {title}\n\n" + "\n".join(rows) + "\n"

@@ -21,3 +21,15 @@ def test_sections_run_and_agree(monkeypatch):
     text = "\n".join(rows)
     assert "300 × 64 × 16" in text and "LSTM forward + backward" in text and "GRU" in text
     assert all(r.startswith("|") for r in rows)
+
+
+def test_compiled_kernels_section_runs_and_agrees():
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rows = B.compiled_rows(1, torch, bn=(2, 8, 6, 6), ln=(40, 16), params=5000)
+    text = "\n".join(rows)
+    assert all(r.startswith("|") for r in rows) or "not installed" in text
+    if "not installed" not in text:
+        assert "batch norm" in text and "layer norm" in text and "ReLU" in text and "Adam update" in text
