@@ -235,17 +235,33 @@ def _same_tail(p, tail):
 
 
 def _layer_norm_rows(x, g_t, b_t, x2, eps):
-    """layer_norm on float data seen as rows x2 [M, D] (gamma/beta with D elements): row and
-    column sums are BLAS gemvs (np.mean over short rows is several times slower), the
-    centred rows are normalised in place, and no [M, D] temporary outlives its use."""
+    """layer_norm on float data seen as rows x2 [M, D] (gamma/beta with D elements), on the
+    compiled kernels when they may run, else as NumPy passes."""
     shape = x.data.shape
     m, dn = x2.shape
-    inv_d = 1.0 / dn
     gam = g_t.data.reshape(dn) if g_t is not None else None
     bet = b_t.data.reshape(dn) if b_t is not None else None
     jk = _ln_kernels(x2)
-    if jk is not None:
-        return _layer_norm_compiled(jk, x, g_t, b_t, x2, gam, bet, eps)
+    out, backward = (_ln_compiled(jk, x2, gam, bet, eps) if jk is not None else _ln_numpy(x2, gam, bet, eps))
+    out = out.reshape(shape)
+    recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
+    if not recorded:
+        return _const(out)
+
+    def vjp(g):
+        gx, ggam, gbet = backward(g.reshape(m, dn), rx, rg, rb)
+        return (gx.reshape(shape) if rx else None, ggam.reshape(g_t.data.shape) if rg else None,
+                gbet.reshape(b_t.data.shape) if rb else None)
+    return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+
+
+def _ln_numpy(x2, gam, bet, eps):
+    """(out, backward) of a layer norm over rows x2 [M, D] in NumPy: row and column sums are
+    BLAS gemvs (np.mean over short rows is several times slower), the centred rows are
+    normalised in place, and no [M, D] temporary outlives its use. backward(g2, rx, rg, rb)
+    gives the gradients of x2, gamma and beta (those asked for)."""
+    dn = x2.shape[1]
+    inv_d = 1.0 / dn
     xhat = x2 - (row_sum(x2) * inv_d)[:, None]
     var = np.einsum("ij,ij->i", xhat, xhat)              # row dot without a temporary
     var *= inv_d
@@ -259,16 +275,11 @@ def _layer_norm_rows(x, g_t, b_t, x2, eps):
             out += bet
     else:
         out = xhat + bet if bet is not None else xhat.copy()
-    out = out.reshape(shape)
-    recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
-    if not recorded:
-        return _const(out)
 
-    def vjp(g):
-        g2 = g.reshape(m, dn)
+    def backward(g2, rx, rg, rb):
         gxh = g2 * xhat
-        ggam = col_sum(gxh).reshape(g_t.data.shape) if rg else None
-        gbet = col_sum(g2).reshape(b_t.data.shape) if rb else None
+        ggam = col_sum(gxh) if rg else None
+        gbet = col_sum(g2) if rb else None
         gx = None
         if rx:
             # gx = inv * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g * gamma; both means are
@@ -286,9 +297,8 @@ def _layer_norm_rows(x, g_t, b_t, x2, eps):
             gx -= b[:, None]
             gx -= np.multiply(xhat, a[:, None], out=gxh)
             gx *= inv[:, None]
-            gx = gx.reshape(shape)
         return gx, ggam, gbet
-    return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+    return out, backward
 
 
 # the layer norm backward sums gamma's and beta's gradients per block of rows (at least _LN_ROWS,
@@ -305,11 +315,10 @@ def _ln_kernels(x2):
     return jit.kernels()
 
 
-def _layer_norm_compiled(jk, x, g_t, b_t, x2, gam, bet, eps):
-    """_layer_norm_rows on the compiled kernels: one pass over each row forward (statistics
-    from the row in cache, then xhat and the output), one backward (the row dot products and
-    gamma's and beta's column sums), instead of about eight NumPy passes each way."""
-    shape = x.data.shape
+def _ln_compiled(jk, x2, gam, bet, eps):
+    """_ln_numpy on the compiled kernels: one pass over each row forward (statistics from the
+    row in cache, then xhat and the output), one backward (the row dot products and gamma's
+    and beta's column sums), instead of about eight NumPy passes each way."""
     m, dn = x2.shape
     dt = x2.dtype
     gam_k = np.ones(dn, dt) if gam is None else gam.astype(dt, copy=False)
@@ -318,13 +327,8 @@ def _layer_norm_compiled(jk, x, g_t, b_t, x2, gam, bet, eps):
     out = np.empty_like(x2)
     inv = np.empty(m, dt)
     jit.split(m, lambda lo, hi: jk.ln_forward(x2, gam_k, bet_k, xhat, out, inv, eps, lo, hi), 3 * dn)
-    out = out.reshape(shape)
-    recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
-    if not recorded:
-        return _const(out)
 
-    def vjp(g):
-        g2 = g.reshape(m, dn)
+    def backward(g2, rx, rg, rb):
         if g2.dtype != dt or not g2.flags.c_contiguous:
             g2 = np.ascontiguousarray(g2, dtype=dt)
         gx = np.empty_like(g2)
@@ -333,10 +337,8 @@ def _layer_norm_compiled(jk, x, g_t, b_t, x2, gam, bet, eps):
         acc = np.zeros((blocks, 2, dn))
         jit.split(blocks, lambda b0, b1: jk.ln_backward(g2, xhat, gam_k, inv, gx, acc, rows, b0, b1), 4 * dn * rows)
         acc = acc.sum(axis=0)
-        ggam = acc[0].astype(dt).reshape(g_t.data.shape) if rg else None
-        gbet = acc[1].astype(dt).reshape(b_t.data.shape) if rb else None
-        return (gx.reshape(shape) if rx else None), ggam, gbet
-    return record(out, (x, g_t if g_t is not None else _NOGRAD, b_t if b_t is not None else _NOGRAD), vjp)
+        return gx, acc[0].astype(dt), acc[1].astype(dt)
+    return out, backward
 
 
 def _affine_channels(y, gamma, beta):
