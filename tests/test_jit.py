@@ -6,6 +6,7 @@ worker threads launching at once."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -296,3 +297,23 @@ def test_without_numba_the_numpy_path_runs(monkeypatch):
     x, gam, bet, u = _bn_data((4, 8, 64, 64))
     y, gx, *_ = _bn_run(x, gam, bet, u)
     assert np.isfinite(gx).all() and abs(float(y.mean()) - float(bet.mean())) < 1e-3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_split_launches_in_a_forked_child(monkeypatch):
+    """A child forked after the worker pool started gets a pool of its own (the parent's threads
+    do not exist there): a split launch completes instead of waiting forever."""
+    monkeypatch.setattr(jit, "SPLIT_FLOATS", 10)
+    with threadpool_limits(2, user_api="blas"):
+        jit.split(100, lambda lo, hi: None, 1)             # the parent's pool is running
+        pid = os.fork()
+        if pid == 0:                                        # the child: exit code 0 on success
+            try:
+                signal.alarm(60)                            # a hang ends the child, not the test
+                seen = []
+                jit.split(100, lambda lo, hi: seen.append((lo, hi)), 1)
+                os._exit(0 if sorted(seen) == [(0, 50), (50, 100)] else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

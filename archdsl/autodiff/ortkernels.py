@@ -41,6 +41,9 @@ state: dict = {}
 sessions: OrderedDict = OrderedDict()
 _building = threading.Lock()
 _local = threading.local()       # per thread: its IOBinding of each session (a binding is not shared)
+# a forked child has none of the parent's threads: it starts a pool of its own when it needs one
+# (the parent's pool object would queue work for threads that do not exist there)
+os.register_at_fork(after_in_child=lambda: state.pop("pool", None))
 
 
 def enabled(kind: str = "") -> bool:
