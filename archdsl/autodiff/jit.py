@@ -18,12 +18,15 @@ against 28 ms on NumPy alone); workqueue aborts on launches from two threads at 
 """
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 
+import numpy as np
+
 from .ortkernels import blas_threads, workers
 
-__all__ = ["kernels", "preload", "split", "MIN_ELEMENTS", "SPLIT_FLOATS"]
+__all__ = ["kernels", "for_array", "preload", "split", "MIN_ELEMENTS", "SPLIT_FLOATS"]
 
 # Below this many elements a NumPy pass costs a few microseconds and a kernel launch as much:
 # the NumPy path is kept there.
@@ -46,12 +49,19 @@ def kernels():
     return mod
 
 
+def for_array(a):
+    """The kernels for a pass over `a`, or None for NumPy's: float32 or float64, C-contiguous,
+    at least MIN_ELEMENTS values (the conditions every caller shares)."""
+    if a.size < MIN_ELEMENTS or a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
+        return None
+    return kernels()
+
+
 def preload() -> None:
     """Load numba, LLVM and a cached kernel now rather than at the first launch (about 120 MiB
     of RSS, once per process): benchmarks count it with the libraries, as torch's import."""
     mod = kernels()
     if mod is not None:
-        import numpy as np
         a = np.zeros(1, np.float32)
         mod.relu(a, a, 0, 1)
 
@@ -60,10 +70,9 @@ def _load():
     if os.environ.get("ARCHDSL_JIT", "") == "numpy" or os.environ.get("ARCHDSL_KERNELS", "") == "numpy":
         return None
     try:
-        import numba
+        importlib.import_module("numba")     # (jitkernels may be imported already)
     except ImportError:
         return None
-    state["numba"] = numba.__version__
     from . import jitkernels
     return jitkernels
 

@@ -135,10 +135,9 @@ def _bn_kernels(xd):
     """The compiled kernels for a batch norm of xd, or None for the NumPy path: float32 or
     float64 C-contiguous [N, C, *] with at least jit.MIN_ELEMENTS values and MIN_POSITIONS
     positions per channel and image (a [N, C] batch norm reads its channels strided)."""
-    if (xd.ndim < 3 or xd.size < jit.MIN_ELEMENTS or xd.dtype not in (np.float32, np.float64)
-            or not xd.flags.c_contiguous or xd.size // (xd.shape[0] * xd.shape[1]) < MIN_POSITIONS):
+    if xd.ndim < 3 or xd.size < jit.MIN_ELEMENTS or xd.size // (xd.shape[0] * xd.shape[1]) < MIN_POSITIONS:
         return None
-    return jit.kernels()
+    return jit.for_array(xd)
 
 
 # positions per channel and image below which the batch norm kernels' rows are too short to pay
@@ -241,7 +240,7 @@ def _layer_norm_rows(x, g_t, b_t, x2, eps):
     m, dn = x2.shape
     gam = g_t.data.reshape(dn) if g_t is not None else None
     bet = b_t.data.reshape(dn) if b_t is not None else None
-    jk = _ln_kernels(x2)
+    jk = jit.for_array(x2)
     out, backward = (_ln_compiled(jk, x2, gam, bet, eps) if jk is not None else _ln_numpy(x2, gam, bet, eps))
     out = out.reshape(shape)
     recorded, rx, rg, rb = _grad_flags(x, g_t, b_t)
@@ -305,14 +304,6 @@ def _ln_numpy(x2, gam, bet, eps):
 # at most about _LN_BLOCKS blocks), then over the blocks: the same sums however it is split
 _LN_ROWS = 64
 _LN_BLOCKS = 64
-
-
-def _ln_kernels(x2):
-    """The compiled kernels for a layer norm over the rows of x2, or None for the NumPy path:
-    float32 or float64, C-contiguous, at least jit.MIN_ELEMENTS values."""
-    if x2.size < jit.MIN_ELEMENTS or x2.dtype not in (np.float32, np.float64) or not x2.flags.c_contiguous:
-        return None
-    return jit.kernels()
 
 
 def _ln_compiled(jk, x2, gam, bet, eps):

@@ -658,7 +658,7 @@ def relu(x):
         x = _wrap(x)
     xd = x.data
     if xd.size >= jit.MIN_ELEMENTS:             # (small arrays: no further checks, NumPy's pass)
-        jk = _flat_kernels(xd)
+        jk = jit.for_array(xd)
         if jk is not None:
             return _relu_compiled(x, xd, jk)
     out = np.maximum(xd, 0)
@@ -685,14 +685,6 @@ def _relu_compiled(x, xd, jk):
         jit.split(gf.size, lambda lo, hi: jk.relu_grad(gf, of, xf, lo, hi), 3)
         return (gx,)
     return record(out, (x,), vjp)
-
-
-def _flat_kernels(a):
-    """The compiled kernels for an elementwise pass over `a`, or None for NumPy's: float32 or
-    float64, C-contiguous, at least jit.MIN_ELEMENTS values."""
-    if a.size < jit.MIN_ELEMENTS or a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
-        return None
-    return jit.kernels()
 
 
 def astype(x, dtype):
