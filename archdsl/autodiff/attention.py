@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..errors import ArchError
+from . import ortkernels
 from ._arrays import col_sum
 from .tensor import Tensor, defprim, unbroadcast
 
@@ -184,6 +185,43 @@ def _core_bwd_t(do, qs, k, e, o, r, va, want_ds=False):
     dst *= e
     out = np.swapaxes(dst, -1, -2) @ k, dst @ qs, e @ dor[..., :dv]
     return out + (dst,) if want_ds else out
+
+
+# A core of at least this many multiply-accumulates (N*H*T*S*(dk + dv)) runs in parts of the
+# batch, one per BLAS thread (_core_parts): a hand-off to a sleeping worker costs ~0.2 ms.
+MIN_SPLIT_MACS = 1 << 25
+
+
+def _core_parts(qs, k, v, block, out):
+    """_core_fwd_t on [N, H, T, d] arrays (o into `out`), in parts of the batch, one per BLAS
+    thread, each with a one-thread BLAS (ortkernels.parallel), when there are several threads
+    and the work pays for it: its small per-head matmuls and the softmax between them split
+    cleanly by rows, where OpenBLAS's threads would meet per matmul and leave the softmax on one
+    core. Returns [(rows, (o, e, r, va))], one per part, for _core_bwd_parts."""
+    n, h, t, dk = qs.shape
+    s, dv = k.shape[2], v.shape[3]
+    parts = min(ortkernels.blas_threads(), n) if block is None or block.ndim == 2 else 1
+    if parts < 2 or n * h * t * s * (dk + dv) < MIN_SPLIT_MACS or not ortkernels.enabled():
+        return [(slice(None), _core_fwd_t(qs, k, v, block, out=out))]
+    rows = [slice(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+    done = ortkernels.parallel(parts, lambda i: _core_fwd_t(qs[rows[i]], k[rows[i]], v[rows[i]], block,
+                                                            out=out[rows[i]]))
+    return list(zip(rows, done))
+
+
+def _core_bwd_parts(parts, do, qs, k, v):
+    """(dqs, dk, dv) of the cores of _core_parts, each part on the thread count it ran with."""
+    if len(parts) == 1:
+        o, e, r, va = parts[0][1]
+        return _core_bwd_t(do, qs, k, e, o, r, va)
+    grads = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype), np.empty(v.shape, v.dtype)
+
+    def part(i):
+        rows, (o, e, r, va) = parts[i]
+        for whole, g in zip(grads, _core_bwd_t(do[rows], qs[rows], k[rows], e, o, r, va)):
+            whole[rows] = g
+    ortkernels.parallel(len(parts), part)
+    return grads
 
 
 class _Bias:
@@ -369,7 +407,7 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, bias=None, *, heads, kv_head
     fast = dmask is None and dead is None and not need_weights and s > 0
     o2 = np.empty((n, t, h, dh), xq.dtype) if fast else None
     if plain and fast:                                    # o straight into the merged-heads layout
-        o, e, r, va = _core_fwd_t(qs, k, v, block, out=o2.transpose(0, 2, 1, 3))
+        parts = _core_parts(qs, k, v, block, o2.transpose(0, 2, 1, 3))
         o2 = o2.reshape(n * t, d)
     elif plain:
         o, p, pd = _core_fwd(qs, k, v, block, dead, dmask)
@@ -393,7 +431,7 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, bias=None, *, heads, kv_head
         if not plain:
             dqs, dk, dv, dbias = core_back(do, gp)
         elif fast:
-            dqs, dk, dv = _core_bwd_t(do, qs, k, e, o, r, va)
+            dqs, dk, dv = _core_bwd_parts(parts, do, qs, k, v)
         else:
             dqs, dk, dv = _core_bwd(do, gp, qs, k, v, p, pd, dmask)
         if rope is not None:

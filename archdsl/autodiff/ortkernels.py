@@ -16,13 +16,14 @@ convolutions only).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["enabled", "blas_threads", "workers", "parallel", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
+__all__ = ["enabled", "blas_threads", "brief_blas_spin", "workers", "parallel", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
 
 _CACHE_SIZE = 96
 # A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
@@ -81,6 +82,52 @@ def blas_threads() -> int:
         state["blas"] = ctl
     ctl = state["blas"]
     return max(1, int(ctl.num_threads)) if ctl is not None else 1
+
+
+# OpenBLAS's idle threads spin for 2^28 TSC cycles (0.1 s at 2.6 GHz) after each threaded call
+# before they sleep, and spinning they take a core from whatever runs next: the engine's own
+# parallel work (a recurrent layer's batch parts, convolution weight gradients, compiled
+# kernels' parts) and ONNX Runtime's convolution threads. 2^18 cycles (0.1 ms) still bridges
+# the gap between one GEMM and the next (bench/bench_midsize.py at two threads: LSTM LM 158 ->
+# 121 ms a step, encoder 240 -> 226, MLP and ResNet unchanged).
+BLAS_SPIN_EXPONENT = 18
+
+
+@contextlib.contextmanager
+def brief_blas_spin(exponent: int = BLAS_SPIN_EXPONENT):
+    """Within the block, OpenBLAS's idle threads spin 2^exponent cycles before they sleep; after
+    it, its default again. OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it starts its threads,
+    so the variable is set, re-read (openblas_read_env) and the threads stopped
+    (blas_thread_shutdown_; the next threaded call starts them anew), in and out of the block.
+    Nothing happens where NumPy's BLAS is not a pthreads OpenBLAS with those entry points, where
+    the user set the variable, or off the main thread (no BLAS call may be in flight)."""
+    blas_threads()
+    ctl = state.get("blas")
+    lib = getattr(ctl, "dynlib", None)
+    key = "OPENBLAS_THREAD_TIMEOUT"
+    if (lib is None or getattr(ctl, "internal_api", "") != "openblas" or key in os.environ
+            or getattr(ctl, "threading_layer", "") != "pthreads"
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    try:
+        restart = [lib.openblas_read_env, lib.blas_thread_shutdown_]
+    except AttributeError:
+        yield
+        return
+
+    def use(value):
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+        for fn in restart:
+            fn()
+    use(str(int(exponent)))
+    try:
+        yield
+    finally:
+        use(None)
 
 
 def workers(n: int):

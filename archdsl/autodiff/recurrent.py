@@ -234,7 +234,57 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, *, reverse=Fals
     # [H, N]) for large ones, where the per-step GEMM's shape decides (bench/bench_midsize.py:
     # hidden 512, ~10% faster forward; bench/bench_lstm.py: hidden 128, ~15% slower).
     kernel = _lstm_cols if w_hh.shape[1] >= _COLS_MIN_H else _lstm_rows
-    return kernel(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, lengths)
+    return _by_batch(lambda x, h0, c0, lengths: kernel(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o,
+                                                       reverse, lengths),
+                     x, (h0, c0), lengths, w_ih.shape[0] * (x.shape[2] + w_hh.shape[1]))
+
+
+# A layer whose steps do at least this many multiply-accumulates in all (T * N * G*H * (C + H))
+# runs its batch in parts, one per BLAS thread (see _by_batch); each part has at least
+# MIN_PART_ROWS rows.
+MIN_SPLIT_MACS = 1 << 27
+MIN_PART_ROWS = 8
+
+
+def _by_batch(layer, x, states, lengths, macs_per_row_step):
+    """layer(x, *states, lengths) -> (outputs, vjp), run on the whole batch, or, with n >= 2 BLAS
+    threads and enough work, on n parts of the batch at once (ortkernels.parallel: one thread
+    each, one BLAS thread each). The rows of a recurrent layer are independent, so the parts
+    need no meeting per step, unlike a split of each step's GEMM: OpenBLAS's two threads meet
+    64 times a sequence and the gate arithmetic between the meetings runs on one core (LSTM LM
+    of bench/bench_midsize.py at two threads: see bench/README.md). Outputs and the gradients of
+    x and the states are the parts' joined along the batch, the weights' gradients their sums."""
+    N, T = x.shape[:2]
+    n = min(ortkernels.blas_threads(), N // MIN_PART_ROWS)
+    if n < 2 or N * T * macs_per_row_step < MIN_SPLIT_MACS or not ortkernels.enabled():
+        return layer(x, *states, lengths)
+    bounds = [N * i // n for i in range(n + 1)]
+    parts = [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+
+    def cut(a, i):
+        return a[parts[i]] if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == N else a
+
+    runs = ortkernels.parallel(n, lambda i: layer(x[parts[i]], *(cut(s, i) for s in states),
+                                                  None if lengths is None else lengths[parts[i]]))
+    outs = tuple(np.concatenate(o, axis=0) for o in zip(*(r[0] for r in runs)))
+    batch_args = {0} | {5 + k for k in range(len(states))}    # x, then the states after 4 weights
+
+    def vjp(grads):
+        gs = ortkernels.parallel(n, lambda i: runs[i][1](tuple(cut(g, i) for g in grads)))
+        out = []
+        for k, col in enumerate(zip(*gs)):
+            if col[0] is None:
+                out.append(None)
+            elif k in batch_args:
+                out.append(np.concatenate(col, axis=0))
+            else:
+                total = col[0]
+                for g in col[1:]:
+                    total += g
+                out.append(total)
+        return tuple(out)
+
+    return outs, vjp
 
 
 def _lstm_step(z4, c, cn, tc, tmp, peep, out) -> None:
@@ -508,6 +558,12 @@ def _lstm_cols(x, w_ih, w_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, reverse, length
 
 @defprim
 def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_reset=True, lengths=None):
+    return _by_batch(lambda x, h0, lengths: _gru(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, linear_before_reset,
+                                                 lengths),
+                     x, (h0,), lengths, w_ih.shape[0] * (x.shape[2] + w_hh.shape[1]))
+
+
+def _gru(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, linear_before_reset, lengths):
     N, T, C = x.shape
     pad = None if lengths is None else _Padded(lengths, N, T, reverse)
     H = w_hh.shape[1]
@@ -648,6 +704,11 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, linear_before_res
 
 @defprim
 def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *, reverse=False, nonlinearity="tanh", lengths=None):
+    return _by_batch(lambda x, h0, lengths: _rnn(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, nonlinearity, lengths),
+                     x, (h0,), lengths, w_ih.shape[0] * (x.shape[2] + w_hh.shape[1]))
+
+
+def _rnn(x, w_ih, w_hh, b_ih, b_hh, h0, reverse, nonlinearity, lengths):
     N, T, C = x.shape
     pad = None if lengths is None else _Padded(lengths, N, T, reverse)
     H = w_hh.shape[1]

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..autodiff import Tape, clear_tape
 from ..autodiff.allocator import reused_memory
+from ..autodiff.ortkernels import brief_blas_spin
 from ..crashpoints import crash_point
 from ..errors import ArchError
 from ..fileio import atomic_write, refuse_overwriting_inputs
@@ -278,8 +279,9 @@ def blas_threads(n: int | None):
 def training_run(run):
     """The surroundings of a whole run: a tape of its own, `run.threads` BLAS threads, Ctrl-C
     asking the run to stop, no NumPy warnings (the policies detect and report non-finite values),
-    and an allocator that keeps freed memory for the next step (autodiff/allocator.py)."""
-    with reused_memory(), Tape(), blas_threads(run.threads), _stop_on_sigint(run), \
+    an allocator that keeps freed memory for the next step (autodiff/allocator.py), and OpenBLAS's
+    idle threads spinning briefly (autodiff/ortkernels.py)."""
+    with reused_memory(), Tape(), blas_threads(run.threads), brief_blas_spin(), _stop_on_sigint(run), \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         yield
 
