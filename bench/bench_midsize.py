@@ -349,12 +349,17 @@ def memory_child(key: str, engine: str, threads: int, args) -> None:
     for i in range(n):
         e.step(*w.batches[i % nb])
     peak = peak_rss_kib()
-    f0 = _faults()
+    per_step = []
     for i in range(n, 2 * n):
+        f0 = _faults()
         e.step(*w.batches[i % nb])
-    f1 = _faults()
-    print(json.dumps({"rss_growth_kib": peak - rss0, "minflt": (f1[0] - f0[0]) / n,
-                      "majflt": (f1[1] - f0[1]) / n}))
+        f1 = _faults()
+        per_step.append((f1[0] - f0[0], f1[1] - f0[1]))
+    # the median step is the steady one; the mean also counts a one-off (a heap extended once)
+    print(json.dumps({"rss_growth_kib": peak - rss0,
+                      "minflt": statistics.median(f[0] for f in per_step),
+                      "majflt": statistics.median(f[1] for f in per_step),
+                      "minflt_mean": sum(f[0] for f in per_step) / n, "minflt_max": max(f[0] for f in per_step)}))
 
 
 def memory(key: str, engine: str, threads: int, args) -> dict | None:
@@ -396,7 +401,10 @@ def _faults_cell(m):
     if not m:
         return "—"
     maj = f" (+{m['majflt']:,.0f} major)" if m.get("majflt") else ""
-    return f"{m['minflt']:,.0f}{maj}"
+    mean = m.get("minflt_mean", m["minflt"])
+    once = (f" (mean {mean:,.0f}: one step {m['minflt_max']:,.0f})"
+            if mean >= FAULTS_OK > m["minflt"] else "")
+    return f"{m['minflt']:,.0f}{maj}{once}"
 
 
 def report(results: dict, mem: dict, args, cmd: str, load: tuple, torch) -> str:
@@ -414,8 +422,8 @@ def report(results: dict, mem: dict, args, cmd: str, load: tuple, torch) -> str:
          f"growth = VmHWM (reset before building the model) after {args.mem_steps} steps minus the RSS "
          f"before building, with each engine's libraries loaded before that (torch imported; numba, "
          f"LLVM and a compiled kernel loaded, about 120 MiB once per process, against torch's import "
-         f"at about 190 MiB); page faults = getrusage minor (major) faults per step over the next "
-         f"{args.mem_steps} steps", ""]
+         f"at about 190 MiB); page faults = getrusage minor (major) faults of the median step of the next "
+         f"{args.mem_steps} (the steady step; where the mean is far above it, one step's one-off is named)", ""]
     L += ["## Summary", "",
           "| workload | threads | archdsl ms/step | torch ms/step | archdsl ÷ torch | by CPU time | "
           "peak RSS growth archdsl / torch | page faults per step archdsl / torch | load |",
@@ -520,25 +528,32 @@ NOTES = [
     "per step, each gate a contiguous block of rows). At one BLAS thread each step's product runs "
     "on MLAS (`archdsl/autodiff/ortkernels.py`): on these tall thin products it is 1.2-1.4x as fast "
     "as OpenBLAS ([bench/kernels.md](kernels.md)), so the input is folded into the step's product "
-    "instead of projected in a separate GEMM; at two threads OpenBLAS's threads split them better. "
-    "Both weight gradients come from one GEMM, and the remaining transposes are copied in blocks "
-    "(a [2048, 512] transpose: 7 ms by NumPy, 1 ms in blocks).",
+    "instead of projected in a separate GEMM. Both weight gradients come from one GEMM, and the "
+    "remaining transposes are copied in blocks (a [2048, 512] transpose: 7 ms by NumPy, 1 ms in "
+    "blocks).",
+    "- **Two threads: work split by rows, OpenBLAS spinning briefly.** With n BLAS threads a "
+    "recurrent layer (LSTM, GRU, RNN) runs its batch in n parts, each on a worker with a one-thread "
+    "BLAS (so each part's steps run on MLAS), forward and backward; the rows are independent, so the "
+    "parts never meet inside the sequence, and their weight gradients are summed. The attention core "
+    "(scores, softmax, weighted values and their gradients) is split the same way. Neither paid "
+    "before, because of OpenBLAS: after every threaded call its idle threads spin 2^28 TSC cycles "
+    "(0.1 s) before they sleep, and that spinning thread took a core from the parts (LSTM backward "
+    "parts 62-118 ms in place against 62 ms alone). A training run now sets OPENBLAS_THREAD_TIMEOUT "
+    "to 18 (0.1 ms) and restarts OpenBLAS's threads (`ortkernels.brief_blas_spin`; the default "
+    "comes back when the run ends), which alone took the LSTM LM's 2-thread step from 158 to 121 "
+    "ms and the encoder's from 240 to 226, with the MLP and the ResNet unchanged.",
     "- What is left at one thread is GEMM speed, OpenBLAS against MKL (85-140 against 105-160 GFLOP/s "
     "on this workload's shapes, [bench/kernels.md](kernels.md): the encoder is 70% GEMMs), and the "
-    "elementwise work that still takes one NumPy pass per operation (the attention "
-    "softmax, residual additions, the LSTM's gates: their exp and tanh stay on NumPy's vectorised "
-    "kernels, which numba's scalar libm calls would not match). At two threads that work stays on one "
-    "core while torch runs every operation on both. Splitting work between Python worker threads "
-    "measured slower in place on this machine: an LSTM's steps split by hidden units with a barrier "
-    "per step (62 ms against 56 on one thread), and GEMMs split by rows instead of OpenBLAS's own "
-    "threads (encoder step 443 ms against 343). On the ResNet, OpenBLAS's idle threads spin on the "
-    "second core that ONNX Runtime's convolution threads need: holding OpenBLAS to one thread there "
-    "took its 2-thread step from 2.2 s to 1.8 s (4.3 s of CPU to 2.6 s), but slows the GEMM-bound "
-    "workloads, so it is not done. Parking those threads at once (OpenBLAS's blas_thread_shutdown_) "
-    "before each worker or ONNX Runtime section costs more than it frees: restarted threads re-fault "
-    "their buffers (ResNet 2-thread step 1.59 -> 1.84 s). The attention core split by batch between "
-    "two workers runs 1.3x as fast alone, and not at all faster in place (encoder 2-thread step 313 "
-    "against 326-345 ms).",
+    "elementwise work that still takes one NumPy pass per operation (residual additions, the "
+    "LSTM's gates: their exp and tanh stay on NumPy's vectorised kernels, which numba's scalar "
+    "libm calls would not match). At two threads the GEMMs split well on OpenBLAS's own threads; "
+    "the elementwise work between them stays on one core where torch runs it on both. GEMMs split "
+    "by rows between our own workers can at best match OpenBLAS's two threads (each half a "
+    "one-thread GEMM, plus the hand-off), and an LSTM's steps split by hidden units need a meeting "
+    "per step (62 ms against 56 on one thread), so neither is done. The ResNet's convolutions are "
+    "compute-bound on both engines: MLAS's direct convolution for the forward and input "
+    "gradients, OpenBLAS GEMMs at about 100-120 GFLOP/s for the weight gradients, where oneDNN's "
+    "direct kernels run faster.",
     "- torch runs with the allocator as it comes (a separate process for the memory figures); in "
     "the timing process it shares archdsl's allocator settings.",
     "",
