@@ -188,7 +188,8 @@ def _core_bwd_t(do, qs, k, e, o, r, va, want_ds=False):
 
 
 # A core of at least this many multiply-accumulates (N*H*T*S*(dk + dv)) runs in parts of the
-# batch, one per BLAS thread (_core_parts): a hand-off to a sleeping worker costs ~0.2 ms.
+# batch, one per BLAS thread (_core_parts): below it the hand-offs to the worker threads (17-46
+# us each way here, bench/README.md) and the parts' smaller matmuls cost what the split saves.
 MIN_SPLIT_MACS = 1 << 25
 
 
@@ -203,7 +204,7 @@ def _core_parts(qs, k, v, block, out):
     parts = min(ortkernels.blas_threads(), n) if block is None or block.ndim == 2 else 1
     if parts < 2 or n * h * t * s * (dk + dv) < MIN_SPLIT_MACS or not ortkernels.enabled():
         return [(slice(None), _core_fwd_t(qs, k, v, block, out=out))]
-    rows = [slice(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+    rows = ortkernels.row_parts(n, parts)
     done = ortkernels.parallel(parts, lambda i: _core_fwd_t(qs[rows[i]], k[rows[i]], v[rows[i]], block,
                                                             out=out[rows[i]]))
     return list(zip(rows, done))

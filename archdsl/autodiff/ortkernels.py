@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["enabled", "blas_threads", "brief_blas_spin", "workers", "parallel", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
+__all__ = ["enabled", "blas_threads", "brief_blas_spin", "workers", "parallel", "row_parts", "run", "matmul", "mlas_matmul", "thin", "thin_matmul"]
 
 _CACHE_SIZE = 96
 # A product [M, K] x [K, N] goes to MLAS when it is tall and thin, N <= THIN_N < TALL_M <= M
@@ -156,6 +156,11 @@ def parallel(n: int, fn) -> list:
         return list(workers(n).map(fn, range(n)))
     finally:
         ctl.set_num_threads(before)
+
+
+def row_parts(rows: int, n: int) -> list:
+    """rows split into n consecutive slices of near-equal size, for `parallel`'s n workers."""
+    return [slice(rows * i // n, rows * (i + 1) // n) for i in range(n)]
 
 
 def session(key, build):

@@ -258,8 +258,7 @@ def _by_batch(layer, x, states, lengths, macs_per_row_step):
     n = min(ortkernels.blas_threads(), N // MIN_PART_ROWS)
     if n < 2 or N * T * macs_per_row_step < MIN_SPLIT_MACS or not ortkernels.enabled():
         return layer(x, *states, lengths)
-    bounds = [N * i // n for i in range(n + 1)]
-    parts = [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+    parts = ortkernels.row_parts(N, n)
 
     def cut(a, i):
         return a[parts[i]] if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == N else a
