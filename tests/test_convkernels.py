@@ -202,17 +202,22 @@ def _weight_grad_reference(x, g, k, pads, stride=(1, 1)):
                                for j in range(kw)], -1) for i in range(kh)], -2)
 
 
-@pytest.mark.parametrize("shifted", [False, True])
+@pytest.mark.parametrize("kernel", ["im2col", "shifted", "winograd"])
 @pytest.mark.parametrize("threads, images", [(2, 7), (3, 2)])
-def test_weight_gradient_split_between_threads(monkeypatch, threads, images, shifted):
+def test_weight_gradient_split_between_threads(monkeypatch, threads, images, kernel):
     """With n BLAS threads the images are split between workers (one-thread BLAS each): the same
     sums as one thread and as the definition, and the BLAS thread count is restored afterwards,
     also when there are fewer blocks of images than threads."""
     from threadpoolctl import threadpool_limits
+    if kernel == "winograd":
+        _need_winograd()
     monkeypatch.setattr(K, "_IM2COL_ROWS", 1)
     monkeypatch.setattr(K, "_IM2COL_BYTES", 1)      # one image per block
     monkeypatch.setattr(K, "_SHIFTED_BYTES", 1)
-    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1 if shifted else 10 ** 9)
+    monkeypatch.setattr(K, "_WINOGRAD_TILES", 1)
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 10 ** 9 if kernel == "im2col" else 1)
+    monkeypatch.setattr(K, "WINOGRAD", kernel == "winograd")
+    calls = _spy_shifted(monkeypatch, f"_weight_grad_{kernel}")
     monkeypatch.setitem(ortkernels.state, "pool", None)
     r = np.random.default_rng(9)
     x = r.standard_normal((images, 16, 9, 9)).astype(np.float32)
@@ -226,6 +231,7 @@ def test_weight_gradient_split_between_threads(monkeypatch, threads, images, shi
         split = K.conv_weight_grad(x, g, *args)
         assert K._blas_threads() == threads
     assert ortkernels.state["pool"]._max_workers == min(threads, images)     # the split ran
+    assert len(calls) == 1 + min(threads, images)
     np.testing.assert_allclose(split, one, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(split, _weight_grad_reference(x, g, (3, 3), ((1, 1), (1, 1))), rtol=1e-4, atol=1e-3)
 
@@ -249,6 +255,7 @@ def test_weight_gradient_by_shifted_gemms(case, block, monkeypatch):
     shape, O, k, pads = case
     monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
     monkeypatch.setattr(K, "_SHIFTED_BYTES", block)
+    monkeypatch.setattr(K, "WINOGRAD", False)
     calls = _spy_shifted(monkeypatch)
     r = np.random.default_rng(10)
     x = r.standard_normal(shape).astype(np.float32)
@@ -265,11 +272,83 @@ def test_conv_with_shifted_weight_gradient(case, fast, monkeypatch):
     """Through F.conv: stride-1 convolutions take the shifted weight gradient, the others (and
     padding past the kernel) keep im2col; values and adjoints as for every path."""
     monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    monkeypatch.setattr(K, "WINOGRAD", False)
     calls = _spy_shifted(monkeypatch)
     _check_case(case, seed=11)
     shape, O, k, s, p = case[:5]
     stride_one_within_kernel = s == 1 and p < k and shape[1] >= K.SHIFTED_CHANNELS
     assert bool(calls) == stride_one_within_kernel
+
+
+def _need_winograd():
+    if K._winograd_kernels() is None:
+        pytest.skip("the Winograd weight gradient needs the compiled kernels (numba)")
+
+
+WINOGRAD_CASES = [
+    # x shape, O, padding; 3x3 kernel, stride 1, no dilation, one group
+    ((3, 16, 9, 9), 24, ((1, 1), (1, 1))),          # odd map: a half tile of zeros
+    ((2, 16, 8, 8), 8, ((1, 1), (1, 1))),           # even
+    ((2, 16, 7, 8), 8, ((0, 2), (2, 0))),           # asymmetric
+    ((2, 32, 6, 7), 16, ((0, 0), (0, 0))),          # valid convolution
+    ((1, 16, 5, 6), 16, ((3, 4), (2, 3))),          # padding past the kernel
+]
+
+
+@pytest.mark.parametrize("block", [1, 1 << 30])
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+def test_weight_gradient_by_winograd(case, block, monkeypatch):
+    """Winograd F(3x3, 2x2) gives the weight gradient of the definition, blocks of one image
+    (at least one 2x2 tile) or all images in one."""
+    from threadpoolctl import threadpool_limits
+    _need_winograd()
+    shape, O, pads = case
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    monkeypatch.setattr(K, "_WINOGRAD_TILES", block)
+    calls = _spy_shifted(monkeypatch, "_weight_grad_winograd")
+    r = np.random.default_rng(15)
+    x = r.standard_normal(shape).astype(np.float32)
+    H, W = (S + b + a - 2 for S, (b, a) in zip(shape[2:], pads))
+    g = r.standard_normal((shape[0], O, H, W)).astype(np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        got = K.conv_weight_grad(x, g, (O, shape[1], 3, 3), (1, 1), (1, 1), pads, 1)
+    assert calls, "the Winograd path was not taken"
+    assert got.shape == (O, shape[1], 3, 3) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, _weight_grad_reference(x, g, (3, 3), pads), rtol=1e-4, atol=1e-3)
+
+
+def test_winograd_takes_only_what_it_fits(monkeypatch):
+    """Winograd takes 3x3 stride-1 kernels with the compiled kernels present; for an image whose
+    transforms exceed its budget, or without numba, the shifted GEMMs do."""
+    from archdsl.autodiff import jit
+    _need_winograd()
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    wino, shifted = _spy_shifted(monkeypatch, "_weight_grad_winograd"), _spy_shifted(monkeypatch)
+    r = np.random.default_rng(16)
+    x = r.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    g = r.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    args = ((16, 16, 3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), 1)
+    ref = _weight_grad_reference(x, g, (3, 3), ((1, 1), (1, 1)))
+    np.testing.assert_allclose(K.conv_weight_grad(x, g, *args), ref, rtol=1e-4, atol=1e-3)
+    assert (len(wino), len(shifted)) == (1, 0)
+    monkeypatch.setattr(K, "_WINOGRAD_BYTES", 64 * 16 * 32 - 1)      # an image: 16 tiles, O + C = 32
+    np.testing.assert_allclose(K.conv_weight_grad(x, g, *args), ref, rtol=1e-4, atol=1e-3)
+    assert (len(wino), len(shifted)) == (1, 1)
+    monkeypatch.setattr(K, "_WINOGRAD_BYTES", 8 << 20)
+    monkeypatch.setitem(jit.state, "mod", None)                        # as without numba
+    np.testing.assert_allclose(K.conv_weight_grad(x, g, *args), ref, rtol=1e-4, atol=1e-3)
+    assert (len(wino), len(shifted)) == (1, 2)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[9]])
+def test_conv_with_winograd_weight_gradient(case, fast, monkeypatch):
+    """Through F.conv: 3x3 stride-1 convolutions (also with padding past the kernel) take the
+    Winograd weight gradient; values and adjoints as on every path."""
+    _need_winograd()
+    monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
+    calls = _spy_shifted(monkeypatch, "_weight_grad_winograd")
+    _check_case(case, seed=17)
+    assert calls
 
 
 PHASE_CASES = [

@@ -212,3 +212,83 @@ def adam(p, g, m, v, b1, c1, b2, c2, wd, step_size, inv_bc2_sqrt, eps, decay, fl
             ps[k] = pk * decay - step
         else:
             os[k] = step
+
+
+# -- convolution: the weight gradient of a 3x3 stride-1 convolution by Winograd F(3x3, 2x2) ------
+# Each kernel is a few short loops of one or two loads and a store, so LLVM vectorises them (one
+# loop over all 16 outputs of a tile measured ~15x slower: too many pointers to check for overlap).
+
+@njit(cache=True, nogil=True, inline="always")
+def _sub(a, b, out):
+    for k in range(out.size):
+        out[k] = a[k] - b[k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add(a, b, out):
+    for k in range(out.size):
+        out[k] = a[k] + b[k]
+
+
+@njit(cache=True, nogil=True)
+def winograd_input(xp, V, e, TY, TX):
+    """V[16, m*TY*TX, C] = B^T d B for the 4x4 tile d at rows and columns 2*ty, 2*tx of each image
+    of xp [m, 2TY+2, 2TX+2, C] (channels last, padded), B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0],
+    [0,-1,0,1]]: first on whole rows into e [4, 2TX+2, C], then on columns; tiles in (image,
+    ty, tx) order, the 16 values in (row, column) order."""
+    m, _, Wp, C = xp.shape
+    e0, e1, e2, e3 = e[0].reshape(Wp * C), e[1].reshape(Wp * C), e[2].reshape(Wp * C), e[3].reshape(Wp * C)
+    for n in range(m):
+        for ty in range(TY):
+            r0 = xp[n, 2 * ty].reshape(Wp * C)
+            r1 = xp[n, 2 * ty + 1].reshape(Wp * C)
+            r2 = xp[n, 2 * ty + 2].reshape(Wp * C)
+            r3 = xp[n, 2 * ty + 3].reshape(Wp * C)
+            _sub(r0, r2, e0)
+            _add(r1, r2, e1)
+            _sub(r2, r1, e2)
+            _sub(r3, r1, e3)
+            base = (n * TY + ty) * TX
+            for a in range(4):
+                ea = e[a]
+                for tx in range(TX):
+                    t = base + tx
+                    c1, c2 = ea[2 * tx + 1], ea[2 * tx + 2]
+                    _sub(ea[2 * tx], c2, V[4 * a, t])
+                    _add(c1, c2, V[4 * a + 1, t])
+                    _sub(c2, c1, V[4 * a + 2, t])
+                    _sub(ea[2 * tx + 3], c1, V[4 * a + 3, t])
+
+
+@njit(cache=True, nogil=True)
+def winograd_grad(g, U, s, TY, TX):
+    """U[16, O, m*TY*TX] = G y G^T for the 2x2 tile y at rows and columns 2*ty, 2*tx of each map of
+    g [m, O, 2TY, 2TX] (zero-padded to even sizes), G = [[1,0], [1/2,1/2], [1/2,-1/2], [0,1]]:
+    rows into s [4, 2TX], then columns."""
+    m, O = g.shape[:2]
+    h = g.dtype.type(0.5)
+    s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
+    for n in range(m):
+        for o in range(O):
+            for ty in range(TY):
+                r0 = g[n, o, 2 * ty]
+                r1 = g[n, o, 2 * ty + 1]
+                for k in range(2 * TX):
+                    s0[k] = r0[k]
+                    s1[k] = h * (r0[k] + r1[k])
+                    s2[k] = h * (r0[k] - r1[k])
+                    s3[k] = r1[k]
+                base = (n * TY + ty) * TX
+                for a in range(4):
+                    sa = s[a]
+                    u0 = U[4 * a, o, base:base + TX]
+                    u1 = U[4 * a + 1, o, base:base + TX]
+                    u2 = U[4 * a + 2, o, base:base + TX]
+                    u3 = U[4 * a + 3, o, base:base + TX]
+                    for tx in range(TX):
+                        p = sa[2 * tx]
+                        q = sa[2 * tx + 1]
+                        u0[tx] = p
+                        u1[tx] = h * (p + q)
+                        u2[tx] = h * (p - q)
+                        u3[tx] = q
