@@ -19,12 +19,14 @@ memory per call and cannot reach that. So:
 * weight gradient: ONNX Runtime has no kernel for it (the batch/channel-swapped convolution it
   could be written as has a kernel the size of the image, which MLAS runs slowly), so it is
   GEMMs in NumPy, a few images at a time (no 150 MB buffer per convolution, none kept between
-  forward and backward): for stride 1 on maps of 8x8 and more, one GEMM per kernel tap on a
-  shifted slice of the padded image, no im2col (7% less time on a ResNet-18's weight
-  gradients); for strided 1x1 kernels one GEMM on the subsampled image; for inputs of few
-  channels (a 3-channel stem) an im2col matrix built by whole-row copies; otherwise im2col +
-  GEMM (ResNet-18 at batch 64, one thread: these last three kinds 258 -> 223 ms a step, the
-  stem 17 -> 7 ms).
+  forward and backward): for 3x3 kernels of stride 1 on maps of 8x8 and more, Winograd
+  F(3x3, 2x2) with compiled transforms (16 GEMMs as deep as the 2x2 tiles instead of 36
+  multiplies per tile; ResNet-18 at batch 64, one thread: 1.98 -> 1.82 s a step); for other
+  stride-1 kernels (or without numba) one GEMM per kernel tap on a shifted slice of the padded
+  image, no im2col (7% less time than im2col on a ResNet-18's weight gradients); for strided
+  1x1 kernels one GEMM on the subsampled image; for inputs of few channels (a 3-channel stem)
+  an im2col matrix built by whole-row copies; otherwise im2col + GEMM (ResNet-18 at batch 64,
+  one thread: these last three kinds 258 -> 223 ms a step, the stem 17 -> 7 ms).
 
 Sessions bind NumPy arrays in place (IOBinding: no copies); ONNX Runtime's threads follow the
 BLAS thread count, without spinning. float32 only (MLAS): float64 (gradient checks) and small
@@ -255,8 +257,11 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
     """The gradient of conv(x, w) with respect to w [wshape] given the output gradient g, summed
     over blocks of a few images (each block's operands stay in cache). On maps of at least
     SHIFTED_POSITIONS outputs, dilation 1 and one group:
-    * stride 1, at least SHIFTED_CHANNELS input channels: kh*kw GEMMs on shifted slices of the
-      padded image (`_weight_grad_shifted`, no im2col matrix);
+    * 3x3, stride 1, at least SHIFTED_CHANNELS input channels, with the compiled kernels and
+      an image's transforms within _WINOGRAD_BYTES: Winograd F(3x3, 2x2)
+      (`_weight_grad_winograd`);
+    * otherwise stride 1, at least SHIFTED_CHANNELS input channels, padding below the kernel:
+      kh*kw GEMMs on shifted slices of the padded image (`_weight_grad_shifted`, no im2col);
     * 1x1 kernels with a stride: one GEMM on the subsampled image (`_weight_grad_phases`; for
       3x3 stride-2 kernels its four phases' narrow GEMMs measured slower than im2col);
     * fewer input channels (a 3-channel stem): an im2col matrix built by whole-row copies and
