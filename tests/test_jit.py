@@ -95,9 +95,11 @@ def _bn_data(shape, seed=0):
             r.standard_normal(shape).astype(np.float32))
 
 
+@pytest.mark.parametrize("shape", [(16, 24, 13, 11),      # the channels in one block of the sums
+                                   (2, 37, 64, 128)])     # 4 channels a block, the last one short
 @pytest.mark.parametrize("training", [True, False])
-def test_batchnorm_kernels_match_numpy_path(training, numpy_only):
-    x, gam, bet, u = _bn_data((16, 24, 13, 11))
+def test_batchnorm_kernels_match_numpy_path(training, shape, numpy_only):
+    x, gam, bet, u = _bn_data(shape)
     assert x.size >= jit.MIN_ELEMENTS
     numpy_only(True)
     ref = _bn_run(x, gam, bet, u, training)
@@ -119,7 +121,7 @@ def test_kernels_same_bits_at_any_thread_count(monkeypatch):
         threads.add(threading.get_ident())
         return real(*args)
     monkeypatch.setattr(jitkernels, "bn_grad_sums", spy)
-    data = _bn_data((8, 64, 16, 16), seed=3)
+    data = _bn_data((2, 37, 64, 128), seed=3)      # blocks of 4 channels; the parts 18 and 19 wide
     runs = []
     for n in (1, 2):
         with threadpool_limits(n, user_api="blas"):

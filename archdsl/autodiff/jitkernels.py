@@ -21,26 +21,44 @@ _REDUCE = {"reassoc", "nsz"}     # vectorised sums: float64 accumulators, order 
 
 # -- normalization: batch norm over [N, C, P] (P = the spatial positions, flattened) -----------
 
+# The per-channel sums run over blocks of channels whose data fits in L2 (_BN_BLOCK floats), image
+# by image: one image's rows of a block lie together, so the reads stream through memory where
+# one channel's rows alone are short and far apart (P = 64 floats, 64 KiB apart, in a ResNet's
+# third stage: ResNet-18's batch norm sums 3-4x slower in a training step than warm in cache).
+_BN_BLOCK = 1 << 16
+
+
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
 def bn_stats(x, mean, var, lo, hi):
     """Per-channel mean and biased variance of x [N, C, P] into float64 mean, var [C], for
-    channels lo:hi (two passes, centred)."""
+    channels lo:hi (two passes, centred; the second finds the block in cache)."""
     N, _, P = x.shape
-    for c in range(lo, hi):
-        s = 0.0
+    cb = max(1, _BN_BLOCK // (N * P))
+    for c0 in range(lo, hi, cb):
+        c1 = min(hi, c0 + cb)
+        for c in range(c0, c1):
+            mean[c] = 0.0
+            var[c] = 0.0
         for i in range(N):
-            row = x[i, c]
-            for p in range(P):
-                s += row[p]
-        m = s / (N * P)
-        q = 0.0
+            for c in range(c0, c1):
+                row = x[i, c]
+                s = 0.0
+                for p in range(P):
+                    s += row[p]
+                mean[c] += s
+        for c in range(c0, c1):
+            mean[c] /= N * P
         for i in range(N):
-            row = x[i, c]
-            for p in range(P):
-                d = row[p] - m
-                q += d * d
-        mean[c] = m
-        var[c] = q / (N * P)
+            for c in range(c0, c1):
+                row = x[i, c]
+                m = mean[c]
+                q = 0.0
+                for p in range(P):
+                    d = row[p] - m
+                    q += d * d
+                var[c] += q
+        for c in range(c0, c1):
+            var[c] /= N * P
 
 
 @njit(cache=True, nogil=True)
@@ -64,19 +82,25 @@ def bn_apply(x, mean, scale, shift, out, lo, hi):
 def bn_grad_sums(g, x, mean, sg, sgx, lo, hi):
     """Per channel lo:hi, float64: sg = sum(g) and sgx = sum(g * (x - mean)) over [N, C, P]."""
     N, _, P = x.shape
-    for c in range(lo, hi):
-        m = mean[c]
-        a = 0.0
-        b = 0.0
+    cb = max(1, _BN_BLOCK // (N * P))
+    for c0 in range(lo, hi, cb):
+        c1 = min(hi, c0 + cb)
+        for c in range(c0, c1):
+            sg[c] = 0.0
+            sgx[c] = 0.0
         for i in range(N):
-            gr = g[i, c]
-            xr = x[i, c]
-            for p in range(P):
-                gi = gr[p]
-                a += gi
-                b += gi * (xr[p] - m)
-        sg[c] = a
-        sgx[c] = b
+            for c in range(c0, c1):
+                gr = g[i, c]
+                xr = x[i, c]
+                m = mean[c]
+                a = 0.0
+                b = 0.0
+                for p in range(P):
+                    gi = gr[p]
+                    a += gi
+                    b += gi * (xr[p] - m)
+                sg[c] += a
+                sgx[c] += b
 
 
 @njit(cache=True, nogil=True)
