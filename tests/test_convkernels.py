@@ -124,6 +124,41 @@ def test_small_feature_maps_take_the_gemm_path(case, fast, monkeypatch):
     assert fast() == set()                                  # no ONNX Runtime session at all
 
 
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[7]])
+def test_small_feature_maps_split_between_threads(case, fast, monkeypatch):
+    """With two BLAS threads the GEMM path's forward and input gradient run in two parts of the
+    batch on the workers: the same values as one thread."""
+    from threadpoolctl import threadpool_limits
+    import threading
+    monkeypatch.setattr(K, "MIN_POSITIONS", 10 ** 9)
+    monkeypatch.setitem(ortkernels.state, "pool", None)
+    on_workers = []
+    for name in ("_windows", "_input_grad"):        # the forward's im2col, the input gradient
+        def spy(*a, _real=getattr(K, name), _name=name, **kw):
+            if threading.current_thread() is not threading.main_thread() and "buf" not in kw and len(a) < 10:
+                on_workers.append(_name)
+            return _real(*a, **kw)
+        monkeypatch.setattr(K, name, spy)
+    shape, O, k, s, p, d, g, _ = case
+    r = np.random.default_rng(18)
+    x = r.standard_normal((3,) + shape[1:]).astype(np.float32)       # 3 images: parts of 1 and 2
+    w = r.standard_normal((O, shape[1] // g, k, k)).astype(np.float32)
+    u = None
+    runs = []
+    for n in (1, 2):
+        with threadpool_limits(n, user_api="blas"):
+            if K._blas_threads() != n:
+                pytest.skip(f"this BLAS cannot run {n} threads here")
+            y = F.conv(ad.tensor(x), ad.tensor(w), None, stride=s, padding=p, dilation=d, groups=g).data
+            u = r.standard_normal(y.shape).astype(np.float32) if u is None else u
+            runs.append(_grads(lambda a, b, c: F.conv(a, b, c, stride=s, padding=p, dilation=d, groups=g),
+                               x, w, np.zeros(O, np.float32), u))
+    assert ortkernels.state["pool"]._max_workers == 2
+    assert on_workers.count("_input_grad") == 2 and on_workers.count("_windows") >= 2    # in parts
+    for name, a, b in zip(("y", "dx", "dw", "db"), *runs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name)
+
+
 def test_weight_gradient_blocks_of_images(fast, monkeypatch):
     """The weight gradient accumulated over blocks of one image equals the one-block result."""
     r = np.random.default_rng(4)
@@ -322,6 +357,7 @@ def test_winograd_takes_only_what_it_fits(monkeypatch):
     transforms exceed its budget, or without numba, the shifted GEMMs do."""
     from archdsl.autodiff import jit
     _need_winograd()
+    monkeypatch.setattr(K, "_blas_threads", lambda: 1)       # one block: one call per gradient
     monkeypatch.setattr(K, "SHIFTED_POSITIONS", 1)
     wino, shifted = _spy_shifted(monkeypatch, "_weight_grad_winograd"), _spy_shifted(monkeypatch)
     r = np.random.default_rng(16)

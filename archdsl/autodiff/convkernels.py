@@ -191,27 +191,46 @@ def _conv(x, w, stride, dil, pads, groups, out_sp):
     return _run(key, build, {"X": x, "W": np.ascontiguousarray(w)}, (N, O) + tuple(out_sp))
 
 
+def _by_images(N, out_shape, run_part):
+    """An [N, ...] result of out_shape from run_part(images, out[images]) (images a slice):
+    with n >= 2 BLAS threads in n parts of the batch on `parallel`'s workers (one-thread BLAS
+    each, so the im2col copies and col2im adds between the GEMMs split too), else at once."""
+    out = np.empty(out_shape, np.float32)
+    n = min(_blas_threads(), N)
+    if n < 2:
+        run_part(slice(0, N), out)
+    else:
+        parts = ortkernels.row_parts(N, n)
+        ortkernels.parallel(n, lambda i: run_part(parts[i], out[parts[i]]))
+    return out
+
+
 def conv_forward(x, w, stride, dil, pads, groups, out_sp):
     """conv(x, w) without bias: [N, O, *out_sp]. Small feature maps (fewer than MIN_POSITIONS
-    outputs per image, e.g. 4x4) take im2col + one GEMM over the whole batch, which beats the
+    outputs per image, e.g. 4x4) take im2col + one GEMM over the images, which beats the
     blocked kernel there; the im2col matrix is dropped at once, not kept for the backward."""
     if math.prod(out_sp) >= MIN_POSITIONS:
         return _conv(x, w, stride, dil, pads, groups, out_sp)
-    N = x.shape[0]
     O, Cg, kh, kw = w.shape
     G = groups
-    cols = _windows(x, 0, N, (kh, kw), stride, dil, pads, G, out_sp)      # [G, N*P, kh*kw*Cg]
     w2 = w.reshape(G, O // G, Cg, kh * kw).transpose(0, 1, 3, 2).reshape(G, O // G, -1)
-    y = np.matmul(cols, w2.transpose(0, 2, 1))                              # [G, N*P, O/G]
-    y = y.reshape(G, N, math.prod(out_sp), O // G).transpose(1, 0, 3, 2)
-    return np.ascontiguousarray(y).reshape((N, O) + tuple(out_sp))
+
+    def run_part(images, out):
+        a, b = images.start, images.stop
+        cols = _windows(x, a, b, (kh, kw), stride, dil, pads, G, out_sp)      # [G, n*P, kh*kw*Cg]
+        y = np.matmul(cols, w2.transpose(0, 2, 1))                              # [G, n*P, O/G]
+        out.reshape(b - a, G, O // G, -1)[...] = y.reshape(G, b - a, -1, O // G).transpose(1, 0, 3, 2)
+    return _by_images(x.shape[0], (x.shape[0], O) + tuple(out_sp), run_part)
 
 
 def conv_input_grad(g, w, xshape, stride, dil, pads, groups):
     """The gradient of conv(x, w) with respect to x [xshape] given the output gradient g."""
     k = w.shape[2:]
     if math.prod(g.shape[2:]) < MIN_POSITIONS:          # small maps: GEMM + col2im in NumPy
-        return _input_grad(g, w, None, tuple(xshape), stride, dil, pads, groups)
+        def run_part(images, out):
+            out[...] = _input_grad(g[images], w, None, (out.shape[0],) + tuple(xshape[1:]), stride, dil, pads,
+                                   groups)
+        return _by_images(g.shape[0], tuple(xshape), run_part)
     full = [d * (kk - 1) for d, kk in zip(dil, k)]
     if all(s == 1 for s in stride) and all(b <= f and a <= f for (b, a), f in zip(pads, full)):
         # a stride-1 convolution of g with each group's kernel flipped and its channels swapped
@@ -297,7 +316,10 @@ def conv_weight_grad(x, g, wshape, stride, dil, pads, groups):
         K = kh * kw * Cg
         step = max(1, min(N, max(_IM2COL_BYTES // (P * K * 4 * groups), -(-_IM2COL_ROWS // P))))
         part = _weight_grad_im2col
-    n = min(_blas_threads(), -(-N // step))
+    threads = _blas_threads()
+    if threads > 1:         # at least a block per thread (one block would run on one core)
+        step = min(step, -(-N // threads))
+    n = min(threads, -(-N // step))
     if n <= 1:
         acc = part(x, g, wshape, stride, dil, pads, groups, 0, N, step)
     else:
