@@ -11,6 +11,8 @@ between (issue 21), each measured in one process, interleaved, medians.
   * Recurrent layers: LSTM, GRU and Elman RNN forward + backward (hidden 512, batch 32, 64 steps,
     input 256), with the MLAS step products and without (NumPy only), and torch's nn.LSTM /
     nn.GRU / nn.RNN on the same sizes.
+  * Convolution weight gradients: ResNet-18's 3x3 stride-1 shapes at batch 64 by the shifted-slice
+    GEMMs and by Winograd F(3x3, 2x2) (archdsl.autodiff.convkernels), and torch's.
   * Compiled kernels (archdsl.autodiff.jitkernels, with numba): batch norm, layer norm and ReLU
     forward + backward and an Adam update, against the NumPy path they replace (at one thread)
     and torch's (one thread); the kernels also at two threads (a launch split in two).
@@ -173,6 +175,45 @@ def recurrent_rows(reps, torch, N=32, T=64, C=256, H=512):
     return rows
 
 
+def conv_weight_grad_rows(reps, torch, N=64, shapes=((64, 32), (128, 16), (256, 8))):
+    """The weight gradient of ResNet-18's 3x3 stride-1 convolutions (C -> C channels on H x H maps,
+    padding 1, batch N) by convkernels' two kernels for them: the shifted-slice GEMMs and Winograd
+    F(3x3, 2x2) (compiled transforms), and torch's (oneDNN)."""
+    from archdsl.autodiff import convkernels as K
+    from archdsl.autodiff.allocator import reused_memory
+    if K._winograd_kernels() is None:
+        return ["numba is not installed (`pip install 'archdsl[fast]'`): no Winograd kernel to compare."]
+    rows = [f"| 3x3 convolution, stride 1, batch {N} | shifted GEMMs | Winograd F(3x3, 2x2) | torch | "
+            "Winograd ÷ shifted | Winograd ÷ torch |", "|---|---:|---:|---:|---:|---:|"]
+    r = np.random.default_rng(0)
+    pads = ((1, 1), (1, 1))
+    for C, H in shapes:
+        x = r.standard_normal((N, C, H, H)).astype(np.float32)
+        g = r.standard_normal((N, C, H, H)).astype(np.float32)
+        args = (x, g, (C, C, 3, 3), (1, 1), (1, 1), pads, 1)
+
+        def kernel(on: bool):
+            def run():
+                K.WINOGRAD = on
+                try:
+                    return K.conv_weight_grad(*args)
+                finally:
+                    K.WINOGRAD = True
+            return run
+        fns = {"shifted": kernel(False), "winograd": kernel(True)}
+        np.testing.assert_allclose(fns["winograd"](), fns["shifted"](), rtol=1e-3, atol=1e-3)
+        if torch is not None:
+            tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+            fns["torch"] = lambda: torch.nn.grad.conv2d_weight(tx, (C, C, 3, 3), tg, 1, 1)
+        with reused_memory():
+            t = timed(fns, reps)
+        tt = f"{t['torch'] * 1e3:.1f} ms" if "torch" in t else "—"
+        vs = f"{t['torch'] / t['winograd']:.2f}×" if "torch" in t else "—"
+        rows.append(f"| {C} -> {C} channels, {H}x{H} | {t['shifted'] * 1e3:.1f} ms | {t['winograd'] * 1e3:.1f} ms | "
+                    f"{tt} | {t['shifted'] / t['winograd']:.2f}× | {vs} |")
+    return rows
+
+
 def compiled(reps, torch):
     """compiled_rows with glibc's allocator as a training run sets it (freed memory kept for the
     next step): otherwise every fresh 16 MB output is a new mapping, page-faulted on first touch."""
@@ -314,6 +355,7 @@ def main(argv=None):
                     ("Transposing copies", copy_rows(args.reps)),
                     ("Masked selects", select_rows(args.reps)),
                     ("Recurrent layers", recurrent_rows(max(5, args.reps // 3), torch)),
+                    ("Convolution weight gradients (one thread)", conv_weight_grad_rows(max(5, args.reps // 3), torch)),
                     ("Compiled kernels (numba)", compiled(args.reps, torch))]
     load1 = os.getloadavg()[0]
     head = [f"- Command: `python bench/bench_kernels.py{' --reps ' + str(args.reps) if args.reps != 15 else ''}`",
