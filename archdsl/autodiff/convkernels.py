@@ -418,7 +418,7 @@ def _weight_grad_winograd(x, g, wshape, stride, dil, pads, groups, n0, n1, step)
     nb = min(step, n1 - n0)
     xp = np.zeros((nb, 2 * TY + 2, 2 * TX + 2, C), np.float32)     # zero where padding
     e = np.empty((4, 2 * TX + 2, C), np.float32)
-    s = np.empty((4, 2 * TX), np.float32)
+    s = np.empty((4, TY, 2 * TX), np.float32)
     gp = None if Ho % 2 == 0 and Wo % 2 == 0 else np.zeros((nb, O, 2 * TY, 2 * TX), np.float32)
     V = np.empty((16, nb * TY * TX, C), np.float32)
     U = np.empty((16, O, nb * TY * TX), np.float32)

@@ -288,31 +288,34 @@ def winograd_input(xp, V, e, TY, TX):
 def winograd_grad(g, U, s, TY, TX):
     """U[16, O, m*TY*TX] = G y G^T for the 2x2 tile y at rows and columns 2*ty, 2*tx of each map of
     g [m, O, 2TY, 2TX] (zero-padded to even sizes), G = [[1,0], [1/2,1/2], [1/2,-1/2], [0,1]]:
-    rows into s [4, 2TX], then columns."""
+    a whole map's rows into s [4, TY, 2TX], then its columns (loops as long as the map)."""
     m, O = g.shape[:2]
     h = g.dtype.type(0.5)
-    s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
+    L = TY * TX
+    s0, s1, s2 = s[0].reshape(2 * L), s[1].reshape(2 * L), s[2].reshape(2 * L)
     for n in range(m):
+        base = n * L
         for o in range(O):
+            gm = g[n, o]
             for ty in range(TY):
-                r0 = g[n, o, 2 * ty]
-                r1 = g[n, o, 2 * ty + 1]
+                r0 = gm[2 * ty]
+                r1 = gm[2 * ty + 1]
+                row = 2 * TX * ty
                 for k in range(2 * TX):
-                    s0[k] = r0[k]
-                    s1[k] = h * (r0[k] + r1[k])
-                    s2[k] = h * (r0[k] - r1[k])
-                    s3[k] = r1[k]
-                base = (n * TY + ty) * TX
-                for a in range(4):
-                    sa = s[a]
-                    u0 = U[4 * a, o, base:base + TX]
-                    u1 = U[4 * a + 1, o, base:base + TX]
-                    u2 = U[4 * a + 2, o, base:base + TX]
-                    u3 = U[4 * a + 3, o, base:base + TX]
-                    for tx in range(TX):
-                        p = sa[2 * tx]
-                        q = sa[2 * tx + 1]
-                        u0[tx] = p
-                        u1[tx] = h * (p + q)
-                        u2[tx] = h * (p - q)
-                        u3[tx] = q
+                    s0[row + k] = r0[k]
+                    s1[row + k] = h * (r0[k] + r1[k])
+                    s2[row + k] = h * (r0[k] - r1[k])
+                    s[3, ty, k] = r1[k]
+            for a in range(4):
+                sa = s[a].reshape(2 * L)
+                u0 = U[4 * a, o, base:base + L]
+                u1 = U[4 * a + 1, o, base:base + L]
+                u2 = U[4 * a + 2, o, base:base + L]
+                u3 = U[4 * a + 3, o, base:base + L]
+                for t in range(L):
+                    p = sa[2 * t]
+                    q = sa[2 * t + 1]
+                    u0[t] = p
+                    u1[t] = h * (p + q)
+                    u2[t] = h * (p - q)
+                    u3[t] = q
