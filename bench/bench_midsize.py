@@ -506,15 +506,22 @@ NOTES = [
     "- **Convolutions** (`archdsl/autodiff/convkernels.py`): large float32 2-D convolutions run on "
     "ONNX Runtime's MLAS kernels through one cached single-node session per shape: the NCHWc direct "
     "convolution for the forward and the stride-1 input gradient, ConvTranspose for strided input "
-    "gradients. The weight gradient is NumPy GEMMs a few images at a time: for stride 1, one GEMM per "
+    "gradients. The weight gradient is NumPy GEMMs a few images at a time: for 3x3 kernels of stride "
+    "1, Winograd F(3x3, 2x2), compiled transforms and 16 GEMMs instead of 36 multiplies per 2x2 tile "
+    "(ResNet-18's, one thread: 1.3-1.4x the shifted GEMMs, [bench/kernels.md](kernels.md)); for other "
+    "stride-1 kernels, one GEMM per "
     "kernel tap on a shifted slice of the padded image (no im2col); for strided 1x1 kernels one GEMM "
     "on the subsampled image; for a 3-channel stem an im2col matrix built by whole-row copies (17 -> "
     "7 ms); otherwise im2col + GEMM; with n threads the images are split between n workers with a "
-    "one-thread BLAS each. Small ones (the digits CNN) stay on the NumPy kernels.",
+    "one-thread BLAS each, at least one block of images per thread. Maps of fewer than 64 positions "
+    "(the 4x4 stage) take im2col + GEMM for the forward and input gradient too, split by images "
+    "between the workers at two threads. Small convolutions (the digits CNN) stay on the NumPy "
+    "kernels.",
     "- **Compiled kernels** (`archdsl/autodiff/jit.py` and `jitkernels.py`; numba, the `fast` extra): "
     "batch norm's statistics, output and gradient, layer norm forward and backward, ReLU forward and "
     "backward, and the Adam/AdamW update each run as one compiled pass over memory (two for batch "
-    "norm's centred sums) instead of "
+    "norm's centred sums, which read blocks of channels image by image so that short rows far apart "
+    "still stream: ResNet-18's backward sums 51 -> 34 ms a step) instead of "
     "one NumPy pass per arithmetic operation. A launch that moves 4M floats or more is split between "
     "the calling thread and one of the engine's worker threads, which sleep between launches (numba's "
     "OpenMP layer spun ~4 ms of CPU after every launch and shared its pool with PyTorch's). ReLU and "
@@ -552,8 +559,9 @@ NOTES = [
     "one-thread GEMM, plus the hand-off), and an LSTM's steps split by hidden units need a meeting "
     "per step (62 ms against 56 on one thread), so neither is done. The ResNet's convolutions are "
     "compute-bound on both engines: MLAS's direct convolution for the forward and input "
-    "gradients, OpenBLAS GEMMs at about 100-120 GFLOP/s for the weight gradients, where oneDNN's "
-    "direct kernels run faster.",
+    "gradients (142-193 GFLOP/s at one thread; 1.8x at two), Winograd for the 3x3 weight gradients "
+    "(0.9-1.05x oneDNN's); at two threads torch scales 1.95x and archdsl 1.6x, the rest being "
+    "elementwise passes that move more memory than they compute.",
     "- torch runs with the allocator as it comes (a separate process for the memory figures); in "
     "the timing process it shares archdsl's allocator settings.",
     "",
