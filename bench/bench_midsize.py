@@ -560,7 +560,7 @@ NOTES = [
     "per step (62 ms against 56 on one thread), so neither is done. The ResNet's convolutions are "
     "compute-bound on both engines: MLAS's direct convolution for the forward and input "
     "gradients (142-193 GFLOP/s at one thread; 1.8x at two), Winograd for the 3x3 weight gradients "
-    "(0.9-1.05x oneDNN's); at two threads torch scales 1.95x and archdsl 1.6x, the rest being "
+    "(0.91-1.03x oneDNN's); at two threads torch scales 1.85-1.95x and archdsl 1.6x, the rest being "
     "elementwise passes that move more memory than they compute.",
     "- torch runs with the allocator as it comes (a separate process for the memory figures); in "
     "the timing process it shares archdsl's allocator settings.",

@@ -406,9 +406,9 @@ def _weight_grad_winograd(x, g, wshape, stride, dil, pads, groups, n0, n1, step)
     input transform B^T d B and the gradient transform G y G^T give 16 values each; the 16
     products are summed over tiles by 16 GEMMs [O, tiles] x [tiles, C] (16 multiplies per tile
     and channel pair instead of 36), and A^T M A once at the end gives the 3x3 taps.
-    ResNet-18's 3x3 weight gradients at batch 64, one thread (bench/README.md): 51 -> 39 ms at
-    32x32 with 64 channels, 46 -> 34 at 16x16, 46 -> 38 at 8x8; the transforms are compiled
-    kernels (jitkernels), the GEMMs NumPy's."""
+    ResNet-18's 3x3 weight gradients at batch 64, one thread (bench/kernels.md): 54 -> 42 ms at
+    32x32 with 64 channels, 49 -> 35 at 16x16, 48 -> 37 at 8x8 (torch's oneDNN: 43, 33, 34);
+    the transforms are compiled kernels (jitkernels), the GEMMs NumPy's."""
     jk = _winograd_kernels()
     _, C, H, W = x.shape
     O = wshape[0]
