@@ -74,3 +74,32 @@ def test_trainer_runs_inside_reused_memory(monkeypatch):
     with loop.training_run(T()):
         assert seen == ["enter"]
     assert seen == ["enter", "exit"]
+
+
+AFTER = textwrap.dedent("""
+    import resource, numpy as np
+    from archdsl.autodiff.allocator import reused_memory
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    def steps(n):                                  # 12 MiB of arrays, touched and freed n times
+        for _ in range(n):
+            a = np.ones(2 << 20, np.float32); b = np.ones(1 << 20, np.float32); del a, b
+    with reused_memory() as tuned:
+        steps(3)
+    steps(3)
+    f0 = faults(); steps(10)
+    print(tuned, faults() - f0)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_after_a_run_arrays_below_the_mmap_ceiling_come_from_the_heap():
+    """A run's mallopt calls turn glibc's dynamic mmap threshold off for the rest of the process;
+    the run leaves it where that rule settles (32 MiB), not at the fixed 128 KiB default that made
+    every larger array a fresh mapping faulted page by page (at least one fault per 2 MiB)."""
+    p = subprocess.run([sys.executable, "-c", AFTER], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    tuned, faults = p.stdout.split()
+    if tuned != "True":
+        pytest.skip("not glibc")
+    assert int(faults) < 10, faults          # 10 steps of 12 MiB: 60 faults at least if mapped

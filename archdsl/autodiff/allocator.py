@@ -14,8 +14,9 @@ own (M_MMAP_MAX = 0, every array comes from the heap) and the heap is never trim
 (M_TRIM_THRESHOLD = the largest size_t). Every step then finds the previous step's memory in
 malloc's free lists, whatever the step's size: zero page faults in the steady state. The cost is
 bounded: the process keeps what the run's own peak step allocated (the peak RSS is the same as
-without it), and when the run ends the defaults come back and `malloc_trim(0)` returns the kept
-memory to the kernel. (A buffer pool owned by the engine was the alternative: it would only cover
+without it), and when the run ends `malloc_trim(0)` returns the kept memory to the kernel and
+mappings and trimming come back, at the thresholds glibc's own dynamic rule would have reached
+(see AFTER_MMAP_THRESHOLD). (A buffer pool owned by the engine was the alternative: it would only cover
 arrays the kernels allocate explicitly, not NumPy's temporaries, which are most of a step.)
 
 Set ARCHDSL_MALLOC=default to leave the allocator as it is.
@@ -27,9 +28,15 @@ import ctypes
 import os
 import sys
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _NEVER = -1                            # as size_t: the largest value, so never trim
-DEFAULT_TRIM_THRESHOLD = 128 << 10     # glibc's defaults, restored after a run
+# After a run. Any mallopt turns glibc's dynamic mmap threshold off for good, so its plain
+# defaults (a fixed 128 KiB threshold) would make every larger array a fresh mapping, faulted
+# page by page (a ResNet-18 stage's weight gradient: 5,460 faults a call after a run, none
+# before it). Instead the run leaves the thresholds where the dynamic rule settles once large
+# arrays have been freed: mappings from 32 MiB (its ceiling on 64-bit), a trim above twice that.
+AFTER_MMAP_THRESHOLD = 32 << 20
+AFTER_TRIM_THRESHOLD = 64 << 20
 DEFAULT_MMAP_MAX = 65536
 
 _state = {"libc": None, "depth": 0, "forever": False}
@@ -70,7 +77,8 @@ def reused_memory():
             _state["depth"] -= 1
             if _state["depth"] == 0 and not _state["forever"]:
                 libc.mallopt(_M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                libc.mallopt(_M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                libc.mallopt(_M_MMAP_THRESHOLD, AFTER_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, AFTER_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
 
 
