@@ -28,17 +28,25 @@ _REDUCE = {"reassoc", "nsz"}     # vectorised sums: float64 accumulators, order 
 _BN_BLOCK = 1 << 16
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bn_blocks(N, P, lo, hi, a, b):
+    """The channel blocks of lo:hi, as a range of block starts and the block width; zeroes the
+    float64 sums a, b [C] of those channels."""
+    for c in range(lo, hi):
+        a[c] = 0.0
+        b[c] = 0.0
+    cb = max(1, _BN_BLOCK // (N * P))
+    return range(lo, hi, cb), cb
+
+
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
 def bn_stats(x, mean, var, lo, hi):
     """Per-channel mean and biased variance of x [N, C, P] into float64 mean, var [C], for
     channels lo:hi (two passes, centred; the second finds the block in cache)."""
     N, _, P = x.shape
-    cb = max(1, _BN_BLOCK // (N * P))
-    for c0 in range(lo, hi, cb):
+    starts, cb = _bn_blocks(N, P, lo, hi, mean, var)
+    for c0 in starts:
         c1 = min(hi, c0 + cb)
-        for c in range(c0, c1):
-            mean[c] = 0.0
-            var[c] = 0.0
         for i in range(N):
             for c in range(c0, c1):
                 row = x[i, c]
@@ -82,12 +90,9 @@ def bn_apply(x, mean, scale, shift, out, lo, hi):
 def bn_grad_sums(g, x, mean, sg, sgx, lo, hi):
     """Per channel lo:hi, float64: sg = sum(g) and sgx = sum(g * (x - mean)) over [N, C, P]."""
     N, _, P = x.shape
-    cb = max(1, _BN_BLOCK // (N * P))
-    for c0 in range(lo, hi, cb):
+    starts, cb = _bn_blocks(N, P, lo, hi, sg, sgx)
+    for c0 in starts:
         c1 = min(hi, c0 + cb)
-        for c in range(c0, c1):
-            sg[c] = 0.0
-            sgx[c] = 0.0
         for i in range(N):
             for c in range(c0, c1):
                 gr = g[i, c]
