@@ -496,8 +496,8 @@ NOTES = [
     "- **Memory reused, not re-faulted.** During a training run (`training_run`, what Trainer.fit "
     "and this bench use) glibc gives no array a mapping of its own and never trims the heap "
     "(`archdsl/autodiff/allocator.py`): every step finds the previous step's memory in malloc's free "
-    "lists, whatever the step's size; at the end of the run the defaults come back and the memory is "
-    "returned. ONNX Runtime's scratch comes from one shared arena, so it does not fragment the heap.",
+    "lists, whatever the step's size; at the end of the run the memory is returned, and mappings "
+    "and trimming come back at the thresholds glibc's dynamic rule settles at (32 and 64 MiB). ONNX Runtime's scratch comes from one shared arena, so it does not fragment the heap.",
     "- **Peak memory.** The backward drops each tape entry once processed (its saved arrays and its "
     "output go with it); the executor releases a value's array after its last consumer when no "
     "backward closure holds it (a BatchNorm output once the ReLU after it has run); BatchNorm "

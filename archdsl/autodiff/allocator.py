@@ -65,8 +65,8 @@ def _keep(libc) -> bool:
 @contextlib.contextmanager
 def reused_memory():
     """Within the block, freed memory stays in the heap for the next step (nests; see the module
-    docstring). Afterwards glibc's defaults come back and the kept memory is returned. Yields
-    whether the allocator is tuned."""
+    docstring). Afterwards the kept memory is returned, and mappings and trimming come back at
+    AFTER_MMAP_THRESHOLD and AFTER_TRIM_THRESHOLD. Yields whether the allocator is tuned."""
     libc = _libc()
     ok = libc is not None and (_state["depth"] > 0 or _keep(libc))
     _state["depth"] += ok
