@@ -170,11 +170,12 @@ def _core_fwd_t(qs, k, v, block, out=None, bias=None):
     return o, st, np.divide(1.0, den), va
 
 
-def _core_bwd_t(do, qs, k, e, o, r, va, want_ds=False):
+def _core_bwd_t(do, qs, k, e, o, r, va, want_ds=False, outs=(None, None, None)):
     """Gradients of (qs, k, v) for _core_fwd_t. With p = e^T r and dp = do v^T, the softmax
     vjp's row dot sum(dp * p) is do . o per query (FlashAttention's D), so
     ds^T = e * (v (do r)^T - r D): one matmul of va = [v, 1] with [do r, -r D], then * e.
-    With want_ds, ds^T ([.., S, T]) is returned too."""
+    With want_ds, ds^T ([.., S, T]) is returned too. The three gradients are written into `outs`
+    where given (strided views are fine: BLAS writes them in place of a copy afterwards)."""
     dv = va.shape[-1] - 1
     dor = np.empty(do.shape[:-1] + (dv + 1,), do.dtype)
     np.multiply(do, r, out=dor[..., :dv])
@@ -183,7 +184,8 @@ def _core_bwd_t(do, qs, k, e, o, r, va, want_ds=False):
     np.negative(rd, out=dor[..., dv])
     dst = va @ np.swapaxes(dor, -1, -2)                  # [.., S, T]
     dst *= e
-    out = np.swapaxes(dst, -1, -2) @ k, dst @ qs, e @ dor[..., :dv]
+    out = (np.matmul(np.swapaxes(dst, -1, -2), k, out=outs[0]), np.matmul(dst, qs, out=outs[1]),
+           np.matmul(e, dor[..., :dv], out=outs[2]))
     return out + (dst,) if want_ds else out
 
 
@@ -210,17 +212,17 @@ def _core_parts(qs, k, v, block, out):
     return list(zip(rows, done))
 
 
-def _core_bwd_parts(parts, do, qs, k, v):
-    """(dqs, dk, dv) of the cores of _core_parts, each part on the thread count it ran with."""
+def _core_bwd_parts(parts, do, qs, k, v, outs=None):
+    """(dqs, dk, dv) of the cores of _core_parts, each part on the thread count it ran with
+    (written into `outs`, three [N, H, T, d] views, when given)."""
     if len(parts) == 1:
         o, e, r, va = parts[0][1]
-        return _core_bwd_t(do, qs, k, e, o, r, va)
-    grads = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype), np.empty(v.shape, v.dtype)
+        return _core_bwd_t(do, qs, k, e, o, r, va, outs=outs or (None, None, None))
+    grads = outs or (np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype), np.empty(v.shape, v.dtype))
 
     def part(i):
         rows, (o, e, r, va) = parts[i]
-        for whole, g in zip(grads, _core_bwd_t(do[rows], qs[rows], k[rows], e, o, r, va)):
-            whole[rows] = g
+        _core_bwd_t(do[rows], qs[rows], k[rows], e, o, r, va, outs=tuple(g[rows] for g in grads))
     ortkernels.parallel(len(parts), part)
     return grads
 
@@ -429,7 +431,13 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, bias=None, *, heads, kv_head
         dbo = col_sum(g2) if bo is not None else None
         do = _heads(g2 @ wo, n, t, h, dh)
         dbias = None
-        if not plain:
+        # the packed projection's gradient dy [N, T, 3, H, dh] takes the core's products directly
+        direct = packed and plain and fast and rope is None
+        if direct:
+            dy = np.empty((n, t, 3, h, dh), dtype=xq.dtype)
+            _core_bwd_parts(parts, do, qs, k, v, outs=tuple(dy[:, :, i].transpose(0, 2, 1, 3) for i in range(3)))
+            dy2 = dy.reshape(n * t, 3 * d)
+        elif not plain:
             dqs, dk, dv, dbias = core_back(do, gp)
         elif fast:
             dqs, dk, dv = _core_bwd_parts(parts, do, qs, k, v)
@@ -438,12 +446,12 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, bias=None, *, heads, kv_head
         if rope is not None:
             cos, sin = rope
             dqs, dk = _rope(dqs, cos, -sin), _rope(dk, cos, -sin)
-        if packed:
+        if packed and not direct:
             dy = np.empty((n, t, 3, h, dh), dtype=xq.dtype)
             for i, gi in enumerate((dqs, dk, dv)):
                 dy[:, :, i] = gi.transpose(0, 2, 1, 3)
             dy2 = dy.reshape(n * t, 3 * d)
-        elif xk is None:
+        elif xk is None and not packed:
             dy2 = np.concatenate([_unheads(dqs), _unheads(dk), _unheads(dv)], axis=1)
         if xk is None:
             dx = (dy2 @ w_all).reshape(xq.shape)
