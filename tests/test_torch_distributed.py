@@ -76,3 +76,42 @@ def test_two_processes_train_like_one(tmp_path):
     _same(tmp_path / "one3", tmp_path / "ddp")
     run(*common, "--resume", tmp_path / "one/checkpoint.npz", "--epochs", "3", "-o", tmp_path / "one")
     _same(tmp_path / "one3", tmp_path / "one")
+
+
+def test_leave_frees_the_wrapper_before_the_group(tmp_path, monkeypatch):
+    """A run's DistributedDataParallel wrapper, held only by a reference cycle (as a trainer and
+    its run hold it), is freed when the process leaves the group and before the group goes: left
+    to the interpreter's exit, gloo's threads can abort the process (CI saw exit code -6 once).
+    The cyclic collector is off for the test, so only `leave` can free it."""
+    import gc
+    import weakref
+
+    torch = pytest.importorskip("torch")
+    from archdsl.backends.torch import distributed
+
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    group = distributed.Group(0, 1, 0, torch.device("cpu"))
+    seen = []
+    destroy = dist.destroy_process_group
+
+    def spy(*a, **kw):
+        seen.append(alive() is None)
+        return destroy(*a, **kw)
+    monkeypatch.setattr(dist, "destroy_process_group", spy)
+    gc.disable()
+    try:
+        ddp = group.wrap(torch.nn.Linear(4, 2), find_unused=False)
+        ddp(torch.ones(3, 4)).sum().backward()          # the reducer has run an allreduce
+        cycle: dict = {"ddp": ddp}
+        cycle["self"] = cycle
+        alive = weakref.ref(ddp)
+        del ddp, cycle
+        assert alive() is not None                      # only the collector can free it
+        distributed.leave(group)
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            destroy()
+    assert seen == [True] and alive() is None
+    assert not dist.is_initialized()

@@ -19,6 +19,7 @@ DistributedDataParallel without SyncBatchNorm does).
 """
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -85,8 +86,15 @@ def join(device: str | None) -> Group | None:
 
 
 def leave(group: Group | None) -> None:
+    """Leave the process group: what still holds it is freed first, then the group itself.
+    A run's DistributedDataParallel wrapper (whose reducer holds the group) sits in a reference
+    cycle with its trainer and run, so only the cyclic garbage collector frees it; left to the
+    interpreter's exit, gloo's threads may still need the GIL when Python no longer hands it out,
+    and the process aborts ("terminate called without an active exception", exit code -6; seen
+    once in CI). So collect it here, while the interpreter is whole."""
     if group is not None:
         torch = require_torch()
+        gc.collect()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 

@@ -189,6 +189,13 @@ class TorchTrainer(Trainer):
             run.log(f"{self.group.world} processes ({torch.distributed.get_backend()}, DistributedDataParallel): "
                     f"each takes its share of every batch of {self.cfg.batch}")
 
+    def fit(self, *args, **kwargs):
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            if self.group is not None:      # no DistributedDataParallel outlives its run (distributed.leave)
+                self.net = getattr(self, "executor", None)
+
     def as_array(self, t) -> np.ndarray:
         return t.detach().cpu().numpy()
 
