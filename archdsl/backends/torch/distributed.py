@@ -91,7 +91,7 @@ def leave(group: Group | None) -> None:
     cycle with its trainer and run, so only the cyclic garbage collector frees it; left to the
     interpreter's exit, gloo's threads may still need the GIL when Python no longer hands it out,
     and the process aborts ("terminate called without an active exception", exit code -6; seen
-    once in CI). So collect it here, while the interpreter is whole."""
+    once in a full test run). So collect it here, while the interpreter is whole."""
     if group is not None:
         torch = require_torch()
         gc.collect()
