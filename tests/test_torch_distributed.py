@@ -81,8 +81,8 @@ def test_two_processes_train_like_one(tmp_path):
 def test_leave_frees_the_wrapper_before_the_group(tmp_path, monkeypatch):
     """A run's DistributedDataParallel wrapper, held only by a reference cycle (as a trainer and
     its run hold it), is freed when the process leaves the group and before the group goes: left
-    to the interpreter's exit, gloo's threads can abort the process (a full test run saw a child exit with -6 once).
-    The cyclic collector is off for the test, so only `leave` can free it."""
+    to the interpreter's exit, gloo's threads can abort the process (a full test run saw a child
+    exit with -6 once). The cyclic collector is off for the test, so only `leave` can free it."""
     import gc
     import weakref
 

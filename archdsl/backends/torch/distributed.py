@@ -87,11 +87,12 @@ def join(device: str | None) -> Group | None:
 
 def leave(group: Group | None) -> None:
     """Leave the process group: what still holds it is freed first, then the group itself.
-    A run's DistributedDataParallel wrapper (whose reducer holds the group) sits in a reference
-    cycle with its trainer and run, so only the cyclic garbage collector frees it; left to the
-    interpreter's exit, gloo's threads may still need the GIL when Python no longer hands it out,
-    and the process aborts ("terminate called without an active exception", exit code -6; seen
-    once in a full test run). So collect it here, while the interpreter is whole."""
+    A run's DistributedDataParallel wrapper (whose reducer holds the group) is held by its
+    trainer, which sits in a reference cycle with its run: the trainer drops it when the run ends
+    (TorchTrainer.fit), and anything else in a cycle is collected here, while the interpreter is
+    whole. Left to the interpreter's exit, gloo's threads may still need the GIL when Python no
+    longer hands it out, and the process aborts ("terminate called without an active
+    exception", exit code -6; seen once in a full test run)."""
     if group is not None:
         torch = require_torch()
         gc.collect()
