@@ -431,27 +431,25 @@ def mha(xq, xk, xv, wq, wk, wv, bq, bk, bv, wo, bo, bias=None, *, heads, kv_head
         dbo = col_sum(g2) if bo is not None else None
         do = _heads(g2 @ wo, n, t, h, dh)
         dbias = None
-        # the packed projection's gradient dy [N, T, 3, H, dh] takes the core's products directly
-        direct = packed and plain and fast and rope is None
-        if direct:
-            dy = np.empty((n, t, 3, h, dh), dtype=xq.dtype)
-            _core_bwd_parts(parts, do, qs, k, v, outs=tuple(dy[:, :, i].transpose(0, 2, 1, 3) for i in range(3)))
-            dy2 = dy.reshape(n * t, 3 * d)
-        elif not plain:
+        # the packed projection's gradient dy [N, T, 3, H, dh]; the fast core writes its three
+        # products straight into its per-head views, the other paths' results are copied there
+        dy = np.empty((n, t, 3, h, dh), dtype=xq.dtype) if packed else None
+        dy_heads = tuple(dy[:, :, i].transpose(0, 2, 1, 3) for i in range(3)) if packed else None
+        if not plain:
             dqs, dk, dv, dbias = core_back(do, gp)
         elif fast:
-            dqs, dk, dv = _core_bwd_parts(parts, do, qs, k, v)
+            dqs, dk, dv = _core_bwd_parts(parts, do, qs, k, v, outs=dy_heads)
         else:
             dqs, dk, dv = _core_bwd(do, gp, qs, k, v, p, pd, dmask)
         if rope is not None:
             cos, sin = rope
             dqs, dk = _rope(dqs, cos, -sin), _rope(dk, cos, -sin)
-        if packed and not direct:
-            dy = np.empty((n, t, 3, h, dh), dtype=xq.dtype)
-            for i, gi in enumerate((dqs, dk, dv)):
-                dy[:, :, i] = gi.transpose(0, 2, 1, 3)
+        if packed:
+            for view, gi in zip(dy_heads, (dqs, dk, dv)):
+                if gi is not view:
+                    view[...] = gi
             dy2 = dy.reshape(n * t, 3 * d)
-        elif xk is None and not packed:
+        elif xk is None:
             dy2 = np.concatenate([_unheads(dqs), _unheads(dk), _unheads(dv)], axis=1)
         if xk is None:
             dx = (dy2 @ w_all).reshape(xq.shape)
